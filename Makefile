@@ -1,0 +1,32 @@
+# golflib — set-up and entry points. Every target creates/uses the local virtualenv in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build here (installed from local disk); on a GPU machine install your CUDA build of torch into .venv first,
+# or override: make setup TORCH="torch==2.9.1 --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.golflib-installed
+
+.PHONY: setup demo test lab clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev,lab]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/golf demo
+
+test: setup
+	$(PY) -m pytest -q
+
+lab: setup
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (golflib)"
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+clean-venv:
+	rm -rf $(VENV)

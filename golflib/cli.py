@@ -1,0 +1,198 @@
+"""The ``golf`` command.
+
+    golf demo                                   prepare the embedded corpus, train cpu-tiny, score, summarize
+    golf data prepare|info|fetch                datasets (embedded corpus export, shard inspection, FineWeb)
+    golf model info --preset NAME               parameter counts as JSON
+    golf presets                                list presets
+    golf train --preset P [--nproc N] [--set K=V ...]     training under torchrun
+    golf run NOTEBOOK [-p NAME VALUE ...]       execute a notebook with papermill into runs/<id>/
+    golf eval RUN_DIR_OR_ARTIFACT               re-score an artifact (standard and sliding window)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _kv_pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def cmd_data_prepare(a) -> int:
+    from golflib.data.prepare import prepare_dataset
+
+    entry = prepare_dataset(a.root, corpus=a.corpus, vocab_size=a.vocab_size, val_fraction=a.val_fraction,
+                            shard_size=a.shard_size, force=a.force)
+    print(json.dumps({"dataset": entry["name"], "path": str(Path(a.root) / entry["path"]), **entry["stats"]},
+                     indent=2))
+    return 0
+
+
+def cmd_data_info(a) -> int:
+    from golflib.data.shards import shard_stats
+
+    print(json.dumps(shard_stats(a.path, a.vocab_size, a.bos_id), indent=2))
+    return 0
+
+
+def cmd_data_fetch(a) -> int:
+    from golflib.data.fineweb import fetch_fineweb
+
+    out = fetch_fineweb(a.variant, a.train_shards, a.root, repo_id=a.repo_id, remote_root=a.remote_root,
+                        skip_manifest=a.skip_manifest, refresh_manifest=a.refresh_manifest)
+    print(json.dumps({k: (len(v) if isinstance(v, list) else v) for k, v in out.items()}, indent=2))
+    return 0
+
+
+def cmd_model_info(a) -> int:
+    from golflib.model.gpt import GPT, count_params, param_groups_summary
+    from golflib.presets import resolve
+
+    cfg = resolve(a.preset, _kv_pairs(a.set), environ={})
+    model = GPT(cfg.model)
+    info = {"preset": a.preset, "params": count_params(model), **param_groups_summary(model),
+            "layers": cfg.model.num_layers, "model_dim": cfg.model.model_dim, "vocab_size": cfg.model.vocab_size}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_presets(a) -> int:
+    from golflib.presets import PRESETS
+
+    for name in sorted(PRESETS):
+        doc = (PRESETS[name].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:12s} {doc}")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from golflib.runlog import create_run_dir
+    from golflib.workbook.launch import launch_training
+    from golflib.workbook.training import check_preset
+
+    overrides = _kv_pairs(a.set)
+    check_preset(a.preset, overrides)
+    run_dir = Path(a.run_dir) if a.run_dir else create_run_dir(a.runs_root, slug=a.preset)
+    result = launch_training(run_dir, a.preset, overrides, nproc=a.nproc)
+    print(json.dumps({"run_dir": str(run_dir), "bytes_total": result.get("bytes_total"),
+                      "val_bpb": result["quantized"]["standard"]["val_bpb"]}, indent=2))
+    return 0
+
+
+def cmd_run(a) -> int:
+    from golflib.workbook.notebook import parse_param_value, run_notebook
+
+    params = {name: parse_param_value(value) for name, value in (a.param or [])}
+    out = run_notebook(a.notebook, params, run_dir=a.run_dir, runs_root=a.runs_root, timeout=a.timeout)
+    print(f"executed notebook: {out}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from golflib.workbook.demo import run_demo
+
+    run_demo(train_seconds=a.seconds, nproc=a.nproc, smoke=a.smoke, runs_root=a.runs_root)
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from golflib.workbook.scoring import score_artifact
+
+    print(json.dumps(score_artifact(a.target, stride=a.stride, val_max_tokens=a.val_max_tokens), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="golf", description="golflib: a workbook for OpenAI's Parameter Golf")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
+    dp = d.add_parser("prepare", help="export a corpus (default: embedded) to tokenizer + shards + manifest")
+    dp.add_argument("--root", default="data")
+    dp.add_argument("--corpus", default="embedded", help="'embedded', a .jsonl ({\"text\": ...}) or a .txt file")
+    dp.add_argument("--vocab-size", type=int, default=1024)
+    dp.add_argument("--val-fraction", type=float, default=0.05)
+    dp.add_argument("--shard-size", type=int, default=10**8, help="tokens per shard")
+    dp.add_argument("--force", action="store_true", help="rebuild even if an identical export exists")
+    dp.set_defaults(fn=cmd_data_prepare)
+    di = d.add_parser("info", help="header and token statistics of one shard")
+    di.add_argument("path")
+    di.add_argument("--vocab-size", type=int, default=None, help="also check every id < VOCAB_SIZE")
+    di.add_argument("--bos-id", type=int, default=1)
+    di.set_defaults(fn=cmd_data_info)
+    df = d.add_parser("fetch", help="download FineWeb shards from the Hugging Face hub (manifest-driven)")
+    df.add_argument("--variant", default="sp1024")
+    df.add_argument("--train-shards", type=int, default=80)
+    df.add_argument("--root", default="data")
+    df.add_argument("--repo-id", default=None)
+    df.add_argument("--remote-root", default=None)
+    df.add_argument("--skip-manifest", action="store_true")
+    df.add_argument("--refresh-manifest", action="store_true", help="replace a manifest fetched from another repo")
+    df.set_defaults(fn=cmd_data_fetch)
+
+    m = sub.add_parser("model", help="model").add_subparsers(dest="model_cmd", required=True)
+    mi = m.add_parser("info", help="parameter counts of a preset as JSON")
+    mi.add_argument("--preset", default="baseline")
+    mi.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    mi.set_defaults(fn=cmd_model_info)
+
+    sub.add_parser("presets", help="list presets").set_defaults(fn=cmd_presets)
+
+    t = sub.add_parser("train", help="train under torchrun into a new run directory")
+    t.add_argument("--preset", default="baseline")
+    t.add_argument("--nproc", type=int, default=1)
+    t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    t.add_argument("--run-dir", default=None)
+    t.add_argument("--runs-root", default="runs")
+    t.set_defaults(fn=cmd_train)
+
+    r = sub.add_parser("run", help="execute a notebook with papermill into runs/<id>/")
+    r.add_argument("notebook")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"))
+    r.add_argument("--run-dir", default=None)
+    r.add_argument("--runs-root", default="runs")
+    r.add_argument("--timeout", type=int, default=4 * 3600, help="per-cell execution timeout (s)")
+    r.set_defaults(fn=cmd_run)
+
+    de = sub.add_parser("demo", help="the main job: embedded corpus → cpu-tiny training → scores")
+    de.add_argument("--seconds", type=float, default=None, help="training wall-clock (default 420)")
+    de.add_argument("--nproc", type=int, default=1)
+    de.add_argument("--smoke", action="store_true", help="tiny shape and val slice (for tests)")
+    de.add_argument("--runs-root", default="runs")
+    de.set_defaults(fn=cmd_demo)
+
+    e = sub.add_parser("eval", help="score an artifact (run dir or .golf file)")
+    e.add_argument("target")
+    e.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: the run's EVAL_STRIDE)")
+    e.add_argument("--val-max-tokens", type=int, default=None)
+    e.set_defaults(fn=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)
+    args = build_parser().parse_args(argv)
+    if getattr(args, "seconds", "absent") is None:
+        from golflib.workbook.demo import DEMO_TRAIN_SECONDS
+
+        args.seconds = DEMO_TRAIN_SECONDS
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as e:
+        print(f"golf: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""Typed, frozen run configuration.
+
+Every field is a hyperparameter with an environment-variable name equal to its upper-cased field name, the
+challenge's own names where one exists (``NUM_LAYERS``, ``MODEL_DIM``, ``TRAIN_SEQ_LEN``, ``MAX_WALLCLOCK_SECONDS``,
+... see SPEC §2.1). Names are unique across groups, so a flat ``{ENV_NAME: value}`` view is lossless.
+
+Resolution order used by :func:`resolve` (later wins): field defaults → preset overrides → environment variables →
+explicit overrides. An environment variable that looks like one of ours (a known prefix such as ``TTT_`` or
+``MUON_``) but matches no field is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A config field, override or environment variable is unknown or out of range."""
+
+
+def _check(cond: bool, name: str, msg: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{name.upper()}={value!r}: {msg}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the shards and the tokenizer live (SPEC §1)."""
+
+    data_path: str = "./data/datasets/fineweb10B_sp1024"  # folder holding *_train_*.bin and *_val_*.bin shards
+    tokenizer_path: str = "./data/tokenizers/fineweb_1024_bpe.model"  # SentencePiece .model used for byte LUTs
+    train_files: str = ""  # glob of train shards; "" = <data_path>/*_train_*.bin
+    val_files: str = ""  # glob of val shards; "" = <data_path>/*_val_*.bin (sidecars *_val_bytes_* excluded)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.data_path), "data_path", "must name a folder of shards", self.data_path)
+
+    @property
+    def train_glob(self) -> str:
+        return self.train_files or os.path.join(self.data_path, "*_train_*.bin")
+
+    @property
+    def val_glob(self) -> str:
+        return self.val_files or os.path.join(self.data_path, "*_val_*.bin")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the GPT (SPEC §2.2)."""
+
+    vocab_size: int = 1024  # token ids are uint16 in shards, so at most 65,536
+    num_layers: int = 9  # physical transformer blocks
+    model_dim: int = 512
+    num_heads: int = 8
+    num_kv_heads: int = 4  # GQA: num_heads must be a multiple
+    mlp_mult: float = 2.0  # MLP hidden = int(mlp_mult * model_dim)
+    tie_embeddings: bool = True  # output head = token embedding
+    rope_base: float = 10000.0
+    logit_softcap: float = 30.0  # logits = c * tanh(z / c)
+    qk_gain_init: float = 1.5  # per-head q multiplier (attention temperature)
+    tied_embed_init_std: float = 0.005
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.vocab_size <= 65536, "vocab_size", "must be in [2, 65536] (uint16 token ids)", self.vocab_size)
+        _check(self.num_layers >= 1, "num_layers", "must be >= 1", self.num_layers)
+        _check(self.num_heads >= 1, "num_heads", "must be >= 1", self.num_heads)
+        _check(self.model_dim % self.num_heads == 0, "model_dim", f"must be divisible by NUM_HEADS={self.num_heads}",
+               self.model_dim)
+        _check(self.num_kv_heads >= 1 and self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
+               f"must divide NUM_HEADS={self.num_heads}", self.num_kv_heads)
+        _check((self.model_dim // self.num_heads) % 2 == 0, "model_dim",
+               "model_dim / num_heads (head_dim) must be even for RoPE", self.model_dim)
+        _check(self.mlp_mult > 0, "mlp_mult", "must be > 0", self.mlp_mult)
+        _check(self.logit_softcap > 0, "logit_softcap", "must be > 0", self.logit_softcap)
+        _check(self.rope_base > 1, "rope_base", "must be > 1", self.rope_base)
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.mlp_mult * self.model_dim)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer split and schedule (SPEC §2.4-2.5)."""
+
+    embed_lr: float = 0.6  # Adam LR of an untied token embedding
+    head_lr: float = 0.008  # Adam LR of an untied lm_head
+    tied_embed_lr: float = 0.05  # Adam LR of the tied embedding
+    matrix_lr: float = 0.04  # Muon LR of 2-D block matrices
+    scalar_lr: float = 0.04  # Adam LR of vectors / control tensors / skip weights
+    muon_momentum: float = 0.95
+    muon_backend_steps: int = 5  # Newton-Schulz iterations
+    muon_momentum_warmup_start: float = 0.85
+    muon_momentum_warmup_steps: int = 500
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 0.0  # 0 = off
+    warmdown_iters: int = 1200  # linear LR warmdown length in steps (wall-clock aware when capped)
+
+    def __post_init__(self) -> None:
+        for name in ("embed_lr", "head_lr", "tied_embed_lr", "matrix_lr", "scalar_lr", "grad_clip_norm"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
+        for name in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2"):
+            _check(0 <= getattr(self, name) < 1, name, "must be in [0, 1)", getattr(self, name))
+        _check(self.muon_backend_steps >= 1, "muon_backend_steps", "must be >= 1", self.muon_backend_steps)
+        _check(self.warmdown_iters >= 0, "warmdown_iters", "must be >= 0", self.warmdown_iters)
+        _check(self.muon_momentum_warmup_steps >= 0, "muon_momentum_warmup_steps", "must be >= 0",
+               self.muon_momentum_warmup_steps)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training length, batch and logging cadence (SPEC §2.1, §2.6-2.7)."""
+
+    run_id: str = ""  # "" = generated from the time and preset
+    seed: int = 1337
+    iterations: int = 20000
+    warmup_steps: int = 20  # compile warm-up steps, then weights/optimizer/loader are restored (SPEC §2.6)
+    train_batch_tokens: int = 524_288  # tokens per optimizer step, all ranks and micro-batches together
+    train_seq_len: int = 1024
+    global_microbatches: int = 8  # micro-batches per step over all ranks; grad_accum = this / WORLD_SIZE (SPEC §2.7)
+    max_wallclock_seconds: float = 600.0  # training-time cap; 0 = off (iteration-based warmdown)
+    val_batch_size: int = 524_288  # tokens per validation batch, all ranks together
+    val_loss_every: int = 1000  # steps between validations; 0 = only at the end
+    train_log_every: int = 200
+    val_max_tokens: int = 0  # 0 = whole val split; >0 truncates (tests/smoke only, never for a score)
+    device: str = "auto"  # auto | cpu | cuda
+    use_compile: str = "auto"  # auto (on CUDA only) | 0 | 1
+
+    def __post_init__(self) -> None:
+        _check(self.iterations >= 1, "iterations", "must be >= 1", self.iterations)
+        _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0", self.warmup_steps)
+        _check(self.train_seq_len >= 2, "train_seq_len", "must be >= 2", self.train_seq_len)
+        _check(self.global_microbatches >= 1, "global_microbatches", "must be >= 1", self.global_microbatches)
+        _check(self.train_batch_tokens % (self.global_microbatches * self.train_seq_len) == 0, "train_batch_tokens",
+               f"must be a multiple of GLOBAL_MICROBATCHES*TRAIN_SEQ_LEN = "
+               f"{self.global_microbatches}*{self.train_seq_len}", self.train_batch_tokens)
+        _check(self.max_wallclock_seconds >= 0, "max_wallclock_seconds", "must be >= 0", self.max_wallclock_seconds)
+        _check(self.val_batch_size >= 1, "val_batch_size", "must be >= 1", self.val_batch_size)
+        _check(self.val_loss_every >= 0, "val_loss_every", "must be >= 0", self.val_loss_every)
+        _check(self.train_log_every >= 0, "train_log_every", "must be >= 0", self.train_log_every)
+        _check(self.val_max_tokens >= 0, "val_max_tokens", "must be >= 0", self.val_max_tokens)
+        _check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda", self.device)
+        _check(self.use_compile in ("auto", "0", "1"), "use_compile", "must be auto, 0 or 1", self.use_compile)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocols after training (SPEC §1.4, §3.A1)."""
+
+    eval_seq_len: int = 0  # window length for sliding eval; 0 = TRAIN_SEQ_LEN
+    eval_stride: int = 64  # sliding-window stride in tokens; 0 = no sliding-window eval
+    eval_batch_seqs: int = 32  # windows per forward pass in sliding eval (per rank)
+
+    def __post_init__(self) -> None:
+        _check(self.eval_seq_len >= 0, "eval_seq_len", "must be >= 0", self.eval_seq_len)
+        _check(self.eval_stride >= 0, "eval_stride", "must be >= 0", self.eval_stride)
+        _check(self.eval_batch_seqs >= 1, "eval_batch_seqs", "must be >= 1", self.eval_batch_seqs)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Export of the trained weights into the artifact (SPEC §2.8)."""
+
+    int8_clip_percentile: float = 99.99984  # per-row clip at this percentile of |w|
+    legacy_scale_floor: bool = False  # clamp per-row scale to >= 1/127 like the old exporters (SPEC §2.8, trap 1)
+    keep_float_max_numel: int = 65_536  # float tensors this small pass through (fp16, or fp32 if control)
+    artifact_codec: str = "zlib"  # compressor of the serialized quantized state
+
+    def __post_init__(self) -> None:
+        _check(0 < self.int8_clip_percentile <= 100, "int8_clip_percentile", "must be in (0, 100]",
+               self.int8_clip_percentile)
+        _check(self.keep_float_max_numel >= 0, "keep_float_max_numel", "must be >= 0", self.keep_float_max_numel)
+        _check(self.artifact_codec in ("zlib", "zstd", "lzma", "brotli"), "artifact_codec",
+               "must be zlib, zstd, lzma or brotli", self.artifact_codec)
+
+
+GROUPS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "quant": QuantConfig,
+}
+
+# Environment variables with these prefixes are "ours": one that matches no field is a typo or an unimplemented
+# technique, and silently ignoring it would make a run differ from what its author believes.
+CHALLENGE_PREFIXES = (
+    "GOLF_", "TTT_", "MUON_", "QAT_", "LATE_QAT", "GPTQ_", "EVAL_", "TRAIN_", "VAL_", "WARMDOWN_", "WARMUP_", "NUM_",
+    "MODEL_", "MLP_", "ROPE_", "QK_", "LOGIT_", "TIED_", "EMBED_", "HEAD_", "MATRIX_", "SCALAR_", "ADAM_", "GRAD_",
+    "SWA_", "EMA_", "XSA_", "LOOP_", "SMEAR", "BIGRAM", "VE_", "LN_", "PARALLEL_", "SPARSE_", "GATED_", "LQER_",
+    "SDCLIP", "NGRAM_", "INT8_", "INT6_", "QUANT_", "ARTIFACT_", "GLOBAL_", "MAX_WALLCLOCK", "ENABLE_LOOPING",
+)
+
+
+def _coerce(name: str, typ: Any, raw: Any) -> Any:
+    """Parse ``raw`` (a string from the environment, or a Python value) into the field type."""
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, (int, float)) and raw in (0, 1):
+                return bool(raw)
+            s = str(raw).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(s)
+        if typ is int:
+            if isinstance(raw, bool):
+                return int(raw)
+            if isinstance(raw, float):
+                if raw != int(raw):
+                    raise ValueError(raw)
+                return int(raw)
+            return int(str(raw).strip())
+        if typ is float:
+            return float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
+        if typ is str:
+            return str(raw)
+        if origin is tuple:
+            (elem, *_rest) = typing.get_args(typ)
+            if isinstance(raw, str):
+                parts = [p for p in raw.replace(" ", "").split(",") if p]
+            else:
+                parts = list(raw)
+            return tuple(_coerce(name, elem, p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name.upper()}={raw!r}: expected {getattr(typ, '__name__', typ)}") from None
+    raise ConfigError(f"{name.upper()}: unsupported field type {typ}")
+
+
+def _field_index() -> dict[str, tuple[str, dataclasses.Field]]:
+    index: dict[str, tuple[str, dataclasses.Field]] = {}
+    for group, cls in GROUPS.items():
+        for f in fields(cls):
+            if f.name in index:
+                raise RuntimeError(f"config field {f.name} is defined in two groups")  # programming error
+            index[f.name] = (group, f)
+    return index
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration: one frozen dataclass per group.
+
+    Access fields as ``cfg.model.num_layers``; :meth:`flat` gives ``{"NUM_LAYERS": 9, ...}``.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+
+    # ---- views -------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested ``{group: {field: value}}`` (JSON-serializable)."""
+        return {g: dataclasses.asdict(getattr(self, g)) for g in GROUPS}
+
+    def flat(self) -> dict[str, Any]:
+        """Flat ``{ENV_NAME: value}`` view."""
+        return {k.upper(): v for g in GROUPS for k, v in dataclasses.asdict(getattr(self, g)).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    # ---- construction ------------------------------------------------------------------------------------------
+    def replace(self, overrides: Mapping[str, Any] | None = None, *, source: str = "override") -> "Config":
+        """Return a copy with ``overrides`` applied.
+
+        Keys are field names or env-var names, case-insensitive (``"num_layers"`` or ``"NUM_LAYERS"``); values are
+        Python values or strings (parsed with the field's type). Raises :class:`ConfigError` naming the key for an
+        unknown field or an invalid value, with close matches suggested.
+        """
+        if not overrides:
+            return self
+        index = _field_index()
+        per_group: dict[str, dict[str, Any]] = {}
+        for key, raw in overrides.items():
+            name = str(key).strip().lower()
+            if name not in index:
+                close = difflib.get_close_matches(name.upper(), [n.upper() for n in index], n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"unknown config field {str(key)!r} (from {source}){hint}")
+            group, f = index[name]
+            hints = typing.get_type_hints(GROUPS[group])
+            per_group.setdefault(group, {})[name] = _coerce(name, hints[name], raw)
+        kwargs = {}
+        for group, vals in per_group.items():
+            kwargs[group] = dataclasses.replace(getattr(self, group), **vals)
+        return dataclasses.replace(self, **kwargs)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """Inverse of :meth:`to_dict` (also accepts a flat ``{ENV_NAME: value}`` mapping)."""
+        flat: dict[str, Any] = {}
+        for key, val in d.items():
+            if key in GROUPS and isinstance(val, Mapping):
+                flat.update(val)
+            else:
+                flat[key] = val
+        return cls().replace(flat, source="config file")
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "Config":
+        """Load a ``config.json`` written by a run (extra top-level keys such as ``meta`` are ignored)."""
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if "config" in raw and isinstance(raw["config"], Mapping):
+            raw = raw["config"]
+        return cls.from_dict({k: v for k, v in raw.items() if k in GROUPS})
+
+    def with_env(self, environ: Mapping[str, str] | None = None) -> "Config":
+        """Apply environment variables named like fields; refuse unknown ones that look like ours."""
+        environ = os.environ if environ is None else environ
+        index = _field_index()
+        found: dict[str, str] = {}
+        unknown: list[str] = []
+        for key, val in environ.items():
+            if key.lower() in index and key == key.upper():
+                found[key] = val
+            elif key.startswith(CHALLENGE_PREFIXES):
+                unknown.append(key)
+        if unknown:
+            msgs = []
+            for key in sorted(unknown):
+                close = difflib.get_close_matches(key, [n.upper() for n in index], n=2)
+                msgs.append(key + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            raise ConfigError("environment variables match no golflib config field: " + "; ".join(msgs))
+        return self.replace(found, source="environment")
+
+
+def env_names() -> list[str]:
+    """All config env-var names, in group order."""
+    return [f.name.upper() for cls in GROUPS.values() for f in fields(cls)]

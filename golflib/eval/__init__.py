@@ -1,0 +1,1 @@
+"""Evaluation: exact val_bpb, standard and sliding-window protocols."""

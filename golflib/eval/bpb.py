@@ -1,0 +1,118 @@
+"""Exact val_bpb (SPEC §1.4) and the standard non-overlapping evaluation.
+
+``val_loss = ΣNLL / N`` (nats/token) and ``val_bpb = ΣNLL / (ln 2 · Σbytes)``, with the sums kept in float64 per
+rank and all-reduced (SUM) across ranks. NLL is computed in fp32 after the logit soft-cap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from golflib.data.luts import ByteLUTs
+from golflib.runtime import all_reduce_sum, autocast, synchronize
+
+LN2 = math.log(2.0)
+
+
+def nats_to_bpb(val_loss: float, tokens: float, bytes_: float) -> float:
+    """Convert mean nats/token to bits/byte given the token and byte counts of the scored set."""
+    return val_loss / LN2 * (tokens / bytes_)
+
+
+@dataclass
+class EvalResult:
+    """Outcome of one scoring protocol. ``tokens``/``bytes`` are the scored target count and their byte total."""
+
+    mode: str
+    val_loss: float
+    val_bpb: float
+    tokens: int
+    bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BPBAccumulator:
+    """float64 running sums of NLL (nats), target count and target bytes on ``device``."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+
+    def add(self, nll: torch.Tensor, prev_ids: torch.Tensor, tgt_ids: torch.Tensor, luts: ByteLUTs) -> None:
+        """Add targets: ``nll`` fp32 NLL per target; ``prev_ids``/``tgt_ids`` int64 of the same shape."""
+        self.sums[0] += nll.to(torch.float64).sum()
+        self.sums[1] += float(tgt_ids.numel())
+        self.sums[2] += luts.target_bytes(prev_ids, tgt_ids).to(torch.float64).sum()
+
+    def all_reduce(self) -> "BPBAccumulator":
+        all_reduce_sum(self.sums)
+        return self
+
+    @property
+    def val_loss(self) -> float:
+        return float(self.sums[0] / self.sums[1])
+
+    @property
+    def val_bpb(self) -> float:
+        return float(self.sums[0] / (LN2 * self.sums[2]))
+
+    def result(self, mode: str, seconds: float) -> EvalResult:
+        if float(self.sums[1]) <= 0 or float(self.sums[2]) <= 0:
+            raise ValueError(f"eval mode {mode}: nothing was scored (tokens={float(self.sums[1])}, "
+                             f"bytes={float(self.sums[2])})")
+        return EvalResult(mode, self.val_loss, self.val_bpb, int(self.sums[1]), int(self.sums[2]), seconds)
+
+
+@torch.no_grad()
+def eval_standard(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, batch_tokens: int,
+                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> EvalResult:
+    """Non-overlapping evaluation of the (already truncated) val stream, as the baseline's ``eval_val``.
+
+    ``val_tokens``: int64 ``[n_targets + 1]`` with ``n_targets % seq_len == 0``. Sequences are split contiguously
+    across ranks; each rank scores ``batch_tokens // world_size // seq_len`` sequences per forward (at least 1).
+    ``model.token_nll(x, y)`` must return fp32 NLL ``[B, seq_len]``. Returns the all-reduced :class:`EvalResult`
+    (mode ``standard``).
+    """
+    device = torch.device(device)
+    if (val_tokens.numel() - 1) % seq_len:
+        raise ValueError(f"val stream of {val_tokens.numel() - 1} targets is not a multiple of seq_len={seq_len}")
+    t0 = time.perf_counter()
+    total_seqs = (val_tokens.numel() - 1) // seq_len
+    s0, s1 = total_seqs * rank // world_size, total_seqs * (rank + 1) // world_size
+    per_batch = max(1, batch_tokens // world_size // seq_len)
+    luts = luts.to(device)
+    acc = BPBAccumulator(device)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for b0 in range(s0, s1, per_batch):
+            b1 = min(b0 + per_batch, s1)
+            chunk = val_tokens[b0 * seq_len:b1 * seq_len + 1].to(device)
+            x = chunk[:-1].view(-1, seq_len)
+            y = chunk[1:].view(-1, seq_len)
+            with autocast(device):
+                nll = model.token_nll(x, y)
+            acc.add(nll.float(), x, y, luts)
+    model.train(was_training)
+    acc.all_reduce()
+    synchronize(device)
+    return acc.result("standard", time.perf_counter() - t0)
+
+
+def unigram_bpb(train_tokens, val_tokens: torch.Tensor, luts: ByteLUTs, vocab_size: int) -> float:
+    """val_bpb of an add-one-smoothed unigram model fitted on ``train_tokens`` and scored on the val targets
+    (``val_tokens[1:]``), as a scale reference for what "learned something" means."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size)[:vocab_size] + 1.0
+    logp = np.log(counts / counts.sum())
+    v = val_tokens.to(torch.int64)
+    nll = -logp[v[1:].numpy()]
+    n_bytes = float(luts.target_bytes(v[:-1], v[1:]).sum())
+    return float(nll.sum() / (LN2 * n_bytes))

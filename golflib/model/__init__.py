@@ -1,0 +1,1 @@
+"""Model: the challenge GPT and its layers."""

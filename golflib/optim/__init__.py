@@ -1,0 +1,1 @@
+"""Optimizers and schedules: Muon, the Adam groups, warmdown and momentum warmup."""

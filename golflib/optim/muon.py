@@ -1,0 +1,96 @@
+"""Muon: momentum + Newton-Schulz orthogonalised updates for 2-D matrices (SPEC §2.4).
+
+Per matrix: ``buf = mu*buf + g``; Nesterov ``u = g + mu*buf``; ``O = NS5(u)``; ``O *= sqrt(max(1, rows/cols))``;
+``W -= lr * O``. Source: Keller Jordan's Muon (modded-nanogpt), as in the challenge's baseline ``train_gpt.py``.
+
+Distributed form (baseline): parameter ``i`` is orthogonalised by rank ``i % world``; each rank writes its share
+into a flat bf16 buffer and one all-reduce SUM gives every rank all updates.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+NS5_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def zeropower_via_newtonschulz5(g: Tensor, steps: int = 5, eps: float = 1e-7,
+                                dtype: torch.dtype = torch.bfloat16) -> Tensor:
+    """Approximate the orthogonal polar factor ``U Vᵀ`` of a 2-D matrix ``g`` ([rows, cols]).
+
+    ``X = g/(‖g‖_F + eps)`` in ``dtype`` (bf16 like the records; pass fp32 for exact tests), transposed so that
+    rows <= cols, then ``steps`` iterations of ``A = X Xᵀ; X = a X + (b A + c A²) X`` with
+    ``(a, b, c) = (3.4445, -4.7750, 2.0315)``. Returns a tensor of ``g``'s shape in ``dtype`` whose singular values
+    lie roughly in [0.7, 1.2] (the quintic is tuned for speed, not exact convergence).
+    """
+    if g.ndim != 2:
+        raise ValueError(f"Newton-Schulz expects a 2-D matrix, got shape {tuple(g.shape)}")
+    a, b, c = NS5_COEFFS
+    x = g.to(dtype)
+    x = x / (x.norm() + eps)
+    transposed = g.size(0) > g.size(1)
+    if transposed:
+        x = x.T
+    for _ in range(steps):
+        A = x @ x.T
+        B = b * A + c * A @ A
+        x = a * x + B @ x
+    return x.T if transposed else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon optimizer for 2-D parameters with the baseline's round-robin distributed update.
+
+    Args: ``params`` (2-D tensors), ``lr``, ``momentum`` (mu), ``backend_steps`` (NS iterations), ``nesterov``.
+    ``ns_dtype`` is the Newton-Schulz compute dtype (bf16 by default, as in the records).
+    Raises ``ValueError`` for a parameter that is not 2-D.
+    """
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int = 5, nesterov: bool = True,
+                 ns_dtype: torch.dtype = torch.bfloat16):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
+        self.ns_dtype = ns_dtype
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim != 2:
+                    raise ValueError(f"Muon only handles 2-D parameters, got shape {tuple(p.shape)}")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        distributed = dist.is_available() and dist.is_initialized()
+        world = dist.get_world_size() if distributed else 1
+        rank = dist.get_rank() if distributed else 0
+        for group in self.param_groups:
+            params = group["params"]
+            if not params:
+                continue
+            lr, mu = group["lr"], group["momentum"]
+            total = sum(p.numel() for p in params)
+            flat = torch.zeros(total, device=params[0].device, dtype=self.ns_dtype)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % world == rank and p.grad is not None:
+                    g = p.grad
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(g)
+                    buf = state["momentum_buffer"]
+                    buf.mul_(mu).add_(g)
+                    u = g.add(buf, alpha=mu) if group["nesterov"] else buf
+                    o = zeropower_via_newtonschulz5(u, steps=group["backend_steps"], dtype=self.ns_dtype)
+                    o = o * max(1.0, o.size(0) / o.size(1)) ** 0.5
+                    flat[offset:offset + p.numel()] = o.reshape(-1)
+                offset += p.numel()
+            if distributed and world > 1:
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            offset = 0
+            for p in params:
+                p.add_(flat[offset:offset + p.numel()].view_as(p).to(p.dtype), alpha=-lr)
+                offset += p.numel()
+        return loss

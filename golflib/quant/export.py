@@ -1,0 +1,70 @@
+"""Export a trained model to an artifact and load it back from disk (SPEC §2.8).
+
+``export_int8(model, path, cfg)`` quantizes the state dict with the baseline int8 rules and writes the pickle-free
+container; ``load_artifact_model(path, model_cfg)`` builds a *fresh* GPT and loads the dequantized weights, so the
+round-trip score is computed from the bytes on disk, not from memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+
+from golflib.config import Config, ModelConfig, QuantConfig
+from golflib.model.gpt import GPT
+from golflib.quant.artifact import ArtifactError, read_artifact, write_artifact
+from golflib.quant.int8 import dequantize, payload_bytes, quantize_int8
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """Sizes of an export: ``artifact_bytes`` (file size), ``payload_bytes`` (storage tensors before the codec),
+    ``raw_bytes`` (the fp32/bf16 state dict), the ``scheme`` tag and ``codec``."""
+
+    path: str
+    artifact_bytes: int
+    payload_bytes: int
+    raw_bytes: int
+    scheme: str
+    codec: str
+
+
+def export_int8(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, cfg: QuantConfig,
+                model_cfg: ModelConfig | None = None) -> ExportInfo:
+    """Quantize ``state_dict`` (int8 per-row) and write the artifact with ``cfg.artifact_codec``. With ``model_cfg``
+    the architecture is stored in the metadata, making the artifact loadable on its own."""
+    qs = quantize_int8(state_dict, cfg)
+    if model_cfg is not None:
+        qs.meta["model"] = dataclasses.asdict(model_cfg)
+    n = write_artifact(path, qs, cfg.artifact_codec)
+    raw = sum(t.numel() * t.element_size() for t in state_dict.values())
+    return ExportInfo(str(path), n, payload_bytes(qs), raw, qs.meta["scheme"], cfg.artifact_codec)
+
+
+def load_artifact_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an artifact from disk and return the dequantized float state dict."""
+    return dequantize(read_artifact(path))
+
+
+def load_artifact_model(path: str | os.PathLike, model_cfg: ModelConfig | None = None,
+                        device: torch.device | str = "cpu") -> GPT:
+    """A fresh :class:`GPT` with weights loaded (strict) from the artifact at ``path``; the architecture is
+    ``model_cfg`` or, when None, the one stored in the artifact.
+
+    Raises :class:`~golflib.quant.artifact.ArtifactError` for a foreign file or an artifact without a stored
+    architecture, and ``RuntimeError`` when the weights do not match the architecture."""
+    qs = read_artifact(path)
+    if model_cfg is None:
+        if "model" not in qs.meta:
+            raise ArtifactError(f"{path}: no model config stored in the artifact; pass one explicitly")
+        model_cfg = Config().replace(qs.meta["model"], source=f"artifact {path}").model
+    model = GPT(model_cfg)
+    sd = dequantize(qs)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise RuntimeError(f"{path}: artifact does not match the model config ({e})") from None
+    return model.to(device)

@@ -1,0 +1,101 @@
+"""Run directories and the files a run writes (DESIGN.md "Runs, results, logs").
+
+``runs/<run_id>/`` with ``run_id = YYYYMMDD-HHMMSS_<slug>`` is never overwritten: :func:`create_run_dir` refuses an
+existing id, and a training refuses a directory that already holds a ``train.log``. Files: ``config.json``,
+``train.log`` (challenge line format, full code at the top), ``metrics.jsonl`` (one JSON object per event),
+``result.json`` (final numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+_SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def slugify(text: str) -> str:
+    return _SLUG_RE.sub("-", text).strip("-")[:60] or "run"
+
+
+def new_run_id(slug: str = "run") -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "_" + slugify(slug)
+
+
+def create_run_dir(root: str | os.PathLike = "runs", slug: str = "run", run_id: str | None = None) -> Path:
+    """Create a fresh run directory. With ``run_id`` given, an existing directory is an error
+    (``FileExistsError``); generated ids get a ``-2``, ``-3`` … suffix on a same-second clash."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if run_id:
+        path = root / slugify(run_id)
+        path.mkdir(exist_ok=False)
+        return path
+    base = new_run_id(slug)
+    for i in range(1, 1000):
+        path = root / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a fresh run directory under {root}")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (tmp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunLogger:
+    """Writes ``train.log`` and ``metrics.jsonl`` in ``run_dir`` (only when ``master``; other ranks are silent).
+
+    ``log(msg)`` appends a line to the log and prints it (unless ``console=False``); ``metric(**fields)``
+    appends a JSON object with a wall-clock ``time`` field.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, master: bool = True, console: bool = True):
+        self.run_dir = Path(run_dir)
+        self.master = master
+        self.console = console
+        self.log_path = self.run_dir / "train.log"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+
+    def log(self, msg: str, console: bool = True) -> None:
+        if not self.master:
+            return
+        if console and self.console:
+            print(msg, flush=True)
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(msg + "\n")
+
+    def metric(self, **fields: Any) -> None:
+        if not self.master:
+            return
+        fields.setdefault("time", time.time())
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(_jsonable(fields)) + "\n")
+
+    def write_json(self, name: str, obj: Any) -> None:
+        if self.master:
+            write_json(self.run_dir / name, obj)

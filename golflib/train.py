@@ -1,0 +1,359 @@
+"""The training loop: ``python -m golflib.train`` under plain python or ``torchrun`` (SPEC §2).
+
+Flow: resolve the config (preset → env → ``--set``), set up the device and process group, load byte LUTs and the
+val stream, build the GPT and the optimizer split, run the compile warm-up and restore (§2.6), train until
+``ITERATIONS`` or the wall-clock cap with the warmdown of §2.5, validate every ``VAL_LOSS_EVERY`` steps (timer
+paused), then export the int8 + zlib artifact, reload it **from disk** into a fresh model and score it (standard
+and sliding window). Everything lands in one run directory (see :mod:`golflib.runlog`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from golflib.codesize import code_bytes, core_files, core_source
+from golflib.config import Config
+from golflib.data.loader import DistributedTokenLoader, load_validation_tokens
+from golflib.data.luts import build_sentencepiece_luts, load_sentencepiece
+from golflib.eval.bpb import EvalResult, eval_standard
+from golflib.eval.sliding import eval_sliding
+from golflib.model.gpt import GPT, count_params
+from golflib.model.layers import CONTROL_PATTERNS
+from golflib.optim.build import build_optimizers
+from golflib.optim.muon import Muon
+from golflib.optim.schedule import lr_multiplier, muon_momentum
+from golflib.presets import resolve
+from golflib.quant.export import export_int8, load_artifact_model
+from golflib.runlog import RunLogger, create_run_dir, write_json
+from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
+                             describe_device, init_runtime, should_compile, synchronize)
+
+SIZE_LIMIT = 16_000_000  # bytes, decimal (SPEC §0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m golflib.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="baseline", help="named preset (golflib.presets)")
+    p.add_argument("--config", default=None, help="a resolved config.json to start from instead of a preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a config field (env-var or field name); repeatable")
+    p.add_argument("--run-dir", default=None, help="existing (empty of training files) run directory to write into")
+    p.add_argument("--runs-root", default="runs", help="where a new run directory is created")
+    return p.parse_args(argv)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """``--config`` (a complete resolved config: no preset re-applied) or ``--preset``; then env, then ``--set``."""
+    overrides = parse_overrides(args.overrides)
+    if args.config:
+        return Config.from_json_file(args.config).with_env().replace(overrides)
+    return resolve(args.preset, overrides)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "sentencepiece", "safetensors", "golflib"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _setup_run_dir(args: argparse.Namespace, cfg: Config, rt: Runtime) -> Path:
+    """Rank 0 creates/validates the run dir and broadcasts its path."""
+    path = [None]
+    if rt.master:
+        if args.run_dir:
+            d = Path(args.run_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            for f in ("train.log", "result.json"):
+                if (d / f).exists():
+                    raise FileExistsError(f"{d / f} exists: a run directory is never overwritten; use a new one")
+        else:
+            d = create_run_dir(args.runs_root, slug=args.preset, run_id=cfg.train.run_id or None)
+        path[0] = str(d)
+    if rt.distributed:
+        dist.broadcast_object_list(path, src=0)
+    return Path(path[0])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
+    """Train, export and score; returns the result dict (also written to ``result.json``)."""
+    t_start = time.perf_counter()
+    tc, mc, oc = cfg.train, cfg.model, cfg.optim
+    seed_everything(tc.seed)
+    if tc.global_microbatches % rt.world_size:
+        raise ValueError(f"WORLD_SIZE={rt.world_size} must divide GLOBAL_MICROBATCHES={tc.global_microbatches}")
+    accum = tc.global_microbatches // rt.world_size
+    grad_scale = 1.0 / accum
+
+    sp = load_sentencepiece(cfg.data.tokenizer_path)
+    if int(sp.vocab_size()) != mc.vocab_size:
+        raise ValueError(f"VOCAB_SIZE={mc.vocab_size} does not match tokenizer {cfg.data.tokenizer_path} "
+                         f"vocab_size={int(sp.vocab_size())}")
+    luts = build_sentencepiece_luts(sp, mc.vocab_size)
+    eval_len = cfg.eval.eval_seq_len or tc.train_seq_len
+    val_tokens = load_validation_tokens(cfg.data.val_glob, tc.train_seq_len, mc.vocab_size, tc.val_max_tokens)
+    log.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={cfg.data.tokenizer_path}")
+    log.log(f"val_loader:shards pattern={cfg.data.val_glob} tokens:{val_tokens.numel() - 1}"
+            + (f" (truncated by VAL_MAX_TOKENS={tc.val_max_tokens}: not a val_bpb)" if tc.val_max_tokens else ""))
+
+    base_model = GPT(mc).to(rt.device)
+    cast_model_for_device(base_model, rt.device, CONTROL_PATTERNS)
+    compiled = should_compile(tc.use_compile, rt.device)
+    model = torch.compile(base_model, dynamic=False, fullgraph=True) if compiled else base_model
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[rt.local_rank] if rt.is_cuda else None, broadcast_buffers=False)
+    optimizers = build_optimizers(base_model, oc, mc.tie_embeddings)
+    muon = next((o for o in optimizers if isinstance(o, Muon)), None)
+    n_params = count_params(base_model)
+    log.log(f"model_params:{n_params}")
+    log.log(f"world_size:{rt.world_size} grad_accum_steps:{accum} device:{rt.device} compile:{compiled}")
+    log.log(f"attention_mode:gqa num_heads:{mc.num_heads} num_kv_heads:{mc.num_kv_heads}")
+    log.log(f"train_batch_tokens:{tc.train_batch_tokens} train_seq_len:{tc.train_seq_len} iterations:{tc.iterations} "
+            f"warmup_steps:{tc.warmup_steps} max_wallclock_seconds:{tc.max_wallclock_seconds:.3f}")
+    log.log(f"seed:{tc.seed}")
+
+    def new_loader() -> DistributedTokenLoader:
+        return DistributedTokenLoader(cfg.data.train_glob, rt.rank, rt.world_size, rt.device, mc.vocab_size)
+
+    def zero_grad() -> None:
+        for o in optimizers:
+            o.zero_grad(set_to_none=True)
+
+    def run_step(loader: DistributedTokenLoader) -> torch.Tensor:
+        total = torch.zeros((), device=rt.device)
+        for micro in range(accum):
+            if rt.distributed:
+                model.require_backward_grad_sync = micro == accum - 1
+            x, y = loader.next_batch(tc.train_batch_tokens, tc.train_seq_len, accum)
+            with autocast(rt.device):
+                loss = model(x, y)
+            total += loss.detach()
+            (loss * grad_scale).backward()
+        return total / accum
+
+    loader = new_loader()
+    if tc.warmup_steps > 0:  # SPEC §2.6: prime compile/autotune, then restore weights, optimizer and loader
+        init_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
+        init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
+        model.train()
+        for w in range(tc.warmup_steps):
+            zero_grad()
+            run_step(loader)
+            for o in optimizers:
+                o.step()
+            log.log(f"warmup_step:{w + 1}/{tc.warmup_steps}")
+        base_model.load_state_dict(init_model, strict=True)
+        for o, s in zip(optimizers, init_opts):
+            o.load_state_dict(s)
+        zero_grad()
+        loader = new_loader()
+
+    cap_ms = 1000.0 * tc.max_wallclock_seconds if tc.max_wallclock_seconds > 0 else None
+    eval_kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
+    train_ms, step, stop_after = 0.0, 0, None
+    last_val: EvalResult | None = None
+    synchronize(rt.device)
+    t0 = time.perf_counter()
+    model.train()
+    while True:
+        last = step == tc.iterations or (stop_after is not None and step >= stop_after)
+        if last or (tc.val_loss_every > 0 and step % tc.val_loss_every == 0):
+            synchronize(rt.device)
+            train_ms += 1000.0 * (time.perf_counter() - t0)
+            last_val = eval_standard(base_model, val_tokens, luts, seq_len=tc.train_seq_len,
+                                     batch_tokens=tc.val_batch_size, **eval_kw)
+            log.log(f"step:{step}/{tc.iterations} val_loss:{last_val.val_loss:.4f} val_bpb:{last_val.val_bpb:.4f} "
+                    f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
+            log.metric(kind="val", step=step, val_loss=last_val.val_loss, val_bpb=last_val.val_bpb,
+                       train_time_ms=train_ms, tokens=step * tc.train_batch_tokens)
+            synchronize(rt.device)
+            t0 = time.perf_counter()
+        if last:
+            if stop_after is not None and step < tc.iterations:
+                log.log(f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{tc.iterations}")
+            break
+        elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
+        mult = lr_multiplier(step, elapsed, warmdown_iters=oc.warmdown_iters, iterations=tc.iterations,
+                             max_wallclock_ms=cap_ms)
+        zero_grad()
+        train_loss = run_step(loader)
+        if muon is not None:
+            mom = muon_momentum(step, start=oc.muon_momentum_warmup_start, end=oc.muon_momentum,
+                                warmup_steps=oc.muon_momentum_warmup_steps)
+            for g in muon.param_groups:
+                g["momentum"] = mom
+        for o in optimizers:
+            for g in o.param_groups:
+                g["lr"] = g["base_lr"] * mult
+        if oc.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(base_model.parameters(), oc.grad_clip_norm)
+        for o in optimizers:
+            o.step()
+        zero_grad()
+        step += 1
+        approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
+        if tc.train_log_every > 0 and (step <= 10 or step % tc.train_log_every == 0 or stop_after is not None):
+            tl = all_reduce_sum(train_loss.detach().clone()).item() / rt.world_size  # mean over ranks
+            log.log(f"step:{step}/{tc.iterations} train_loss:{tl:.4f} train_time:{approx_ms:.0f}ms "
+                    f"step_avg:{approx_ms / step:.2f}ms")
+            log.metric(kind="train", step=step, train_loss=tl, lr_mult=mult, train_time_ms=approx_ms,
+                       tokens=step * tc.train_batch_tokens)
+        reached = cap_ms is not None and approx_ms >= cap_ms
+        if rt.distributed and cap_ms is not None:
+            flag = torch.tensor(int(reached), device=rt.device)
+            reached = bool(all_reduce_max(flag).item())
+        if stop_after is None and reached:
+            stop_after = step
+    if rt.is_cuda:
+        log.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
+                f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
+    tokens_trained = step * tc.train_batch_tokens
+
+    # ---- export, reload from disk, score -----------------------------------------------------------------------
+    artifact = run_dir / f"final_model.int8_{cfg.quant.artifact_codec}.golf"
+    n_code = code_bytes()
+    info = None
+    if rt.master:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in base_model.state_dict().items()},
+                  str(run_dir / "final_model.safetensors"))
+        info = export_int8(base_model.state_dict(), artifact, cfg.quant, mc)
+        log.log(f"Serialized model int8+{info.codec}: {info.artifact_bytes} bytes (payload:{info.payload_bytes} "
+                f"raw_state:{info.raw_bytes} payload_ratio:{info.raw_bytes / max(info.payload_bytes, 1):.2f}x)")
+        log.log(f"Code size: {n_code} bytes (training-core sources, {len(core_files())} files; counted until a "
+                f"bundled train_gpt.py exists)")
+        log.log(f"Total submission size int8+{info.codec}: {info.artifact_bytes + n_code} bytes "
+                f"(limit {SIZE_LIMIT})")
+    if rt.distributed:
+        dist.barrier()
+    q_model = load_artifact_model(artifact, mc, rt.device)
+    cast_model_for_device(q_model, rt.device, CONTROL_PATTERNS)
+    tag = f"final_int8_{cfg.quant.artifact_codec}"
+    q_std = eval_standard(q_model, val_tokens, luts, seq_len=tc.train_seq_len, batch_tokens=tc.val_batch_size,
+                          **eval_kw)
+    log.log(f"{tag}_roundtrip val_loss:{q_std.val_loss:.4f} val_bpb:{q_std.val_bpb:.4f} "
+            f"eval_time:{1000 * q_std.seconds:.0f}ms eval_mode=standard")
+    log.log(f"{tag}_roundtrip_exact val_loss:{q_std.val_loss:.8f} val_bpb:{q_std.val_bpb:.8f} eval_mode=standard")
+    q_slide = None
+    if cfg.eval.eval_stride > 0:
+        if eval_len != tc.train_seq_len:  # a different window length re-truncates the stream (SPEC §1.2)
+            slide_tokens = load_validation_tokens(cfg.data.val_glob, eval_len, mc.vocab_size, tc.val_max_tokens)
+        else:
+            slide_tokens = val_tokens
+        q_slide = eval_sliding(q_model, slide_tokens, luts, seq_len=eval_len, stride=cfg.eval.eval_stride,
+                               batch_seqs=cfg.eval.eval_batch_seqs, **eval_kw)
+        log.log(f"{tag}_sliding_window val_loss:{q_slide.val_loss:.4f} val_bpb:{q_slide.val_bpb:.4f} "
+                f"stride:{cfg.eval.eval_stride} eval_seq_len:{eval_len} eval_time:{1000 * q_slide.seconds:.0f}ms "
+                f"eval_mode=sliding")
+        log.log(f"{tag}_sliding_window_exact val_loss:{q_slide.val_loss:.8f} val_bpb:{q_slide.val_bpb:.8f} "
+                f"stride:{cfg.eval.eval_stride} eval_mode=sliding")
+    result = {
+        "run_dir": str(run_dir),
+        "steps": step,
+        "tokens_trained": tokens_trained,
+        "train_time_ms": train_ms,
+        "step_avg_ms": train_ms / max(step, 1),
+        "tokens_per_second": tokens_trained / max(train_ms / 1000.0, 1e-9),
+        "model_params": n_params,
+        "pre_quant": last_val.to_dict() if last_val else None,
+        "quantized": {"standard": q_std.to_dict(), "sliding": q_slide.to_dict() if q_slide else None},
+        "val_tokens": int(val_tokens.numel() - 1),
+        "val_max_tokens": tc.val_max_tokens,
+        "eval_seconds": q_std.seconds + (q_slide.seconds if q_slide else 0.0),
+        "total_seconds": time.perf_counter() - t_start,
+    }
+    if rt.master:
+        result.update({
+            "artifact": {"path": artifact.name, "scheme": info.scheme, "codec": info.codec,
+                         "artifact_bytes": info.artifact_bytes, "payload_bytes": info.payload_bytes},
+            "code_bytes": n_code,
+            "code_bytes_source": "training-core module sources (no bundled train_gpt.py yet)",
+            "bytes_total": info.artifact_bytes + n_code,
+            "size_limit": SIZE_LIMIT,
+            "under_limit": info.artifact_bytes + n_code < SIZE_LIMIT,
+        })
+        log.write_json("result.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = resolve_config(args)
+    rt = init_runtime(cfg.train.device)
+    run_dir = _setup_run_dir(args, cfg, rt)
+    log = RunLogger(run_dir, master=rt.master)
+    if rt.master:
+        write_json(run_dir / "config.json", {
+            "config": cfg.to_dict(),
+            "meta": {"preset": None if args.config else args.preset, "overrides": parse_overrides(args.overrides),
+                     "git_commit": _git_commit(), "versions": _package_versions(), "device": describe_device(rt),
+                     "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        })
+        log.log(core_source(), console=False)
+        log.log("=" * 100, console=False)
+        log.log(f"Running Python {sys.version}", console=False)
+        log.log(f"Running PyTorch {torch.__version__}", console=False)
+        log.log(json.dumps(describe_device(rt)), console=False)
+        log.log("=" * 100, console=False)
+        log.log(f"run_dir:{run_dir}")
+        log.log("config:" + json.dumps(cfg.flat(), sort_keys=True), console=False)
+    try:
+        train(cfg, rt, log, run_dir)
+    except BaseException as e:
+        log.log(f"run_failed: {type(e).__name__}: {e}")
+        raise
+    finally:
+        if rt.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Workbook-only code (never part of a submission): notebooks glue, launcher, plots, run readers, demo."""

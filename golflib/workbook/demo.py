@@ -1,0 +1,53 @@
+"""``golf demo``: the main job on the embedded corpus.
+
+Prepares the embedded corpus (tokenizer + shards + manifest), then executes ``notebooks/00_data.ipynb`` and
+``notebooks/10_train.ipynb`` with the ``cpu-tiny`` preset into one fresh run directory, and prints the headline
+numbers (also stored in the run's ``result.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from golflib.data.prepare import prepare_dataset
+from golflib.runlog import create_run_dir
+from golflib.workbook.notebook import run_notebook
+from golflib.workbook.runs import update_result
+from golflib.workbook.training import summarize
+
+DEMO_TRAIN_SECONDS = 420.0
+
+
+def run_demo(*, notebooks_dir: str | os.PathLike = "notebooks", runs_root: str | os.PathLike = "runs",
+             data_root: str | os.PathLike = "data", figures_root: str | os.PathLike = "figures",
+             train_seconds: float = DEMO_TRAIN_SECONDS, nproc: int = 1, smoke: bool = False,
+             echo=print) -> dict[str, Any]:
+    """Run the demo; returns the summary dict (see :func:`golflib.workbook.training.summarize`)."""
+    t0 = time.time()
+    notebooks_dir = Path(notebooks_dir)
+    echo("[demo] preparing the embedded corpus (Wikipedia vital-article summaries, CC BY-SA 4.0)")
+    entry = prepare_dataset(data_root)
+    s = entry["stats"]
+    echo(f"[demo] dataset {entry['name']}: {s['docs_train']} train / {s['docs_val']} val docs, "
+         f"{s['tokens_train']:,} train / {s['tokens_val']:,} val tokens, {s['bytes_val']:,} val bytes")
+    run_dir = create_run_dir(runs_root, slug="demo")
+    echo(f"[demo] run directory: {run_dir}")
+    common = {"figures_root": str(figures_root), "data_root": str(data_root)}
+    echo("[demo] executing notebooks/00_data.ipynb")
+    run_notebook(notebooks_dir / "00_data.ipynb", {**common, "prepare": False}, run_dir=run_dir)
+    echo(f"[demo] executing notebooks/10_train.ipynb (cpu-tiny, {train_seconds:.0f} s of training, nproc={nproc})")
+    run_notebook(notebooks_dir / "10_train.ipynb",
+                 {**common, "preset": "cpu-tiny", "nproc": nproc, "max_wallclock_seconds": float(train_seconds),
+                  "smoke": smoke}, run_dir=run_dir)
+    summary = summarize(run_dir)
+    summary["demo_seconds"] = round(time.time() - t0, 1)
+    update_result(run_dir, demo=summary)
+    echo("[demo] results")
+    for k, v in summary.items():
+        echo(f"  {k:>20}: {v:,}" if isinstance(v, int) else f"  {k:>20}: {v}")
+    echo(json.dumps({"run_dir": str(run_dir)}))
+    return summary

@@ -1,0 +1,70 @@
+"""Launch training as a ``torchrun`` subprocess and stream its output (never ``mp.spawn`` from a kernel).
+
+The same command works on a laptop (``nproc=1``, CPU, gloo) and on 8×H100 (``nproc=8``, NCCL): the training picks its
+device and backend itself (:mod:`golflib.runtime`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from golflib.workbook.runs import load_result
+
+
+class TrainingFailed(RuntimeError):
+    """The training subprocess exited non-zero; its logs stay in the run directory."""
+
+
+def torchrun_command(run_dir: str | os.PathLike, preset: str = "cpu-tiny", overrides: Mapping[str, Any] | None = None,
+                     nproc: int = 1, python: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=N -m golflib.train ...``."""
+    if not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc={nproc!r}: expected an integer >= 1")
+    cmd = [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "golflib.train", "--preset", preset, "--run-dir", str(run_dir)]
+    for k, v in (overrides or {}).items():
+        cmd += ["--set", f"{k}={_fmt(v)}"]
+    return cmd
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def launch_training(run_dir: str | os.PathLike, preset: str = "cpu-tiny", overrides: Mapping[str, Any] | None = None,
+                    nproc: int = 1, echo: Callable[[str], None] | None = print, env: Mapping[str, str] | None = None,
+                    cwd: str | os.PathLike | None = None) -> dict:
+    """Run the training subprocess, echo each output line as it arrives (also saved to ``console.log`` in the run
+    directory), and return the run's ``result.json``. Raises :class:`TrainingFailed` with the last lines of output
+    when the process fails."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = torchrun_command(run_dir, preset, overrides, nproc)
+    full_env = dict(os.environ if env is None else env)
+    full_env.update({"PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
+    tail: list[str] = []
+    with open(run_dir / "console.log", "a", encoding="utf-8") as console:
+        console.write("$ " + " ".join(cmd) + "\n")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                env=full_env, cwd=cwd)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            console.write(line + "\n")
+            console.flush()
+            tail = (tail + [line])[-40:]
+            if echo is not None:
+                echo(line)
+        rc = proc.wait()
+    if rc != 0:
+        raise TrainingFailed(f"training exited with code {rc}; logs kept in {run_dir} (train.log, console.log). "
+                             "Last lines:\n" + "\n".join(tail))
+    return load_result(run_dir)

@@ -1,0 +1,99 @@
+"""Execute notebooks headlessly with papermill into a run directory (``golf run``).
+
+One run, one folder: the executed notebook is saved as ``runs/<run_id>/<notebook>.ipynb`` and the notebook receives
+``run_dir`` as a parameter so the training it launches writes into the same folder. Papermill traps handled here:
+``kernel_name="python3"`` always, an execution timeout, ``MPLBACKEND=Agg`` for the training subprocess
+(:mod:`golflib.workbook.launch`), cwd = project root,
+and typed parameters (``-p`` values parsed as Python literals, then checked by :func:`check_params`).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from golflib.runlog import create_run_dir, write_json
+
+
+class ParamError(ValueError):
+    """A notebook parameter has the wrong type or value."""
+
+
+def parse_param_value(text: str) -> Any:
+    """``"8"`` → 8, ``"0.5"`` → 0.5, ``"True"`` → True, ``"{'A': 1}"`` → dict; anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def check_params(values: Mapping[str, Any], spec: Mapping[str, type | tuple[type, ...]]) -> None:
+    """Raise :class:`ParamError` naming the parameter when ``values[name]`` is not of the type(s) in ``spec``.
+    (An int is accepted where a float is expected; a bool is never accepted as an int.)"""
+    for name, typ in spec.items():
+        if name not in values:
+            raise ParamError(f"notebook parameter {name!r} is missing")
+        v = values[name]
+        types = typ if isinstance(typ, tuple) else (typ,)
+        if float in types and isinstance(v, int) and not isinstance(v, bool):
+            continue
+        if isinstance(v, bool) and bool not in types:
+            raise ParamError(f"notebook parameter {name}={v!r}: expected {'/'.join(t.__name__ for t in types)}")
+        if not isinstance(v, types):
+            raise ParamError(f"notebook parameter {name}={v!r}: expected {'/'.join(t.__name__ for t in types)}, "
+                             f"got {type(v).__name__}")
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
+    """Default values of the cell tagged ``parameters`` (evaluated as simple assignments)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            out: dict[str, Any] = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    try:
+                        out[node.targets[0].id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        pass
+            return out
+    raise ParamError(f"{path}: no cell tagged 'parameters'")
+
+
+def run_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None = None, *,
+                 run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = "runs",
+                 cwd: str | os.PathLike | None = None, timeout: int = 3600, log_output: bool = True) -> Path:
+    """Execute ``notebook`` with papermill into ``run_dir`` (a fresh ``runs/<id>_<name>`` when not given).
+
+    Unknown parameter names (not in the notebook's parameters cell) raise :class:`ParamError` before anything
+    runs. Returns the path of the executed notebook; papermill's ``PapermillExecutionError`` propagates (the
+    partially executed notebook is kept in the run directory).
+    """
+    import papermill as pm
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"notebook not found: {notebook}")
+    params = dict(params or {})
+    defaults = notebook_parameters(notebook)
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ParamError(f"{notebook.name}: unknown parameter(s) {unknown}; known: {sorted(defaults)}")
+    if run_dir is None:
+        run_dir = create_run_dir(runs_root, slug=notebook.stem)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / notebook.name
+    if out.exists():
+        raise FileExistsError(f"{out} exists: a run directory is never overwritten")
+    if "run_dir" in defaults:
+        params["run_dir"] = str(run_dir)
+    write_json(run_dir / f"{notebook.stem}.params.json", params)
+    pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name="python3",
+                        cwd=str(cwd or Path.cwd()), execution_timeout=timeout, log_output=log_output,
+                        progress_bar=False)
+    return out

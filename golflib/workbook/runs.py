@@ -1,0 +1,69 @@
+"""Reading run directories: results, metrics, configs (workbook side of :mod:`golflib.runlog`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from golflib.runlog import create_run_dir, write_json  # noqa: F401  (re-exported for notebooks)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; raises ``FileNotFoundError``/``ValueError`` naming the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_result(run_dir: str | os.PathLike) -> dict:
+    """``result.json`` of a run (raises ``FileNotFoundError`` when the run did not finish)."""
+    return load_json(Path(run_dir) / "result.json")
+
+
+def load_config(run_dir: str | os.PathLike) -> dict:
+    return load_json(Path(run_dir) / "config.json")
+
+
+def load_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """All events of ``metrics.jsonl`` (empty list if the file does not exist yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+    return out
+
+
+def update_result(run_dir: str | os.PathLike, **sections: Any) -> dict:
+    """Merge top-level keys into ``result.json`` (e.g. reference scores computed by a notebook)."""
+    result = load_result(run_dir)
+    result.update(sections)
+    write_json(Path(run_dir) / "result.json", result)
+    return result
+
+
+def list_runs(root: str | os.PathLike = "runs") -> list[Path]:
+    """Run directories under ``root`` (those with a ``config.json`` or an executed notebook), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (any(p.glob("*.ipynb")) or (p / "config.json").exists()))
+
+
+def find_artifact(run_dir: str | os.PathLike) -> Path:
+    """The ``*.golf`` artifact of a run; raises ``FileNotFoundError`` when there is none."""
+    found = sorted(Path(run_dir).glob("*.golf"))
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no *.golf artifact (did the training finish?)")
+    return found[0]

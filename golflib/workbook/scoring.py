@@ -1,0 +1,52 @@
+"""``golf eval``: re-score an artifact from disk (standard and sliding window) on the val set of its run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from golflib.config import Config
+from golflib.data.loader import load_validation_tokens
+from golflib.data.luts import build_sentencepiece_luts
+from golflib.eval.bpb import eval_standard
+from golflib.eval.sliding import eval_sliding
+from golflib.quant.export import load_artifact_model
+from golflib.workbook.runs import find_artifact
+
+
+def resolve_target(target: str | os.PathLike) -> tuple[Path, Config]:
+    """``(artifact path, config)`` for a run directory or an artifact file. The config comes from the run's
+    ``config.json`` (next to the artifact) or, for a lone artifact, from defaults + environment."""
+    target = Path(target)
+    if target.is_dir():
+        artifact, cfg_path = find_artifact(target), target / "config.json"
+    elif target.is_file():
+        artifact, cfg_path = target, target.parent / "config.json"
+    else:
+        raise FileNotFoundError(f"{target}: neither a run directory nor an artifact file")
+    cfg = Config.from_json_file(cfg_path) if cfg_path.is_file() else Config().with_env()
+    return artifact, cfg
+
+
+def score_artifact(target: str | os.PathLike, *, stride: int | None = None,
+                   val_max_tokens: int | None = None) -> dict:
+    """Load the artifact into a fresh model (architecture from the artifact) and score it on CPU/the default
+    device; returns ``{"artifact", "artifact_bytes", "standard": {...}, "sliding": {...} | None}``."""
+    artifact, cfg = resolve_target(target)
+    model = load_artifact_model(artifact)
+    mc, tc = model.cfg, cfg.train
+    max_tokens = tc.val_max_tokens if val_max_tokens is None else val_max_tokens
+    luts = build_sentencepiece_luts(cfg.data.tokenizer_path, mc.vocab_size)
+    val = load_validation_tokens(cfg.data.val_glob, tc.train_seq_len, mc.vocab_size, max_tokens)
+    out = {"artifact": str(artifact), "artifact_bytes": artifact.stat().st_size, "val_max_tokens": max_tokens}
+    out["standard"] = eval_standard(model, val, luts, seq_len=tc.train_seq_len, batch_tokens=tc.val_batch_size) \
+        .to_dict()
+    stride = cfg.eval.eval_stride if stride is None else stride
+    out["sliding"] = None
+    if stride > 0:
+        eval_len = cfg.eval.eval_seq_len or tc.train_seq_len
+        sval = val if eval_len == tc.train_seq_len else load_validation_tokens(cfg.data.val_glob, eval_len,
+                                                                               mc.vocab_size, max_tokens)
+        out["sliding"] = eval_sliding(model, sval, luts, seq_len=eval_len, stride=stride,
+                                      batch_seqs=cfg.eval.eval_batch_seqs).to_dict()
+    return out

@@ -1,0 +1,105 @@
+"""Helpers behind ``notebooks/10_train.ipynb`` and ``golf demo``: run-parameter handling and run summaries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from golflib.data.luts import build_sentencepiece_luts
+from golflib.data.loader import load_validation_tokens
+from golflib.data.shards import list_shards, load_shard
+from golflib.eval.bpb import unigram_bpb
+from golflib.presets import resolve
+from golflib.runlog import create_run_dir
+from golflib.workbook.runs import load_config, load_result, update_result
+
+# Smoke runs (tests/CI): the same code path in ~20 s of training on a smaller shape and a val slice.
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "NUM_LAYERS": 2, "MODEL_DIM": 64, "NUM_HEADS": 2, "NUM_KV_HEADS": 1, "TRAIN_SEQ_LEN": 128,
+    "TRAIN_BATCH_TOKENS": 2048, "VAL_LOSS_EVERY": 20, "TRAIN_LOG_EVERY": 5, "VAL_BATCH_SIZE": 16384,
+    "VAL_MAX_TOKENS": 16384, "EVAL_SEQ_LEN": 128, "EVAL_STRIDE": 64, "WARMDOWN_ITERS": 20,
+}
+
+
+def ensure_run_dir(run_dir: str | os.PathLike | None, slug: str, runs_root: str | os.PathLike = "runs") -> Path:
+    """``run_dir`` as a Path (created if needed), or a fresh ``runs/<id>_<slug>`` when None (interactive use)."""
+    if run_dir:
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return create_run_dir(runs_root, slug=slug)
+
+
+def data_overrides(preset: str, data_root: str | os.PathLike) -> dict[str, str]:
+    """The preset's ``DATA_PATH``/``TOKENIZER_PATH`` re-rooted under ``data_root`` when they point into ``./data``
+    (so a notebook's ``data_root`` parameter moves the whole dataset); empty when nothing changes."""
+    flat = resolve(preset, environ={}).flat()
+    out: dict[str, str] = {}
+    for key in ("DATA_PATH", "TOKENIZER_PATH"):
+        parts = Path(flat[key]).parts
+        if parts and parts[0] == "data" and Path(data_root) != Path("data"):
+            out[key] = str(Path(data_root, *parts[1:]))
+    return out
+
+
+def train_overrides(overrides: Mapping[str, Any] | None, *, preset: str = "cpu-tiny",
+                    data_root: str | os.PathLike = "data", max_wallclock_seconds: float | None = None,
+                    seed: int | None = None, smoke: bool = False) -> dict[str, Any]:
+    """The override dict passed to the training, in order: the smoke shape (if ``smoke``), the data paths under
+    ``data_root``, the notebook's ``overrides``, then the explicit ``max_wallclock_seconds``/``seed``."""
+    out: dict[str, Any] = dict(SMOKE_OVERRIDES) if smoke else {}
+    out.update(data_overrides(preset, data_root))
+    out.update(overrides or {})
+    if max_wallclock_seconds is not None:
+        out["MAX_WALLCLOCK_SECONDS"] = float(max_wallclock_seconds)
+    if seed is not None:
+        out["SEED"] = int(seed)
+    return out
+
+
+def check_preset(preset: str, overrides: Mapping[str, Any]) -> dict:
+    """Resolve the config in this process first, so a typo fails in the notebook, not in a subprocess."""
+    return resolve(preset, overrides).flat()
+
+
+def add_reference_scores(run_dir: str | os.PathLike) -> dict:
+    """Compute the unigram val_bpb of the run's val set (unigram fitted on the first train shard, add-one smoothed)
+    and store it in ``result.json`` under ``reference``; returns the updated result."""
+    cfg = load_config(run_dir)["config"]
+    data, model, train = cfg["data"], cfg["model"], cfg["train"]
+    val_glob = data["val_files"] or os.path.join(data["data_path"], "*_val_*.bin")
+    train_glob = data["train_files"] or os.path.join(data["data_path"], "*_train_*.bin")
+    val = load_validation_tokens(val_glob, train["train_seq_len"], model["vocab_size"], train["val_max_tokens"])
+    luts = build_sentencepiece_luts(data["tokenizer_path"], model["vocab_size"])
+    first_train = load_shard(list_shards(train_glob)[0])
+    ref = {"unigram_val_bpb": unigram_bpb(first_train, val, luts, model["vocab_size"]),
+           "unigram_fit": "add-one smoothed counts of the first train shard"}
+    return update_result(run_dir, reference=ref)
+
+
+def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Headline numbers of a finished run (what ``golf demo`` prints)."""
+    r = load_result(run_dir)
+    q = r["quantized"]
+    out = {
+        "run_dir": str(run_dir),
+        "steps": r["steps"],
+        "tokens_trained": r["tokens_trained"],
+        "tokens_per_second": round(r["tokens_per_second"], 1),
+        "val_bpb_pre_quant": r["pre_quant"]["val_bpb"] if r.get("pre_quant") else None,
+        "val_bpb_post_quant": q["standard"]["val_bpb"],
+        "val_bpb_sliding": q["sliding"]["val_bpb"] if q.get("sliding") else None,
+        "unigram_val_bpb": r.get("reference", {}).get("unigram_val_bpb"),
+        "artifact_bytes": r.get("artifact", {}).get("artifact_bytes"),
+        "code_bytes": r.get("code_bytes"),
+        "bytes_total": r.get("bytes_total"),
+    }
+    return out
+
+
+def score_table(summary: Mapping[str, Any]) -> dict[str, float]:
+    """``{label: val_bpb}`` of the scores present in a :func:`summarize` dict, reference first."""
+    labels = (("unigram_val_bpb", "unigram (reference)"), ("val_bpb_pre_quant", "pre-quant"),
+              ("val_bpb_post_quant", "int8 round trip"), ("val_bpb_sliding", "int8 sliding window"))
+    return {label: summary[key] for key, label in labels if summary.get(key) is not None}

@@ -1,0 +1,64 @@
+"""Shared fixtures: the embedded corpus prepared once per session, and tiny configs that train in seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from golflib.config import Config
+from golflib.data.prepare import dataset_paths, prepare_dataset
+from golflib.presets import resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny model and val slice: the full code path in a few seconds on 2 CPU cores.
+TINY = {
+    "NUM_LAYERS": 2, "MODEL_DIM": 64, "NUM_HEADS": 2, "NUM_KV_HEADS": 1, "MLP_MULT": 2.0,
+    "TRAIN_SEQ_LEN": 64, "TRAIN_BATCH_TOKENS": 1024, "GLOBAL_MICROBATCHES": 2, "WARMUP_STEPS": 0,
+    "MAX_WALLCLOCK_SECONDS": 0.0, "ITERATIONS": 30, "WARMDOWN_ITERS": 10, "VAL_LOSS_EVERY": 0,
+    "TRAIN_LOG_EVERY": 5, "VAL_BATCH_SIZE": 8192, "VAL_MAX_TOKENS": 8192, "EVAL_STRIDE": 32, "EVAL_BATCH_SEQS": 16,
+    "MUON_MOMENTUM_WARMUP_STEPS": 10,
+}
+
+
+@pytest.fixture(scope="session")
+def embedded_data(tmp_path_factory) -> dict:
+    """The embedded corpus exported once (vocab 1024): ``{"root", "entry", "data_path", "tokenizer_path"}``."""
+    root = tmp_path_factory.mktemp("data")
+    entry = prepare_dataset(root)
+    data_path, tok_path = dataset_paths(root, entry["name"])
+    return {"root": root, "entry": entry, "data_path": data_path, "tokenizer_path": tok_path}
+
+
+@pytest.fixture()
+def tiny_overrides(embedded_data) -> dict:
+    return {**TINY, "DATA_PATH": str(embedded_data["data_path"]),
+            "TOKENIZER_PATH": str(embedded_data["tokenizer_path"])}
+
+
+@pytest.fixture()
+def tiny_cfg(tiny_overrides) -> Config:
+    return resolve("cpu-tiny", tiny_overrides, environ={})
+
+
+def run_golf_train(args: list[str], cwd: Path, nproc: int | None = None, env: dict | None = None,
+                   timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m golflib.train`` (under torchrun when ``nproc``) as a subprocess; return the result."""
+    cmd = [sys.executable]
+    if nproc:
+        cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd += ["-m", "golflib.train", *args]
+    full_env = {k: v for k, v in os.environ.items()}
+    full_env.update(env or {})
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def set_args(overrides: dict) -> list[str]:
+    out = []
+    for k, v in overrides.items():
+        out += ["--set", f"{k}={v}"]
+    return out

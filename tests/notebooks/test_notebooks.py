@@ -1,0 +1,63 @@
+"""Every notebook executes under papermill with smoke parameters (the demo path runs 00 and 10)."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from conftest import REPO
+from golflib.workbook.demo import run_demo
+from golflib.workbook.runs import load_result
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    summary = run_demo(notebooks_dir=REPO / "notebooks", runs_root=tmp_path / "runs", data_root=embedded_data["root"],
+                       figures_root=tmp_path / "figures", train_seconds=12, smoke=True, echo=lines.append)
+    run_dir = tmp_path / "runs" / summary["run_dir"].split("/")[-1]
+    assert run_dir.name.endswith("_demo")
+    for nb in ("00_data.ipynb", "10_train.ipynb"):
+        executed = nbformat.read(str(run_dir / nb), as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, errors
+        assert executed.metadata["papermill"]["parameters"]["run_dir"] == str(run_dir)
+    for fig in ("doc_token_lengths", "training_curves", "size_budget", "scores"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 5000, fig
+    assert (tmp_path / "figures" / "10_train" / "training_curves.png").is_file()
+    assert (tmp_path / "figures" / "00_data" / "doc_token_lengths.png").is_file()
+    result = load_result(run_dir)
+    demo = result["demo"]
+    assert demo == {k: summary[k] for k in demo}
+    for key in ("tokens_trained", "val_bpb_pre_quant", "val_bpb_post_quant", "val_bpb_sliding", "unigram_val_bpb",
+                "artifact_bytes", "bytes_total"):
+        assert demo[key] is not None, key
+    assert demo["val_bpb_post_quant"] < demo["unigram_val_bpb"]
+    assert demo["bytes_total"] == demo["artifact_bytes"] + demo["code_bytes"]
+    assert any("val_bpb_post_quant" in line for line in lines)
+    # the training the notebook launched wrote into the same run directory
+    assert (run_dir / "train.log").is_file() and (run_dir / "console.log").is_file()
+
+
+def test_golf_run_cli_data_notebook_and_bad_params(tmp_path, embedded_data):
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "golflib.cli", "run", str(REPO / "notebooks" / "00_data.ipynb"), "-p", "data_root",
+           str(embedded_data["root"]), "-p", "prepare", "False", "-p", "figures_root", str(tmp_path / "figs"),
+           "--runs-root", str(runs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = list(runs.iterdir())
+    assert (run_dir / "00_data.ipynb").is_file()
+    params = json.loads((run_dir / "00_data.params.json").read_text())
+    assert params["prepare"] is False and params["run_dir"] == str(run_dir)
+    bad = subprocess.run(cmd[:5] + ["-p", "vocab", "1024", "--runs-root", str(runs)], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown parameter(s) ['vocab']" in bad.stderr
+    wrong_type = subprocess.run(cmd[:5] + ["-p", "vocab_size", "'big'", "-p", "data_root", str(embedded_data["root"]),
+                                           "--runs-root", str(runs)], capture_output=True, text=True, cwd=tmp_path)
+    assert wrong_type.returncode != 0 and "vocab_size='big': expected int" in wrong_type.stderr + wrong_type.stdout
