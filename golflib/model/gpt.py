@@ -15,9 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from typing import Callable
+
 from golflib.config import ModelConfig
 from golflib.model.attention import causal_attention
 from golflib.model.layers import CastedLinear, RMSNorm, Rotary, apply_rotary, rms_norm
+
+# An adapter (e.g. test-time LoRA) sees every projection of every forward path:
+# ``adapter(site, layer, x, out) -> out'`` with site in {"q", "k", "v", "o", "mlp", "head"}, ``layer`` the virtual
+# layer index (-1 for the head), ``x`` the projection's input and ``out`` its output. Threading it through the one
+# forward pass (instead of re-implementing blocks for TTT) keeps every gate and mask identical (SPEC §7.2 traps 5-6).
+Adapter = Callable[[str, int, Tensor, Tensor], Tensor]
 
 
 class CausalSelfAttention(nn.Module):
@@ -36,17 +44,21 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
         self.rotary = Rotary(hd, base=cfg.rope_base)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, adapter: Adapter | None = None, layer: int = 0) -> Tensor:
         b, t, d = x.shape
-        q = self.c_q(x).view(b, t, self.num_heads, self.head_dim)
-        k = self.c_k(x).view(b, t, self.num_kv_heads, self.head_dim)
-        v = self.c_v(x).view(b, t, self.num_kv_heads, self.head_dim)
+        q, k, v = self.c_q(x), self.c_k(x), self.c_v(x)
+        if adapter is not None:
+            q, k, v = adapter("q", layer, x, q), adapter("k", layer, x, k), adapter("v", layer, x, v)
+        q = q.view(b, t, self.num_heads, self.head_dim)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim)
+        v = v.view(b, t, self.num_kv_heads, self.head_dim)
         q, k = rms_norm(q), rms_norm(k)
         cos, sin = self.rotary(t, x.device, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = causal_attention(q, k, v)
-        return self.proj(y.reshape(b, t, d))
+        y = causal_attention(q, k, v).reshape(b, t, d)
+        out = self.proj(y)
+        return out if adapter is None else adapter("o", layer, y, out)
 
 
 class MLP(nn.Module):
@@ -76,12 +88,15 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())
 
-    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, adapter: Adapter | None = None, layer: int = 0) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(self.attn_norm(x))
-        x = x + self.mlp_scale.to(x.dtype) * self.mlp(self.mlp_norm(x))
-        return x
+        x = x + self.attn_scale.to(x.dtype) * self.attn(self.attn_norm(x), adapter, layer)
+        h = self.mlp_norm(x)
+        m = self.mlp(h)
+        if adapter is not None:
+            m = adapter("mlp", layer, h, m)
+        return x + self.mlp_scale.to(x.dtype) * m
 
 
 class GPT(nn.Module):
@@ -110,40 +125,47 @@ class GPT(nn.Module):
                 nn.init.zeros_(m.weight)
 
     # ---- forward paths ----------------------------------------------------------------------------------------
-    def hidden(self, input_ids: Tensor) -> Tensor:
+    def virtual_layers(self) -> list[int]:
+        """Physical block index of each virtual layer, in execution order (encoder half first)."""
+        return list(range(len(self.blocks)))
+
+    def hidden(self, input_ids: Tensor, adapter: Adapter | None = None) -> Tensor:
         """Final-norm output ``[B, T, model_dim]`` (the input of the logit projection)."""
         x = rms_norm(self.tok_emb(input_ids))
         x0 = x
         skips: list[Tensor] = []
         for i in range(self.num_encoder_layers):
-            x = self.blocks[i](x, x0)
+            x = self.blocks[i](x, x0, adapter, i)
             skips.append(x)
         for i in range(self.num_decoder_layers):
             if skips:
                 x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = self.blocks[self.num_encoder_layers + i](x, x0)
+            j = self.num_encoder_layers + i
+            x = self.blocks[j](x, x0, adapter, j)
         return self.final_norm(x)
 
-    def logits_from_hidden(self, h: Tensor) -> Tensor:
+    def logits_from_hidden(self, h: Tensor, adapter: Adapter | None = None) -> Tensor:
         """Soft-capped fp32 logits ``[..., vocab]`` from final hidden states."""
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        z = F.linear(h, w.to(h.dtype)).float()
+        z = F.linear(h, w.to(h.dtype))
+        if adapter is not None:
+            z = adapter("head", -1, h, z)
         c = self.cfg.logit_softcap
-        return c * torch.tanh(z / c)
+        return c * torch.tanh(z.float() / c)
 
-    def logits(self, input_ids: Tensor) -> Tensor:
+    def logits(self, input_ids: Tensor, adapter: Adapter | None = None) -> Tensor:
         """Soft-capped fp32 logits ``[B, T, vocab]``."""
-        return self.logits_from_hidden(self.hidden(input_ids))
+        return self.logits_from_hidden(self.hidden(input_ids, adapter), adapter)
 
-    def token_nll(self, input_ids: Tensor, target_ids: Tensor) -> Tensor:
+    def token_nll(self, input_ids: Tensor, target_ids: Tensor, adapter: Adapter | None = None) -> Tensor:
         """Per-target NLL in nats, fp32 ``[B, T]``: ``-log softmax(logits)[target]``."""
-        logits = self.logits(input_ids)
+        logits = self.logits(input_ids, adapter)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1),
                                reduction="none").view_as(target_ids)
 
-    def forward(self, input_ids: Tensor, target_ids: Tensor | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, target_ids: Tensor | None = None, adapter: Adapter | None = None) -> Tensor:
         """Mean cross-entropy (nats/token, fp32 scalar) if ``target_ids`` is given, else logits ``[B, T, V]``."""
-        logits = self.logits(input_ids)
+        logits = self.logits(input_ids, adapter)
         if target_ids is None:
             return logits
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction="mean")

@@ -100,3 +100,28 @@ def test_rotary_half_split_and_relative():
     def rot_at(v, pos):
         return apply_rotary(v.view(1, 1, 1, 8).expand(1, 5, 1, 8), cos, sin)[0, pos, 0]
     assert torch.dot(rot_at(q, 3), rot_at(k, 1)).item() == pytest.approx(torch.dot(rot_at(q, 4), rot_at(k, 2)).item(), abs=1e-5)
+
+
+def test_adapter_sees_every_projection_of_every_layer():
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_layers=3, model_dim=32, num_heads=2, num_kv_heads=1, vocab_size=50)
+    m = GPT(cfg)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randint(0, 50, (2, 6))
+    seen = []
+
+    def identity(site, layer, inp, out):
+        seen.append((site, layer, tuple(inp.shape), tuple(out.shape)))
+        return out
+
+    torch.testing.assert_close(m(x, adapter=identity), m(x))
+    sites = [(s, l) for s, l, _, _ in seen]
+    assert sites == [(s, l) for l in range(3) for s in ("q", "k", "v", "o", "mlp")] + [("head", -1)]
+    assert seen[1][3] == (2, 6, 16) and seen[-1][3] == (2, 6, 50)
+
+    def bump_head(site, layer, inp, out):
+        return out + 1.0 if site == "head" else out
+
+    # a constant shift of the logits (before the soft-cap) changes them, through the same forward path
+    assert not torch.allclose(m(x, adapter=bump_head), m(x))
