@@ -7,6 +7,7 @@
     golf train --preset P [--nproc N] [--set K=V ...]     training under torchrun
     golf run NOTEBOOK [-p NAME VALUE ...]       execute a notebook with papermill into runs/<id>/
     golf eval RUN_DIR_OR_ARTIFACT               re-score an artifact (standard and sliding window)
+    golf bench NAME                             benchmarks writing JSON
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ def cmd_eval(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    from golflib.workbook.bench import run_bench
+
+    run_bench(a.name, run_dir=a.run, out=a.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="golf", description="golflib: a workbook for OpenAI's Parameter Golf")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -176,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: the run's EVAL_STRIDE)")
     e.add_argument("--val-max-tokens", type=int, default=None)
     e.set_defaults(fn=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmarks writing JSON (runs/bench/<name>-<time>.json)")
+    b.add_argument("name", help="train, ...")
+    b.add_argument("--run", default=None, help="a run directory the benchmark uses (e.g. the demo run)")
+    b.add_argument("--out", default=None, help="JSON output path")
+    b.set_defaults(fn=cmd_bench)
     return p
 
 
