@@ -81,3 +81,49 @@ def test_momentum_warmup():
     assert muon_momentum(250, **kw) == pytest.approx(0.90)
     assert muon_momentum(500, **kw) == pytest.approx(0.95)
     assert muon_momentum(5000, **kw) == pytest.approx(0.95)
+
+
+def test_fractional_warmdown_with_min_lr():
+    from golflib.optim.schedule import training_fraction
+
+    kw = dict(warmdown_iters=0, iterations=1000, max_wallclock_ms=600_000.0, warmdown_frac=0.85, min_lr=0.1)
+    assert lr_multiplier(0, 60_000.0, **kw) == 1.0  # 10% < 15% start
+    assert lr_multiplier(0, 90_000.0, **kw) == pytest.approx(1.0)  # exactly at 1 - 0.85
+    assert lr_multiplier(0, 300_000.0, **kw) == pytest.approx(0.5 / 0.85)
+    assert lr_multiplier(0, 570_000.0, **kw) == pytest.approx(0.1)  # (1-0.95)/0.85 = 0.059 floored at MIN_LR
+    no_cap = dict(kw, max_wallclock_ms=None)
+    assert lr_multiplier(575, 0.0, **no_cap) == pytest.approx(0.425 / 0.85)
+    assert training_fraction(250, 0.0, iterations=1000, max_wallclock_ms=None) == 0.25
+
+
+def test_wd_taper():
+    from golflib.optim.schedule import wd_multiplier
+
+    kw = dict(start_frac=0.7, final_mult=0.5)
+    assert wd_multiplier(0.5, **kw) == 1.0 and wd_multiplier(0.7, **kw) == 1.0
+    assert wd_multiplier(0.85, **kw) == pytest.approx(0.75) and wd_multiplier(1.0, **kw) == pytest.approx(0.5)
+
+
+def test_muon_decoupled_wd_row_norm_and_polar_express():
+    from golflib.optim.muon import POLAR_EXPRESS_COEFFS, ns_coefficients
+
+    torch.manual_seed(0)
+    g = torch.randn(12, 6)
+    w0 = torch.randn(12, 6)
+    w = torch.nn.Parameter(w0.clone())
+    opt = Muon([w], lr=0.1, momentum=0.0, nesterov=False, ns_dtype=torch.float32, weight_decay=0.5, row_norm=True,
+               coeffs="polar_express")
+    w.grad = g.clone()
+    opt.step()
+    u = g / g.norm(dim=1, keepdim=True)
+    o = zeropower_via_newtonschulz5(u, 5, dtype=torch.float32, coeffs="polar_express") * (12 / 6) ** 0.5
+    torch.testing.assert_close(w.detach(), w0 * (1 - 0.1 * 0.5) - 0.1 * o)
+    assert ns_coefficients("polar_express", 7)[6] == POLAR_EXPRESS_COEFFS[-1]
+    # Polar Express lands closer to the polar factor than the classic quintic on a well-conditioned matrix
+    uu, _, vh = torch.linalg.svd(g, full_matrices=False)
+    exact = uu @ vh
+    err = {k: (zeropower_via_newtonschulz5(g, 5, dtype=torch.float32, coeffs=k) - exact).norm()
+           for k in ("ns5", "polar_express")}
+    assert err["polar_express"] < err["ns5"]
+    with pytest.raises(ValueError, match="MUON_NS_COEFFS"):
+        ns_coefficients("cubic", 5)
