@@ -101,6 +101,19 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(2 <= self.vocab_size <= 65536, "vocab_size", "must be in [2, 65536] (uint16 token ids)", self.vocab_size)
+        _check(self.num_layers >= 1, "num_layers", "must be >= 1", self.num_layers)
+        _check(self.num_heads >= 1, "num_heads", "must be >= 1", self.num_heads)
+        _check(self.model_dim % self.num_heads == 0, "model_dim", f"must be divisible by NUM_HEADS={self.num_heads}",
+               self.model_dim)
+        _check(self.num_kv_heads >= 1 and self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
+               f"must divide NUM_HEADS={self.num_heads}", self.num_kv_heads)
+        _check((self.model_dim // self.num_heads) % 2 == 0, "model_dim",
+               "model_dim / num_heads (head_dim) must be even for RoPE", self.model_dim)
+        _check(self.mlp_mult > 0, "mlp_mult", "must be > 0", self.mlp_mult)
+        _check(self.logit_softcap > 0, "logit_softcap", "must be > 0", self.logit_softcap)
+        _check(self.rope_base > 1, "rope_base", "must be > 1", self.rope_base)
+        _check(0 <= self.bos_id < self.vocab_size, "bos_id", f"must be in [0, VOCAB_SIZE={self.vocab_size})",
+               self.bos_id)
         _check(self.mlp_activation in ("relu_sq", "leaky_relu_sq"), "mlp_activation",
                "must be relu_sq or leaky_relu_sq", self.mlp_activation)
         _check(self.smear_gate in (0, 1, 2, 3), "smear_gate", "must be 0 (off), 1, 2 or 3", self.smear_gate)
