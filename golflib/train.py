@@ -36,6 +36,7 @@ from golflib.optim.muon import Muon
 from golflib.optim.schedule import lr_multiplier, muon_momentum
 from golflib.presets import resolve
 from golflib.quant.export import export_int8, load_artifact_model
+from golflib.quant.posttrain import mixed_export, reserve_ms
 from golflib.runlog import RunLogger, create_run_dir, write_json
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
                              describe_device, init_runtime, should_compile, synchronize)
@@ -194,7 +195,9 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         zero_grad()
         loader = new_loader()
 
-    cap_ms = 1000.0 * tc.max_wallclock_seconds if tc.max_wallclock_seconds > 0 else None
+    cap_ms = 1000.0 * tc.max_wallclock_seconds - reserve_ms(cfg) if tc.max_wallclock_seconds > 0 else None
+    if cap_ms is not None and reserve_ms(cfg) > 0:  # GPTQ calibration on train data must fit the budget (trap 8)
+        log.log(f"gptq:reserving {reserve_ms(cfg):.0f}ms for train-data calibration, effective cap {cap_ms:.0f}ms")
     eval_kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
     train_ms, step, stop_after = 0.0, 0, None
     last_val: EvalResult | None = None
@@ -294,6 +297,13 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
                 f"eval_mode=sliding")
         log.log(f"{tag}_sliding_window_exact val_loss:{q_slide.val_loss:.8f} val_bpb:{q_slide.val_bpb:.8f} "
                 f"stride:{cfg.eval.eval_stride} eval_mode=sliding")
+    mixed = mixed_export(  # MIXED_EXPORT=1: int-k/SDClip/GPTQ artifact with MIXED_CODEC, reloaded and scored
+        cfg, base_model, run_dir, master=rt.master, distributed=rt.distributed, device=rt.device,
+        new_loader=new_loader, accum=accum, train_ms=train_ms, code_bytes=n_code, log=log.log,
+        evaluate=lambda m: eval_standard(m, val_tokens, luts, seq_len=tc.train_seq_len,
+                                         batch_tokens=tc.val_batch_size, **eval_kw),
+        prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
+        barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
     result = {
         "run_dir": str(run_dir),
         "steps": step,
@@ -309,6 +319,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         "eval_seconds": q_std.seconds + (q_slide.seconds if q_slide else 0.0),
         "total_seconds": time.perf_counter() - t_start,
     }
+    if mixed is not None:
+        result["mixed_artifact"] = mixed
     if rt.master:
         result.update({
             "artifact": {"path": artifact.name, "scheme": info.scheme, "codec": info.codec,
