@@ -67,29 +67,29 @@ def _grid_ids(ms: np.ndarray, total_ms: float, step: float) -> np.ndarray:
 
 class _Tables:
     """Adaptive counts of one table set: per context level and over all levels, for values ``0..alphabet-1``
-    (symmetric around the middle)."""
+    (symmetric around the middle; ``sym`` holds the pooled counts ``n[v] + n[−v]``)."""
 
     def __init__(self, alphabet: int):
         self.alphabet = alphabet
-        self.ctx = np.zeros((N_LEVELS, alphabet), np.int64)
+        self.sym = np.zeros((N_LEVELS, alphabet), np.int64)
         self.total = np.zeros(alphabet, np.int64)
+        self._prior = np.ones(alphabet, np.int64)
 
-    def prior(self) -> np.ndarray:
+    def _update_prior(self) -> None:
         t = self.total + self.total[::-1]
         s = int(t.sum())
-        if s == 0:
-            return np.ones(self.alphabet, np.int64)
-        return (SCALE * PRIOR * t) // s + 1
+        self._prior = np.ones(self.alphabet, np.int64) if s == 0 else (SCALE * PRIOR * t) // s + 1
 
     def weights(self, levels: np.ndarray) -> np.ndarray:
         """Integer weights ``[len(levels), alphabet]`` for values in the given context levels."""
-        c = self.ctx[levels]
-        return (SCALE // 2) * (c + c[:, ::-1]) + self.prior()[None, :]
+        return (SCALE // 2) * self.sym[levels] + self._prior[None, :]
 
     def update(self, levels: np.ndarray, values: np.ndarray) -> None:
         flat = np.bincount(levels * self.alphabet + values, minlength=N_LEVELS * self.alphabet)
-        self.ctx += flat.reshape(N_LEVELS, self.alphabet)
+        c = flat.reshape(N_LEVELS, self.alphabet)
+        self.sym += c + c[:, ::-1]
         self.total += np.bincount(values, minlength=self.alphabet)
+        self._update_prior()
 
     def seen(self) -> int:
         return int(self.total.sum())
@@ -268,9 +268,9 @@ class EntropyCoder:
             tables, vals = (st.resid, content[i] + 2 * m) if has_ref[i] else (st.direct, content[i] + m)
             for a0, a1 in _spans(cols, tables.seen() >= WARM):
                 lv, v = lv_all[i, a0:a1], vals[a0:a1]
-                probs = tables.weights(lv).astype(np.float64)
-                enc.encode(v.astype(np.int32), fam, probs)
-                bits_codes += float(-np.log2(probs[np.arange(a1 - a0), v] / probs.sum(axis=1)).sum())
+                w = tables.weights(lv)
+                enc.encode(v.astype(np.int32), fam, w.astype(np.float64))
+                bits_codes += float(-np.log2(w[np.arange(a1 - a0), v] / w.sum(axis=1)).sum())
                 tables.update(lv, v)
         words = enc.get_compressed()
         return words.astype("<u4").tobytes(), {"level": level, "bits_side": bits_side, "bits_codes": bits_codes,

@@ -9,7 +9,8 @@ Packing (#1797): *asymmetric* — ``A`` as INT2 codes in ``[-2, 1]`` with one sc
 ``B`` as INT4 codes in ``[-8, 7]`` with one scale per group of ``group`` consecutive elements of flattened ``B``,
 ``max|B_g| / 7.5``; *symmetric fallback* — per-row ``bits``-bit codes for both factors (``max|row| / qmax``).
 After ``A`` is quantized, ``B`` is refit by least squares to ``Â⁺E`` (``B = argmin ‖E − Â B‖``) before its own
-quantization, so the coarse INT2 grid of ``A`` does not waste the rank budget.
+quantization, so the coarse INT2 grid of ``A`` does not waste the rank budget. :func:`pack_factors` optionally
+takes the layer's input Hessian and then minimizes the layer-output error instead (L²QER of the LQER paper).
 """
 
 from __future__ import annotations

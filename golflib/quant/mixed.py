@@ -2,7 +2,8 @@
 
 ``quantize_mixed(state_dict, cfg, hessians)`` applies the class policies of :mod:`golflib.quant.classes` to every
 tensor: matrices get per-row ``bits``-bit codes with scales from the clip rule (fp16), through GPTQ when a Hessian
-is available for the weight (else round-to-nearest); small/control tensors pass through. With
+is available for the weight (else round-to-nearest); vectors larger than ``KEEP_FLOAT_MAX_NUMEL`` get one
+per-tensor int8 scale (percentile clip, as the baseline); smaller vectors and control tensors pass through. With
 ``LQER_ENABLED`` the ``LQER_TOP_K`` matrices with the largest error get quantized low-rank corrections. The result
 is a :class:`~golflib.quant.int8.QuantizedState` whose metadata records, per tensor, its class, bits, clip rule,
 method (gptq/rtn) and LQER packing, and globally the scheme settings — so the artifact is self-describing.
@@ -19,10 +20,10 @@ from torch import Tensor
 
 from golflib.config import QuantConfig
 from golflib.quant.classes import MATRIX_CLASSES, class_policies, policy_for
-from golflib.quant.clip import num, parse_clip_rule, row_scales
+from golflib.quant.clip import FP16_TINY, num, parse_clip_rule, row_scales
 from golflib.quant.gptq import gptq_quantize
 from golflib.quant.int8 import QuantizedState, _dtype_name
-from golflib.quant.intn import dequantize_rows, quantize_rows
+from golflib.quant.intn import dequantize_rows, fp16_exact, qmax, quantize_rows, quantize_tensor
 from golflib.quant.lqer import pack_factors, select_top_k
 
 SCHEME = "golflib_mixed_v1"
@@ -70,6 +71,14 @@ def quantize_mixed(state_dict: dict[str, Tensor], cfg: QuantConfig, hessians: di
         t = t.detach().to("cpu").contiguous()
         cls, pol = policy_for(name, t, policies)
         entry: dict = {"dtype": _dtype_name(t.dtype), "shape": list(t.shape), "class": cls}
+        if cls == "vector" and t.numel() > cfg.keep_float_max_numel:  # large non-matrix: per-tensor int8
+            clip = float(torch.quantile(t.float().abs().flatten()[:1 << 24], cfg.int8_clip_percentile / 100.0))
+            scale = fp16_exact(torch.tensor(max(clip / qmax(8), FP16_TINY)))
+            out.tensors[name + ".q"] = quantize_tensor(t, float(scale), 8).contiguous()
+            out.tensors[name + ".scale"] = scale.reshape(1).to(torch.float16)
+            entry.update(kind="per_tensor", bits=8, clip=f"percentile:{num(cfg.int8_clip_percentile)}", method="rtn")
+            out.meta["tensors"][name] = entry
+            continue
         if pol.kind == "passthrough":
             stored = t if pol.store == "keep" else t.to(getattr(torch, pol.store))
             out.tensors[name] = stored.contiguous()

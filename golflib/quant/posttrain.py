@@ -28,8 +28,16 @@ def calibrates_on_train_data(cfg: Config) -> bool:
 
 def reserve_ms(cfg: Config) -> float:
     """Milliseconds the training loop must stop before ``MAX_WALLCLOCK_SECONDS`` so that train-data calibration
-    finishes inside the training budget (``GPTQ_RESERVE_SECONDS``; 0 when not calibrating on train data)."""
-    return 1000.0 * cfg.quant.gptq_reserve_seconds if calibrates_on_train_data(cfg) else 0.0
+    finishes inside the training budget (``GPTQ_RESERVE_SECONDS``; 0 when not calibrating on train data).
+
+    Raises ``ValueError`` when the reserve would leave no training time under the cap."""
+    if not calibrates_on_train_data(cfg):
+        return 0.0
+    r, cap = cfg.quant.gptq_reserve_seconds, cfg.train.max_wallclock_seconds
+    if cap > 0 and r >= cap:
+        raise ValueError(f"GPTQ_RESERVE_SECONDS={r:g} leaves no training time under MAX_WALLCLOCK_SECONDS={cap:g}; "
+                         f"lower the reserve, raise the cap, or set GPTQ_CALIBRATION=ar / MIXED_EXPORT=0")
+    return 1000.0 * r
 
 
 def calibrate(cfg: Config, model: torch.nn.Module, *, new_loader: Callable, accum: int, device: torch.device,

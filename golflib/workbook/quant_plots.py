@@ -118,21 +118,26 @@ def plot_codec_comparison(report: dict, save_to=None):
 
 
 def plot_budget_stack(budgets: dict[str, dict], limit: int = SIZE_LIMIT, save_to=None):
-    """Stacked bars of code + per-class bytes of each artifact (``{label: budget_report dict}``) against the
-    limit."""
+    """Stacked bars of code + header + per-class bytes of each artifact (``{label: budget_report dict}``): against
+    the limit (left) and zoomed to the artifacts (right)."""
     labels = list(budgets)
     classes = sorted({c for b in budgets.values() for c in b["classes"]})
-    fig, ax = plt.subplots(figsize=(2.5 * len(labels) + 3, 4.5))
-    bottom = np.zeros(len(labels))
-    for part in ["code", "header", *classes]:
-        vals = np.array([b["code_bytes"] if part == "code" else b["header_bytes"] if part == "header"
-                         else b["classes"].get(part, {}).get("bytes", 0) for b in budgets.values()], float)
-        ax.bar(labels, vals, bottom=bottom, label=part)
-        bottom += vals
-    ax.axhline(limit, color="r", ls="--", label=f"limit {limit:,} B")
-    for i, total in enumerate(bottom):
-        ax.text(i, total, f"{int(total):,}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("bytes (decimal)")
-    ax.legend(fontsize=7, loc="upper right")
+    fig, axes = plt.subplots(1, 2, figsize=(4.5 * len(labels) + 4, 4.5))
+    for ax, with_limit in zip(axes, (True, False)):
+        bottom = np.zeros(len(labels))
+        for part in ["code", "header", *classes]:
+            vals = np.array([b["code_bytes"] if part == "code" else b["header_bytes"] if part == "header"
+                             else b["classes"].get(part, {}).get("bytes", 0) for b in budgets.values()], float)
+            ax.bar(labels, vals, bottom=bottom, label=part)
+            bottom += vals
+        for i, total in enumerate(bottom):
+            ax.text(i, total, f"{int(total):,}", ha="center", va="bottom", fontsize=8)
+        if with_limit:
+            ax.axhline(limit, color="r", ls="--", label=f"limit {limit:,} B")
+            ax.set_title("against the limit")
+        else:
+            ax.set_title("zoomed")
+        ax.set_ylabel("bytes (decimal)")
+    axes[0].legend(fontsize=7, loc="center right")
     fig.tight_layout()
     return _save(fig, "quant_budget", save_to)

@@ -100,3 +100,42 @@ def test_fake_quant_compiles_and_rejects_bad_input():
         fake_quant(torch.randn(3), 6)
     with pytest.raises(ValueError, match="needs a Hessian"):
         fake_quant(w, 6, "hsdclip:12:0.1")
+
+
+def test_mixed_classes_bits_and_per_tensor_vectors():
+    torch.manual_seed(0)
+    sd = {"tok_emb.weight": torch.randn(64, 32), "blocks.0.attn.c_q.weight": torch.randn(32, 32),
+          "blocks.0.mlp.fc.weight": torch.randn(64, 32), "blocks.0.attn_scale": torch.randn(32),
+          "blocks.0.attn_gate_w": torch.randn(4, 32), "big_vector": torch.randn(70_000), "small_vector": torch.randn(8)}
+    cfg = QuantConfig(gptq_enabled=False, attn_bits=5, mlp_bits=4, embed_bits=7, mlp_clip_sigmas=9.0,
+                      gated_attn_quant_gate=True)
+    qs = quantize_mixed(sd, cfg)
+    meta = qs.meta["tensors"]
+    got = {n: (e["kind"], e.get("bits"), e.get("clip"), e["class"]) for n, e in meta.items()}
+    assert got == {"tok_emb.weight": ("per_row", 7, "sdclip:20", "embedding"),
+                   "blocks.0.attn.c_q.weight": ("per_row", 5, "sdclip:12.85", "attention"),
+                   "blocks.0.mlp.fc.weight": ("per_row", 4, "sdclip:9", "mlp"),
+                   "blocks.0.attn_scale": ("passthrough", 32, None, "control"),
+                   "blocks.0.attn_gate_w": ("per_row", 8, "absmax", "gate"),
+                   "big_vector": ("per_tensor", 8, "percentile:99.99984", "vector"),
+                   "small_vector": ("passthrough", 16, None, "vector")}
+    deq = dequantize(qs)
+    s = float(qs.tensors["big_vector.scale"].float())
+    inside = sd["big_vector"].abs() <= 127 * s
+    assert ((deq["big_vector"] - sd["big_vector"]).abs()[inside] <= s / 2 + 1e-6).all()
+    assert torch.equal(deq["blocks.0.attn_scale"], sd["blocks.0.attn_scale"])
+    g = sd["blocks.0.attn_gate_w"]
+    assert torch.allclose(qs.tensors["blocks.0.attn_gate_w.scale"].float(), (g.abs().amax(1) / 127).half().float())
+
+
+def test_gptq_reserve_applies_only_to_train_data_calibration():
+    from golflib.config import Config
+    from golflib.quant.posttrain import reserve_ms
+
+    base = Config().replace({"MAX_WALLCLOCK_SECONDS": 600, "GPTQ_RESERVE_SECONDS": 4})
+    assert reserve_ms(base) == 0.0  # no mixed export
+    assert reserve_ms(base.replace({"MIXED_EXPORT": 1})) == 4000.0
+    assert reserve_ms(base.replace({"MIXED_EXPORT": 1, "GPTQ_CALIBRATION": "ar"})) == 0.0
+    assert reserve_ms(base.replace({"MIXED_EXPORT": 1, "GPTQ_ENABLED": 0})) == 0.0
+    with pytest.raises(ValueError, match="leaves no training time"):
+        reserve_ms(base.replace({"MIXED_EXPORT": 1, "MAX_WALLCLOCK_SECONDS": 3}))
