@@ -198,7 +198,7 @@ class QuantConfig:
     gptq_enabled: bool = True  # mixed export: GPTQ with calibrated Hessians (else round-to-nearest)
     gptq_calibration: str = "train"  # train (timed inside the training budget, SPEC trap 8) | ar (#1019)
     gptq_calibration_batches: int = 16  # training micro-batches for the Hessians (#1586)
-    gptq_reserve_seconds: float = 4.0  # train-data calibration: training stops this much before the cap
+    gptq_reserve_seconds: float = 4.0  # train-data calibration: stop training this much early (>= 1 step + calib)
     gptq_ar_seqs: int = 64  # AR calibration: self-generated sequences of TRAIN_SEQ_LEN tokens
     gptq_ar_temperature: float = 0.8  # AR calibration sampling temperature
     gptq_block_size: int = 128  # GPTQ lazy-update block (columns)

@@ -82,6 +82,23 @@ def coded_tensors(qs: QuantizedState) -> list[str]:
     return out
 
 
+def _coder_constants() -> dict:
+    """The entropy model's constants a decoder must share with the encoder (stored in, and checked against, the
+    version-2 header)."""
+    return {"name": entropy.CODER_NAME, "prior": entropy.PRIOR, "scale": entropy.SCALE, "id_range": entropy.ID_RANGE,
+            "n_levels": entropy.N_LEVELS, "level_offset": entropy.LEVEL_OFFSET, "warm": entropy.WARM,
+            "warm_ids": entropy.WARM_IDS}
+
+
+def _constriction_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("constriction")
+    except md.PackageNotFoundError:
+        return "unknown"
+
+
 def storage_owner(storage_name: str, tensors_meta: dict) -> str:
     """The state-dict tensor a storage tensor belongs to (``x.q``/``x.scale``/``x.lqer.a.q`` → ``x``)."""
     if storage_name in tensors_meta:
@@ -118,10 +135,8 @@ def _encode_sections(qs: QuantizedState) -> bytes:
         sections.append({"name": f"rest:{cls}", "codec": REST_CODEC, "length": len(blob),
                          "crc32": zlib.crc32(blob), "class": cls})
         chunks.append(blob)
-    header = {"meta": qs.meta, "coder": {"name": "golflib-ctx-rc-1", "step": coder.step, "prior": entropy.PRIOR,
-                                         "scale": entropy.SCALE, "id_range": entropy.ID_RANGE,
-                                         "n_levels": entropy.N_LEVELS, "level_offset": entropy.LEVEL_OFFSET},
-              "sections": sections}
+    header = {"meta": qs.meta, "coder": {**_coder_constants(), "step": coder.step,
+                                         "constriction": _constriction_version()}, "sections": sections}
     hbytes = compress(_meta_json(header).encode("utf-8"), REST_CODEC)
     return MAGIC + struct.pack("<BI", CONTAINER_VERSION_SECTIONS, len(hbytes)) + hbytes + b"".join(chunks)
 
@@ -234,9 +249,8 @@ def read_sections(blob: bytes, source: str = "<bytes>") -> tuple[dict, list[tupl
 def _decode_v2(blob: bytes, source: str) -> QuantizedState:
     header, sections = read_sections(blob, source)
     coder_cfg = header.get("coder", {})
-    expected = {"name": "golflib-ctx-rc-1", "prior": entropy.PRIOR, "scale": entropy.SCALE,
-                "id_range": entropy.ID_RANGE, "n_levels": entropy.N_LEVELS, "level_offset": entropy.LEVEL_OFFSET}
-    if any(coder_cfg.get(k) != v for k, v in expected.items()):
+    expected = _coder_constants()
+    if not isinstance(coder_cfg, dict) or any(coder_cfg.get(k) != v for k, v in expected.items()):
         raise ArtifactError(f"{source}: entropy coder {coder_cfg} is not the one this golflib implements "
                             f"({expected})")
     try:
@@ -251,7 +265,11 @@ def _decode_v2(blob: bytes, source: str) -> QuantizedState:
                 q = coder.decode(data, tuple(int(d) for d in s["shape"]), int(s["bits"]), str(s["kind"]),
                                  int(s["level"]))
             except (entropy.EntropyError, KeyError, TypeError, ValueError) as e:
-                raise ArtifactError(f"{source}: section {name!r}: {e}") from None
+                note = ""
+                if coder_cfg.get("constriction") != _constriction_version():
+                    note = (f" (written with constriction {coder_cfg.get('constriction')}, this is "
+                            f"{_constriction_version()}: install the writer's version)")
+                raise ArtifactError(f"{source}: section {name!r}: {e}{note}") from None
             tensors[name] = torch.from_numpy(np.ascontiguousarray(q))
         elif s.get("codec") == REST_CODEC:
             try:

@@ -45,12 +45,10 @@ def _matrix_summary(items) -> dict:
 
 
 @register("quant")
-def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, calib_batches: int = 8,
-                val_max_tokens: int | None = 1) -> dict[str, Any]:
-    """See module docstring. ``val_max_tokens`` only bounds the val stream loaded with the checkpoint (the bench
-    itself does not evaluate; the val_bpb figures come from the run's result.json)."""
+def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, calib_batches: int = 8) -> dict[str, Any]:
+    """See module docstring (the bench measures bytes only; its val_bpb figures come from the run's result.json)."""
     run = Path(run_dir) if run_dir else default_run()
-    ck = load_checkpoint(run, val_max_tokens=max(val_max_tokens or 0, ck_min_tokens(run)))
+    ck = load_checkpoint(run, with_val=False)
     over = {"MATRIX_BITS": bits, "MATRIX_CLIP_SIGMAS": k, "ATTN_BITS": 0, "MLP_BITS": 0, "ATTN_CLIP_SIGMAS": 0,
             "MLP_CLIP_SIGMAS": 0, "LQER_ENABLED": False, "PRUNE_TARGET_BYTES": 0}
     out: dict[str, Any] = {"run_dir": str(run), "bits": bits, "sdclip_k": k,
@@ -78,9 +76,3 @@ def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, cal
         }
     return out
 
-
-def ck_min_tokens(run: Path) -> int:
-    """Smallest val slice :func:`load_checkpoint` accepts for ``run`` (one sequence plus one token)."""
-    from golflib.config import Config
-
-    return Config.from_json_file(run / "config.json").train.train_seq_len + 1

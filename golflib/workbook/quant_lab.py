@@ -37,20 +37,22 @@ CHECKPOINT = "final_model.safetensors"
 @dataclass
 class Checkpoint:
     """A trained run loaded for analysis: ``cfg``, fp32 ``model``, its ``state_dict`` (CPU), the val stream and
-    byte LUTs (``val_max_tokens`` > 0 marks a truncated, smoke-only val slice)."""
+    byte LUTs (None when loaded without val; ``val_max_tokens`` > 0 marks a truncated, smoke-only val slice)."""
 
     run_dir: Path
     cfg: Config
     model: GPT
     state_dict: dict
-    val_tokens: torch.Tensor
+    val_tokens: torch.Tensor | None
     luts: Any
     val_max_tokens: int
     code_bytes: int | None
 
 
-def load_checkpoint(run_dir: str | os.PathLike, val_max_tokens: int | None = None) -> Checkpoint:
-    """Load ``run_dir``'s weights and config. Raises ``FileNotFoundError`` naming a missing file."""
+def load_checkpoint(run_dir: str | os.PathLike, val_max_tokens: int | None = None, *,
+                    with_val: bool = True) -> Checkpoint:
+    """Load ``run_dir``'s weights and config (and, with ``with_val``, the val stream and byte LUTs). Raises
+    ``FileNotFoundError`` naming a missing file."""
     run_dir = Path(run_dir)
     for f in (CHECKPOINT, "config.json"):
         if not (run_dir / f).is_file():
@@ -62,8 +64,10 @@ def load_checkpoint(run_dir: str | os.PathLike, val_max_tokens: int | None = Non
     model.load_state_dict(load_file(str(run_dir / CHECKPOINT)), strict=True)
     model.eval()
     vmax = cfg.train.val_max_tokens if val_max_tokens is None else val_max_tokens
-    val = load_validation_tokens(cfg.data.val_glob, cfg.train.train_seq_len, cfg.model.vocab_size, vmax)
-    luts = build_sentencepiece_luts(cfg.data.tokenizer_path, cfg.model.vocab_size)
+    val = luts = None
+    if with_val:
+        val = load_validation_tokens(cfg.data.val_glob, cfg.train.train_seq_len, cfg.model.vocab_size, vmax)
+        luts = build_sentencepiece_luts(cfg.data.tokenizer_path, cfg.model.vocab_size)
     code = None
     if (run_dir / "result.json").is_file():
         code = json.loads((run_dir / "result.json").read_text()).get("code_bytes")

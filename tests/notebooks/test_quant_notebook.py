@@ -21,7 +21,8 @@ def test_quant_notebook_smoke(quant_run, tmp_path, monkeypatch):
               "classes": ["mlp", "embedding"], "k_list": [6.0, 12.85], "figures_root": str(tmp_path / "figures")}
     out = run_notebook(REPO / "notebooks" / "30_quant_analysis.ipynb", params, run_dir=run_dir, cwd=REPO)
     nb = nbformat.read(str(out), as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
     assert not errors, errors
     for fig in FIGURES:
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 5000, fig

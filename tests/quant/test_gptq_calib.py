@@ -60,7 +60,8 @@ def test_gptq_error_measured_on_the_activations_themselves(trained):
     model, cfg, hs, _ = trained
     name = "blocks.1.mlp.proj.weight"
     captured = []
-    handle = model.blocks[1].mlp.proj.register_forward_hook(lambda m, a, o: captured.append(a[0].reshape(-1, a[0].shape[-1])))
+    handle = model.blocks[1].mlp.proj.register_forward_hook(
+        lambda m, a, o: captured.append(a[0].reshape(-1, a[0].shape[-1])))
     loader = DistributedTokenLoader(cfg.data.train_glob, 0, 1, "cpu", cfg.model.vocab_size)
     with torch.no_grad():
         for x in train_batches(loader, 8, 1024, cfg.train.train_seq_len):
