@@ -6,7 +6,7 @@ model parts (recurrence, gates, value embeddings, banks) land in a sensible clas
 ========== ============================================================== =======================================
 class      names                                                          default treatment (mixed scheme)
 ========== ============================================================== =======================================
-control    contains a CONTROL_PATTERNS entry (attn_scale, resid_mix, ...) fp32 passthrough
+control    contains a CONTROL_PATTERNS entry (attn_scale, resid_mix, ...) fp16 passthrough (as #1394)
 gate       contains ``gate``                                              int8 per-row absmax if 2-D and
                                                                           GATED_ATTN_QUANT_GATE, else fp16
 embedding  ``tok_emb`` or contains ``embed``                              EMBED_BITS, SDClip EMBED_CLIP_SIGMAS
@@ -93,7 +93,7 @@ def class_policies(cfg: QuantConfig) -> dict[str, ClassPolicy]:
         "matrix": ClassPolicy("per_row", mb, _rule(cfg, mk), gptq=gptq),
         "gate": (ClassPolicy("per_row", 8, "absmax") if cfg.gated_attn_quant_gate
                  else ClassPolicy("passthrough", store="float16")),
-        "control": ClassPolicy("passthrough", store="float32"),
+        "control": ClassPolicy("passthrough", store="float16"),  # #1394 on (the int8 export keeps fp32)
         "vector": ClassPolicy("passthrough", store="float16"),
         "other": ClassPolicy("passthrough", store="keep"),
     }
