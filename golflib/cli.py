@@ -8,6 +8,9 @@
     golf run NOTEBOOK [-p NAME VALUE ...]       execute a notebook with papermill into runs/<id>/
     golf eval RUN_DIR_OR_ARTIFACT               re-score an artifact (standard and sliding window)
     golf bench NAME                             benchmarks writing JSON
+    golf quant requant RUN_DIR [--set K=V ...]  re-quantize a trained checkpoint, report bytes and val_bpb
+    golf quant budget RUN_DIR_OR_ARTIFACT       code + model bytes per tensor class vs 16,000,000 (exit 1 if over)
+    golf quant codecs RUN_DIR_OR_ARTIFACT       bytes per codec and the order-0 bound, per tensor class
 """
 
 from __future__ import annotations
@@ -120,6 +123,27 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_quant_requant(a) -> int:
+    from golflib.workbook.quant_lab import requantize
+
+    out = requantize(a.run_dir, _kv_pairs(a.set), scheme=a.scheme, calibration=a.calibration,
+                     val_max_tokens=a.val_max_tokens, out_dir=a.out_dir)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_quant_budget(a) -> int:
+    from golflib.workbook.quant_cli import budget_main
+
+    return budget_main(a.target, limit=a.limit, code_bytes=a.code_bytes, as_json=a.json)
+
+
+def cmd_quant_codecs(a) -> int:
+    from golflib.workbook.quant_cli import codecs_main
+
+    return codecs_main(a.target)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="golf", description="golflib: a workbook for OpenAI's Parameter Golf")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -192,6 +216,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--run", default=None, help="a run directory the benchmark uses (e.g. the demo run)")
     b.add_argument("--out", default=None, help="JSON output path")
     b.set_defaults(fn=cmd_bench)
+
+    q = sub.add_parser("quant", help="quantization: re-quantize, byte budget, codec comparison") \
+        .add_subparsers(dest="quant_cmd", required=True)
+    qr = q.add_parser("requant", help="re-quantize a run's final_model.safetensors; print bytes and val_bpb")
+    qr.add_argument("run_dir")
+    qr.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="quantization fields, e.g. MATRIX_BITS=5 MATRIX_CLIP_SIGMAS=10 MIXED_CODEC=brotli")
+    qr.add_argument("--scheme", choices=("mixed", "int8"), default="mixed")
+    qr.add_argument("--calibration", choices=("train", "ar", "none"), default=None,
+                    help="GPTQ Hessians from train batches (post hoc: analysis only), AR samples, or none (RTN)")
+    qr.add_argument("--val-max-tokens", type=int, default=None, help="truncate val (smoke only)")
+    qr.add_argument("--out-dir", default=None, help="where the new artifact goes (default: the run directory)")
+    qr.set_defaults(fn=cmd_quant_requant)
+    qb = q.add_parser("budget", help="code + model bytes per tensor class vs the limit (exit 1 when over)")
+    qb.add_argument("target", help="a run directory (every *.golf in it) or an artifact file")
+    qb.add_argument("--limit", default="16000000", help="decimal bytes or e.g. 15.9MB (MiB is refused)")
+    qb.add_argument("--code-bytes", type=int, default=None,
+                    help="code bytes to count (default: the run's result.json, else this checkout's training core)")
+    qb.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    qb.set_defaults(fn=cmd_quant_budget)
+    qc = q.add_parser("codecs", help="bytes per codec (one code per byte, bit-packed, entropy) vs order-0 bound")
+    qc.add_argument("target", help="a run directory (its mixed artifact) or an artifact file")
+    qc.set_defaults(fn=cmd_quant_codecs)
     return p
 
 

@@ -49,6 +49,8 @@ def cpu_tiny() -> dict[str, Any]:
     4 layers × 128, 4 heads / 2 KV heads, seq 256, 8,192 tokens/step, 2 micro-batches per step, no compile warm-up.
     Chosen by equal-wall-clock comparison on 2 CPU cores (150 s each, post-quant val_bpb): 4×128 1.905,
     8×128 2.028, 6×192 2.135, 6×256 2.245 — at this budget more steps beat more parameters.
+    Also writes the records' format next to the int8 artifact: int6 matrices / int8 embedding, SDClip, GPTQ
+    calibrated on 8 training batches inside the budget (15 s reserve), context-range-coded (``MIXED_EXPORT``).
     Not a record; used by ``golf demo`` and the tests.
     """
     return {
@@ -58,6 +60,7 @@ def cpu_tiny() -> dict[str, Any]:
         "MAX_WALLCLOCK_SECONDS": 420.0, "WARMDOWN_ITERS": 300, "MUON_MOMENTUM_WARMUP_STEPS": 100,
         "VAL_LOSS_EVERY": 100, "TRAIN_LOG_EVERY": 25, "VAL_BATCH_SIZE": 32768,
         "EVAL_SEQ_LEN": 256, "EVAL_STRIDE": 64, "EVAL_BATCH_SEQS": 64,
+        "MIXED_EXPORT": True, "GPTQ_CALIBRATION_BATCHES": 8, "GPTQ_RESERVE_SECONDS": 15.0,  # + int6 GPTQ entropy
     }
 
 

@@ -39,6 +39,8 @@ from golflib.optim.muon import Muon
 from golflib.optim.schedule import loop_phase, lr_multiplier, muon_momentum, training_fraction, wd_multiplier
 from golflib.presets import resolve
 from golflib.quant.export import export_int8, load_artifact_model
+from golflib.quant.fake_quant import set_late_qat
+from golflib.quant.posttrain import mixed_export, reserve_ms
 from golflib.runlog import RunLogger, create_run_dir, write_json
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
                              describe_device, init_runtime, should_compile, synchronize)
@@ -191,7 +193,9 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         return loop_phase(frac, step, max_loops=n_loops, enable_at=tc.enable_looping_at,
                           start_step=tc.recur_start_step)
 
-    cap_ms = 1000.0 * tc.max_wallclock_seconds if tc.max_wallclock_seconds > 0 else None
+    cap_ms = 1000.0 * tc.max_wallclock_seconds - reserve_ms(cfg) if tc.max_wallclock_seconds > 0 else None
+    if cap_ms is not None and reserve_ms(cfg) > 0:  # GPTQ calibration on train data must fit the budget (trap 8)
+        log.log(f"gptq:reserving {reserve_ms(cfg):.0f}ms for train-data calibration, effective cap {cap_ms:.0f}ms")
     loader = new_loader()
     if tc.warmup_steps > 0:  # SPEC §2.6: prime compile/autotune, then restore weights, optimizer and loader
         init_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
@@ -217,6 +221,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         enc, dec = encoder_decoder(base_model.virtual_layers())
         log.log(f"layer_loop:initial loops:{base_model.active_loops}/{n_loops} encoder:{enc} decoder:{dec}")
     averager = Averager(base_model, tc.ema_decay, tc.swa_every, tc.swa_start_frac)
+    qat_on = False
     eval_kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
     train_ms, step, stop_after = 0.0, 0, None
     last_val: EvalResult | None = None
@@ -244,6 +249,11 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         mult = lr_multiplier(step, elapsed, warmdown_iters=oc.warmdown_iters, iterations=tc.iterations,
                              max_wallclock_ms=cap_ms, warmdown_frac=oc.warmdown_frac, min_lr=oc.min_lr)
         frac = training_fraction(step, elapsed, iterations=tc.iterations, max_wallclock_ms=cap_ms)
+        if tc.late_qat_threshold > 0 and not qat_on and mult < tc.late_qat_threshold:
+            n_qat = set_late_qat(base_model, tc.qat_bits, tc.qat_clip)
+            qat_on = True
+            log.log(f"late_qat:enabled step:{step} lr_mult:{mult:.4f} bits:{tc.qat_bits} clip:{tc.qat_clip} "
+                    f"modules:{n_qat}")
         if n_loops and base_model.set_active_loops(phase_at(step, elapsed)):
             enc, dec = encoder_decoder(base_model.virtual_layers())
             log.log(f"layer_loop:enabled step:{step} frac:{frac:.3f} loops:{base_model.active_loops} "
@@ -333,6 +343,13 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
                 f"eval_mode=sliding")
         log.log(f"{tag}_sliding_window_exact val_loss:{q_slide.val_loss:.8f} val_bpb:{q_slide.val_bpb:.8f} "
                 f"stride:{cfg.eval.eval_stride} eval_mode=sliding")
+    mixed = mixed_export(  # MIXED_EXPORT=1: int-k/SDClip/GPTQ artifact with MIXED_CODEC, reloaded and scored
+        cfg, base_model, run_dir, master=rt.master, distributed=rt.distributed, device=rt.device,
+        new_loader=new_loader, accum=accum, train_ms=train_ms, code_bytes=n_code, log=log.log,
+        evaluate=lambda m: eval_standard(m, val_tokens, luts, seq_len=tc.train_seq_len,
+                                         batch_tokens=tc.val_batch_size, **eval_kw),
+        prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
+        barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
     result = {
         "run_dir": str(run_dir),
         "steps": step,
@@ -350,6 +367,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         "eval_seconds": q_std.seconds + (q_slide.seconds if q_slide else 0.0),
         "total_seconds": time.perf_counter() - t_start,
     }
+    if mixed is not None:
+        result["mixed_artifact"] = mixed
     if rt.master:
         result.update({
             "artifact": {"path": artifact.name, "scheme": info.scheme, "codec": info.codec,

@@ -66,3 +66,12 @@ def set_args(overrides: dict) -> list[str]:
     for k, v in overrides.items():
         out += ["--set", f"{k}={v}"]
     return out
+
+
+@pytest.fixture(scope="session")
+def quant_run(tmp_path_factory, embedded_data):
+    """A tiny trained run directory with ``config.json``, ``final_model.safetensors`` and both artifacts
+    (int8+zlib and int6+entropy), shared by the quantization tests (see ``tests/quantrun.py``)."""
+    from quantrun import train_quant_run
+
+    return train_quant_run(tmp_path_factory.mktemp("qruns") / "tiny", embedded_data)

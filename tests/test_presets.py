@@ -59,5 +59,7 @@ def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data):
     res = load_result(run)
     assert vals[-1] < vals[0] - 0.5, vals  # learned something in 24 steps
     assert res["quantized"]["standard"]["val_loss"] < vals[0] - 0.5
+    if resolve(name, environ={}).train.late_qat_threshold:
+        assert "late_qat:enabled" in (run / "train.log").read_text()
     assert res["export_weights"] == {"pr461": "swa"}.get(name, "ema" if resolve(name, environ={}).train.ema_decay
                                                           else "live")

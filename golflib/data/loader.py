@@ -53,8 +53,9 @@ class TokenStream:
 class DistributedTokenLoader:
     """Baseline sequential loader: every rank reads the same stream and keeps its own disjoint span.
 
-    ``next_batch(global_tokens, seq_len, grad_accum_steps)`` returns ``(x, y)``, int64 tensors of shape
-    ``[local_tokens // seq_len, seq_len]`` on ``device`` with ``local_tokens = global_tokens // (world * accum)``.
+    ``next_batch(global_tokens, seq_len, grad_accum_steps)`` returns ``(x, y, None)``: int64 tensors of shape
+    ``[local_tokens // seq_len, seq_len]`` on ``device`` with ``local_tokens = global_tokens // (world * accum)``,
+    and no document ids (the interface every loader of :mod:`golflib.data.loaders` shares).
     """
 
     def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device | str = "cpu",
@@ -63,7 +64,7 @@ class DistributedTokenLoader:
         self.stream = TokenStream(pattern, vocab_size)
         self.tokens_served = 0  # global tokens consumed so far (all ranks)
 
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int):
         local = global_tokens // (self.world_size * grad_accum_steps)
         if local % seq_len:
             raise ValueError(f"per-rank micro-batch of {local} tokens is not a multiple of TRAIN_SEQ_LEN={seq_len}")
@@ -73,7 +74,7 @@ class DistributedTokenLoader:
         part = chunk[self.rank * span:(self.rank + 1) * span]
         x = part[:-1].reshape(-1, seq_len)
         y = part[1:].reshape(-1, seq_len)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), None
 
 
 def load_validation_tokens(pattern: str, seq_len: int, vocab_size: int | None = None,

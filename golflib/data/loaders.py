@@ -209,19 +209,11 @@ class DocumentPackingLoader:
         return x.to(self.device), y.to(self.device), doc.to(self.device)
 
 
-class SequentialLoader(DistributedTokenLoader):
-    """The baseline loader with the ``(x, y, doc_ids=None)`` interface."""
-
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int):
-        x, y = super().next_batch(global_tokens, seq_len, grad_accum_steps)
-        return x, y, None
-
-
 def make_loader(kind: str, pattern: str, rank: int, world_size: int, device="cpu", vocab_size: int | None = None,
                 seed: int = 0, bos_id: int = 1):
     """Construct the ``TRAIN_LOADER`` named ``kind``; raises ``ValueError`` for an unknown kind."""
     if kind == "sequential":
-        return SequentialLoader(pattern, rank, world_size, device, vocab_size)
+        return DistributedTokenLoader(pattern, rank, world_size, device, vocab_size)
     if kind == "coprime":
         return CoprimeStrideLoader(pattern, rank, world_size, device, vocab_size, seed)
     if kind == "shuffled":

@@ -1,13 +1,25 @@
 """The pickle-free artifact container.
 
-Layout::
+Version 1 (byte codecs: zlib, zstd, lzma, brotli, optionally ``+shuffleK``)::
 
-    b"GOLF" | u8 container version (1) | u8 n | codec name (n ASCII bytes) | codec(safetensors bytes)
+    b"GOLF" | u8 1 | u8 n | codec name (n ASCII bytes) | codec(safetensors bytes)
 
 The safetensors payload holds the storage tensors of a :class:`~golflib.quant.int8.QuantizedState`; its
-``__metadata__["golf"]`` is the JSON metadata (format, scheme, per-tensor kind/bits/clip, and the codec). Loading
-never executes code: anything that is not this container — a ``torch.save`` zip, a raw pickle, a zlib-compressed
-pickle like the official ``.ptz`` — is refused with :class:`ArtifactError` before any byte is interpreted.
+``__metadata__["golf"]`` is the JSON metadata (format, scheme, per-tensor kind/bits/clip, the model config, codec).
+
+Version 2 (``codec="entropy"``), per-tensor sections so the entropy coder codes each code matrix on its own::
+
+    b"GOLF" | u8 2 | u32 LE header length | brotli(JSON header) | section bytes, in header order
+
+The header is ``{"meta": <metadata as in v1>, "coder": {...entropy model constants}, "sections": [...]}``; a section
+is either ``{"name": "<tensor>.q", "codec": "rc", "shape", "bits", "kind", "level", "length", "crc32"}`` (codes,
+range-coded by :mod:`golflib.quant.entropy`) or ``{"name": "rest:<class>", "codec": "brotli", "length", "crc32"}``
+(the other storage tensors of one tensor class as a brotli-11 safetensors blob). Every section's CRC-32 is
+checked before it is decoded.
+
+Loading never executes code: anything that is not one of these containers — a ``torch.save`` zip, a raw pickle, a
+zlib-compressed pickle like the official ``.ptz`` — is refused with :class:`ArtifactError` before any byte is
+interpreted.
 """
 
 from __future__ import annotations
@@ -15,31 +27,130 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from golflib.quant import entropy
+from golflib.quant.classes import entry_class
 from golflib.quant.codecs import CodecError, compress, decompress, parse_codec
 from golflib.quant.int8 import FORMAT, QuantizedState
 
 MAGIC = b"GOLF"
-CONTAINER_VERSION = 1
+CONTAINER_VERSION = 1  # byte-codec container
+CONTAINER_VERSION_SECTIONS = 2  # per-tensor sections (entropy codec)
+ENTROPY_CODEC = "entropy"
+REST_CODEC = "brotli"
+MAX_HEADER_BYTES = 64 << 20
 
 
 class ArtifactError(ValueError):
     """The file is not a valid golflib artifact (the message names the file and what was expected)."""
 
 
-def _safetensors_bytes(qs: QuantizedState) -> bytes:
+def check_codec(codec: str) -> str:
+    """Return ``codec`` if it is ``entropy`` or a byte codec (:func:`~golflib.quant.codecs.parse_codec`)."""
+    if codec != ENTROPY_CODEC:
+        try:
+            parse_codec(codec)
+        except CodecError as e:
+            raise CodecError(f"{e} (or {ENTROPY_CODEC!r})") from None
+    return codec
+
+
+def _meta_json(meta: dict) -> str:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"))
+
+
+def _safetensors_bytes(tensors: dict, meta: dict | None = None) -> bytes:
     from safetensors.torch import save
 
-    return save(qs.tensors, metadata={"golf": json.dumps(qs.meta, sort_keys=True, separators=(",", ":"))})
+    return save(tensors, metadata=None if meta is None else {"golf": _meta_json(meta)})
+
+
+def coded_tensors(qs: QuantizedState) -> list[str]:
+    """Storage names of the code matrices the entropy codec range-codes: ``<name>.q`` of every per-row tensor with
+    2-D int8 codes of 2..8 bits, in metadata order."""
+    out = []
+    for name, e in qs.meta["tensors"].items():
+        q = qs.tensors.get(name + ".q")
+        if e.get("kind") == "per_row" and q is not None and q.dtype == torch.int8 and q.ndim == 2 \
+                and 2 <= int(e.get("bits", 0)) <= 8:
+            out.append(name + ".q")
+    return out
+
+
+def _coder_constants() -> dict:
+    """The entropy model's constants a decoder must share with the encoder (stored in, and checked against, the
+    version-2 header)."""
+    return {"name": entropy.CODER_NAME, "prior": entropy.PRIOR, "scale": entropy.SCALE, "id_range": entropy.ID_RANGE,
+            "n_levels": entropy.N_LEVELS, "level_offset": entropy.LEVEL_OFFSET, "warm": entropy.WARM,
+            "warm_ids": entropy.WARM_IDS}
+
+
+def _constriction_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("constriction")
+    except md.PackageNotFoundError:
+        return "unknown"
+
+
+def storage_owner(storage_name: str, tensors_meta: dict) -> str:
+    """The state-dict tensor a storage tensor belongs to (``x.q``/``x.scale``/``x.lqer.a.q`` → ``x``)."""
+    if storage_name in tensors_meta:
+        return storage_name
+    for cand in (storage_name.split(".lqer.")[0], storage_name.rsplit(".", 1)[0]):
+        if cand in tensors_meta:
+            return cand
+    return storage_name
+
+
+def _encode_sections(qs: QuantizedState) -> bytes:
+    coder = entropy.EntropyCoder()
+    sections, chunks = [], []
+    coded = coded_tensors(qs)
+    for sname in coded:
+        name = sname[:-2]
+        bits = int(qs.meta["tensors"][name]["bits"])
+        kind = entropy.kind_of(name, bits)
+        blob, info = coder.encode(qs.tensors[sname].numpy(), bits, kind)
+        sections.append({"name": sname, "codec": "rc", "shape": list(qs.tensors[sname].shape), "bits": bits,
+                         "kind": kind, "level": info["level"], "length": len(blob), "crc32": zlib.crc32(blob),
+                         "class": entry_class(name, qs.meta["tensors"][name])})
+        chunks.append(blob)
+    coded_set = set(coded)
+    by_class: dict[str, dict] = {}
+    for sname, t in qs.tensors.items():
+        if sname in coded_set:
+            continue
+        base = storage_owner(sname, qs.meta["tensors"])
+        cls = entry_class(base, qs.meta["tensors"].get(base, {}))
+        by_class.setdefault(cls, {})[sname] = t.contiguous()
+    for cls in sorted(by_class):
+        blob = compress(_safetensors_bytes(by_class[cls]), REST_CODEC)
+        sections.append({"name": f"rest:{cls}", "codec": REST_CODEC, "length": len(blob),
+                         "crc32": zlib.crc32(blob), "class": cls})
+        chunks.append(blob)
+    header = {"meta": qs.meta, "coder": {**_coder_constants(), "step": coder.step,
+                                         "constriction": _constriction_version()}, "sections": sections}
+    hbytes = compress(_meta_json(header).encode("utf-8"), REST_CODEC)
+    return MAGIC + struct.pack("<BI", CONTAINER_VERSION_SECTIONS, len(hbytes)) + hbytes + b"".join(chunks)
 
 
 def encode_artifact(qs: QuantizedState, codec: str = "zlib") -> bytes:
-    """Serialize and compress ``qs`` into container bytes (records ``codec`` in the metadata)."""
-    parse_codec(codec)
+    """Serialize and compress ``qs`` into container bytes (records ``codec`` in the metadata): version 2 for
+    ``entropy``, version 1 for byte codecs."""
+    check_codec(codec)
     qs.meta["codec"] = codec
+    if codec == ENTROPY_CODEC:
+        return _encode_sections(qs)
     name = codec.encode("ascii")
-    return MAGIC + struct.pack("<BB", CONTAINER_VERSION, len(name)) + name + compress(_safetensors_bytes(qs), codec)
+    return MAGIC + struct.pack("<BB", CONTAINER_VERSION, len(name)) + name + compress(_safetensors_bytes(
+        qs.tensors, qs.meta), codec)
 
 
 def write_artifact(path: str | os.PathLike, qs: QuantizedState, codec: str = "zlib") -> int:
@@ -66,16 +177,25 @@ def _describe_foreign(head: bytes) -> str:
     return f"unknown bytes {head[:8]!r}"
 
 
-def decode_artifact(blob: bytes, source: str = "<bytes>") -> QuantizedState:
-    """Parse container bytes; raises :class:`ArtifactError` naming ``source`` for anything malformed."""
+def _check_meta(meta, source: str) -> dict:
+    if not isinstance(meta, dict) or not isinstance(meta.get("tensors"), dict):
+        raise ArtifactError(f"{source}: metadata lacks the per-tensor table")
+    if meta.get("format") != FORMAT:
+        raise ArtifactError(f"{source}: metadata format {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+def _load_safetensors(raw: bytes, source: str) -> dict:
     from safetensors.torch import load
 
-    if len(blob) < 6 or blob[:4] != MAGIC:
-        raise ArtifactError(f"{source}: not a golflib artifact (expected magic {MAGIC!r}); it looks like "
-                            f"{_describe_foreign(blob[:8])}. Refusing to load it: artifacts must be pickle-free.")
-    version, n = struct.unpack("<BB", blob[4:6])
-    if version != CONTAINER_VERSION:
-        raise ArtifactError(f"{source}: container version {version}, expected {CONTAINER_VERSION}")
+    try:
+        return load(raw)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
+        raise ArtifactError(f"{source}: corrupt safetensors payload ({e})") from None
+
+
+def _decode_v1(blob: bytes, source: str) -> QuantizedState:
+    n = blob[5]
     codec = blob[6:6 + n].decode("ascii", errors="replace")
     try:
         raw = decompress(blob[6 + n:], codec)
@@ -89,13 +209,91 @@ def decode_artifact(blob: bytes, source: str = "<bytes>") -> QuantizedState:
         meta = json.loads(header["__metadata__"]["golf"])
     except (ValueError, KeyError, TypeError):
         raise ArtifactError(f"{source}: safetensors payload lacks the golflib metadata") from None
-    if meta.get("format") != FORMAT:
-        raise ArtifactError(f"{source}: metadata format {meta.get('format')!r}, expected {FORMAT!r}")
+    _check_meta(meta, source)
+    return QuantizedState(tensors=_load_safetensors(raw, source), meta=meta)
+
+
+def read_sections(blob: bytes, source: str = "<bytes>") -> tuple[dict, list[tuple[dict, bytes]]]:
+    """Parse a version-2 container into ``(header, [(section entry, section bytes), ...])``, checking lengths
+    and CRC-32s (no section is decoded). Raises :class:`ArtifactError`."""
+    if len(blob) < 9:
+        raise ArtifactError(f"{source}: truncated version-2 header")
+    (hlen,) = struct.unpack("<I", blob[5:9])
+    if hlen > min(MAX_HEADER_BYTES, len(blob) - 9):
+        raise ArtifactError(f"{source}: header length {hlen} exceeds the file")
     try:
-        tensors = load(raw)
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
-        raise ArtifactError(f"{source}: corrupt safetensors payload ({e})") from None
-    return QuantizedState(tensors=tensors, meta=meta)
+        header = json.loads(decompress(blob[9:9 + hlen], REST_CODEC).decode("utf-8"))
+        sections = header["sections"]
+        meta = header["meta"]
+    except (CodecError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ArtifactError(f"{source}: version-2 header does not decode to the expected JSON") from None
+    _check_meta(meta, source)
+    pos, out = 9 + hlen, []
+    for s in sections:
+        try:
+            length, crc = int(s["length"]), int(s["crc32"])
+        except (KeyError, TypeError, ValueError):
+            raise ArtifactError(f"{source}: malformed section entry {str(s)[:80]}") from None
+        data = blob[pos:pos + length]
+        if length < 0 or len(data) != length:
+            raise ArtifactError(f"{source}: section {s.get('name')!r} runs past the end of the file")
+        if zlib.crc32(data) != crc:
+            raise ArtifactError(f"{source}: section {s.get('name')!r} fails its CRC-32 check (corrupt file)")
+        out.append((s, data))
+        pos += length
+    if pos != len(blob):
+        raise ArtifactError(f"{source}: {len(blob) - pos} trailing bytes after the last section")
+    return header, out
+
+
+def _decode_v2(blob: bytes, source: str) -> QuantizedState:
+    header, sections = read_sections(blob, source)
+    coder_cfg = header.get("coder", {})
+    expected = _coder_constants()
+    if not isinstance(coder_cfg, dict) or any(coder_cfg.get(k) != v for k, v in expected.items()):
+        raise ArtifactError(f"{source}: entropy coder {coder_cfg} is not the one this golflib implements "
+                            f"({expected})")
+    try:
+        coder = entropy.EntropyCoder(float(coder_cfg["step"]))
+    except (KeyError, TypeError, ValueError, entropy.EntropyError) as e:
+        raise ArtifactError(f"{source}: bad entropy coder settings ({e})") from None
+    tensors: dict[str, torch.Tensor] = {}
+    for s, data in sections:
+        name = str(s.get("name"))
+        if s.get("codec") == "rc":
+            try:
+                q = coder.decode(data, tuple(int(d) for d in s["shape"]), int(s["bits"]), str(s["kind"]),
+                                 int(s["level"]))
+            except (entropy.EntropyError, KeyError, TypeError, ValueError) as e:
+                note = ""
+                if coder_cfg.get("constriction") != _constriction_version():
+                    note = (f" (written with constriction {coder_cfg.get('constriction')}, this is "
+                            f"{_constriction_version()}: install the writer's version)")
+                raise ArtifactError(f"{source}: section {name!r}: {e}{note}") from None
+            tensors[name] = torch.from_numpy(np.ascontiguousarray(q))
+        elif s.get("codec") == REST_CODEC:
+            try:
+                raw = decompress(data, REST_CODEC)
+            except CodecError as e:
+                raise ArtifactError(f"{source}: section {name!r}: {e}") from None
+            tensors.update(_load_safetensors(raw, f"{source} section {name!r}"))
+        else:
+            raise ArtifactError(f"{source}: section {name!r} has unknown codec {s.get('codec')!r}")
+    return QuantizedState(tensors=tensors, meta=header["meta"])
+
+
+def decode_artifact(blob: bytes, source: str = "<bytes>") -> QuantizedState:
+    """Parse container bytes; raises :class:`ArtifactError` naming ``source`` for anything malformed."""
+    if len(blob) < 6 or blob[:4] != MAGIC:
+        raise ArtifactError(f"{source}: not a golflib artifact (expected magic {MAGIC!r}); it looks like "
+                            f"{_describe_foreign(blob[:8])}. Refusing to load it: artifacts must be pickle-free.")
+    version = blob[4]
+    if version == CONTAINER_VERSION:
+        return _decode_v1(blob, source)
+    if version == CONTAINER_VERSION_SECTIONS:
+        return _decode_v2(blob, source)
+    raise ArtifactError(f"{source}: container version {version}, expected {CONTAINER_VERSION} or "
+                        f"{CONTAINER_VERSION_SECTIONS}")
 
 
 def read_artifact(path: str | os.PathLike) -> QuantizedState:

@@ -1,8 +1,10 @@
-"""Export a trained model to an artifact and load it back from disk (SPEC §2.8).
+"""Export a trained model to an artifact and load it back from disk (SPEC §2.8, §3.B).
 
 ``export_int8(model, path, cfg)`` quantizes the state dict with the baseline int8 rules and writes the pickle-free
-container; ``load_artifact_model(path, model_cfg)`` builds a *fresh* GPT and loads the dequantized weights, so the
-round-trip score is computed from the bytes on disk, not from memory.
+container; ``export_mixed(state_dict, path, cfg, hessians)`` writes the records' mixed-precision format (int-k per
+class, SDClip, GPTQ, LQER, optional pruning to a byte target) with ``MIXED_CODEC``; ``load_artifact_model(path,
+model_cfg)`` builds a *fresh* GPT and loads the dequantized weights of either, so the round-trip score is computed
+from the bytes on disk, not from memory.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import torch
 
 from golflib.config import Config, ModelConfig, QuantConfig
 from golflib.model.gpt import GPT
-from golflib.quant.artifact import ArtifactError, read_artifact, write_artifact
+from golflib.quant.artifact import ArtifactError, encode_artifact, read_artifact, write_artifact
 from golflib.quant.int8 import dequantize, payload_bytes, quantize_int8
+from golflib.quant.mixed import quantize_mixed
+from golflib.quant.prune import prune_to_target
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,30 @@ def export_int8(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, cf
     n = write_artifact(path, qs, cfg.artifact_codec)
     raw = sum(t.numel() * t.element_size() for t in state_dict.values())
     return ExportInfo(str(path), n, payload_bytes(qs), raw, qs.meta["scheme"], cfg.artifact_codec)
+
+
+def export_mixed(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, cfg: QuantConfig,
+                 model_cfg: ModelConfig | None = None, hessians: dict[str, torch.Tensor] | None = None, *,
+                 code_bytes: int = 0, log=None) -> tuple[ExportInfo, dict]:
+    """Quantize with :func:`golflib.quant.mixed.quantize_mixed` and write the artifact with ``cfg.mixed_codec``.
+
+    With ``PRUNE_TARGET_BYTES`` > 0, ±1 codes are pruned until ``artifact + code_bytes`` fits that many decimal
+    bytes (:func:`golflib.quant.prune.prune_to_target`). Returns the :class:`ExportInfo` and a dict of extras
+    (``{"prune": {...}}`` when pruning ran)."""
+    qs = quantize_mixed(state_dict, cfg, hessians, log=log)
+    if model_cfg is not None:
+        qs.meta["model"] = dataclasses.asdict(model_cfg)
+    extras: dict = {}
+    if cfg.prune_target_bytes > 0:
+        qs, extras["prune"] = prune_to_target(qs, lambda s: len(encode_artifact(s, cfg.mixed_codec)),
+                                              cfg.prune_target_bytes - code_bytes)
+        if log is not None:
+            p = extras["prune"]
+            log(f"quant:prune target_bytes:{cfg.prune_target_bytes} (artifact <= {p['target_bytes']}) "
+                f"pruned:{p['pruned']}/{p['candidates']} bytes:{p['bytes_before']}->{p['bytes_after']}")
+    n = write_artifact(path, qs, cfg.mixed_codec)
+    raw = sum(t.numel() * t.element_size() for t in state_dict.values())
+    return ExportInfo(str(path), n, payload_bytes(qs), raw, qs.meta["scheme"], cfg.mixed_codec), extras
 
 
 def load_artifact_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -26,8 +26,10 @@ FORMAT = "golflib-quant-1"
 class QuantizedState:
     """Storage tensors (safetensors-ready) plus per-tensor metadata.
 
-    ``tensors``: ``{"<name>.q": int8, "<name>.scale": fp16|fp32, "<name>": passthrough}``;
-    ``meta["tensors"][name]``: ``{"kind": per_row|per_tensor|passthrough, "bits", "dtype", "shape", "clip"}``.
+    ``tensors``: ``{"<name>.q": int8, "<name>.scale": fp16|fp32, "<name>": passthrough}`` (plus
+    ``"<name>.lqer.*"`` low-rank factors in mixed exports);
+    ``meta["tensors"][name]``: ``{"kind": per_row|per_tensor|passthrough, "bits", "dtype", "shape", "clip"}``
+    (mixed exports add ``class``, ``method`` and optionally ``lqer``, see :mod:`golflib.quant.mixed`).
     """
 
     tensors: dict[str, Tensor] = field(default_factory=dict)
@@ -92,7 +94,13 @@ def dequantize(qs: QuantizedState) -> dict[str, Tensor]:
                 sd[name] = qs.tensors[name].to(dtype).reshape(e["shape"]).contiguous()
             elif kind == "per_row":
                 q, s = qs.tensors[name + ".q"], qs.tensors[name + ".scale"].float()
-                sd[name] = (q.float() * s.view(q.shape[0], *([1] * (q.ndim - 1)))).to(dtype).contiguous()
+                w = q.float() * s.view(q.shape[0], *([1] * (q.ndim - 1)))
+                if "lqer" in e:  # low-rank error correction (golflib.quant.lqer)
+                    from golflib.quant.lqer import unpack_factors
+
+                    parts = {k: qs.tensors[f"{name}.lqer.{k}"] for k in ("a.q", "a.scale", "b.q", "b.scale")}
+                    w = w + unpack_factors(parts, asym=bool(e["lqer"]["asym"]), group=int(e["lqer"]["group"]))
+                sd[name] = w.reshape(e["shape"]).to(dtype).contiguous()
             elif kind == "per_tensor":
                 q, s = qs.tensors[name + ".q"], qs.tensors[name + ".scale"].float()
                 sd[name] = (q.float() * float(s.reshape(-1)[0])).to(dtype).reshape(e["shape"]).contiguous()

@@ -62,7 +62,14 @@ def list_runs(root: str | os.PathLike = "runs") -> list[Path]:
 
 
 def find_artifact(run_dir: str | os.PathLike) -> Path:
-    """The ``*.golf`` artifact of a run; raises ``FileNotFoundError`` when there is none."""
+    """The run's primary ``*.golf`` artifact (``result.json["artifact"]["path"]`` when recorded, else the first by
+    name); raises ``FileNotFoundError`` when there is none. Other artifacts (e.g. the mixed one) are scored by
+    passing their file."""
+    res = Path(run_dir) / "result.json"
+    if res.is_file():
+        primary = (json.loads(res.read_text(encoding="utf-8")).get("artifact") or {}).get("path")
+        if primary and (Path(run_dir) / primary).is_file():
+            return Path(run_dir) / primary
     found = sorted(Path(run_dir).glob("*.golf"))
     if not found:
         raise FileNotFoundError(f"{run_dir}: no *.golf artifact (did the training finish?)")

@@ -19,6 +19,7 @@ SMOKE_OVERRIDES: dict[str, Any] = {
     "NUM_LAYERS": 2, "MODEL_DIM": 64, "NUM_HEADS": 2, "NUM_KV_HEADS": 1, "TRAIN_SEQ_LEN": 128,
     "TRAIN_BATCH_TOKENS": 2048, "VAL_LOSS_EVERY": 20, "TRAIN_LOG_EVERY": 5, "VAL_BATCH_SIZE": 16384,
     "VAL_MAX_TOKENS": 16384, "EVAL_SEQ_LEN": 128, "EVAL_STRIDE": 64, "WARMDOWN_ITERS": 20,
+    "GPTQ_CALIBRATION_BATCHES": 2, "GPTQ_RESERVE_SECONDS": 1.0,
 }
 
 
@@ -95,11 +96,17 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
         "code_bytes": r.get("code_bytes"),
         "bytes_total": r.get("bytes_total"),
     }
+    mixed = r.get("mixed_artifact")  # MIXED_EXPORT: the int6 + entropy-coded artifact, side by side
+    if mixed:
+        out.update({"mixed_scheme": f"{mixed.get('tag')}+{mixed.get('codec')}",
+                    "mixed_artifact_bytes": mixed.get("artifact_bytes"), "mixed_bytes_total": mixed.get("bytes_total"),
+                    "val_bpb_post_quant_mixed": (mixed.get("standard") or {}).get("val_bpb")})
     return out
 
 
 def score_table(summary: Mapping[str, Any]) -> dict[str, float]:
     """``{label: val_bpb}`` of the scores present in a :func:`summarize` dict, reference first."""
     labels = (("unigram_val_bpb", "unigram (reference)"), ("val_bpb_pre_quant", "pre-quant"),
-              ("val_bpb_post_quant", "int8 round trip"), ("val_bpb_sliding", "int8 sliding window"))
+              ("val_bpb_post_quant", "int8 round trip"), ("val_bpb_sliding", "int8 sliding window"),
+              ("val_bpb_post_quant_mixed", f"{summary.get('mixed_scheme', 'mixed')} round trip"))
     return {label: summary[key] for key, label in labels if summary.get(key) is not None}

@@ -60,12 +60,13 @@ def test_sequential_loader_rank_slices_and_wrap(tmp_path):
     pat = str(tmp_path / "*_train_*.bin")
     l0 = DistributedTokenLoader(pat, 0, 2)
     l1 = DistributedTokenLoader(pat, 1, 2)
-    x0, y0 = l0.next_batch(global_tokens=32, seq_len=8, grad_accum_steps=2)  # 8 tokens per rank per micro-step
-    x1, y1 = l1.next_batch(32, 8, 2)
+    x0, y0, d0 = l0.next_batch(global_tokens=32, seq_len=8, grad_accum_steps=2)  # 8 tokens per rank per micro-step
+    x1, y1, _ = l1.next_batch(32, 8, 2)
+    assert d0 is None
     assert x0.tolist() == [list(range(0, 8))] and y0.tolist() == [list(range(1, 9))]
     assert x1.tolist() == [list(range(9, 17))]
     for _ in range(8):
-        x0, _ = l0.next_batch(32, 8, 2)
+        x0, _, _ = l0.next_batch(32, 8, 2)
     # 9 calls × 18 tokens = 162 > 150: the 9th call reads stream positions 144..161, wrapping to shard 0
     assert l0.stream.epochs == 1
     assert x0.tolist() == [[144, 145, 146, 147, 148, 149, 0, 1]]

@@ -53,3 +53,23 @@ def test_qat_toggle_is_seen_by_torch_compile():
         eager_on = m(ids)
     assert not torch.allclose(off, on)
     torch.testing.assert_close(on, eager_on, atol=1e-5, rtol=1e-5)
+
+
+def test_late_qat_uses_the_export_quantizer(tmp_path):
+    """set_late_qat installs the export path's fake quantizer: the forward weights are exactly the per-row int-k
+    grid the artifact would hold (round-to-nearest, absmax clip)."""
+    from golflib.quant.clip import row_scales
+    from golflib.quant.fake_quant import set_late_qat
+    from golflib.quant.intn import dequantize_rows, quantize_rows
+
+    m = tiny()
+    ids = torch.randint(0, 64, (2, 8))
+    before = m(ids, ids)
+    assert set_late_qat(m, 6, "absmax") == 12  # 6 CastedLinear per block × 2 blocks
+    lin = m.blocks[0].mlp.fc
+    w = lin.weight.detach()
+    s = row_scales(w, 6, "absmax")
+    torch.testing.assert_close(lin.qat_fn(lin.weight), dequantize_rows(quantize_rows(w, s, 6), s))
+    assert not torch.allclose(m(ids, ids), before)
+    set_late_qat(m, 0)
+    torch.testing.assert_close(m(ids, ids), before)

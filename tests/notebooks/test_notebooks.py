@@ -38,6 +38,9 @@ def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, m
                 "artifact_bytes", "bytes_total"):
         assert demo[key] is not None, key
     assert demo["val_bpb_post_quant"] < demo["unigram_val_bpb"]
+    # int8+zlib and int6+entropy side by side (issue 4)
+    assert demo["mixed_scheme"] == "int6e8+entropy" and demo["mixed_artifact_bytes"] < demo["artifact_bytes"]
+    assert demo["val_bpb_post_quant_mixed"] < demo["unigram_val_bpb"]
     assert demo["bytes_total"] == demo["artifact_bytes"] + demo["code_bytes"]
     assert any("val_bpb_post_quant" in line for line in lines)
     # the training the notebook launched wrote into the same run directory

@@ -1,0 +1,68 @@
+"""Straight-through fake quantization for QAT (SPEC §3.B3): one function shared by (late) QAT and the export.
+
+``fake_quant(w, bits, clip)`` returns ``w + (Q(w) - w).detach()`` where ``Q`` is the per-row symmetric quantizer of
+the export path (:func:`golflib.quant.clip.row_scales` + :func:`golflib.quant.intn.quantize_rows`, scales rounded
+to fp16): the forward pass sees exactly the weights the artifact will hold after round-to-nearest, the backward
+pass is the identity (straight-through estimator). Pure tensor code without Python branches on tensor values, so
+it traces under ``torch.compile``; toggle it with a graph input or a recompile, never a class attribute that
+``torch.compile`` may constant-fold (SPEC §7.2 trap 2).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from golflib.quant.clip import ClipRule, parse_clip_rule, row_scales
+from golflib.quant.intn import dequantize_rows, quantize_rows
+
+
+def quantize_dequantize(w: Tensor, bits: int, clip: ClipRule | str = "sdclip:12.85", *,
+                        legacy_floor: bool = False) -> Tensor:
+    """``Q(w)``: per-row quantize then dequantize ``w`` ``[rows, cols]`` (float32 result, no gradient path)."""
+    w32 = w.detach().float()
+    scale = row_scales(w32, bits, clip, legacy_floor=legacy_floor)
+    return dequantize_rows(quantize_rows(w32, scale, bits), scale)
+
+
+def fake_quant(w: Tensor, bits: int, clip: ClipRule | str = "sdclip:12.85", *, legacy_floor: bool = False) -> Tensor:
+    """STE fake quantization of a weight matrix.
+
+    Args:
+        w: weight ``[rows, cols]`` (any float dtype; rows = output features, one scale per row).
+        bits: code width in [2, 8] (int6 → codes in [-31, 31]).
+        clip: clip rule string or :class:`~golflib.quant.clip.ClipRule` (``sdclip:K``, ``percentile:P``,
+            ``absmax``, ``search``; ``hsdclip`` is export-only since it needs a Hessian).
+        legacy_floor: floor the scale at ``1/qmax`` like the pre-GPTQ exporters.
+
+    Returns:
+        ``w + (Q(w) - w).detach()`` in ``w.dtype``: forward value ``Q(w)``, gradient identity w.r.t. ``w``.
+
+    Raises:
+        ValueError: bad ``bits`` or clip rule, or ``w`` not 2-D.
+    """
+    if w.ndim != 2:
+        raise ValueError(f"fake_quant expects a 2-D weight [rows, cols], got shape {tuple(w.shape)}")
+    rule = parse_clip_rule(clip)
+    if rule.needs_hessian:
+        raise ValueError(f"clip rule {rule.spec} needs a Hessian and cannot be used for fake quantization")
+    q = quantize_dequantize(w, bits, rule, legacy_floor=legacy_floor).to(w.dtype)
+    return w + (q - w).detach()
+
+
+def set_late_qat(model, bits: int, clip: ClipRule | str = "absmax") -> int:
+    """Enable (``bits > 0``) or disable (``bits = 0``) STE fake quantization on every ``CastedLinear`` of ``model``
+    except an untied ``lm_head`` (quantized with the embedding's bits at export). Late QAT (#286/#315/#414) calls
+    this once when the LR multiplier falls below ``LATE_QAT_THRESHOLD``. The transform is stored as each module's
+    ``qat_fn`` instance attribute, which ``torch.compile`` guards on (recompiles), unlike the records' class flag.
+    Returns the number of modules changed."""
+    from functools import partial
+
+    from golflib.model.layers import CastedLinear
+
+    fn = partial(fake_quant, bits=bits, clip=parse_clip_rule(clip)) if bits else None
+    n = 0
+    for name, m in model.named_modules():
+        if isinstance(m, CastedLinear) and not name.startswith("lm_head"):
+            m.qat_fn = fn
+            n += 1
+    return n

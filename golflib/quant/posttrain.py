@@ -1,0 +1,116 @@
+"""The mixed-precision export at the end of a training run (``MIXED_EXPORT=1``), called from ``golflib.train``.
+
+Order (SPEC §3.B5, trap 8): the training loop stops :func:`reserve_ms` earlier when GPTQ calibrates on training
+data; right after training, the Hessians are collected on ``GPTQ_CALIBRATION_BATCHES`` training micro-batches
+(or on AR self-generated sequences, #1019) and the log states the training-clock time at which the last training
+data was read, against the cap. Then GPTQ + SDClip (+ LQER, pruning) → artifact with ``MIXED_CODEC`` → reloaded
+**from disk** into a fresh model → standard val_bpb. Returns the ``result.json`` section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from golflib.config import Config
+from golflib.quant.budget import artifact_budget
+from golflib.quant.calib import ar_batches, collect_hessians, train_batches
+from golflib.quant.export import export_mixed, load_artifact_model
+from golflib.quant.mixed import scheme_tag
+
+
+def calibrates_on_train_data(cfg: Config) -> bool:
+    q = cfg.quant
+    return q.mixed_export and q.gptq_enabled and q.gptq_calibration == "train"
+
+
+def reserve_ms(cfg: Config) -> float:
+    """Milliseconds the training loop must stop before ``MAX_WALLCLOCK_SECONDS`` so that train-data calibration
+    finishes inside the training budget (``GPTQ_RESERVE_SECONDS``; 0 when not calibrating on train data).
+
+    Raises ``ValueError`` when the reserve would leave no training time under the cap."""
+    if not calibrates_on_train_data(cfg):
+        return 0.0
+    r, cap = cfg.quant.gptq_reserve_seconds, cfg.train.max_wallclock_seconds
+    if cap > 0 and r >= cap:
+        raise ValueError(f"GPTQ_RESERVE_SECONDS={r:g} leaves no training time under MAX_WALLCLOCK_SECONDS={cap:g}; "
+                         f"lower the reserve, raise the cap, or set GPTQ_CALIBRATION=ar / MIXED_EXPORT=0")
+    return 1000.0 * r
+
+
+def calibrate(cfg: Config, model: torch.nn.Module, *, new_loader: Callable, accum: int, device: torch.device,
+              distributed: bool, train_ms: float, autocast_ctx=None, log: Callable[[str], None] = print) -> \
+        tuple[dict, dict]:
+    """Hessians for GPTQ per ``GPTQ_CALIBRATION`` (``train`` | ``ar``); returns ``(hessians, stats)``.
+
+    ``stats`` has ``source``, ``batches``, ``tokens``, ``seconds`` and, for train data, ``train_data_last_read_ms``
+    (training-clock ms when the last calibration batch was read: ``train_ms`` + calibration time) and
+    ``within_budget`` (against ``MAX_WALLCLOCK_SECONDS``; None when uncapped)."""
+    q, tc = cfg.quant, cfg.train
+    if q.gptq_calibration == "train":
+        batches = train_batches(new_loader(), q.gptq_calibration_batches, tc.train_batch_tokens, tc.train_seq_len,
+                                accum)
+    else:
+        batches = ar_batches(model, q.gptq_ar_seqs, tc.train_seq_len, temperature=q.gptq_ar_temperature,
+                             seed=tc.seed, device=device)
+    hessians, stats = collect_hessians(model, batches, distributed=distributed, autocast_ctx=autocast_ctx)
+    stats["source"] = q.gptq_calibration
+    if q.gptq_calibration == "train":
+        last = train_ms + 1000.0 * stats["seconds"]
+        cap = 1000.0 * tc.max_wallclock_seconds if tc.max_wallclock_seconds > 0 else None
+        stats["train_data_last_read_ms"] = last
+        stats["within_budget"] = None if cap is None else last <= cap
+        log(f"gptq:calibration source:train batches:{stats['batches']} tokens:{stats['tokens']} "
+            f"seconds:{stats['seconds']:.2f} train_data_last_read_ms:{last:.0f} "
+            f"cap_ms:{'none' if cap is None else f'{cap:.0f}'} reserve_ms:{reserve_ms(cfg):.0f} "
+            f"within_budget:{stats['within_budget']}")
+    else:
+        log(f"gptq:calibration source:ar seqs:{cfg.quant.gptq_ar_seqs} tokens:{stats['tokens']} "
+            f"temperature:{q.gptq_ar_temperature} seconds:{stats['seconds']:.2f} (no train/val data read)")
+    return hessians, stats
+
+
+def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, *, master: bool, distributed: bool,
+                 device: torch.device, new_loader: Callable, accum: int, train_ms: float, code_bytes: int,
+                 evaluate: Callable[[torch.nn.Module], object], prepare_model: Callable[[torch.nn.Module], None],
+                 barrier: Callable[[], None], autocast_ctx=None, log: Callable[[str], None] = print) -> dict | None:
+    """Run the mixed export of a trained ``model`` (module docstring); None when ``MIXED_EXPORT=0``.
+
+    ``evaluate(model)`` returns an EvalResult (standard eval on val); ``prepare_model`` casts a reloaded model for
+    the device; ``barrier`` synchronizes ranks. Every rank calibrates (Hessians are all-reduced); rank 0 writes
+    the artifact; every rank reloads it and evaluates."""
+    q = cfg.quant
+    if not q.mixed_export:
+        return None
+    out: dict = {}
+    hessians = None
+    if q.gptq_enabled:
+        hessians, out["calibration"] = calibrate(cfg, model, new_loader=new_loader, accum=accum, device=device,
+                                                 distributed=distributed, train_ms=train_ms,
+                                                 autocast_ctx=autocast_ctx, log=log)
+    tag = f"{scheme_tag(q)}_{q.mixed_codec}"
+    path = Path(run_dir) / f"final_model.{tag}.golf"
+    if master:
+        info, extras = export_mixed(model.state_dict(), path, q, cfg.model, hessians, code_bytes=code_bytes,
+                                    log=log)
+        budget = artifact_budget(path.read_bytes(), str(path))
+        out.update(extras)
+        out.update({"path": path.name, "scheme": info.scheme, "tag": scheme_tag(q), "codec": info.codec,
+                    "artifact_bytes": info.artifact_bytes, "payload_bytes": info.payload_bytes,
+                    "bytes_total": info.artifact_bytes + code_bytes,
+                    "under_limit": info.artifact_bytes + code_bytes < 16_000_000,
+                    "classes": {c: v["bytes"] for c, v in budget["classes"].items()},
+                    "header_bytes": budget["header_bytes"]})
+        log(f"Serialized model {tag}: {info.artifact_bytes} bytes (payload:{info.payload_bytes})")
+        log(f"Total submission size {tag}: {info.artifact_bytes + code_bytes} bytes (limit 16000000)")
+    barrier()
+    q_model = load_artifact_model(path, cfg.model, device)
+    prepare_model(q_model)
+    res = evaluate(q_model)
+    log(f"final_{tag}_roundtrip val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
+        f"eval_time:{1000 * res.seconds:.0f}ms eval_mode=standard")
+    log(f"final_{tag}_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} eval_mode=standard")
+    out["standard"] = res.to_dict()
+    return out

@@ -1,0 +1,120 @@
+"""Selective ±1 pruning to a decimal byte target (#609 → #1019, SPEC §3.B9) and byte-target parsing (trap 7).
+
+After quantization, codes equal to ±1 are the cheapest to drop: zeroing one costs ``scale_row²`` of squared
+reconstruction error and makes the code stream more compressible. :func:`prune_to_target` sorts all ±1 codes by
+that cost and binary-searches the smallest count whose artifact fits the target, re-encoding the artifact at every
+probe (the size is measured, not estimated).
+
+Targets are **decimal** bytes: ``"15.9MB"`` is 15,900,000 bytes. #1019 computed ``TARGET_MB·1024·1024`` — a
+"15.9 MB" target of 16,672,358 bytes, over the limit — so binary units (``MiB``, ``KiB``) are refused here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import numpy as np
+import torch
+
+from golflib.quant.int8 import QuantizedState
+
+SIZE_LIMIT = 16_000_000  # bytes, decimal (SPEC §0)
+_UNITS = {"": 1, "b": 1, "kb": 1_000, "mb": 1_000_000, "gb": 1_000_000_000}
+_TARGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_byte_target(value: int | float | str) -> int:
+    """A byte target in decimal bytes: ``16000000``, ``"15.9MB"`` (= 15,900,000), ``"15900 kB"``, ``"15.9e6"``.
+
+    Raises ``ValueError`` for binary units (``MiB``/``KiB``/``GiB``: the challenge limit is 16,000,000 decimal
+    bytes, SPEC trap 7), unknown units, non-positive or fractional byte counts.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"byte target {value!r}: expected a number of bytes or a string like '15.9MB'")
+    if isinstance(value, (int, float)):
+        num, unit = float(value), ""
+    else:
+        m = _TARGET_RE.match(str(value))
+        if not m:
+            raise ValueError(f"byte target {value!r}: expected a number of bytes or a string like '15.9MB'")
+        num, unit = float(m.group(1)), m.group(2).lower()
+        if unit.endswith("ib"):
+            raise ValueError(f"byte target {value!r}: binary units ({m.group(2)}) are refused — the artifact limit "
+                             f"is {SIZE_LIMIT:,} decimal bytes (SPEC trap 7: #1019's TARGET_MB*1024*1024); "
+                             f"write e.g. '15.9MB' for 15,900,000 bytes")
+        if unit not in _UNITS:
+            raise ValueError(f"byte target {value!r}: unknown unit {m.group(2)!r}; use B, kB, MB or GB (decimal)")
+    n = num * _UNITS[unit]
+    if n <= 0 or abs(n - round(n)) > 1e-6:
+        raise ValueError(f"byte target {value!r}: must be a positive whole number of bytes, got {n}")
+    return int(round(n))
+
+
+def prune_candidates(qs: QuantizedState) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per per-row tensor: ``(name, flat indices of ±1 codes, their cost scale_row²)``."""
+    out = []
+    for name, e in qs.meta["tensors"].items():
+        if e.get("kind") != "per_row":
+            continue
+        q = qs.tensors[name + ".q"].numpy()
+        scale = qs.tensors[name + ".scale"].float().numpy().astype(np.float64)
+        idx = np.flatnonzero(np.abs(q.reshape(-1)) == 1)
+        rows = idx // q.shape[1]
+        out.append((name, idx, scale[rows] ** 2))
+    return out
+
+
+def pruned(qs: QuantizedState, names: list[str], which: np.ndarray, flat: np.ndarray, n: int) -> QuantizedState:
+    """A copy of ``qs`` with the first ``n`` candidates zeroed: candidate ``i`` is code ``flat[i]`` (flat index)
+    of tensor ``names[which[i]]``."""
+    tensors = dict(qs.tensors)
+    w, f = which[:n], flat[:n]
+    for t in np.unique(w):
+        name = names[int(t)]
+        q = tensors[name + ".q"].clone()
+        q.view(-1)[torch.from_numpy(f[w == t].astype(np.int64))] = 0
+        tensors[name + ".q"] = q
+    meta = {**qs.meta, "tensors": dict(qs.meta["tensors"])}
+    return QuantizedState(tensors=tensors, meta=meta)
+
+
+def prune_to_target(qs: QuantizedState, size_fn: Callable[[QuantizedState], int], target_bytes: int) -> \
+        tuple[QuantizedState, dict]:
+    """Zero the cheapest ±1 codes until ``size_fn(qs) <= target_bytes`` (decimal bytes).
+
+    Binary search over the count (each probe calls ``size_fn``, e.g. the encoded artifact length). Returns the
+    pruned state and ``{"target_bytes", "bytes_before", "bytes_after", "pruned", "candidates", "probes"}``.
+    Raises ``ValueError`` when even pruning every ±1 code does not reach the target.
+    """
+    target_bytes = parse_byte_target(target_bytes)
+    before = size_fn(qs)
+    cands = prune_candidates(qs)
+    names = [c[0] for c in cands]
+    flat_name = np.concatenate([np.full(len(c[1]), i, dtype=np.int64) for i, c in enumerate(cands)]) \
+        if cands else np.zeros(0, np.int64)
+    flat_idx = np.concatenate([c[1] for c in cands]) if cands else np.zeros(0, np.int64)
+    flat_cost = np.concatenate([c[2] for c in cands]) if cands else np.zeros(0)
+    perm = np.lexsort((flat_idx, flat_name, flat_cost))  # by cost, ties by tensor then position
+    which, flat = flat_name[perm], flat_idx[perm]
+    info = {"target_bytes": target_bytes, "bytes_before": before, "candidates": int(perm.size), "probes": 1}
+    if before <= target_bytes:
+        return qs, {**info, "bytes_after": before, "pruned": 0}
+    lo, hi = 0, int(perm.size)
+    best = pruned(qs, names, which, flat, hi)
+    size_hi = size_fn(best)
+    info["probes"] += 1
+    if size_hi > target_bytes:
+        raise ValueError(f"pruning all {hi:,} ±1 codes gives {size_hi:,} bytes, still over the target "
+                         f"{target_bytes:,}: lower the bits or raise the SDClip k instead")
+    best_size = size_hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        cand = pruned(qs, names, which, flat, mid)
+        size = size_fn(cand)
+        info["probes"] += 1
+        if size <= target_bytes:
+            hi, best, best_size = mid, cand, size
+        else:
+            lo = mid
+    return best, {**info, "bytes_after": best_size, "pruned": hi}

@@ -1,0 +1,95 @@
+"""Measurements of a quantized state: bytes per codec and the order-0 bound per tensor class, and per-tensor
+quantization error (SPEC §3.B12; used by ``golf bench quant``, ``golf quant`` and the quantization notebook).
+
+Codecs compared on the same code symbols: each byte codec (zlib-9, zstd-22, lzma-9e, brotli-11) on one code per
+byte (the records' int8 containers) and on bit-packed codes (:mod:`golflib.quant.bitpack`), and the context range
+coder of :mod:`golflib.quant.entropy` (its exact section bytes). The order-0 bound of a tensor is
+``Σ −log2 p̂(q)`` with ``p̂`` its own histogram, plus the bytes to transmit that histogram
+(:func:`golflib.quant.entropy.order0_table_bits`); a class's bound is the sum over its tensors.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import torch
+
+from golflib.quant import entropy
+from golflib.quant.bitpack import pack
+from golflib.quant.classes import entry_class
+from golflib.quant.codecs import compress
+from golflib.quant.int8 import QuantizedState, dequantize
+
+BYTE_CODECS = ("zlib", "zstd", "lzma", "brotli")
+
+
+def code_tensors(qs: QuantizedState, classes: tuple[str, ...] | None = None) -> list[tuple[str, str, np.ndarray, int]]:
+    """``[(name, class, codes [rows, cols] int8, bits)]`` of the per-row tensors (optionally only ``classes``),
+    in metadata order."""
+    out = []
+    for name, e in qs.meta["tensors"].items():
+        if e.get("kind") != "per_row":
+            continue
+        cls = entry_class(name, e)
+        if classes is None or cls in classes:
+            out.append((name, cls, qs.tensors[name + ".q"].numpy(), int(e["bits"])))
+    return out
+
+
+def codec_bytes(items: list[tuple[str, str, np.ndarray, int]], *, byte_codecs=BYTE_CODECS,
+                bitpacked: bool = True) -> dict:
+    """Bytes of the codes in ``items`` under every codec, and the order-0 bound (module docstring).
+
+    Returns ``{"symbols", "one_per_byte": {codec: bytes}, "bitpacked": {codec: bytes}, "entropy": bytes,
+    "entropy_seconds": {"encode", "decode"}, "order0": {"data", "tables", "total"}}`` (bytes are decimal)."""
+    if not items:
+        return {"symbols": 0}
+    raw = b"".join(q.astype(np.int8).tobytes() for _, _, q, _ in items)
+    out: dict = {"symbols": sum(q.size for _, _, q, _ in items)}
+    out["one_per_byte"] = {c: len(compress(raw, c)) for c in byte_codecs}
+    if bitpacked:
+        packed = b"".join(pack(q, bits) for _, _, q, bits in items)
+        out["bitpacked"] = {"raw": len(packed), **{c: len(compress(packed, c)) for c in byte_codecs}}
+    enc = entropy.EntropyCoder()
+    t0 = time.perf_counter()
+    sections = [(name, q, bits, *enc.encode(q, bits, entropy.kind_of(name, bits))) for name, _, q, bits in items]
+    t1 = time.perf_counter()
+    dec = entropy.EntropyCoder()
+    for name, q, bits, blob, info in sections:
+        if not np.array_equal(dec.decode(blob, q.shape, bits, entropy.kind_of(name, bits), info["level"]), q):
+            raise AssertionError(f"entropy coder round trip failed on {name}")  # never expected; loud if it is
+    out["entropy"] = sum(len(s[3]) for s in sections)
+    out["entropy_seconds"] = {"encode": round(t1 - t0, 3), "decode": round(time.perf_counter() - t1, 3)}
+    bounds = [entropy.order0_bound_bytes(q) for _, _, q, _ in items]
+    out["order0"] = {k: round(sum(b[k] for b in bounds), 1) for k in ("data", "tables", "total")}
+    return out
+
+
+def codec_report(qs: QuantizedState, **kw) -> dict:
+    """:func:`codec_bytes` for every tensor class with codes, and for ``"all"`` of them together."""
+    items = code_tensors(qs)
+    out = {cls: codec_bytes([it for it in items if it[1] == cls], **kw) for cls in sorted({it[1] for it in items})}
+    out["all"] = codec_bytes(items, **kw)
+    return out
+
+
+def layer_of(name: str) -> int | None:
+    """Layer index in a parameter name (``blocks.3.…`` → 3), None for non-block tensors."""
+    m = re.search(r"\.(\d+)\.", f".{name}")
+    return int(m.group(1)) if m else None
+
+
+def tensor_errors(state_dict: dict[str, torch.Tensor], qs: QuantizedState) -> list[dict]:
+    """Per tensor: ``{"name", "class", "layer", "bits", "kind", "rel_mse"}`` with
+    ``rel_mse = ‖W − Ŵ‖² / ‖W‖²`` (0 for exact passthrough)."""
+    deq = dequantize(qs)
+    rows = []
+    for name, e in qs.meta["tensors"].items():
+        w = state_dict[name].detach().float().cpu()
+        d = float(((w - deq[name].float()) ** 2).sum())
+        n = float((w ** 2).sum())
+        rows.append({"name": name, "class": entry_class(name, e), "layer": layer_of(name), "bits": e.get("bits"),
+                     "kind": e.get("kind"), "rel_mse": d / n if n > 0 else 0.0})
+    return rows
