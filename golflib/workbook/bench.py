@@ -22,6 +22,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {}
 # Modules that register benchmarks when imported (one line per benchmark module).
 BENCH_MODULES = [
     "golflib.workbook.bench_train",
+    "golflib.workbook.bench_ttt",
 ]
 
 
