@@ -49,6 +49,8 @@ def cpu_tiny() -> dict[str, Any]:
     4 layers × 128, 4 heads / 2 KV heads, seq 256, 8,192 tokens/step, 2 micro-batches per step, no compile warm-up.
     Chosen by equal-wall-clock comparison on 2 CPU cores (150 s each, post-quant val_bpb): 4×128 1.905,
     8×128 2.028, 6×192 2.135, 6×256 2.245 — at this budget more steps beat more parameters.
+    After the round trip it runs two legal TTT kinds (~1 min each on 2 cores): chunked score-first SGD TTT (lr 0.05,
+    1 epoch, 2 blocks frozen, 8,192-token chunks) and per-document LoRA TTT (rank 8, lr 0.01, 64-token chunks).
     Not a record; used by ``golf demo`` and the tests.
     """
     return {
@@ -58,6 +60,9 @@ def cpu_tiny() -> dict[str, Any]:
         "MAX_WALLCLOCK_SECONDS": 420.0, "WARMDOWN_ITERS": 300, "MUON_MOMENTUM_WARMUP_STEPS": 100,
         "VAL_LOSS_EVERY": 100, "TRAIN_LOG_EVERY": 25, "VAL_BATCH_SIZE": 32768,
         "EVAL_SEQ_LEN": 256, "EVAL_STRIDE": 64, "EVAL_BATCH_SEQS": 64,
+        # legal score-first TTT after the round trip (chosen by notebooks/20_ttt_sweep on a briefly trained model)
+        "TTT_ENABLED": True, "TTT_KINDS": "chunked,lora", "TTT_LR": 0.05, "TTT_EPOCHS": 1, "TTT_FREEZE_BLOCKS": 2,
+        "TTT_CHUNK_TOKENS": 8192, "TTT_LORA_RANK": 8, "TTT_LORA_LR": 0.01, "TTT_CHUNK_SIZE": 64, "TTT_BATCH_SIZE": 16,
     }
 
 

@@ -196,7 +196,6 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
     """One batch of documents: reset adapters, then score chunk c of every active document and step. Returns the
     number of optimizer steps."""
     lora.reset(warm_start_a)
-    ledger.reset()
     params = list(lora.parameters())
     opt = torch.optim.AdamW(params, lr=lr, betas=betas, eps=1e-10, weight_decay=weight_decay)
     lengths = segs[:, 1] - segs[:, 0]

@@ -38,6 +38,8 @@ def plot_lr_epochs_heatmaps(rows: list[dict], save_to=None):
     fig, axes = plt.subplots(1, len(freezes), figsize=(4.2 * len(freezes) + 1, 3.6), squeeze=False)
     vals = [r["val_bpb"] for r in pts] or [0.0]
     vmin, vmax = min(vals), max(vals)
+    if ref is not None and vmin < ref < vmax:  # colour contrast where TTT helps; blow-ups saturate
+        vmax = ref + (ref - vmin)
     for ax, f in zip(axes[0], freezes):
         grid = np.full((len(eps), len(lrs)), np.nan)
         for r in pts:
@@ -48,7 +50,9 @@ def plot_lr_epochs_heatmaps(rows: list[dict], save_to=None):
         for i in range(len(eps)):
             for j in range(len(lrs)):
                 if np.isfinite(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", fontsize=7, color="w")
+                    dark = (grid[i, j] - vmin) / max(vmax - vmin, 1e-12) > 0.5
+                    ax.text(j, i, f"{grid[i, j]:.4f}", ha="center", va="center", fontsize=7,
+                            color="w" if dark else "k")
         ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs], rotation=45)
         ax.set_yticks(range(len(eps)), [str(e) for e in eps])
         ax.set_xlabel("TTT_LR")
@@ -61,21 +65,35 @@ def plot_lr_epochs_heatmaps(rows: list[dict], save_to=None):
 
 def plot_chunk_curves(rows: list[dict], top: int = 3, save_to=None):
     """Running val_bpb after each chunk (chunked) or round (doc kinds) for the ``top`` best points and the no-TTT
-    reference, against the number of scored targets / documents."""
+    reference (top), and the running Δbpb of the chunked points against the reference interpolated at the same
+    number of scored targets (bottom)."""
     ok = [r for r in rows if r.get("val_bpb") is not None and r.get("curve")]
-    ref = [r for r in ok if r["point"]["kind"] == "none"]
+    ref = next((r for r in ok if r["point"]["kind"] == "none"), None)
     best = sorted([r for r in ok if r["point"]["kind"] != "none"], key=lambda r: r["val_bpb"])[:top]
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    for r in ref + best:
+    fig, (ax, dx) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, height_ratios=(3, 2))
+
+    def xy(r):
         c = r["curve"]
-        x = [e.get("scored_tokens", e.get("docs_done")) for e in c]
-        ax.plot(x, [e["running_val_bpb"] for e in c], "-" if r["point"]["kind"] != "none" else "k--", lw=1.3,
-                label=("no TTT" if r["point"]["kind"] == "none" else _label(r["point"])) + f" → {r['val_bpb']:.4f}")
-    ax.set_xlabel("scored targets (chunked) / documents done (doc kinds)")
+        return (np.array([e.get("scored_tokens", e.get("docs_done")) for e in c], dtype=float),
+                np.array([e["running_val_bpb"] for e in c]))
+
+    if ref is not None:
+        rx, ry = xy(ref)
+        ax.plot(rx, ry, "k--", lw=1.3, label=f"no TTT → {ref['val_bpb']:.4f}")
+        dx.axhline(0.0, color="k", ls="--", lw=1)
+    for r in best:
+        x, y = xy(r)
+        label = _label(r["point"]) + f" → {r['val_bpb']:.4f}"
+        ax.plot(x, y, lw=1.3, label=label)
+        if ref is not None and r["point"]["kind"] == "chunked":
+            dx.plot(x, y - np.interp(x, rx, ry), lw=1.3, label=label)
     ax.set_ylabel("running val_bpb")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(f"per-chunk running val_bpb, best {len(best)} points")
+    dx.set_xlabel("scored targets (chunked) / documents done (doc kinds)")
+    dx.set_ylabel("running Δbpb vs no TTT")
+    dx.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, "ttt_chunk_curves", save_to)
 
@@ -107,7 +125,8 @@ def plot_lr_sweep(rows: list[dict], epochs: int | None = None, save_to=None):
     pts = _chunked(rows)
     ep = max((r["point"].get("epochs", 0) for r in pts), default=0) if epochs is None else epochs
     ref = next((r["val_bpb"] for r in rows if r["point"]["kind"] == "none"), None)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    best = np.inf
     for f in sorted({r["point"].get("freeze", 0) for r in pts}):
         sel = {}
         for r in pts:
@@ -115,14 +134,20 @@ def plot_lr_sweep(rows: list[dict], epochs: int | None = None, save_to=None):
                 lr = r["point"]["lr"]
                 sel[lr] = min(sel.get(lr, np.inf), r["val_bpb"])
         xs = sorted(sel)
-        ax.plot(xs, [sel[x] for x in xs], "o-", label=f"freeze={f}")
-    if ref is not None:
-        ax.axhline(ref, color="k", ls="--", lw=1, label=f"no TTT {ref:.4f}")
-    ax.set_xscale("log")
-    ax.set_xlabel("TTT_LR (SGD, momentum 0.9)")
-    ax.set_ylabel("val_bpb")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"legal chunked TTT LR sweep, {ep} epoch(s) per chunk (#757 shape)")
+        best = min([best] + [sel[x] for x in xs])
+        for ax in axes:
+            ax.plot(xs, [sel[x] for x in xs], "o-", label=f"freeze={f}")
+    for ax, title in zip(axes, ("full range", "zoom around the no-TTT score")):
+        if ref is not None:
+            ax.axhline(ref, color="k", ls="--", lw=1, label=f"no TTT {ref:.4f}")
+        ax.set_xscale("log")
+        ax.set_xlabel("TTT_LR (SGD, momentum 0.9)")
+        ax.set_ylabel("val_bpb")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=9)
+    if ref is not None and np.isfinite(best) and best < ref:
+        axes[1].set_ylim(best - 0.5 * (ref - best), ref + 1.5 * (ref - best))
+    fig.suptitle(f"legal chunked TTT LR sweep, {ep} epoch(s) per chunk (#757 shape)")
     fig.tight_layout()
     return _save(fig, "ttt_lr_sweep", save_to)

@@ -36,7 +36,7 @@ AXIS_FIELDS: dict[str, dict[str, str]] = {
     "lora": {"lr": "TTT_LORA_LR"},  # its chunk (TTT_CHUNK_SIZE, ~48 tokens per step) is another unit: not an axis
     "phased": {"lr": "GLOBAL_TTT_LR", "epochs": "GLOBAL_TTT_EPOCHS", "chunk": "GLOBAL_TTT_CHUNK_TOKENS"},
 }
-REFERENCE = {"kind": "none"}  # the no-TTT point
+REFERENCE = {"kind": "none"}  # the no-TTT point (+ the grid's smallest chunk, for a fine per-chunk curve)
 
 
 def grid_points(grid: Mapping[str, list]) -> list[dict]:
@@ -63,7 +63,7 @@ def grid_points(grid: Mapping[str, list]) -> list[dict]:
 def point_overrides(point: Mapping[str, Any]) -> dict[str, Any]:
     """Config overrides of one point (``{"TTT_LR": 0.01, ...}``)."""
     if point["kind"] == "none":
-        return {"TTT_EPOCHS": 0}
+        return {"TTT_EPOCHS": 0, **({"TTT_CHUNK_TOKENS": point["chunk"]} if "chunk" in point else {})}
     return {AXIS_FIELDS[point["kind"]][a]: v for a, v in point.items() if a != "kind"}
 
 
@@ -145,7 +145,8 @@ def run_sweep(run_dir: str | os.PathLike, grid: Mapping[str, list], results_path
     path.parent.mkdir(parents=True, exist_ok=True)
     done = load_results(path)
     rows = []
-    for point in [REFERENCE] + grid_points(grid):
+    reference = {**REFERENCE, **({"chunk": min(grid["chunk"])} if grid.get("chunk") else {})}
+    for point in [reference] + grid_points(grid):
         key = point_key(point, ctx.context)
         if key in done:
             row = {**done[key], "cached": True}
