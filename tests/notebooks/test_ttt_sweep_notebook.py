@@ -6,19 +6,23 @@ import nbformat
 import pytest
 
 from conftest import REPO
-from golflib.workbook.notebook import run_notebook
+from golflib.workbook.notebook import notebook_parameters, run_notebook
 from golflib.workbook.ttt_sweep import grid_points, run_sweep
 
 pytestmark = pytest.mark.slow
 
 
 def test_ttt_sweep_notebook_smoke_and_resume(ttt_run, tmp_path, monkeypatch):
+    import papermill
+
+    nb_path = REPO / "notebooks" / "20_ttt_sweep.ipynb"
+    assert set(papermill.inspect_notebook(str(nb_path))) == set(notebook_parameters(nb_path))  # papermill parses all
     monkeypatch.chdir(tmp_path)
     results = tmp_path / "sweep.jsonl"
     params = dict(source_run=str(ttt_run), kinds=["chunked", "lora"], lrs=[0.003, 0.03], epochs=[1], freezes=[0, 1],
                   optimizers=["sgd"], chunks=[512], val_max_tokens=2048, results_file=str(results),
                   figures_root=str(tmp_path / "figures"))
-    out = run_notebook(REPO / "notebooks" / "20_ttt_sweep.ipynb", params, run_dir=tmp_path / "nbrun")
+    out = run_notebook(nb_path, params, run_dir=tmp_path / "nbrun")
     nb = nbformat.read(str(out), as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors
@@ -36,4 +40,4 @@ def test_ttt_sweep_notebook_smoke_and_resume(ttt_run, tmp_path, monkeypatch):
     assert [r["cached"] for r in rows].count(False) == 3  # 2 chunked (freeze 0/1) + 1 lora at lr 0.1
     assert len(results.read_text().splitlines()) == 1 + 6 + 3
     ref = rows[0]
-    assert ref["point"] == {"kind": "none"} and ref["delta_bpb"] == 0.0 and ref["cached"]
+    assert ref["point"] == {"kind": "none", "chunk": 512} and ref["delta_bpb"] == 0.0 and ref["cached"]
