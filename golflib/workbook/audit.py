@@ -103,7 +103,7 @@ def slice_config(cfg: Config, n_targets: int, n_docs: int) -> Config:
 
 
 def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tuple[str, ...], *, cuts: int = 2,
-                       seed: int = 0, atol: float = 1e-5, bos_id: int = 1) -> dict[str, dict]:
+                       seed: int = 0, atol: float = 1e-4, bos_id: int = 1) -> dict[str, dict]:
     """Run :func:`golflib.eval.ledger.perturbation_test` for the standard, sliding and each TTT protocol on
     ``tokens`` (int64 ``[n + 1]``, ``n`` a multiple of TRAIN_SEQ_LEN). TTT kinds return log-prob rows (which also
     catch an update one token past a chunk edge); standard and sliding return NLLs. Cuts: ``cuts`` seeded random
@@ -146,11 +146,15 @@ def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tu
 
 
 def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens: int = 4096, cuts: int = 2,
-              seed: int = 0, kinds: tuple[str, ...] | None = None, atol: float = 1e-5,
+              seed: int = 0, kinds: tuple[str, ...] | None = None, atol: float = 1e-4,
               echo: Callable[[str], None] = print) -> dict:
     """Audit a finished run (see the module docstring). ``kinds``: TTT kinds for the perturbation test (default:
-    the run's ``TTT_KINDS`` when TTT was enabled). Returns ``{"protocols": {name: {"verdict", "checks",
-    "perturbation"}}, "written_to"}``. Raises ``FileNotFoundError`` for a run without ``result.json``."""
+    the run's ``TTT_KINDS`` when TTT was enabled; kinds the run did not score are reported under
+    ``perturb_only``, for information). ``atol`` (nats): the perturbation tolerance — fp32 batched kernels on CPU
+    move a log-probability by ~1e-5 when the batch composition of the doc-batched kinds changes, while the
+    stream-order protocols reproduce bitwise (max |diff| 0). Returns ``{"protocols": {name: {"verdict",
+    "checks", "perturbation"}}, "written_to"}``. Raises ``FileNotFoundError`` for a run without
+    ``result.json``."""
     run_dir = Path(run_dir)
     result = load_result(run_dir)
     cfg = Config.from_json_file(run_dir / "config.json")
@@ -189,11 +193,12 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
                      f"(cuts {p['cuts']}, max |diff| {p['max_abs_diff']:.2e})")
         echo(f"{name:20s} {entry['mode']:12s} val_bpb {entry['val_bpb']:.6f}  {v}{note}")
     scored_keys = {perturb_key(e["mode"]) for e in entries.values()}
-    for name, p in perturbation.items():  # perturbed protocols the run did not score (e.g. --kinds)
+    for name, p in perturbation.items():  # perturbed protocols the run did not score (--kinds): information only
         if name not in scored_keys:
-            out["protocols"][f"perturb-only/{name}"] = {"verdict": "PASS" if p["causal"] else "FAIL",
-                                                        "perturbation": p}
-            echo(f"{name:20s} {'(not in run)':12s} perturbation: {'causal' if p['causal'] else 'NOT causal'}")
+            note = "causal in stream order" if p["causal"] else "NOT causal in stream order"
+            out["perturb_only"] = {**out.get("perturb_only", {}), name: p}
+            echo(f"{name:20s} {'(not in run)':12s} perturbation: {note} (cuts {p['cuts']}, "
+                 f"max |diff| {p['max_abs_diff']:.2e})")
     path = run_dir / f"audit-{time.strftime('%Y%m%d-%H%M%S')}.json"
     i = 2
     while path.exists():
