@@ -60,7 +60,7 @@ def cmd_model_info(a) -> int:
     from golflib.model.gpt import GPT, count_params, param_groups_summary
     from golflib.presets import resolve
 
-    cfg = resolve(a.preset, _kv_pairs(a.set), environ={})
+    cfg = resolve(a.preset, _kv_pairs(a.set), environ={}, scale=a.scale)
     model = GPT(cfg.model)
     info = {"preset": a.preset, "params": count_params(model), **param_groups_summary(model),
             "layers": cfg.model.num_layers, "model_dim": cfg.model.model_dim, "vocab_size": cfg.model.vocab_size}
@@ -83,9 +83,9 @@ def cmd_train(a) -> int:
     from golflib.workbook.training import check_preset
 
     overrides = _kv_pairs(a.set)
-    check_preset(a.preset, overrides)
+    check_preset(a.preset, overrides, scale=a.scale)
     run_dir = Path(a.run_dir) if a.run_dir else create_run_dir(a.runs_root, slug=a.preset)
-    result = launch_training(run_dir, a.preset, overrides, nproc=a.nproc)
+    result = launch_training(run_dir, a.preset, overrides, nproc=a.nproc, scale=a.scale)
     print(json.dumps({"run_dir": str(run_dir), "bytes_total": result.get("bytes_total"),
                       "val_bpb": result["quantized"]["standard"]["val_bpb"]}, indent=2))
     return 0
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     mi = m.add_parser("info", help="parameter counts of a preset as JSON")
     mi.add_argument("--preset", default="baseline")
     mi.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    mi.add_argument("--scale", type=float, default=1.0, help="width factor in (0, 1] (CPU-sized, same structure)")
     mi.set_defaults(fn=cmd_model_info)
 
     sub.add_parser("presets", help="list presets").set_defaults(fn=cmd_presets)
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="baseline")
     t.add_argument("--nproc", type=int, default=1)
     t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    t.add_argument("--scale", type=float, default=1.0, help="width factor in (0, 1] (CPU-sized, same structure)")
     t.add_argument("--run-dir", default=None)
     t.add_argument("--runs-root", default="runs")
     t.set_defaults(fn=cmd_train)

@@ -63,8 +63,41 @@ class ModelConfig:
     tie_embeddings: bool = True  # output head = token embedding
     rope_base: float = 10000.0
     logit_softcap: float = 30.0  # logits = c * tanh(z / c)
-    qk_gain_init: float = 1.5  # per-head q multiplier (attention temperature)
+    qk_gain_init: float = 1.5  # per-head q multiplier (attention temperature) [C16]
     tied_embed_init_std: float = 0.005
+    bos_id: int = 1  # BOS token id (SmearGate BOS mask, document boundaries)
+    # ---- record-stack architecture (SPEC §3.C); every default is the baseline behaviour ----
+    mlp_activation: str = "relu_sq"  # relu_sq | leaky_relu_sq [C2, #493/#549]
+    leaky_relu_slope: float = 0.5  # negative slope of leaky_relu_sq
+    smear_gate: int = 0  # SmearGate version 1 (#65) | 2 (#162) | 3 (#1667); 0 = off; BOS-masked [C3]
+    gate_window: int = 12  # input dims of the v3 smear gate and the output/sparse attention gates
+    bigram_vocab_size: int = 0  # BigramHash buckets; 0 = off [C4]
+    bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
+    bigram_hash: str = "xor"  # xor: (36313*cur ^ 27191*prev) % (B-1), pos 0 -> B-1 | mul92821: (prev*92821+cur) % B
+    ortho_init: bool = False  # orthogonal init of block matrices; other .proj ×1/sqrt(2L) [C5, #162/#198]
+    proj_init: str = "zero"  # attn/MLP output projections: zero | scaled (orthogonal × 1/sqrt(2L))
+    xsa_last_n: int = 0  # exclusive self-attention on the last N (physical / core) layers [C7]
+    rope_dims: int = 0  # rotate only the first ROPE_DIMS of each head; 0 = all [C8]
+    rope_train_seq_len: int = 0  # NTK base rescale for sequences longer than this; 0 = off [A2]
+    ln_scale: bool = False  # scale block norm outputs by 1/sqrt(layer+1) [C9]
+    ve_enabled: bool = False  # value embeddings [C10]
+    ve_dim: int = 128  # value-embedding table width
+    ve_layers: tuple[int, ...] = (9, 10)  # layers whose V gets the value embedding
+    value_residual: bool = False  # v_l = λ0 v_0 + λ1 v_l, λ init (0.5, 0.5) [C11]
+    attn_gate: str = "none"  # none | headwise | g1 | output | sparse [C12]
+    gated_attn_init_std: float = 0.01  # init std of the G1 gate matrix
+    sparse_attn_gate_scale: float = 0.5  # κ of the sparse gate σ(κ·W x[:GATE_WINDOW])
+    skip_gates_enabled: bool = False  # sigmoid-gated U-Net skips [C13]
+    num_loops: int = 0  # extra passes over physical layers LOOP_START..LOOP_END [C14, #1394]
+    loop_start: int = 0
+    loop_end: int = 0
+    recur_layers: tuple[int, ...] = ()  # one extra pass over these layers after max(...) [C14, #1204/#1487]
+    unique_layers: int = 0  # shared cores: layer i uses the attention/MLP of core i % UNIQUE_LAYERS [#461]
+    repeat_untie_mlp: bool = False  # repeated passes get their own MLP, copied when looping starts [#1204]
+    skip_sizing: str = "virtual"  # U-Net skip count from the looped virtual list | physical (#1487)
+    parallel_residual: str = "none"  # none | two_lane (#1204) | gptj (#1412) | routed (#1529) | merge (#1487) [C15]
+    parallel_start_layer: int = 0  # first physical layer with parallel residuals
+    parallel_final_lane: str = "mean"  # routed: mean | attn | mlp
 
     def __post_init__(self) -> None:
         _check(2 <= self.vocab_size <= 65536, "vocab_size", "must be in [2, 65536] (uint16 token ids)", self.vocab_size)
@@ -79,6 +112,48 @@ class ModelConfig:
         _check(self.mlp_mult > 0, "mlp_mult", "must be > 0", self.mlp_mult)
         _check(self.logit_softcap > 0, "logit_softcap", "must be > 0", self.logit_softcap)
         _check(self.rope_base > 1, "rope_base", "must be > 1", self.rope_base)
+        _check(0 <= self.bos_id < self.vocab_size, "bos_id", f"must be in [0, VOCAB_SIZE={self.vocab_size})",
+               self.bos_id)
+        _check(self.mlp_activation in ("relu_sq", "leaky_relu_sq"), "mlp_activation",
+               "must be relu_sq or leaky_relu_sq", self.mlp_activation)
+        _check(self.smear_gate in (0, 1, 2, 3), "smear_gate", "must be 0 (off), 1, 2 or 3", self.smear_gate)
+        _check(1 <= self.gate_window <= self.model_dim, "gate_window", "must be in [1, MODEL_DIM]", self.gate_window)
+        _check(self.bigram_vocab_size >= 0 and self.bigram_vocab_size != 1, "bigram_vocab_size",
+               "must be 0 (off) or >= 2", self.bigram_vocab_size)
+        _check(self.bigram_hash in ("xor", "mul92821"), "bigram_hash", "must be xor or mul92821", self.bigram_hash)
+        _check(self.proj_init in ("zero", "scaled"), "proj_init", "must be zero or scaled", self.proj_init)
+        n_cores = self.unique_layers or self.num_layers
+        _check(0 <= self.xsa_last_n <= n_cores, "xsa_last_n", f"must be in [0, {n_cores}] (layers or cores)",
+               self.xsa_last_n)
+        _check(self.rope_dims == 0 or (0 < self.rope_dims <= self.model_dim // max(self.num_heads, 1)
+                                       and self.rope_dims % 2 == 0), "rope_dims",
+               "must be 0 (all) or an even number <= head_dim", self.rope_dims)
+        _check(self.rope_train_seq_len >= 0, "rope_train_seq_len", "must be >= 0", self.rope_train_seq_len)
+        _check(self.ve_dim >= 1, "ve_dim", "must be >= 1", self.ve_dim)
+        if self.ve_enabled:
+            _check(len(self.ve_layers) > 0 and all(0 <= i < self.num_layers for i in self.ve_layers), "ve_layers",
+                   f"needs layers in [0, NUM_LAYERS={self.num_layers})", self.ve_layers)
+        _check(self.attn_gate in ("none", "headwise", "g1", "output", "sparse"), "attn_gate",
+               "must be none, headwise, g1, output or sparse", self.attn_gate)
+        _check(self.num_loops >= 0, "num_loops", "must be >= 0", self.num_loops)
+        if self.num_loops:
+            _check(0 <= self.loop_start <= self.loop_end < self.num_layers, "loop_end",
+                   f"need 0 <= LOOP_START={self.loop_start} <= LOOP_END < NUM_LAYERS={self.num_layers}",
+                   self.loop_end)
+        _check(all(0 <= i < self.num_layers for i in self.recur_layers), "recur_layers",
+               f"layers must be in [0, NUM_LAYERS={self.num_layers})", self.recur_layers)
+        _check(not (self.num_loops and self.recur_layers), "recur_layers",
+               "use either NUM_LOOPS (+LOOP_START/LOOP_END) or RECUR_LAYERS, not both", self.recur_layers)
+        _check(0 <= self.unique_layers <= self.num_layers, "unique_layers",
+               f"must be in [0, NUM_LAYERS={self.num_layers}]", self.unique_layers)
+        _check(self.skip_sizing in ("virtual", "physical"), "skip_sizing", "must be virtual or physical",
+               self.skip_sizing)
+        _check(self.parallel_residual in ("none", "two_lane", "gptj", "routed", "merge"), "parallel_residual",
+               "must be none, two_lane, gptj, routed or merge", self.parallel_residual)
+        _check(0 <= self.parallel_start_layer < self.num_layers, "parallel_start_layer",
+               f"must be in [0, NUM_LAYERS={self.num_layers})", self.parallel_start_layer)
+        _check(self.parallel_final_lane in ("mean", "attn", "mlp"), "parallel_final_lane",
+               "must be mean, attn or mlp", self.parallel_final_lane)
 
     @property
     def head_dim(self) -> int:
@@ -107,6 +182,15 @@ class OptimConfig:
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0  # 0 = off
     warmdown_iters: int = 1200  # linear LR warmdown length in steps (wall-clock aware when capped)
+    warmdown_frac: float = 0.0  # >0: warmdown over this fraction of training instead (#1394) [D1]
+    min_lr: float = 0.0  # floor of the LR multiplier (#1787) [D1]
+    muon_wd: float = 0.0  # decoupled weight decay of Muon matrices [D3]
+    embed_wd: float = 0.0  # AdamW weight decay of the token embedding / head [D3]
+    adam_wd: float = 0.0  # AdamW weight decay of scalars / control tensors [D3]
+    muon_row_normalize: bool = False  # MuonEq-R: row-normalise the update before Newton-Schulz [D4]
+    muon_ns_coeffs: str = "ns5"  # ns5 | polar_express [D5]
+    wd_taper_start_frac: float = 1.0  # Muon WD multiplier 1 until this training fraction, then linear... [#1729]
+    wd_taper_final_mult: float = 1.0  # ...to this multiplier at the end
 
     def __post_init__(self) -> None:
         for name in ("embed_lr", "head_lr", "tied_embed_lr", "matrix_lr", "scalar_lr", "grad_clip_norm"):
@@ -117,6 +201,15 @@ class OptimConfig:
         _check(self.warmdown_iters >= 0, "warmdown_iters", "must be >= 0", self.warmdown_iters)
         _check(self.muon_momentum_warmup_steps >= 0, "muon_momentum_warmup_steps", "must be >= 0",
                self.muon_momentum_warmup_steps)
+        _check(0 <= self.warmdown_frac <= 1, "warmdown_frac", "must be in [0, 1]", self.warmdown_frac)
+        _check(0 <= self.min_lr < 1, "min_lr", "must be in [0, 1)", self.min_lr)
+        for name in ("muon_wd", "embed_wd", "adam_wd"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
+        _check(self.muon_ns_coeffs in ("ns5", "polar_express"), "muon_ns_coeffs", "must be ns5 or polar_express",
+               self.muon_ns_coeffs)
+        _check(0 <= self.wd_taper_start_frac <= 1, "wd_taper_start_frac", "must be in [0, 1]",
+               self.wd_taper_start_frac)
+        _check(self.wd_taper_final_mult >= 0, "wd_taper_final_mult", "must be >= 0", self.wd_taper_final_mult)
 
 
 @dataclass(frozen=True)
@@ -137,6 +230,14 @@ class TrainConfig:
     val_max_tokens: int = 0  # 0 = whole val split; >0 truncates (tests/smoke only, never for a score)
     device: str = "auto"  # auto | cpu | cuda
     use_compile: str = "auto"  # auto (on CUDA only) | 0 | 1
+    train_loader: str = "sequential"  # sequential | coprime | shuffled | packed [D9]
+    enable_looping_at: tuple[float, ...] = ()  # fraction(s) of training at which loop k turns on; () = from the start
+    recur_start_step: int = 0  # >0: all loops turn on at this step instead (#1204) [C14]
+    ema_decay: float = 0.0  # EMA of the weights, exported; 0 = off [D7]
+    swa_every: int = 0  # SWA snapshot period in steps; 0 = off [D7]
+    swa_start_frac: float = 0.2  # SWA snapshots once the LR multiplier is below this ("tight SWA", #461 name)
+    late_qat_threshold: float = 0.0  # enable STE fake-quant once the LR multiplier falls below this; 0 = off [B3]
+    qat_bits: int = 6  # bits of the fake quantizer (per-row symmetric)
 
     def __post_init__(self) -> None:
         _check(self.iterations >= 1, "iterations", "must be >= 1", self.iterations)
@@ -153,6 +254,17 @@ class TrainConfig:
         _check(self.val_max_tokens >= 0, "val_max_tokens", "must be >= 0", self.val_max_tokens)
         _check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda", self.device)
         _check(self.use_compile in ("auto", "0", "1"), "use_compile", "must be auto, 0 or 1", self.use_compile)
+        _check(self.train_loader in ("sequential", "coprime", "shuffled", "packed"), "train_loader",
+               "must be sequential, coprime, shuffled or packed", self.train_loader)
+        _check(all(0 <= f < 1 for f in self.enable_looping_at), "enable_looping_at",
+               "fractions must be in [0, 1)", self.enable_looping_at)
+        _check(list(self.enable_looping_at) == sorted(self.enable_looping_at), "enable_looping_at",
+               "must be non-decreasing", self.enable_looping_at)
+        _check(self.recur_start_step >= 0, "recur_start_step", "must be >= 0", self.recur_start_step)
+        _check(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)", self.ema_decay)
+        _check(self.swa_every >= 0, "swa_every", "must be >= 0", self.swa_every)
+        _check(self.late_qat_threshold >= 0, "late_qat_threshold", "must be >= 0", self.late_qat_threshold)
+        _check(2 <= self.qat_bits <= 8, "qat_bits", "must be in [2, 8]", self.qat_bits)
 
 
 @dataclass(frozen=True)
@@ -264,7 +376,9 @@ CHALLENGE_PREFIXES = (
     "GOLF_", "TTT_", "MUON_", "QAT_", "LATE_QAT", "GPTQ_", "EVAL_", "TRAIN_", "VAL_", "WARMDOWN_", "WARMUP_", "NUM_",
     "MODEL_", "MLP_", "ROPE_", "QK_", "LOGIT_", "TIED_", "EMBED_", "HEAD_", "MATRIX_", "SCALAR_", "ADAM_", "GRAD_",
     "SWA_", "EMA_", "XSA_", "LOOP_", "SMEAR", "BIGRAM", "VE_", "LN_", "PARALLEL_", "SPARSE_", "GATED_", "LQER_",
-    "SDCLIP", "NGRAM_", "INT8_", "INT6_", "QUANT_", "ARTIFACT_", "GLOBAL_", "MAX_WALLCLOCK", "ENABLE_LOOPING", "PHASED_",
+    "SDCLIP", "NGRAM_", "INT8_", "INT6_", "QUANT_", "ARTIFACT_", "GLOBAL_", "MAX_WALLCLOCK", "ENABLE_LOOPING",
+    "RECUR_", "ROPE_", "WD_", "MIN_LR", "ORTHO", "PROJ_", "ATTN_", "SKIP_", "VALUE_", "BOS_", "LEAKY", "UNIQUE_",
+    "REPEAT_", "GATE_", "LOOP_", "PHASED_",
 )
 
 

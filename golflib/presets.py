@@ -66,6 +66,144 @@ def cpu_tiny() -> dict[str, Any]:
     }
 
 
+SP8192_DATA = {
+    "DATA_PATH": "./data/datasets/fineweb10B_sp8192",
+    "TOKENIZER_PATH": "./data/tokenizers/fineweb_8192_bpe.model",
+    "VOCAB_SIZE": 8192,
+}
+
+# Shared by the #287 → #1019 lineage (11 layers, seq 2048, 786,432 tokens/step, int6 era).
+_LINEAGE_287 = {
+    "NUM_LAYERS": 11, "MLP_MULT": 3.0, "TRAIN_SEQ_LEN": 2048, "TRAIN_BATCH_TOKENS": 786_432, "EVAL_SEQ_LEN": 2048,
+    "EVAL_STRIDE": 64, "BIGRAM_VOCAB_SIZE": 2048, "BIGRAM_DIM": 128, "SMEAR_GATE": 2, "ORTHO_INIT": True,
+    # the #287-#1019 Rotary hard-codes train_seq_len=1024, so the NTK rescale is active at 2048 (research §3.4)
+    "ROPE_TRAIN_SEQ_LEN": 1024, "EMA_DECAY": 0.997, "MUON_WD": 0.04, "ADAM_WD": 0.04, "EMBED_WD": 0.04,
+    "MATRIX_LR": 0.025, "SCALAR_LR": 0.025, "TIED_EMBED_LR": 0.035, "MUON_MOMENTUM": 0.99,
+    "MUON_MOMENTUM_WARMUP_START": 0.92, "MUON_MOMENTUM_WARMUP_STEPS": 1500, "GRAD_CLIP_NORM": 0.3,
+}
+
+
+@preset("pr287")
+def pr287() -> dict[str, Any]:
+    """#287 (jfprincz) [R:2026-03-20_11L_XSA4_EMA_Int6_MLP3x_WD04_1.1271]: 11L × 512, MLP 3× relu², XSA on the last 4
+    layers, EMA 0.997, SmearGate (v2 form), BigramHash 2048×128 (XOR hash), OrthoInit, Muon/AdamW WD 0.04, warmdown
+    3000 iters, seq 2048. Export int6 per-row (mlp+attn) + int8 embedding + zstd-22.
+    Published: sliding s64 val_bpb 1.12707468 (best seed; 3-seed mean 1.12801921), 26,829,913 parameters,
+    15,534,645 bytes (model 15,468,512 + code 66,133).
+    """
+    return {**_LINEAGE_287, "XSA_LAST_N": 4, "WARMDOWN_ITERS": 3000, "ITERATIONS": 9000}
+
+
+@preset("pr414")
+def pr414() -> dict[str, Any]:
+    """#414 (signalrush) [R:2026-03-22_11L_EMA_GPTQ-lite_warmdown3500_QAT015_1.1233]: #287 + partial RoPE 16/64,
+    LN scale, VE128 on layers 9-10, late QAT at LR multiplier 0.15, warmdown 3500; GPTQ-lite int6 export.
+    (Its tight SWA is accumulated but never applied, so it is not enabled here — SPEC trap 3.)
+    Published: sliding val_bpb 1.12278022 (seed 1337; mean 1.12331641), 26,993,756 parameters, 15,555,017 bytes.
+    """
+    return {**_LINEAGE_287, "XSA_LAST_N": 4, "ROPE_DIMS": 16, "LN_SCALE": True, "VE_ENABLED": True, "VE_DIM": 128,
+            "VE_LAYERS": "9,10", "LATE_QAT_THRESHOLD": 0.15, "WARMDOWN_ITERS": 3500, "VAL_LOSS_EVERY": 4000,
+            "TRAIN_LOG_EVERY": 500}
+
+
+@preset("pr461")
+def pr461() -> dict[str, Any]:
+    """Seed #461 (Christopher-Lee-McClendon) [records/track_non_record_16mb/2026-03-22_11L_VE128_PartialRoPE_LegalTTT]:
+    11 logical layers over 10 unique cores (layer 10 reuses core 0, its grads ×1/2), partial RoPE 16/64, VE128 on
+    layers 9-10, LN scale, XSA on the last 4 cores, BigramHash 2048, SmearGate, U-Net skips, SWA (every 50 steps once
+    the LR multiplier < 0.2; applied), late QAT at 0.1; 5,200 iterations without a wall-clock cap (4×A100).
+    Its score-first TTT (lr 0.002, 3 epochs, freeze 2) belongs to the evaluation side.
+    Published: val_bpb 1.14458409 (after legal TTT; pre-TTT 1.1611), 24,634,452 parameters, 14,789,419 bytes
+    (model 14,717,713 + code 71,706). (Its README's d=768 is wrong: the code and the count say 512.)
+    """
+    return {**_LINEAGE_287, "UNIQUE_LAYERS": 10, "XSA_LAST_N": 4, "ROPE_DIMS": 16, "LN_SCALE": True,
+            "VE_ENABLED": True, "VE_DIM": 128, "VE_LAYERS": "9,10", "EMA_DECAY": 0.0, "SWA_EVERY": 50,
+            "SWA_START_FRAC": 0.2, "LATE_QAT_THRESHOLD": 0.1, "ADAM_WD": 0.01, "EMBED_WD": 0.01,
+            "MAX_WALLCLOCK_SECONDS": 0.0, "ITERATIONS": 5200, "WARMDOWN_ITERS": 3000, "VAL_LOSS_EVERY": 500,
+            "TRAIN_LOG_EVERY": 100, "SEED": 42}
+
+
+@preset("pr549")
+def pr549() -> dict[str, Any]:
+    """#549 (abaybektursun) [R:2026-03-23_LeakyReLU_LegalTTT_ParallelMuon]: #414 with LeakyReLU(0.5)², BigramHash
+    1536×128, 9,000 iterations; score-first SGD TTT at eval (lr 0.002, 3 epochs, freeze 0) and lzma export.
+    Parameter banking / parallel Muon (D6) is a systems change not reproduced here (same math, plain Muon).
+    Published: legal TTT val_bpb 1.11922988 (seed 1337; mean 1.11937967), 26,928,220 parameters,
+    15,977,386 bytes (seed 1337).
+    """
+    return {**pr414(), "MLP_ACTIVATION": "leaky_relu_sq", "LEAKY_RELU_SLOPE": 0.5, "BIGRAM_VOCAB_SIZE": 1536,
+            "ITERATIONS": 9000}
+
+
+@preset("pr1019")
+def pr1019() -> dict[str, Any]:
+    """#1019 (abaybektursun) [R:2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072]: #549's model with XSA on all 11 layers,
+    BigramHash 3072×112, warmdown 4000; full-Hessian GPTQ int6 on AR self-generated calibration, no TTT.
+    Published: sliding val_bpb 1.11508120 (seed 314; mean 1.11473509), 27,067,484 parameters, 15,863,278 bytes.
+    """
+    return {**pr549(), "XSA_LAST_N": 11, "BIGRAM_VOCAB_SIZE": 3072, "BIGRAM_DIM": 112, "WARMDOWN_ITERS": 4000,
+            "ITERATIONS": 20000}
+
+
+_LINEAGE_1394 = {
+    **SP8192_DATA, "NUM_LAYERS": 11, "MLP_MULT": 4.0, "MLP_ACTIVATION": "leaky_relu_sq", "XSA_LAST_N": 11,
+    "ROPE_DIMS": 16, "LN_SCALE": True, "SKIP_GATES_ENABLED": True, "ORTHO_INIT": True, "TRAIN_SEQ_LEN": 2048,
+    "TRAIN_BATCH_TOKENS": 786_432, "EVAL_SEQ_LEN": 2048, "EVAL_STRIDE": 64, "TIED_EMBED_LR": 0.03,
+    "MATRIX_LR": 0.02, "SCALAR_LR": 0.02, "MUON_MOMENTUM": 0.99, "MUON_MOMENTUM_WARMUP_START": 0.92,
+    "MUON_MOMENTUM_WARMUP_STEPS": 1500, "MUON_ROW_NORMALIZE": True, "ADAM_WD": 0.02, "MUON_WD": 0.085,
+    "EMBED_WD": 0.085, "GRAD_CLIP_NORM": 0.3, "WARMDOWN_FRAC": 0.667, "EMA_DECAY": 0.997, "VAL_LOSS_EVERY": 4000,
+    "TRAIN_LOG_EVERY": 500,
+}
+
+
+@preset("pr1394")
+def pr1394() -> dict[str, Any]:
+    """#1394 (clarkkev) [R:2026-04-05_SP8192_GPTQ-Embeddings_SDClip_Loop45x2]: sp8192, 11L × 512, MLP 4× LeakyReLU²,
+    XSA all, partial RoPE 16, LN scale, QK gain 4.0, sigmoid skip gates, layers 4-5 looped twice more (15 virtual)
+    from 50% of training, MuonEq-R, WD 0.085, fractional warmdown 0.667, EMA 0.997, shuffled-sequence loader; GPTQ
+    int6 SDClip k=12.85 + GPTQ int8 embedding k=20, byte-shuffle + brotli.
+    Published: sliding val_bpb 1.08554182 (seed 1337; 5-seed mean 1.08563), 35,943,512 parameters,
+    15,984,924 bytes (model 15,969,408 + code 15,516 compressed).
+    """
+    return {**_LINEAGE_1394, "QK_GAIN_INIT": 4.0, "NUM_LOOPS": 2, "LOOP_START": 4, "LOOP_END": 5,
+            "ENABLE_LOOPING_AT": "0.5", "TRAIN_LOADER": "shuffled"}
+
+
+@preset("pr1487_arch")
+def pr1487_arch() -> dict[str, Any]:
+    """Seed #1487 (ndokutovich, closed) [R:2026-04-09_SP8192_Recur345_Par7_EMA_QK525_PreQuantTTT10] — architecture and
+    training only: sp8192, 11L, MLP 4× LeakyReLU², XSA all, partial RoPE 16, LN scale, QK gain 5.25, VE128 on 9-10,
+    skip gates sized from the physical stack (5), one extra pass over layers 3,4,5 (14 virtual) from step 3000,
+    independent attention/MLP lanes from layer 7 merged by a learned scalar, MuonEq-R, WD 0.095, EMA 0.9965,
+    warmdown 0.667. Its pre-quant TTT on the validation tokens (illegal, SPEC §4.6) is NOT part of this preset.
+    Published (with the illegal TTT): sliding val_bpb 1.05980538 (seed 1337), 37,022,812 parameters,
+    15,953,504 bytes (log; README says 15,954,178).
+    """
+    return {**_LINEAGE_1394, "QK_GAIN_INIT": 5.25, "VE_ENABLED": True, "VE_DIM": 128, "VE_LAYERS": "9,10",
+            "RECUR_LAYERS": "3,4,5", "RECUR_START_STEP": 3000, "PARALLEL_RESIDUAL": "merge",
+            "PARALLEL_START_LAYER": 7, "SKIP_SIZING": "physical", "MATRIX_LR": 0.022, "MUON_WD": 0.095,
+            "EMBED_WD": 0.095, "EMA_DECAY": 0.9965, "TRAIN_LOADER": "coprime"}
+
+
+@preset("pr1855_arch")
+def pr1855_arch() -> dict[str, Any]:
+    """#1855 (codemath3000), the top stack [R:2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611]
+    (SPEC §6.1), without CaseOps: sp8192, 11L × 512, MLP 4× LeakyReLU², XSA all, partial RoPE 16, LN scale, QK gain
+    5.0, SmearGate v3 with BOS mask, sparse attention gate (window 12, κ 0.5), sigmoid skip gates, layers 3-5 looped
+    twice more (17 virtual) from 35%, routed two-lane parallel residuals from layer 8 (mean of lanes), Polar Express
+    + MuonEq-R Muon (lr 0.026, momentum 0.97, WD 0.095), AdamW β2 0.99, warmdown 0.85 to MIN_LR 0.1, EMA 0.9965,
+    document-packing loader. Export GPTQ int6 (MLP k 11.5, attn 13) + int7 embedding + LQER, phased TTT at eval.
+    Published (with CaseOps and phased TTT): val_bpb 1.05989454 (seed 42; mean 1.06107587), 35,945,671 parameters,
+    15,897,259 bytes (seed 42).
+    """
+    return {**_LINEAGE_1394, "QK_GAIN_INIT": 5.0, "SMEAR_GATE": 3, "GATE_WINDOW": 12, "ATTN_GATE": "sparse",
+            "SPARSE_ATTN_GATE_SCALE": 0.5, "NUM_LOOPS": 2, "LOOP_START": 3, "LOOP_END": 5,
+            "ENABLE_LOOPING_AT": "0.35", "PARALLEL_RESIDUAL": "routed", "PARALLEL_START_LAYER": 8,
+            "PARALLEL_FINAL_LANE": "mean", "MUON_NS_COEFFS": "polar_express", "MUON_WD": 0.095,
+            "MUON_MOMENTUM": 0.97, "MATRIX_LR": 0.026, "EMBED_WD": 0.085, "BETA2": 0.99, "WARMDOWN_FRAC": 0.85,
+            "MIN_LR": 0.1, "EMA_DECAY": 0.9965, "TRAIN_LOADER": "packed", "VAL_LOSS_EVERY": 0}
+
+
 def preset_names() -> list[str]:
     return sorted(PRESETS)
 
@@ -77,10 +215,53 @@ def preset_overrides(name: str) -> dict[str, Any]:
     return dict(PRESETS[name]())
 
 
+def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
+    """Overrides that shrink a resolved config to ``scale`` × its width while keeping its structure (layers, loop
+    ranges, XSA/VE/parallel layer indices, every technique flag) — so any preset trains on CPU in seconds.
+
+    ``scale`` in (0, 1]: ``MODEL_DIM`` → a multiple of 16 near ``scale·MODEL_DIM`` (heads halved until head_dim
+    ≥ 8, GQA ratio kept where possible), vocab 1024 on the embedded corpus, seq 128, 2,048 tokens/step, table
+    widths capped, no wall-clock cap or compile warm-up, 60 iterations; step-based recurrence starts at step 20 and an
+    EMA decays at 0.9 (time scales shrink with the run).
+    Raises :class:`ConfigError` for a scale outside (0, 1].
+    """
+    if not 0 < scale <= 1:
+        raise ConfigError(f"scale={scale}: expected a width factor in (0, 1]")
+    if scale == 1:
+        return {}
+    m, t = cfg.model, cfg.train
+    dim = max(16, int(round(m.model_dim * scale / 16)) * 16)
+    heads = m.num_heads
+    while heads > 1 and (dim % heads or dim // heads < 8 or (dim // heads) % 2):
+        heads //= 2
+    kv = max(1, heads * m.num_kv_heads // m.num_heads)
+    while heads % kv:
+        kv -= 1
+    hd = dim // heads
+    seq = 128
+    out: dict[str, Any] = {
+        **EMBEDDED_DATA, "VOCAB_SIZE": 1024, "MODEL_DIM": dim, "NUM_HEADS": heads, "NUM_KV_HEADS": kv,
+        "ROPE_DIMS": min(m.rope_dims, hd) // 2 * 2, "GATE_WINDOW": min(m.gate_window, dim),
+        "BIGRAM_VOCAB_SIZE": min(m.bigram_vocab_size, 512), "BIGRAM_DIM": min(m.bigram_dim, 32),
+        "VE_DIM": min(m.ve_dim, 32), "TRAIN_SEQ_LEN": seq, "EVAL_SEQ_LEN": seq, "TRAIN_BATCH_TOKENS": 2048,
+        "GLOBAL_MICROBATCHES": 2, "VAL_BATCH_SIZE": 16384, "WARMUP_STEPS": 0, "MAX_WALLCLOCK_SECONDS": 0.0,
+        "ITERATIONS": 60, "WARMDOWN_ITERS": 20, "MUON_MOMENTUM_WARMUP_STEPS": 20, "VAL_LOSS_EVERY": 0,
+        "TRAIN_LOG_EVERY": 10, "EVAL_BATCH_SEQS": 32, "SWA_EVERY": min(t.swa_every, 2),
+    }
+    if m.rope_train_seq_len:  # keep the same train/eval ratio of the NTK rescale
+        out["ROPE_TRAIN_SEQ_LEN"] = max(2, m.rope_train_seq_len * seq // max(t.train_seq_len, 1))
+    if t.recur_start_step:
+        out["RECUR_START_STEP"] = 20
+    if t.ema_decay:  # a 0.997 EMA would still be ~85% initial weights after 60 steps
+        out["EMA_DECAY"] = 0.9
+    return out
+
+
 def resolve(preset_name: str = "baseline", overrides: Mapping[str, Any] | None = None,
-            environ: Mapping[str, str] | None = None, base: Config | None = None) -> Config:
-    """defaults (or ``base``) → preset → environment (``os.environ`` unless given; pass ``{}`` to ignore it) →
-    ``overrides``."""
+            environ: Mapping[str, str] | None = None, base: Config | None = None, scale: float = 1.0) -> Config:
+    """defaults (or ``base``) → preset → ``scale`` (see :func:`scale_overrides`) → environment (``os.environ`` unless
+    given; pass ``{}`` to ignore it) → ``overrides``."""
     cfg = (base or Config()).replace(preset_overrides(preset_name), source=f"preset {preset_name}")
+    cfg = cfg.replace(scale_overrides(cfg, scale), source=f"scale {scale}")
     cfg = cfg.with_env(os.environ if environ is None else environ)
     return cfg.replace(overrides or {}, source="override")

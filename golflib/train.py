@@ -25,7 +25,8 @@ import torch.distributed as dist
 
 from golflib.codesize import code_bytes, core_files, core_source
 from golflib.config import Config
-from golflib.data.loader import DistributedTokenLoader, load_validation_tokens
+from golflib.data.loader import load_validation_tokens
+from golflib.data.loaders import make_loader
 from golflib.data.luts import build_sentencepiece_luts, load_sentencepiece
 from golflib.eval.bpb import EvalResult, eval_standard
 from golflib.eval.sliding import eval_sliding
@@ -33,8 +34,10 @@ from golflib.eval.ttt import run_configured_ttt
 from golflib.model.gpt import GPT, count_params
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.optim.build import build_optimizers
+from golflib.model.recurrence import encoder_decoder, max_loops
+from golflib.optim.averaging import Averager
 from golflib.optim.muon import Muon
-from golflib.optim.schedule import lr_multiplier, muon_momentum
+from golflib.optim.schedule import loop_phase, lr_multiplier, muon_momentum, training_fraction, wd_multiplier
 from golflib.presets import resolve
 from golflib.quant.export import export_int8, load_artifact_model
 from golflib.runlog import RunLogger, create_run_dir, write_json
@@ -47,6 +50,7 @@ SIZE_LIMIT = 16_000_000  # bytes, decimal (SPEC §0)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m golflib.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="baseline", help="named preset (golflib.presets)")
+    p.add_argument("--scale", type=float, default=1.0, help="width factor in (0, 1] shrinking the preset for CPU")
     p.add_argument("--config", default=None, help="a resolved config.json to start from instead of a preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override a config field (env-var or field name); repeatable")
@@ -70,7 +74,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     overrides = parse_overrides(args.overrides)
     if args.config:
         return Config.from_json_file(args.config).with_env().replace(overrides)
-    return resolve(args.preset, overrides)
+    return resolve(args.preset, overrides, scale=args.scale)
 
 
 def _git_commit() -> str | None:
@@ -159,43 +163,61 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
             f"warmup_steps:{tc.warmup_steps} max_wallclock_seconds:{tc.max_wallclock_seconds:.3f}")
     log.log(f"seed:{tc.seed}")
 
-    def new_loader() -> DistributedTokenLoader:
-        return DistributedTokenLoader(cfg.data.train_glob, rt.rank, rt.world_size, rt.device, mc.vocab_size)
+    log.log(f"train_loader:{tc.train_loader}")
+
+    def new_loader():
+        return make_loader(tc.train_loader, cfg.data.train_glob, rt.rank, rt.world_size, rt.device, mc.vocab_size,
+                           seed=tc.seed, bos_id=mc.bos_id)
 
     def zero_grad() -> None:
         for o in optimizers:
             o.zero_grad(set_to_none=True)
 
-    def run_step(loader: DistributedTokenLoader) -> torch.Tensor:
+    def run_step(loader) -> torch.Tensor:
         total = torch.zeros((), device=rt.device)
         for micro in range(accum):
             if rt.distributed:
                 model.require_backward_grad_sync = micro == accum - 1
-            x, y = loader.next_batch(tc.train_batch_tokens, tc.train_seq_len, accum)
+            x, y, doc_ids = loader.next_batch(tc.train_batch_tokens, tc.train_seq_len, accum)
             with autocast(rt.device):
-                loss = model(x, y)
+                loss = model(x, y, doc_ids=doc_ids)
             total += loss.detach()
             (loss * grad_scale).backward()
         return total / accum
 
+    n_loops = max_loops(mc)
+
+    def phase_at(step: int, elapsed_ms: float) -> int:
+        frac = training_fraction(step, elapsed_ms, iterations=tc.iterations, max_wallclock_ms=cap_ms)
+        return loop_phase(frac, step, max_loops=n_loops, enable_at=tc.enable_looping_at,
+                          start_step=tc.recur_start_step)
+
+    cap_ms = 1000.0 * tc.max_wallclock_seconds if tc.max_wallclock_seconds > 0 else None
     loader = new_loader()
     if tc.warmup_steps > 0:  # SPEC §2.6: prime compile/autotune, then restore weights, optimizer and loader
         init_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
         init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
         model.train()
-        for w in range(tc.warmup_steps):
-            zero_grad()
-            run_step(loader)
-            for o in optimizers:
-                o.step()
-            log.log(f"warmup_step:{w + 1}/{tc.warmup_steps}")
+        # recurrent models warm up every loop phase they will run, so each graph is compiled before the timer
+        phases = sorted({phase_at(0, 0.0), n_loops}) if n_loops else [0]
+        for k in phases:
+            base_model.set_active_loops(k)
+            for w in range(tc.warmup_steps):
+                zero_grad()
+                run_step(loader)
+                for o in optimizers:
+                    o.step()
+                log.log(f"warmup_step:{w + 1}/{tc.warmup_steps}" + (f" loops:{k}" if n_loops else ""))
         base_model.load_state_dict(init_model, strict=True)
         for o, s in zip(optimizers, init_opts):
             o.load_state_dict(s)
         zero_grad()
         loader = new_loader()
-
-    cap_ms = 1000.0 * tc.max_wallclock_seconds if tc.max_wallclock_seconds > 0 else None
+    base_model.set_active_loops(phase_at(0, 0.0))
+    if n_loops:
+        enc, dec = encoder_decoder(base_model.virtual_layers())
+        log.log(f"layer_loop:initial loops:{base_model.active_loops}/{n_loops} encoder:{enc} decoder:{dec}")
+    averager = Averager(base_model, tc.ema_decay, tc.swa_every, tc.swa_start_frac)
     eval_kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
     train_ms, step, stop_after = 0.0, 0, None
     last_val: EvalResult | None = None
@@ -221,14 +243,21 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
             break
         elapsed = train_ms + 1000.0 * (time.perf_counter() - t0)
         mult = lr_multiplier(step, elapsed, warmdown_iters=oc.warmdown_iters, iterations=tc.iterations,
-                             max_wallclock_ms=cap_ms)
+                             max_wallclock_ms=cap_ms, warmdown_frac=oc.warmdown_frac, min_lr=oc.min_lr)
+        frac = training_fraction(step, elapsed, iterations=tc.iterations, max_wallclock_ms=cap_ms)
+        if n_loops and base_model.set_active_loops(phase_at(step, elapsed)):
+            enc, dec = encoder_decoder(base_model.virtual_layers())
+            log.log(f"layer_loop:enabled step:{step} frac:{frac:.3f} loops:{base_model.active_loops} "
+                    f"encoder:{enc} decoder:{dec}")
         zero_grad()
         train_loss = run_step(loader)
         if muon is not None:
             mom = muon_momentum(step, start=oc.muon_momentum_warmup_start, end=oc.muon_momentum,
                                 warmup_steps=oc.muon_momentum_warmup_steps)
+            wd_mult = wd_multiplier(frac, start_frac=oc.wd_taper_start_frac, final_mult=oc.wd_taper_final_mult)
             for g in muon.param_groups:
                 g["momentum"] = mom
+                g["weight_decay"] = g["base_wd"] * wd_mult
         for o in optimizers:
             for g in o.param_groups:
                 g["lr"] = g["base_lr"] * mult
@@ -238,6 +267,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
             o.step()
         zero_grad()
         step += 1
+        if averager.after_step(base_model, step, mult) and averager.swa.count == 1:
+            log.log(f"swa:start step:{step} lr_mult:{mult:.4f}")
         approx_ms = train_ms + 1000.0 * (time.perf_counter() - t0)
         if tc.train_log_every > 0 and (step <= 10 or step % tc.train_log_every == 0 or stop_after is not None):
             tl = all_reduce_sum(train_loss.detach().clone()).item() / rt.world_size  # mean over ranks
@@ -255,6 +286,14 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         log.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
                 f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
     tokens_trained = step * tc.train_batch_tokens
+    if averager.source != "live":  # the averaged weights are the ones exported and scored (SPEC trap 3)
+        base_model.load_state_dict(averager.export_state(base_model), strict=True)
+        last_val = eval_standard(base_model, val_tokens, luts, seq_len=tc.train_seq_len,
+                                 batch_tokens=tc.val_batch_size, **eval_kw)
+        log.log(f"pre-quantization post-{averager.source} val_loss:{last_val.val_loss:.8f} "
+                f"val_bpb:{last_val.val_bpb:.8f} eval_mode=standard"
+                + (f" swa_snapshots:{averager.swa.count}" if averager.source == "swa" else ""))
+    log.log(f"export_weights:{averager.source}")
 
     # ---- export, reload from disk, score -----------------------------------------------------------------------
     artifact = run_dir / f"final_model.int8_{cfg.quant.artifact_codec}.golf"
@@ -304,6 +343,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         "step_avg_ms": train_ms / max(step, 1),
         "tokens_per_second": tokens_trained / max(train_ms / 1000.0, 1e-9),
         "model_params": n_params,
+        "export_weights": averager.source,
+        "virtual_layers": base_model.virtual_layers(),
         "pre_quant": last_val.to_dict() if last_val else None,
         "quantized": {"standard": q_std.to_dict(), "sliding": q_slide.to_dict() if q_slide else None},
         "ttt": ttt,
@@ -335,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     if rt.master:
         write_json(run_dir / "config.json", {
             "config": cfg.to_dict(),
-            "meta": {"preset": None if args.config else args.preset, "overrides": parse_overrides(args.overrides),
+            "meta": {"preset": None if args.config else args.preset, "scale": args.scale,
+                     "overrides": parse_overrides(args.overrides),
                      "git_commit": _git_commit(), "versions": _package_versions(), "device": describe_device(rt),
                      "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         })

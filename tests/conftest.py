@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# Tiny test models gain nothing from a second thread, and spinning OpenMP threads slow everything down badly when
+# other processes share the cores (subprocess trainings, torchrun ranks). Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import subprocess
 import sys
 from pathlib import Path

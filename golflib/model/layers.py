@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,7 +11,9 @@ from torch import Tensor, nn
 # Parameters whose names contain one of these stay fp32 and go to the scalar Adam group / fp32 passthrough
 # (the official CONTROL_TENSOR_NAME_PATTERNS).
 CONTROL_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain",
-                    "skip_weight", "skip_weights")
+                    "skip_weight", "skip_weights", "skip_gates", "attn_gate", "smear", "ve_layer_scales",
+                    "ve_shared.scale", "bigram.scale", "parallel_resid_lambdas", "parallel_post_lambdas", "lane_merge",
+                    "vr_lambda")
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -25,29 +29,44 @@ class RMSNorm(nn.Module):
 
 
 class CastedLinear(nn.Linear):
-    """``nn.Linear`` whose weight stays fp32 and is cast to the activation dtype at matmul time (bf16 on CUDA)."""
+    """``nn.Linear`` whose weight stays fp32 and is cast to the activation dtype at matmul time (bf16 on CUDA).
+
+    ``qat_fn`` (None by default) is a weight transform applied in every forward, e.g. the STE fake quantizer of
+    late QAT (SPEC §3.B3). It is an *instance* attribute read inside ``forward``: ``torch.compile`` guards on it and
+    recompiles when it changes, instead of constant-folding a class flag (SPEC §7.2 trap 2).
+    """
+
+    qat_fn: Callable[[Tensor], Tensor] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
+        w = self.weight if self.qat_fn is None else self.qat_fn(self.weight)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        return F.linear(x, w.to(x.dtype), bias)
 
 
 class Rotary(nn.Module):
-    """RoPE tables for ``dim`` rotated dims with half-split pairing (dim i pairs with i + dim/2).
+    """RoPE tables for the first ``rope_dims`` dims of each head with half-split pairing inside them
+    (dim i pairs with i + rope_dims/2); partial RoPE (C8, #315) leaves dims >= rope_dims position-free.
 
-    ``forward(seq_len, device, dtype)`` returns ``(cos, sin)``, each of shape ``[1, seq_len, 1, dim/2]`` so they
-    broadcast over ``[B, T, H, dim]`` tensors.
+    NTK-style base rescale for long eval (A2): when ``train_len > 0`` and ``seq_len > train_len`` the base becomes
+    ``base * (seq_len / train_len) ** (d_r / (d_r - 2))`` (d_r = rope_dims), stretching the low frequencies.
+
+    ``forward(seq_len, device, dtype)`` returns ``(cos, sin)``, each ``[1, seq_len, 1, rope_dims/2]``.
     """
 
-    def __init__(self, dim: int, base: float = 10000.0):
+    def __init__(self, rope_dims: int, base: float = 10000.0, train_len: int = 0):
         super().__init__()
-        if dim % 2:
-            raise ValueError(f"rotary dim must be even, got {dim}")
-        self.dim = dim
+        if rope_dims % 2 or rope_dims <= 0:
+            raise ValueError(f"ROPE_DIMS must be a positive even number, got {rope_dims}")
+        self.dim = rope_dims
         self.base = base
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.train_len = train_len
         self._cache: tuple[int, torch.device, Tensor, Tensor] | None = None
+
+    def effective_base(self, seq_len: int) -> float:
+        if self.train_len > 0 and seq_len > self.train_len and self.dim > 2:
+            return self.base * (seq_len / self.train_len) ** (self.dim / (self.dim - 2))
+        return self.base
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         c = self._cache
@@ -58,13 +77,19 @@ class Rotary(nn.Module):
         return c[2].to(dtype), c[3].to(dtype)
 
     def _tables(self, seq_len: int, device: torch.device) -> tuple[int, torch.device, Tensor, Tensor]:
+        base = self.effective_base(seq_len)
+        inv_freq = 1.0 / (base ** (torch.arange(0, self.dim, 2, dtype=torch.float32, device=device) / self.dim))
         t = torch.arange(seq_len, device=device, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq.to(device))
+        freqs = torch.outer(t, inv_freq)
         return seq_len, device, freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` of shape ``[B, T, H, D]`` (D = rotary dim) with half-split pairs."""
-    half = x.size(-1) // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat((x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos), dim=-1)
+    """Rotate the first ``2 * cos.size(-1)`` dims of ``x`` (``[B, T, H, D]``) with half-split pairs; the remaining
+    dims pass through unchanged (partial RoPE)."""
+    rd = 2 * cos.size(-1)
+    xr, xp = (x, None) if rd == x.size(-1) else (x[..., :rd], x[..., rd:])
+    half = rd // 2
+    x1, x2 = xr[..., :half], xr[..., half:]
+    out = torch.cat((x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos), dim=-1)
+    return out if xp is None else torch.cat((out, xp), dim=-1)

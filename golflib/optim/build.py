@@ -1,14 +1,14 @@
 """The baseline optimizer split (SPEC §2.4).
 
-| group            | params                                                    | optimizer | LR                  |
-|------------------|-----------------------------------------------------------|-----------|---------------------|
-| token embedding  | ``tok_emb.weight``                                        | Adam      | TIED_EMBED_LR / EMBED_LR |
-| untied head      | ``lm_head.weight``                                        | Adam      | HEAD_LR             |
-| matrices         | 2-D params inside ``blocks`` not matching a control name  | Muon      | MATRIX_LR           |
-| scalars/control  | <2-D or control-named block params + ``skip_weights``     | Adam      | SCALAR_LR           |
+| group            | params                                                  | optimizer | LR / WD                       |
+|------------------|---------------------------------------------------------|-----------|-------------------------------|
+| token embedding  | ``tok_emb`` (+ BigramHash / VE tables)                  | AdamW     | TIED_EMBED_LR or EMBED_LR / EMBED_WD |
+| untied head      | ``lm_head.weight``                                      | AdamW     | HEAD_LR / EMBED_WD            |
+| matrices         | other 2-D params not matching a control name            | Muon      | MATRIX_LR / MUON_WD           |
+| scalars/control  | vectors, gains, gates, lambdas, skip weights            | AdamW     | SCALAR_LR / ADAM_WD           |
 
-Every param group carries ``base_lr``; the training loop sets ``lr = base_lr * multiplier`` each step.
-Fused Adam is used on CUDA, the plain implementation elsewhere.
+Every param group carries ``base_lr`` (Muon also ``base_wd``); the training loop sets ``lr = base_lr * multiplier``
+each step. With all WD at 0 (the baseline) AdamW is exactly Adam. Fused AdamW on CUDA, the plain one elsewhere.
 """
 
 from __future__ import annotations
@@ -24,20 +24,27 @@ def is_control(name: str) -> bool:
     return any(p in name for p in CONTROL_PATTERNS)
 
 
+EMBED_TABLES = ("tok_emb.weight", "bigram.embed.weight", "ve_shared.embed.weight")
+
+
 def split_params(model) -> dict[str, list[torch.nn.Parameter]]:
-    """Partition the model's parameters into ``embed``, ``head``, ``matrix``, ``scalar``; every parameter lands in
-    exactly one group (raises ``RuntimeError`` otherwise)."""
-    groups: dict[str, list] = {"embed": [model.tok_emb.weight], "head": [], "matrix": [], "scalar": []}
-    if getattr(model, "lm_head", None) is not None:
-        groups["head"].append(model.lm_head.weight)
-    for name, p in model.blocks.named_parameters():
-        (groups["matrix"] if p.ndim == 2 and not is_control(name) else groups["scalar"]).append(p)
-    if model.skip_weights.numel() > 0:
-        groups["scalar"].append(model.skip_weights)
-    seen = {id(p) for g in groups.values() for p in g}
-    missing = [n for n, p in model.named_parameters() if id(p) not in seen]
-    if missing:
-        raise RuntimeError(f"parameters not assigned to an optimizer group: {missing}")
+    """Partition the model's parameters into ``embed`` (token, BigramHash and value-embedding tables), ``head``
+    (untied lm_head), ``matrix`` (every other 2-D parameter not matching a control name: block matrices, the
+    BigramHash/VE projections, untied repeat MLPs) and ``scalar`` (vectors, gains, gates, lambdas, skip weights).
+    Every parameter lands in exactly one group (raises ``RuntimeError`` otherwise)."""
+    groups: dict[str, list] = {"embed": [], "head": [], "matrix": [], "scalar": []}
+    for name, p in model.named_parameters():
+        if name in EMBED_TABLES:
+            groups["embed"].append(p)
+        elif name == "lm_head.weight":
+            groups["head"].append(p)
+        elif p.ndim == 2 and not is_control(name):
+            groups["matrix"].append(p)
+        else:
+            groups["scalar"].append(p)
+    n = sum(len(g) for g in groups.values())
+    if n != len(list(model.parameters())):
+        raise RuntimeError("parameters not assigned to exactly one optimizer group")
     return groups
 
 
@@ -47,19 +54,22 @@ def build_optimizers(model, cfg: OptimConfig, tie_embeddings: bool) -> list[torc
     fused = bool(next(model.parameters()).is_cuda)
     adam_kw = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused)
 
-    def adam(params, lr):
-        return torch.optim.Adam([{"params": params, "lr": lr, "base_lr": lr}], **adam_kw)
+    def adam(params, lr, wd):
+        # AdamW with decoupled WD (D3); with wd = 0 it is exactly Adam (the baseline)
+        return torch.optim.AdamW([{"params": params, "lr": lr, "base_lr": lr, "weight_decay": wd}], **adam_kw)
 
     token_lr = cfg.tied_embed_lr if tie_embeddings else cfg.embed_lr
-    opts: list[torch.optim.Optimizer] = [adam(groups["embed"], token_lr)]
+    opts: list[torch.optim.Optimizer] = [adam(groups["embed"], token_lr, cfg.embed_wd)]
     if groups["head"]:
-        opts.append(adam(groups["head"], cfg.head_lr))
+        opts.append(adam(groups["head"], cfg.head_lr, cfg.embed_wd))
     if groups["matrix"]:
         muon = Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
-                    backend_steps=cfg.muon_backend_steps)
+                    backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd, row_norm=cfg.muon_row_normalize,
+                    coeffs=cfg.muon_ns_coeffs)
         for g in muon.param_groups:
             g["base_lr"] = cfg.matrix_lr
+            g["base_wd"] = cfg.muon_wd
         opts.append(muon)
     if groups["scalar"]:
-        opts.append(adam(groups["scalar"], cfg.scalar_lr))
+        opts.append(adam(groups["scalar"], cfg.scalar_lr, cfg.adam_wd))
     return opts

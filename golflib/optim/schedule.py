@@ -60,3 +60,22 @@ def wd_multiplier(frac: float, *, start_frac: float, final_mult: float) -> float
         return 1.0
     t = min((frac - start_frac) / (1.0 - start_frac), 1.0)
     return 1.0 + t * (final_mult - 1.0)
+
+
+def loop_phase(frac: float, step: int, *, max_loops: int, enable_at: tuple[float, ...] = (),
+               start_step: int = 0) -> int:
+    """Number of depth-recurrence loop passes active at this point of training (SPEC §3.C14).
+
+    ``start_step > 0`` (RECUR_START_STEP, #1204/#1487): all loops from that step on. Otherwise ``enable_at``
+    (ENABLE_LOOPING_AT): one fraction turns every loop on at once (#1394: 0.5, #1855: 0.35); several fractions turn
+    loop k on at the k-th one (progressive recurrence, #1412: 0.5, 0.65); empty = looping from the start.
+    """
+    if max_loops <= 0:
+        return 0
+    if start_step > 0:
+        return max_loops if step >= start_step else 0
+    if not enable_at:
+        return max_loops
+    if len(enable_at) == 1:
+        return max_loops if frac >= enable_at[0] else 0
+    return min(max_loops, sum(frac >= f for f in enable_at))

@@ -103,7 +103,7 @@ def slice_config(cfg: Config, n_targets: int, n_docs: int) -> Config:
 
 
 def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tuple[str, ...], *, cuts: int = 2,
-                       seed: int = 0, atol: float = 1e-4, bos_id: int = 1) -> dict[str, dict]:
+                       seed: int = 0, atol: float = 1e-4, bos_id: int | None = None) -> dict[str, dict]:
     """Run :func:`golflib.eval.ledger.perturbation_test` for the standard, sliding and each TTT protocol on
     ``tokens`` (int64 ``[n + 1]``, ``n`` a multiple of TRAIN_SEQ_LEN). TTT kinds return log-prob rows (which also
     catch an update one token past a chunk edge); standard and sliding return NLLs. Cuts: ``cuts`` seeded random
@@ -111,6 +111,7 @@ def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tu
     ``{protocol: {"causal", "max_abs_diff", "first_bad_position", "cuts": [...]}}``."""
     n = tokens.numel() - 1
     L, Le = cfg.train.train_seq_len, ttt_seq_len(cfg)
+    bos_id = cfg.model.bos_id if bos_id is None else bos_id
     rng = np.random.default_rng(seed)
     base_cuts = sorted({int(c) for c in rng.integers(n // 2, n, size=cuts)})
     fns: dict[str, tuple[Callable, list[int]]] = {}

@@ -62,7 +62,7 @@ def bench_ttt(run_dir: str | None = None, preset: str = "cpu-tiny", val_tokens: 
         toks, luts = _synthetic(val_tokens, cfg.model.vocab_size)
         data = "synthetic (val shards not found)"
     n = toks.numel() - 1
-    scfg = slice_config(cfg, n, len(doc_segments(toks, 1)))
+    scfg = slice_config(cfg, n, len(doc_segments(toks, cfg.model.bos_id)))
     t0 = time.perf_counter()
     ref = eval_sliding(model, toks, luts, seq_len=L, stride=cfg.eval.eval_stride or L,
                        batch_seqs=cfg.eval.eval_batch_seqs)

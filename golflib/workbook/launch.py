@@ -20,12 +20,14 @@ class TrainingFailed(RuntimeError):
 
 
 def torchrun_command(run_dir: str | os.PathLike, preset: str = "cpu-tiny", overrides: Mapping[str, Any] | None = None,
-                     nproc: int = 1, python: str | None = None) -> list[str]:
+                     nproc: int = 1, python: str | None = None, scale: float = 1.0) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc_per_node=N -m golflib.train ...``."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc={nproc!r}: expected an integer >= 1")
     cmd = [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "golflib.train", "--preset", preset, "--run-dir", str(run_dir)]
+    if scale != 1.0:
+        cmd += ["--scale", str(scale)]
     for k, v in (overrides or {}).items():
         cmd += ["--set", f"{k}={_fmt(v)}"]
     return cmd
@@ -41,13 +43,13 @@ def _fmt(v: Any) -> str:
 
 def launch_training(run_dir: str | os.PathLike, preset: str = "cpu-tiny", overrides: Mapping[str, Any] | None = None,
                     nproc: int = 1, echo: Callable[[str], None] | None = print, env: Mapping[str, str] | None = None,
-                    cwd: str | os.PathLike | None = None) -> dict:
+                    cwd: str | os.PathLike | None = None, scale: float = 1.0) -> dict:
     """Run the training subprocess, echo each output line as it arrives (also saved to ``console.log`` in the run
     directory), and return the run's ``result.json``. Raises :class:`TrainingFailed` with the last lines of output
     when the process fails."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = torchrun_command(run_dir, preset, overrides, nproc)
+    cmd = torchrun_command(run_dir, preset, overrides, nproc, scale=scale)
     full_env = dict(os.environ if env is None else env)
     full_env.update({"PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
     tail: list[str] = []

@@ -92,3 +92,26 @@ def plot_doc_lengths(train_lengths: Sequence[int], val_lengths: Sequence[int], s
     ax.set_title("token length per document")
     fig.tight_layout()
     return _save(fig, "doc_token_lengths", save_to)
+
+
+def plot_ablation(summary: Sequence[dict], metric: str = "val_bpb", title: str = "ablation", save_to=None):
+    """Bars of each variant's mean ``metric`` with ±1 std error bars; the base's mean as a dashed line."""
+    names = [s["variant"] for s in summary]
+    means = [s["mean"] for s in summary]
+    stds = [s["std"] for s in summary]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    colors = ["#8c8c8c" if n == "base" else "#4c72b0" for n in names]
+    ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=4)
+    base = next(s["mean"] for s in summary if s["variant"] == "base")
+    ax.axhline(base, color="k", ls="--", lw=1)
+    for i, s in enumerate(summary):
+        ax.text(i, s["mean"], f"{s['delta_vs_base']:+.4f}", ha="center", va="bottom", fontsize=8)
+    lo, hi = min(m - s for m, s in zip(means, stds)), max(m + s for m, s in zip(means, stds))
+    pad = max(hi - lo, 1e-3) * 0.5
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, "ablation", save_to)

@@ -58,9 +58,9 @@ def train_overrides(overrides: Mapping[str, Any] | None, *, preset: str = "cpu-t
     return out
 
 
-def check_preset(preset: str, overrides: Mapping[str, Any]) -> dict:
+def check_preset(preset: str, overrides: Mapping[str, Any], scale: float = 1.0) -> dict:
     """Resolve the config in this process first, so a typo fails in the notebook, not in a subprocess."""
-    return resolve(preset, overrides).flat()
+    return resolve(preset, overrides, scale=scale).flat()
 
 
 def add_reference_scores(run_dir: str | os.PathLike) -> dict:

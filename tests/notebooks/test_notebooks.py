@@ -64,3 +64,39 @@ def test_golf_run_cli_data_notebook_and_bad_params(tmp_path, embedded_data):
     wrong_type = subprocess.run(cmd[:5] + ["-p", "vocab_size", "'big'", "-p", "data_root", str(embedded_data["root"]),
                                            "--runs-root", str(runs)], capture_output=True, text=True, cwd=tmp_path)
     assert wrong_type.returncode != 0 and "vocab_size='big': expected int" in wrong_type.stderr + wrong_type.stdout
+
+
+def test_ablation_notebook_smoke(tmp_path, embedded_data, monkeypatch):
+    from golflib.workbook.notebook import run_notebook
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "abl"
+    run_notebook(REPO / "notebooks" / "11_ablation.ipynb",
+                 {"base": "cpu-tiny", "changes": [{"MLP_ACTIVATION": "leaky_relu_sq"}], "seeds": [1, 2],
+                  "max_wallclock_seconds": 4.0, "smoke": True, "data_root": str(embedded_data["root"]),
+                  "figures_root": str(tmp_path / "figs")}, run_dir=run_dir, log_output=False)
+    rows = json.loads((run_dir / "ablation.json").read_text())
+    assert [(r["variant"], r["seed"]) for r in rows] == [("base", 1), ("base", 2), ("MLP_ACTIVATION=leaky_relu_sq", 1),
+                                                          ("MLP_ACTIVATION=leaky_relu_sq", 2)]
+    cfg = json.loads((run_dir / "ablation" / "MLP_ACTIVATION=leaky_relu_sq_s2" / "config.json").read_text())
+    assert cfg["config"]["model"]["mlp_activation"] == "leaky_relu_sq" and cfg["config"]["train"]["seed"] == 2
+    assert (run_dir / "figures" / "ablation.png").stat().st_size > 5000
+    # resumable: a second execution reuses every finished point (no new training)
+    before = {p: p.stat().st_mtime for p in (run_dir / "ablation").glob("*/result.json")}
+    run_notebook(REPO / "notebooks" / "11_ablation.ipynb",
+                 {"base": "cpu-tiny", "changes": [{"MLP_ACTIVATION": "leaky_relu_sq"}], "seeds": [1, 2],
+                  "max_wallclock_seconds": 4.0, "smoke": True, "data_root": str(embedded_data["root"]),
+                  "figures_root": str(tmp_path / "figs"), "resume_from": str(run_dir)},
+                 run_dir=tmp_path / "runs" / "abl2", log_output=False)
+    assert json.loads((tmp_path / "runs" / "abl2" / "ablation.json").read_text()) == rows
+    assert all(p.stat().st_mtime == t for p, t in before.items())
+
+
+def test_ablation_summary_math():
+    from golflib.workbook.ablation import summarize_ablation
+
+    rows = [{"variant": "base", "val_bpb": 2.0}, {"variant": "base", "val_bpb": 2.2},
+            {"variant": "X=1", "val_bpb": 1.9}, {"variant": "X=1", "val_bpb": 2.1}]
+    s = {r["variant"]: r for r in summarize_ablation(rows)}
+    assert s["base"]["mean"] == pytest.approx(2.1) and s["X=1"]["delta_vs_base"] == pytest.approx(-0.1)
+    assert s["base"]["std"] == pytest.approx(0.1414213, rel=1e-5)

@@ -50,7 +50,8 @@ def test_param_split_matches_baseline():
     assert sum(p.numel() for p in groups["matrix"]) == 9 * (512 * 512 * 2 + 512 * 256 * 2 + 512 * 1024 * 2)
     assert sum(p.numel() for p in groups["scalar"]) == 9 * (512 * 4 + 8) + 2048
     opts = build_optimizers(m, OptimConfig(), tie_embeddings=True)
-    assert [type(o).__name__ for o in opts] == ["Adam", "Muon", "Adam"]
+    assert [type(o).__name__ for o in opts] == ["AdamW", "Muon", "AdamW"]
+    assert all(g["weight_decay"] == 0.0 for o in opts for g in o.param_groups)  # baseline: plain Adam and Muon
     assert [o.param_groups[0]["base_lr"] for o in opts] == [0.05, 0.04, 0.04]
 
 

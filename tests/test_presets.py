@@ -1,0 +1,63 @@
+"""Presets: published parameter counts match exactly; every preset trains at CPU scale and lowers val loss."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from golflib.model.gpt import GPT, count_params
+from golflib.presets import PRESETS, resolve
+from golflib.train import main as train_main
+from golflib.workbook.runs import load_metrics, load_result
+
+# From each record's training log (`model_params:`), re-derived in /work/notes research and SPEC §2.1 / §6.1.
+PUBLISHED_PARAMS = {
+    "baseline": 17_059_912,
+    "pr287": 26_829_913,
+    "pr414": 26_993_756,
+    "pr461": 24_634_452,
+    "pr549": 26_928_220,
+    "pr1019": 27_067_484,
+    "pr1394": 35_943_512,
+    "pr1487_arch": 37_022_812,
+    "pr1855_arch": 35_945_671,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
+def test_published_parameter_counts(name):
+    assert count_params(GPT(resolve(name, environ={}).model)) == PUBLISHED_PARAMS[name]
+
+
+def test_model_info_cli_matches_for_the_top_stack():
+    out = subprocess.run([sys.executable, "-m", "golflib.cli", "model", "info", "--preset", "pr1855_arch"],
+                         capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    assert info["params"] == 35_945_671 and info["virtual_layers"] == 17
+
+
+def test_presets_document_their_source():
+    for name, fn in PRESETS.items():
+        doc = fn.__doc__ or ""
+        assert "Published" in doc or name == "cpu-tiny", name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data):
+    run = tmp_path / name
+    args = ["--preset", name, "--scale", "0.125", "--run-dir", str(run),
+            "--set", f"DATA_PATH={embedded_data['data_path']}", "--set", f"TOKENIZER_PATH={embedded_data['tokenizer_path']}",
+            "--set", "ITERATIONS=24", "--set", "VAL_LOSS_EVERY=24", "--set", "VAL_MAX_TOKENS=4096",
+            "--set", "EVAL_STRIDE=0", "--set", "TRAIN_LOG_EVERY=24", "--set", "TRAIN_SEQ_LEN=64",
+            "--set", "EVAL_SEQ_LEN=64", "--set", "TRAIN_BATCH_TOKENS=1024"]
+    if name == "cpu-tiny":
+        args[3] = "1.0"  # already CPU-sized
+    assert train_main(args) == 0
+    vals = [e["val_loss"] for e in load_metrics(run) if e["kind"] == "val"]
+    res = load_result(run)
+    assert vals[-1] < vals[0] - 0.5, vals  # learned something in 24 steps
+    assert res["quantized"]["standard"]["val_loss"] < vals[0] - 0.5
+    assert res["export_weights"] == {"pr461": "swa"}.get(name, "ema" if resolve(name, environ={}).train.ema_decay
+                                                          else "live")
