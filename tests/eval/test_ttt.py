@@ -24,8 +24,11 @@ VOCAB, BOS = 48, 1
 def tiny_model(layers=2, seed=0) -> GPT:
     """A random tiny GPT whose output projections are *not* zero (a fresh GPT ignores its context)."""
     torch.manual_seed(seed)
-    model = GPT(ModelConfig(vocab_size=VOCAB, num_layers=layers, model_dim=32, num_heads=2, num_kv_heads=1,
-                            mlp_mult=2.0, tied_embed_init_std=0.05))
+    return randomize_projections(GPT(ModelConfig(vocab_size=VOCAB, num_layers=layers, model_dim=32, num_heads=2,
+                                                 num_kv_heads=1, mlp_mult=2.0, tied_embed_init_std=0.05)))
+
+
+def randomize_projections(model: GPT) -> GPT:
     with torch.no_grad():
         for m in model.modules():
             if getattr(m, "_zero_init", False):
@@ -180,39 +183,31 @@ def test_doc_lora_is_causal_in_stream_order_but_warm_a_is_not_required_to_be():
 
 
 def test_lora_adapters_are_sized_from_virtual_layers_and_start_as_identity():
-    class Looped(GPT):
-        """Depth recurrence: the block stack runs twice, virtual layers 0..2L-1."""
-
-        def virtual_layers(self):
-            return list(range(len(self.blocks))) * 2
-
-        def hidden(self, input_ids, adapter=None):
-            x = torch.nn.functional.rms_norm(self.tok_emb(input_ids), (self.cfg.model_dim,))
-            x0 = x
-            for v, b in enumerate(self.virtual_layers()):
-                x = self.blocks[b](x, x0, adapter, v)
-            return self.final_norm(x)
+    """Depth recurrence (NUM_LOOPS, #1394): 3 physical blocks, block 1 looped twice more → 5 virtual layers, each
+    with its own adapters; a fresh adapter set is the identity."""
+    import dataclasses
 
     torch.manual_seed(0)
-    looped = Looped(tiny_model().cfg)
+    looped = randomize_projections(GPT(dataclasses.replace(tiny_model(layers=3).cfg, num_loops=2, loop_start=1,
+                                                           loop_end=1)))
+    assert looped.virtual_layers() == [0, 1, 1, 1, 2]
     shapes = adapter_shapes(looped)
-    assert {layer for _, layer in shapes if layer >= 0} == {0, 1, 2, 3}
+    assert {layer for _, layer in shapes if layer >= 0} == {0, 1, 2, 3, 4}
     assert shapes[("k", 3)] == (32, 16) and shapes[("head", -1)] == (32, VOCAB) and shapes[("mlp", 0)] == (32, 32)
     lora = BatchedLoRA(shapes, n_slots=3, rank=4)
-    assert len(lora.A) == 5 * 4 + 1
+    assert len(lora.A) == 5 * 5 + 1
     x = torch.randint(0, VOCAB, (3, 10))
     lora.select(torch.arange(3))
     with torch.no_grad():
         assert torch.equal(looped.logits(x, lora), looped.logits(x))
-        lora.B["head_h"].normal_()
+        lora.B["k_3"].normal_()  # the third pass over block 1 has its own adapter
         assert not torch.allclose(looped.logits(x, lora), looped.logits(x))
     lora.reset()
-    assert float(lora.B["head_h"].detach().abs().sum()) == 0.0
-    with pytest.raises(RuntimeError, match="virtual layers"):
-        class Wrong(GPT):
-            def virtual_layers(self):
-                return [0]
-        adapter_shapes(Wrong(tiny_model().cfg))
+    assert float(lora.B["k_3"].detach().abs().sum()) == 0.0
+    looped.set_active_loops(0)  # a model evaluated unlooped reports fewer virtual layers
+    assert {layer for _, layer in adapter_shapes(looped) if layer >= 0} == {0, 1, 2}
+    res = eval_ttt_lora(looped, periodic_stream(n_docs=4), luts(), lr=0.03, **LORA)
+    assert res.ledger["legal"]
 
 
 def test_phased_ttt_trains_the_base_model_on_scored_documents_only():
