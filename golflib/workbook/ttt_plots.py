@@ -102,16 +102,19 @@ def plot_delta_vs_seconds(rows: list[dict], budget_seconds: float | None = None,
     """Δbpb versus no-TTT against eval seconds on this machine, one colour per kind; ``budget_seconds`` draws the
     eval budget (600 s on 8×H100; CPU seconds are not comparable)."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    deltas = [r["delta_bpb"] for r in rows if r.get("delta_bpb")]
     for kind, color in KIND_COLORS.items():
         pts = [r for r in rows if r["point"]["kind"] == kind and r.get("delta_bpb") is not None]
         if pts:
             ax.scatter([r["seconds"] for r in pts], [r["delta_bpb"] for r in pts], c=color, s=22, label=kind,
                        marker="o" if kind != "none" else "x")
+    if deltas:  # gains are ~1e-3 while a diverged LR costs ~1e-1: linear near 0, logarithmic beyond
+        ax.set_yscale("symlog", linthresh=max(1e-4, min(abs(d) for d in deltas)))
     if budget_seconds:
         ax.axvline(budget_seconds, color="red", ls="--", label=f"budget {budget_seconds:g} s")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xlabel("eval seconds (this machine)")
-    ax.set_ylabel("Δ val_bpb vs no TTT (lower is better)")
+    ax.set_ylabel("Δ val_bpb vs no TTT (symlog; lower is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("TTT gain against evaluation cost")
