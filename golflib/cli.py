@@ -7,6 +7,7 @@
     golf train --preset P [--nproc N] [--set K=V ...]     training under torchrun
     golf run NOTEBOOK [-p NAME VALUE ...]       execute a notebook with papermill into runs/<id>/
     golf eval RUN_DIR_OR_ARTIFACT               re-score an artifact (standard and sliding window)
+    golf audit RUN_DIR [--perturb]              re-check a run's legality reports (+ perturbation test)
     golf bench NAME                             benchmarks writing JSON
     golf quant requant RUN_DIR [--set K=V ...]  re-quantize a trained checkpoint, report bytes and val_bpb
     golf quant budget RUN_DIR_OR_ARTIFACT       code + model bytes per tensor class vs 16,000,000 (exit 1 if over)
@@ -116,6 +117,16 @@ def cmd_eval(a) -> int:
     return 0
 
 
+def cmd_audit(a) -> int:
+    from golflib.workbook.audit import audit_run
+
+    kinds = tuple(k for k in a.kinds.split(",") if k) if a.kinds is not None else None
+    out = audit_run(a.run_dir, perturb=a.perturb, slice_tokens=a.slice_tokens, cuts=a.cuts, seed=a.seed,
+                    kinds=kinds)
+    print(f"audit written to {out['written_to']}")
+    return 0 if all(p["verdict"].startswith("PASS") for p in out["protocols"].values()) else 1
+
+
 def cmd_bench(a) -> int:
     from golflib.workbook.bench import run_bench
 
@@ -211,8 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--val-max-tokens", type=int, default=None)
     e.set_defaults(fn=cmd_eval)
 
+    au = sub.add_parser("audit", help="re-check a run's legality reports; --perturb runs the causality test")
+    au.add_argument("run_dir")
+    au.add_argument("--perturb", action="store_true", help="future-perturbation test on a val slice (SPEC §4.8)")
+    au.add_argument("--slice-tokens", type=int, default=4096, help="val targets in the perturbation slice")
+    au.add_argument("--cuts", type=int, default=2, help="random cut points per protocol")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--kinds", default=None, help="TTT kinds to perturb (default: the run's TTT_KINDS if enabled)")
+    au.set_defaults(fn=cmd_audit)
+
     b = sub.add_parser("bench", help="benchmarks writing JSON (runs/bench/<name>-<time>.json)")
-    b.add_argument("name", help="train, ...")
+    b.add_argument("name", help="train, ttt, ...")
     b.add_argument("--run", default=None, help="a run directory the benchmark uses (e.g. the demo run)")
     b.add_argument("--out", default=None, help="JSON output path")
     b.set_defaults(fn=cmd_bench)

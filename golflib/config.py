@@ -360,6 +360,68 @@ class QuantConfig:
                self.prune_target_bytes)
 
 
+TTT_KINDS = ("chunked", "lora", "phased")
+
+
+@dataclass(frozen=True)
+class TTTConfig:
+    """Score-first test-time training on the dequantized artifact model (SPEC §3.E; legality §4).
+
+    Kinds: ``chunked`` = full-model TTT over TTT_CHUNK_TOKENS chunks scored by sliding windows (E2, #461/#549),
+    ``lora`` = per-document batched LoRA (E4, #1530), ``phased`` = doc-LoRA plus global SGD of the base model on
+    already-scored documents at phase boundaries (E5, #1610/#1626). Defaults are the records' values.
+    """
+
+    ttt_enabled: bool = False  # run the TTT_KINDS protocols after the round-trip eval (off in the baseline)
+    ttt_kinds: tuple[str, ...] = ("chunked",)  # comma list of chunked | lora | phased
+    # chunked full-model TTT (#549: lr 0.002, 3 epochs, 32,768-token chunks, freeze 0, SGD momentum 0.9)
+    ttt_lr: float = 0.002  # peak LR, cosine-decayed across chunks
+    ttt_epochs: int = 3  # passes over each chunk after it is scored (never the last chunk)
+    ttt_chunk_tokens: int = 32768  # target positions per chunk
+    ttt_freeze_blocks: int = 0  # the first N physical blocks stay frozen (#461 used 2)
+    ttt_momentum: float = 0.9  # SGD momentum (AdamW: beta1)
+    ttt_batch_seqs: int = 32  # training sequences (EVAL_SEQ_LEN tokens) per step and rank
+    ttt_grad_clip: float = 1.0  # global grad-norm clip; 0 = off
+    ttt_optimizer: str = "sgd"  # sgd | adamw
+    # per-document batched LoRA TTT (#1530 / #1626: rank 96, lr 1e-4, chunk 48, batch 64 docs, AdamW b1 0)
+    ttt_lora_rank: int = 96
+    ttt_lora_alpha: float = 0.0  # LoRA output scale alpha/rank; 0 = scale 1
+    ttt_lora_lr: float = 1e-4
+    ttt_chunk_size: int = 48  # tokens scored (then trained on) per LoRA step
+    ttt_eval_seq_len: int = 0  # context window of a LoRA chunk; 0 = EVAL_SEQ_LEN (or TRAIN_SEQ_LEN)
+    ttt_batch_size: int = 64  # documents per LoRA batch (sorted by length)
+    ttt_beta1: float = 0.0
+    ttt_beta2: float = 0.999
+    ttt_weight_decay: float = 0.5  # AdamW decoupled weight decay of the adapters
+    ttt_warm_start_a: bool = False  # keep LoRA A across documents, zero only B (#1767)
+    # phased global SGD over already-scored documents (#1626: 3 phases over 2,000 docs, lr 0.001, 1 epoch)
+    phased_ttt_prefix_docs: int = 2000  # documents (in processing order) covered by the phases
+    phased_ttt_num_phases: int = 3  # phase boundaries at prefix*i/phases documents
+    global_ttt_lr: float = 0.001
+    global_ttt_momentum: float = 0.9
+    global_ttt_epochs: int = 1
+    global_ttt_chunk_tokens: int = 32768  # cosine LR steps over chunks of this many tokens
+    global_ttt_batch_seqs: int = 32
+    global_ttt_grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.ttt_kinds) and all(k in TTT_KINDS for k in self.ttt_kinds)
+               and len(set(self.ttt_kinds)) == len(self.ttt_kinds), "ttt_kinds",
+               f"must be distinct names from {', '.join(TTT_KINDS)}", self.ttt_kinds)
+        _check(self.ttt_optimizer in ("sgd", "adamw"), "ttt_optimizer", "must be sgd or adamw", self.ttt_optimizer)
+        for name in ("ttt_lr", "ttt_grad_clip", "ttt_lora_lr", "ttt_lora_alpha", "ttt_weight_decay",
+                     "global_ttt_lr", "global_ttt_grad_clip"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
+        for name in ("ttt_momentum", "ttt_beta1", "ttt_beta2", "global_ttt_momentum"):
+            _check(0 <= getattr(self, name) < 1, name, "must be in [0, 1)", getattr(self, name))
+        for name in ("ttt_epochs", "ttt_freeze_blocks", "ttt_eval_seq_len", "phased_ttt_prefix_docs",
+                     "global_ttt_epochs"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
+        for name in ("ttt_chunk_tokens", "ttt_batch_seqs", "ttt_lora_rank", "ttt_chunk_size", "ttt_batch_size",
+                     "phased_ttt_num_phases", "global_ttt_chunk_tokens", "global_ttt_batch_seqs"):
+            _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+
+
 GROUPS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -367,6 +429,7 @@ GROUPS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "quant": QuantConfig,
+    "ttt": TTTConfig,
 }
 
 # Environment variables with these prefixes are "ours": one that matches no field is a typo or an unimplemented
@@ -377,7 +440,7 @@ CHALLENGE_PREFIXES = (
     "SWA_", "EMA_", "XSA_", "LOOP_", "SMEAR", "BIGRAM", "VE_", "LN_", "PARALLEL_", "SPARSE_", "GATED_", "LQER_",
     "SDCLIP", "NGRAM_", "INT8_", "INT6_", "QUANT_", "ARTIFACT_", "GLOBAL_", "MAX_WALLCLOCK", "ENABLE_LOOPING",
     "RECUR_", "ROPE_", "WD_", "MIN_LR", "ORTHO", "PROJ_", "ATTN_", "SKIP_", "VALUE_", "BOS_", "LEAKY", "UNIQUE_",
-    "REPEAT_", "GATE_", "LOOP_",
+    "REPEAT_", "GATE_", "LOOP_", "PHASED_",
 )
 
 
@@ -443,6 +506,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
 
     # ---- views -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:

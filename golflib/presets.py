@@ -51,6 +51,8 @@ def cpu_tiny() -> dict[str, Any]:
     8×128 2.028, 6×192 2.135, 6×256 2.245 — at this budget more steps beat more parameters.
     Also writes the records' format next to the int8 artifact: int6 matrices / int8 embedding, SDClip, GPTQ
     calibrated on 8 training batches inside the budget (15 s reserve), context-range-coded (``MIXED_EXPORT``).
+    After the round trip it runs two legal TTT kinds (~1 min each on 2 cores): chunked score-first SGD TTT (lr 0.05,
+    1 epoch, 2 blocks frozen, 8,192-token chunks) and per-document LoRA TTT (rank 8, lr 0.01, 64-token chunks).
     Not a record; used by ``golf demo`` and the tests.
     """
     return {
@@ -61,6 +63,9 @@ def cpu_tiny() -> dict[str, Any]:
         "VAL_LOSS_EVERY": 100, "TRAIN_LOG_EVERY": 25, "VAL_BATCH_SIZE": 32768,
         "EVAL_SEQ_LEN": 256, "EVAL_STRIDE": 64, "EVAL_BATCH_SEQS": 64,
         "MIXED_EXPORT": True, "GPTQ_CALIBRATION_BATCHES": 8, "GPTQ_RESERVE_SECONDS": 15.0,  # + int6 GPTQ entropy
+        # legal score-first TTT after the round trip (chosen by notebooks/20_ttt_sweep on a briefly trained model)
+        "TTT_ENABLED": True, "TTT_KINDS": "chunked,lora", "TTT_LR": 0.05, "TTT_EPOCHS": 1, "TTT_FREEZE_BLOCKS": 2,
+        "TTT_CHUNK_TOKENS": 8192, "TTT_LORA_RANK": 8, "TTT_LORA_LR": 0.01, "TTT_CHUNK_SIZE": 64, "TTT_BATCH_SIZE": 16,
     }
 
 

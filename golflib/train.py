@@ -30,6 +30,7 @@ from golflib.data.loaders import make_loader
 from golflib.data.luts import build_sentencepiece_luts, load_sentencepiece
 from golflib.eval.bpb import EvalResult, eval_standard
 from golflib.eval.sliding import eval_sliding
+from golflib.eval.ttt import run_configured_ttt
 from golflib.model.gpt import GPT, count_params
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.optim.build import build_optimizers
@@ -350,6 +351,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
                                          batch_tokens=tc.val_batch_size, **eval_kw),
         prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
         barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
+    ttt = run_configured_ttt(cfg, q_model, luts, rt, log, reference=q_slide)  # score-first TTT kinds; None if off
     result = {
         "run_dir": str(run_dir),
         "steps": step,
@@ -362,9 +364,10 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         "virtual_layers": base_model.virtual_layers(),
         "pre_quant": last_val.to_dict() if last_val else None,
         "quantized": {"standard": q_std.to_dict(), "sliding": q_slide.to_dict() if q_slide else None},
+        "ttt": ttt,
         "val_tokens": int(val_tokens.numel() - 1),
         "val_max_tokens": tc.val_max_tokens,
-        "eval_seconds": q_std.seconds + (q_slide.seconds if q_slide else 0.0),
+        "eval_seconds": q_std.seconds + (q_slide.seconds if q_slide else 0.0) + (ttt["seconds"] if ttt else 0.0),
         "total_seconds": time.perf_counter() - t_start,
     }
     if mixed is not None:

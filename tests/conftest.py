@@ -25,7 +25,7 @@ TINY = {
     "TRAIN_SEQ_LEN": 64, "TRAIN_BATCH_TOKENS": 1024, "GLOBAL_MICROBATCHES": 2, "WARMUP_STEPS": 0,
     "MAX_WALLCLOCK_SECONDS": 0.0, "ITERATIONS": 30, "WARMDOWN_ITERS": 10, "VAL_LOSS_EVERY": 0,
     "TRAIN_LOG_EVERY": 5, "VAL_BATCH_SIZE": 8192, "VAL_MAX_TOKENS": 8192, "EVAL_STRIDE": 32, "EVAL_BATCH_SEQS": 16,
-    "MUON_MOMENTUM_WARMUP_STEPS": 10,
+    "MUON_MOMENTUM_WARMUP_STEPS": 10, "TTT_ENABLED": 0,  # cpu-tiny's TTT only where a test asks for it (TTT_TINY)
 }
 
 
@@ -47,6 +47,26 @@ def tiny_overrides(embedded_data) -> dict:
 @pytest.fixture()
 def tiny_cfg(tiny_overrides) -> Config:
     return resolve("cpu-tiny", tiny_overrides, environ={})
+
+
+# All three TTT kinds at toy settings on top of TINY (shared by the TTT run, audit and sweep-notebook tests).
+TTT_TINY = {
+    "ITERATIONS": 40, "VAL_MAX_TOKENS": 4096, "TTT_ENABLED": 1, "TTT_KINDS": "chunked,lora,phased",
+    "TTT_CHUNK_TOKENS": 1024, "TTT_EPOCHS": 2, "TTT_LR": 0.01, "TTT_BATCH_SEQS": 8, "TTT_LORA_RANK": 4,
+    "TTT_LORA_LR": 0.003, "TTT_CHUNK_SIZE": 32, "TTT_BATCH_SIZE": 8, "PHASED_TTT_PREFIX_DOCS": 8,
+    "PHASED_TTT_NUM_PHASES": 2, "GLOBAL_TTT_CHUNK_TOKENS": 1024, "GLOBAL_TTT_BATCH_SEQS": 8,
+}
+
+
+@pytest.fixture(scope="session")
+def ttt_run(tmp_path_factory, embedded_data) -> Path:
+    """A tiny training run whose result.json carries all three TTT kinds (see TTT_TINY)."""
+    overrides = {**TINY, **TTT_TINY, "DATA_PATH": embedded_data["data_path"],
+                 "TOKENIZER_PATH": embedded_data["tokenizer_path"]}
+    run_dir = tmp_path_factory.mktemp("ttt_runs") / "tiny_ttt"
+    proc = run_golf_train(["--preset", "cpu-tiny", "--run-dir", str(run_dir), *set_args(overrides)], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir
 
 
 def run_golf_train(args: list[str], cwd: Path, nproc: int | None = None, env: dict | None = None,

@@ -40,8 +40,10 @@ def test_env_parsing_by_type_and_precedence():
 def test_unknown_names_are_errors():
     with pytest.raises(ConfigError, match="NUM_LAYER .*did you mean NUM_LAYERS"):
         Config().with_env({"NUM_LAYER": "3"})
-    with pytest.raises(ConfigError, match="TTT_LR"):
-        Config().with_env({"TTT_LR": "0.002"})
+    with pytest.raises(ConfigError, match="TTT_LR_SCHEDULE"):  # a record's knob golflib does not implement
+        Config().with_env({"TTT_LR_SCHEDULE": "cosine"})
+    with pytest.raises(ConfigError, match="PHASED_TTT_PREFIX_DOC .*did you mean PHASED_TTT_PREFIX_DOCS"):
+        Config().with_env({"PHASED_TTT_PREFIX_DOC": "10"})
     with pytest.raises(ConfigError, match="unknown config field 'num_layer'"):
         Config().replace({"num_layer": 3})
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):

@@ -1,18 +1,21 @@
 """Exact val_bpb (SPEC §1.4) and the standard non-overlapping evaluation.
 
 ``val_loss = ΣNLL / N`` (nats/token) and ``val_bpb = ΣNLL / (ln 2 · Σbytes)``, with the sums kept in float64 per
-rank and all-reduced (SUM) across ranks. NLL is computed in fp32 after the logit soft-cap.
+rank and all-reduced (SUM) across ranks. NLL is computed in fp32 after the logit soft-cap. Every protocol records the
+target positions it scores in a :class:`golflib.eval.ledger.Ledger`; its report travels with the result.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 from golflib.data.luts import ByteLUTs
+from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.runtime import all_reduce_sum, autocast, synchronize
 
 LN2 = math.log(2.0)
@@ -25,7 +28,9 @@ def nats_to_bpb(val_loss: float, tokens: float, bytes_: float) -> float:
 
 @dataclass
 class EvalResult:
-    """Outcome of one scoring protocol. ``tokens``/``bytes`` are the scored target count and their byte total."""
+    """Outcome of one scoring protocol. ``tokens``/``bytes`` are the scored target count and their byte total;
+    ``ledger`` is the protocol's legality report (:meth:`golflib.eval.ledger.Ledger.report`); ``details`` holds
+    protocol-specific extras (TTT settings, per-chunk curves)."""
 
     mode: str
     val_loss: float
@@ -33,6 +38,8 @@ class EvalResult:
     tokens: int
     bytes: int
     seconds: float
+    ledger: dict | None = None
+    details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,22 +69,38 @@ class BPBAccumulator:
     def val_bpb(self) -> float:
         return float(self.sums[0] / (LN2 * self.sums[2]))
 
-    def result(self, mode: str, seconds: float) -> EvalResult:
+    def result(self, mode: str, seconds: float, ledger: dict | None = None) -> EvalResult:
         if float(self.sums[1]) <= 0 or float(self.sums[2]) <= 0:
             raise ValueError(f"eval mode {mode}: nothing was scored (tokens={float(self.sums[1])}, "
                              f"bytes={float(self.sums[2])})")
-        return EvalResult(mode, self.val_loss, self.val_bpb, int(self.sums[1]), int(self.sums[2]), seconds)
+        return EvalResult(mode, self.val_loss, self.val_bpb, int(self.sums[1]), int(self.sums[2]), seconds, ledger)
+
+
+def finish_ledger(ledger: Ledger, local_positions, device: torch.device, world_size: int = 1) -> dict:
+    """Under torchrun (``world_size > 1``) record the other ranks' scored positions — ``local_positions()`` gives
+    this rank's — in ``ledger``; return the checked report. A rank/world split without a process group (a partial
+    evaluation, e.g. in tests) returns the unchecked report, which lists the positions this part did not score."""
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return ledger.report()
+        record_other_ranks(ledger, local_positions(), device)
+    return checked_report(ledger)
 
 
 @torch.no_grad()
 def eval_standard(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, batch_tokens: int,
-                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> EvalResult:
+                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+                  ledger: Ledger | None = None, nll_out: torch.Tensor | None = None) -> EvalResult:
     """Non-overlapping evaluation of the (already truncated) val stream, as the baseline's ``eval_val``.
 
     ``val_tokens``: int64 ``[n_targets + 1]`` with ``n_targets % seq_len == 0``. Sequences are split contiguously
     across ranks; each rank scores ``batch_tokens // world_size // seq_len`` sequences per forward (at least 1).
-    ``model.token_nll(x, y)`` must return fp32 NLL ``[B, seq_len]``. Returns the all-reduced :class:`EvalResult`
-    (mode ``standard``).
+    ``model.token_nll(x, y)`` must return fp32 NLL ``[B, seq_len]``. Every scored position is recorded in
+    ``ledger`` (a strict stream-order :class:`Ledger` when None); ``nll_out`` (float ``[n_targets]``, optional)
+    receives this rank's per-target NLLs in nats. Returns the all-reduced :class:`EvalResult` (mode
+    ``standard``) carrying the ledger report; raises :class:`golflib.eval.ledger.LegalityError` in strict mode.
     """
     device = torch.device(device)
     if (val_tokens.numel() - 1) % seq_len:
@@ -88,6 +111,7 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: i
     per_batch = max(1, batch_tokens // world_size // seq_len)
     luts = luts.to(device)
     acc = BPBAccumulator(device)
+    ledger = Ledger(val_tokens.numel() - 1) if ledger is None else ledger
     was_training = model.training
     model.eval()
     with torch.inference_mode():
@@ -98,11 +122,16 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: i
             y = chunk[1:].view(-1, seq_len)
             with autocast(device):
                 nll = model.token_nll(x, y)
+            positions = np.arange(b0 * seq_len, b1 * seq_len)
+            ledger.score(positions)
+            if nll_out is not None:
+                nll_out[b0 * seq_len:b1 * seq_len] = nll.float().reshape(-1).cpu()
             acc.add(nll.float(), x, y, luts)
     model.train(was_training)
     acc.all_reduce()
+    report = finish_ledger(ledger, lambda: np.arange(s0 * seq_len, s1 * seq_len), device, world_size)
     synchronize(device)
-    return acc.result("standard", time.perf_counter() - t0)
+    return acc.result("standard", time.perf_counter() - t0, report)
 
 
 def unigram_bpb(train_tokens, val_tokens: torch.Tensor, luts: ByteLUTs, vocab_size: int) -> float:

@@ -3,7 +3,8 @@
 Windows of length ``L`` start at ``ws ∈ {0, S, 2S, …}`` with ``ws + (L − S) < N`` (N = number of targets). Window
 ``ws`` feeds inputs ``x[ws : ws + wlen]`` (``wlen = min(L, N − ws)``) and scores its targets at window offsets
 ``[L − S, wlen)`` — all of ``[0, wlen)`` for the first window — so every target is scored exactly once and, past
-the first window, with at least ``L − S`` tokens of context.
+the first window, with at least ``L − S`` tokens of context. Scored positions are recorded in a
+:class:`golflib.eval.ledger.Ledger` (stream order; a fixed predictor never updates).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 
 from golflib.data.luts import ByteLUTs
-from golflib.eval.bpb import BPBAccumulator, EvalResult
+from golflib.eval.bpb import BPBAccumulator, EvalResult, finish_ledger
+from golflib.eval.ledger import Ledger
 from golflib.runtime import autocast, synchronize
 
 
@@ -50,14 +52,49 @@ def scored_positions(windows: list[Window]) -> np.ndarray:
     return np.concatenate([np.arange(w.start + w.score_from, w.start + w.length) for w in windows])
 
 
+def window_batches(windows: list[Window], batch_seqs: int):
+    """Yield consecutive runs of at most ``batch_seqs`` windows of equal length (one forward pass each)."""
+    i = 0
+    while i < len(windows):
+        j = i
+        while j < len(windows) and j - i < batch_seqs and windows[j].length == windows[i].length:
+            j += 1
+        yield windows[i:j]
+        i = j
+
+
+def score_window_batch(model, val_tokens: torch.Tensor, batch: list[Window], device: torch.device,
+                       adapter=None, rows: bool = False):
+    """Forward one batch of equal-length windows. Returns ``(positions, nll, prev_ids, tgt_ids, logits_rows)``:
+    int64 numpy positions of the scored targets (row-major, the order of the other outputs), their fp32 NLL in
+    nats, input and target ids (int64 tensors on ``device``), and — with ``rows`` — the scored rows' fp32 logits
+    ``[n, V]`` (else None). Call under ``torch.inference_mode()`` for scoring."""
+    wlen = batch[0].length
+    idx = torch.tensor([w.start for w in batch])[:, None] + torch.arange(wlen + 1)[None, :]
+    seqs = val_tokens[idx].to(device)
+    x, y = seqs[:, :-1], seqs[:, 1:]
+    with autocast(device):
+        logits = model.logits(x, adapter) if adapter is not None else model.logits(x)
+    logits = logits.float()
+    offs = torch.tensor([w.score_from for w in batch], device=device)
+    mask = torch.arange(wlen, device=device)[None, :] >= offs[:, None]
+    sel = logits[mask]
+    nll = torch.nn.functional.cross_entropy(sel, y[mask], reduction="none")
+    positions = np.concatenate([np.arange(w.start + w.score_from, w.start + w.length) for w in batch])
+    return positions, nll, x[mask], y[mask], (sel if rows else None)
+
+
 @torch.no_grad()
 def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, stride: int, batch_seqs: int = 32,
-                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu") -> EvalResult:
+                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+                 ledger: Ledger | None = None, nll_out: torch.Tensor | None = None) -> EvalResult:
     """Sliding-window val_bpb over ``val_tokens`` (int64 ``[n_targets + 1]``).
 
     Windows are split contiguously across ranks and batched ``batch_seqs`` at a time (windows of equal length
     only, so the short tail windows form their own batches). ``model.token_nll`` gives fp32 NLL per target.
-    Returns the all-reduced :class:`EvalResult` (mode ``sliding``).
+    Scored positions go to ``ledger`` (a strict stream-order :class:`Ledger` when None); ``nll_out`` (float
+    ``[n_targets]``, optional) receives this rank's per-target NLLs in nats. Returns the all-reduced
+    :class:`EvalResult` (mode ``sliding``) carrying the ledger report.
     """
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -67,15 +104,11 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: in
     mine = windows[w0:w1]
     luts = luts.to(device)
     acc = BPBAccumulator(device)
+    ledger = Ledger(n_targets) if ledger is None else ledger
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        i = 0
-        while i < len(mine):
-            j = i
-            while j < len(mine) and j - i < batch_seqs and mine[j].length == mine[i].length:
-                j += 1
-            batch = mine[i:j]
+        for batch in window_batches(mine, batch_seqs):
             wlen = batch[0].length
             idx = torch.tensor([w.start for w in batch])[:, None] + torch.arange(wlen + 1)[None, :]
             seqs = val_tokens[idx].to(device)
@@ -84,9 +117,14 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: in
                 nll = model.token_nll(x, y).float()
             offs = torch.tensor([w.score_from for w in batch], device=device)
             mask = torch.arange(wlen, device=device)[None, :] >= offs[:, None]
+            positions = np.concatenate([np.arange(w.start + w.score_from, w.start + w.length) for w in batch])
+            ledger.score(positions)
+            if nll_out is not None:
+                nll_out[torch.from_numpy(positions)] = nll[mask].cpu()
             acc.add(nll[mask], x[mask], y[mask], luts)
-            i = j
     model.train(was_training)
     acc.all_reduce()
+    report = finish_ledger(ledger, lambda: scored_positions(mine) if mine else np.zeros(0, np.int64), device,
+                           world_size)
     synchronize(device)
-    return acc.result("sliding", time.perf_counter() - t0)
+    return acc.result("sliding", time.perf_counter() - t0, report)

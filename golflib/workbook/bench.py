@@ -23,6 +23,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {}
 BENCH_MODULES = [
     "golflib.workbook.bench_train",
     "golflib.workbook.bench_quant",
+    "golflib.workbook.bench_ttt",
 ]
 
 

@@ -48,6 +48,6 @@ def run_demo(*, notebooks_dir: str | os.PathLike = "notebooks", runs_root: str |
     update_result(run_dir, demo=summary)
     echo("[demo] results")
     for k, v in summary.items():
-        echo(f"  {k:>20}: {v:,}" if isinstance(v, int) else f"  {k:>20}: {v}")
+        echo(f"  {k:>20}: {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"  {k:>20}: {v}")
     echo(json.dumps({"run_dir": str(run_dir)}))
     return summary

@@ -91,6 +91,7 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
         "val_bpb_pre_quant": r["pre_quant"]["val_bpb"] if r.get("pre_quant") else None,
         "val_bpb_post_quant": q["standard"]["val_bpb"],
         "val_bpb_sliding": q["sliding"]["val_bpb"] if q.get("sliding") else None,
+        **ttt_summary(r.get("ttt")),
         "unigram_val_bpb": r.get("reference", {}).get("unigram_val_bpb"),
         "artifact_bytes": r.get("artifact", {}).get("artifact_bytes"),
         "code_bytes": r.get("code_bytes"),
@@ -104,9 +105,21 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def ttt_summary(ttt: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``val_bpb_ttt_<kind>`` and ``ttt_<kind>_legal`` for every TTT kind a run scored (empty when TTT was off)."""
+    out: dict[str, Any] = {}
+    for kind, e in (ttt or {}).items():
+        if isinstance(e, Mapping) and "val_bpb" in e:
+            out[f"val_bpb_ttt_{kind}"] = e["val_bpb"]
+            out[f"ttt_{kind}_legal"] = bool((e.get("ledger") or {}).get("legal"))
+    return out
+
+
 def score_table(summary: Mapping[str, Any]) -> dict[str, float]:
     """``{label: val_bpb}`` of the scores present in a :func:`summarize` dict, reference first."""
     labels = (("unigram_val_bpb", "unigram (reference)"), ("val_bpb_pre_quant", "pre-quant"),
               ("val_bpb_post_quant", "int8 round trip"), ("val_bpb_sliding", "int8 sliding window"),
-              ("val_bpb_post_quant_mixed", f"{summary.get('mixed_scheme', 'mixed')} round trip"))
+              ("val_bpb_post_quant_mixed", f"{summary.get('mixed_scheme', 'mixed')} round trip"),
+              ("val_bpb_ttt_chunked", "int8 + legal chunked TTT"), ("val_bpb_ttt_lora", "int8 + doc-LoRA TTT"),
+              ("val_bpb_ttt_phased", "int8 + phased TTT"))
     return {label: summary[key] for key, label in labels if summary.get(key) is not None}

@@ -41,6 +41,9 @@ def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, m
     # int8+zlib and int6+entropy side by side (issue 4)
     assert demo["mixed_scheme"] == "int6e8+entropy" and demo["mixed_artifact_bytes"] < demo["artifact_bytes"]
     assert demo["val_bpb_post_quant_mixed"] < demo["unigram_val_bpb"]
+    for kind in ("chunked", "lora"):  # cpu-tiny scores two legal TTT kinds, each with its ledger report
+        assert demo[f"ttt_{kind}_legal"] and demo[f"val_bpb_ttt_{kind}"] < demo["unigram_val_bpb"], kind
+        assert result["ttt"][kind]["ledger"]["n_scored"] == result["ttt"][kind]["tokens"]
     assert demo["bytes_total"] == demo["artifact_bytes"] + demo["code_bytes"]
     assert any("val_bpb_post_quant" in line for line in lines)
     # the training the notebook launched wrote into the same run directory

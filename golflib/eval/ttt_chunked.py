@@ -1,0 +1,144 @@
+"""Chunked score-first full-model TTT (SPEC §3.E2: seed #461, record #549; re-enabled by #1413).
+
+The target stream is split into chunks of ``chunk_tokens`` positions. For chunk ``c``:
+
+1. **score**: every sliding window (the fixed window set of :mod:`golflib.eval.sliding`) whose *first scored
+   target* lies in chunk ``c`` is scored under ``torch.inference_mode()`` — its scored targets may run past the
+   chunk's end, which is fine: they are scored before anything is learned from them;
+2. **adapt** (not on the last chunk): ``epochs`` passes over the chunk's ``floor(len / L)`` training sequences of
+   ``L = seq_len`` targets each (sequence ``i`` covers token indices ``[cs + iL, cs + (i+1)L]``, so its targets stay
+   inside the chunk), SGD with momentum or AdamW, LR ``lr·½(1 + cos(π c/(C−1)))``, grad-norm clip, the first
+   ``freeze_blocks`` blocks frozen, ``batch_seqs`` sequences per rank and step, gradients all-reduced across ranks.
+
+Every score and every optimizer step is recorded in a stream-order :class:`~golflib.eval.ledger.Ledger` with the
+exact positions involved, so the report proves that no training sequence reached an unscored target.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from golflib.data.luts import ByteLUTs
+from golflib.eval.bpb import BPBAccumulator, EvalResult
+from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
+from golflib.eval.sliding import score_window_batch, sliding_windows, window_batches
+from golflib.eval.ttt_common import (all_reduce_grads, build_optimizer, check_rows, clip_and_step,
+                                     consumed_positions, cosine_lr, running_bpb, select_trainable,
+                                     set_all_requires_grad, write_scores)
+from golflib.runtime import autocast, synchronize
+
+
+def chunk_windows(n_targets: int, seq_len: int, stride: int, chunk_tokens: int) -> list[list]:
+    """The sliding windows grouped by chunk: window ``w`` goes to chunk ``min(first_scored // chunk_tokens, C-1)``
+    with ``first_scored = w.start + w.score_from`` and ``C = ceil(n_targets / chunk_tokens)``."""
+    windows = sliding_windows(n_targets, seq_len, stride)
+    n_chunks = -(-n_targets // chunk_tokens)
+    out: list[list] = [[] for _ in range(n_chunks)]
+    for w in windows:
+        out[min((w.start + w.score_from) // chunk_tokens, n_chunks - 1)].append(w)
+    return out
+
+
+def train_sequences(chunk: int, n_targets: int, seq_len: int, chunk_tokens: int) -> tuple[int, int]:
+    """``(first token index, number of sequences)`` of chunk ``chunk``'s training sequences of ``seq_len`` targets."""
+    cs, ce = chunk * chunk_tokens, min((chunk + 1) * chunk_tokens, n_targets)
+    return cs, (ce - cs) // seq_len
+
+
+def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, stride: int,
+                     chunk_tokens: int, epochs: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
+                     freeze_blocks: int = 0, batch_seqs: int = 32, grad_clip: float = 1.0,
+                     eval_batch_seqs: int = 32, rank: int = 0, world_size: int = 1,
+                     device: torch.device | str = "cpu", ledger: Ledger | None = None,
+                     scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
+                     log_every: int = 0) -> EvalResult:
+    """Run chunked score-first TTT on ``model`` (adapted in place) over ``val_tokens`` (int64 ``[n_targets + 1]``).
+
+    ``seq_len``/``stride``: sliding-window shape used for scoring (``stride = seq_len`` scores non-overlapping
+    windows); training sequences have ``seq_len`` targets. Under torchrun each rank scores a contiguous share of
+    each chunk's windows and trains on a share of each step's sequences; gradients are summed across ranks
+    (the loss is normalised by the step's global token count) and the scored positions of all ranks are recorded
+    in every rank's ledger before the step. ``scores_out`` (optional, float) receives this rank's scores: per-target
+    NLLs in nats if it is ``[n_targets]``, log-probability rows if it is ``[n_targets, V]``. Returns an :class:`EvalResult` (mode ``ttt_chunked``) whose ``details`` hold the settings and
+    the running val_bpb after each chunk; raises :class:`golflib.eval.ledger.LegalityError` if the protocol breaks
+    a condition (strict ledger).
+    """
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    n = val_tokens.numel() - 1
+    if chunk_tokens <= 0 or epochs < 0:
+        raise ValueError(f"TTT_CHUNK_TOKENS={chunk_tokens} must be > 0 and TTT_EPOCHS={epochs} >= 0")
+    groups = chunk_windows(n, seq_len, stride, chunk_tokens)
+    n_chunks = len(groups)
+    ledger = Ledger(n) if ledger is None else ledger
+    params = select_trainable(model, freeze_blocks)
+    opt = build_optimizer(params, optimizer, lr, momentum)
+    luts = luts.to(device)
+    acc = BPBAccumulator(device)
+    curve: list[dict] = []
+    train_s = 0.0
+    steps = scored = 0
+    for c, cw in enumerate(groups):
+        mine = cw[len(cw) * rank // world_size:len(cw) * (rank + 1) // world_size]
+        local: list[np.ndarray] = []
+        model.eval()
+        with torch.inference_mode():
+            for bi, batch in enumerate(window_batches(mine, eval_batch_seqs)):
+                want_rows = bi == 0 or (scores_out is not None and scores_out.dim() == 2)
+                pos, nll, xp, yt, rows = score_window_batch(model, val_tokens, batch, device, rows=want_rows)
+                ledger.score(pos)
+                local.append(pos)
+                if bi == 0:
+                    check_rows(ledger, rows, pos)
+                if scores_out is not None:
+                    write_scores(scores_out, pos, nll, rows)
+                acc.add(nll, xp, yt, luts)
+        if world_size > 1:
+            record_other_ranks(ledger, np.concatenate(local) if local else np.zeros(0, np.int64), device)
+        lr_c = cosine_lr(lr, c, n_chunks)
+        cs, n_seqs = train_sequences(c, n, seq_len, chunk_tokens)
+        if c < n_chunks - 1 and epochs > 0 and n_seqs > 0:
+            t1 = time.perf_counter()
+            for g in opt.param_groups:
+                g["lr"] = lr_c
+            model.train()
+            per_step = batch_seqs * world_size
+            for _ in range(epochs):
+                for g0 in range(0, n_seqs, per_step):
+                    g1 = min(g0 + per_step, n_seqs)
+                    r0, r1 = g0 + (g1 - g0) * rank // world_size, g0 + (g1 - g0) * (rank + 1) // world_size
+                    if r1 > r0:
+                        span = val_tokens[cs + r0 * seq_len:cs + r1 * seq_len + 1].to(device)
+                        x, y = span[:-1].view(-1, seq_len), span[1:].view(-1, seq_len)
+                        with autocast(device):
+                            logits = model.logits(x)
+                        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                                 y.reshape(-1), reduction="sum")
+                        (loss / ((g1 - g0) * seq_len)).backward()
+                    all_reduce_grads(params)
+                    clip_and_step(params, opt, grad_clip)
+                    ledger.update(consumed_positions(cs + g0 * seq_len, cs + g1 * seq_len))
+                    steps += 1
+            model.eval()
+            train_s += time.perf_counter() - t1
+        bpb = running_bpb(acc.sums)
+        scored += sum(w.length - w.score_from for w in cw)
+        curve.append({"chunk": c, "scored_tokens": scored, "running_val_bpb": bpb, "lr": lr_c})
+        if log is not None and log_every and ((c + 1) % log_every == 0 or c == n_chunks - 1):
+            log(f"ttt_chunk:{c + 1}/{n_chunks} running_bpb:{bpb:.6f} lr:{lr_c:.6g} "
+                f"time:{time.perf_counter() - t0:.1f}s")
+    set_all_requires_grad(model, True)
+    model.eval()
+    acc.all_reduce()
+    report = checked_report(ledger)
+    synchronize(device)
+    res = acc.result("ttt_chunked", time.perf_counter() - t0, report)
+    res.details = {"seq_len": seq_len, "stride": stride, "chunk_tokens": chunk_tokens, "n_chunks": n_chunks,
+                   "epochs": epochs, "lr": lr, "optimizer": optimizer, "momentum": momentum,
+                   "freeze_blocks": freeze_blocks, "batch_seqs": batch_seqs, "grad_clip": grad_clip,
+                   "optimizer_steps": steps, "train_seconds": train_s, "world_size": world_size, "curve": curve}
+    return res

@@ -1,0 +1,244 @@
+"""Per-document batched LoRA TTT (SPEC §3.E1/E4: #77, #1530; warm A #1767) through the model's adapter seam.
+
+Each document of the val stream (found by BOS, see :func:`golflib.eval.ttt_common.doc_segments`) is evaluated in
+isolation with its own LoRA adapters on the Q, K, V, O and MLP outputs of every *virtual* layer plus the logit
+head (sized from ``model.virtual_layers()`` and the shapes the seam reports, so depth recurrence is covered).
+Documents are sorted by length into batches of ``batch_docs`` (longest batches first). Within a batch, for chunk
+``c`` of ``chunk_size`` positions, every document still active runs one forward over a window of up to
+``window`` tokens ending at the chunk's end (the window start ``max(0, (c+1)·chunk − window)`` does not depend on
+the document's length, so the context of a position never depends on future tokens); the chunk's NLLs are
+scored first, then one AdamW step on the per-document chunk-mean loss (never on a document's last chunk).
+Adapters and optimizer state are reset per batch (A kept with ``warm_start_a``).
+
+Evaluation order: documents are not processed in stream order, so the ledger is given the declared order
+(batch, chunk, document, position) — :func:`lora_order` — and its report says it is not stream order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from golflib.data.luts import ByteLUTs
+from golflib.eval.bpb import BPBAccumulator, EvalResult
+from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
+from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segments, masked_nll, running_bpb,
+                                     set_all_requires_grad, write_scores)
+from golflib.runtime import autocast, synchronize
+
+SITES = ("q", "k", "v", "o", "mlp", "head")
+
+
+def adapter_shapes(model, device: torch.device | str = "cpu") -> dict[tuple[str, int], tuple[int, int]]:
+    """``{(site, virtual_layer): (in_features, out_features)}`` of every projection the model routes through its
+    adapter seam, found by one forward on 4 random tokens (never val data). Raises ``RuntimeError`` if the layers
+    seen do not match ``model.virtual_layers()``."""
+    seen: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def record(site, layer, x, out):
+        seen[(site, layer)] = (x.size(-1), out.size(-1))
+        return out
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.cfg.vocab_size, (1, 4), generator=g).to(device)
+    with torch.no_grad():
+        model.logits(ids, record)
+    layers = sorted({layer for (_, layer) in seen if layer >= 0})
+    if layers != list(range(len(model.virtual_layers()))):
+        raise RuntimeError(f"adapter seam reported layers {layers}, expected virtual layers "
+                           f"0..{len(model.virtual_layers()) - 1}")
+    return seen
+
+
+class BatchedLoRA(nn.Module):
+    """LoRA adapters for ``n_slots`` documents at once: for each (site, virtual layer) ``A [n_slots, r, in]`` and
+    ``B [n_slots, out, r]``; the adapter adds ``(alpha / r) · (x Aᵀ) Bᵀ`` to the projection output (``alpha = 0``
+    means scale 1). ``B`` starts at zero, so a fresh adapter is the identity; every slot's ``A`` starts from the
+    same seeded draw (``U(±1/sqrt(in))``), which keeps a document's result independent of its batch-mates.
+    Call :meth:`select` with the active slot indices before a forward; the module itself is the adapter
+    ``adapter(site, layer, x, out)`` of :class:`golflib.model.gpt.GPT`.
+    """
+
+    def __init__(self, shapes: dict[tuple[str, int], tuple[int, int]], n_slots: int, rank: int,
+                 alpha: float = 0.0, sites: tuple[str, ...] = SITES, seed: int = 0):
+        super().__init__()
+        self.rank, self.scale = rank, (alpha / rank if alpha > 0 else 1.0)
+        self.keys = {k: f"{k[0]}_{k[1] if k[1] >= 0 else 'h'}" for k in shapes if k[0] in sites}
+        g = torch.Generator().manual_seed(seed)
+        self.A, self.B = nn.ParameterDict(), nn.ParameterDict()
+        for key, name in self.keys.items():
+            fan_in, fan_out = shapes[key]
+            a0 = (torch.rand(rank, fan_in, generator=g) * 2 - 1) / math.sqrt(fan_in)
+            self.register_buffer(f"A0_{name}", a0)
+            self.A[name] = nn.Parameter(a0.expand(n_slots, -1, -1).clone())
+            self.B[name] = nn.Parameter(torch.zeros(n_slots, fan_out, rank))
+        self.active: torch.Tensor | None = None
+
+    def select(self, slots: torch.Tensor) -> None:
+        self.active = slots
+
+    @torch.no_grad()
+    def reset(self, warm_start_a: bool = False) -> None:
+        """Zero every B (adapters become the identity); re-draw A unless ``warm_start_a``."""
+        for name in self.keys.values():
+            self.B[name].zero_()
+            if not warm_start_a:
+                self.A[name].copy_(getattr(self, f"A0_{name}").expand_as(self.A[name]))
+
+    def forward(self, site: str, layer: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        name = self.keys.get((site, layer))
+        if name is None:
+            return out
+        a, b = self.A[name][self.active], self.B[name][self.active]
+        return out + self.scale * torch.bmm(torch.bmm(x, a.transpose(1, 2).to(x.dtype)), b.transpose(1, 2).to(x.dtype))
+
+
+def lora_schedule(segments: np.ndarray, batch_docs: int) -> list[np.ndarray]:
+    """Batches of document indices: sorted by length (ascending, stable), cut into ``batch_docs``, batches queued
+    longest first (as #1530/#1626)."""
+    lengths = segments[:, 1] - segments[:, 0]
+    srt = np.argsort(lengths, kind="stable")
+    batches = [srt[i:i + batch_docs] for i in range(0, len(srt), batch_docs)]
+    batches.sort(key=lambda b: -int(lengths[b].max()))
+    return batches
+
+
+def lora_order(segments: np.ndarray, batches: list[np.ndarray], chunk_size: int, n_targets: int) -> np.ndarray:
+    """Declared evaluation order: rank of every target = (batch in queue, chunk, slot in batch, offset in chunk),
+    lexicographic. Returns int64 ``[n_targets]`` (ranks are unique, not necessarily contiguous)."""
+    lengths = segments[:, 1] - segments[:, 0]
+    max_chunks = int(-(-lengths.max() // chunk_size))
+    width = max(len(b) for b in batches)
+    order = np.empty(n_targets, dtype=np.int64)
+    for k, batch in enumerate(batches):
+        for slot, d in enumerate(batch):
+            s, e = segments[d]
+            off = np.arange(e - s, dtype=np.int64)
+            order[s:e] = ((k * max_chunks + off // chunk_size) * width + slot) * chunk_size + off % chunk_size
+    return order
+
+
+def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: int, chunk_size: int,
+                  batch_docs: int, lora_rank: int, lr: float, lora_alpha: float = 0.0, beta1: float = 0.0,
+                  beta2: float = 0.999, weight_decay: float = 0.5, warm_start_a: bool = False, bos_id: int = 1,
+                  sites: tuple[str, ...] = SITES, rank: int = 0, world_size: int = 1,
+                  device: torch.device | str = "cpu", ledger: Ledger | None = None,
+                  scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
+                  after_round: Callable | None = None, mode: str = "ttt_lora", seed: int = 0) -> EvalResult:
+    """Doc-isolated LoRA TTT over ``val_tokens`` (int64 ``[n_targets + 1]``, documents opened by ``bos_id``).
+
+    Under torchrun batch ``k`` of the queue runs on rank ``k % world_size``, in rounds of ``world_size`` batches.
+    ``after_round(round_index, docs_done, ledger, sync)`` (phased TTT) runs after every round on all ranks;
+    ``sync()`` records the other ranks' scored positions in this rank's ledger. The base model is frozen
+    (``requires_grad`` off) during the loop and restored afterwards. ``ledger``, if given, must declare
+    :func:`lora_order`; a fresh strict one is made otherwise. ``scores_out`` receives this rank's scores
+    (``[n_targets]`` NLLs or ``[n_targets, V]`` log-prob rows, see :func:`golflib.eval.ttt_common.write_scores`).
+    Returns an :class:`EvalResult` (mode ``mode``) whose ``details`` hold the settings and per-round curve.
+    """
+    device = torch.device(device)
+    if window < chunk_size:
+        raise ValueError(f"TTT_EVAL_SEQ_LEN={window} must be >= TTT_CHUNK_SIZE={chunk_size} (a chunk is scored "
+                         "inside one window)")
+    t0 = time.perf_counter()
+    n = val_tokens.numel() - 1
+    segments = doc_segments(val_tokens, bos_id)
+    batches = lora_schedule(segments, batch_docs)
+    if ledger is None:
+        ledger = Ledger(n, order=lora_order(segments, batches, chunk_size, n))
+    set_all_requires_grad(model, False)
+    model.eval()
+    lora = BatchedLoRA(adapter_shapes(model, device), batch_docs, lora_rank, lora_alpha, sites, seed).to(device)
+    luts = luts.to(device)
+    acc = BPBAccumulator(device)
+    unsynced: list[np.ndarray] = []
+    curve: list[dict] = []
+    steps = docs_done = 0
+
+    def sync() -> None:
+        if world_size > 1:
+            record_other_ranks(ledger, np.concatenate(unsynced) if unsynced else np.zeros(0, np.int64), device)
+        unsynced.clear()
+
+    n_rounds = -(-len(batches) // world_size)
+    for r in range(n_rounds):
+        k = r * world_size + rank
+        if k < len(batches):
+            steps += _run_batch(model, lora, val_tokens, segments[batches[k]], luts, acc, ledger, unsynced, scores_out,
+                                window=window, chunk_size=chunk_size, lr=lr, betas=(beta1, beta2),
+                                weight_decay=weight_decay, warm_start_a=warm_start_a, device=device)
+        docs_done += sum(len(b) for b in batches[r * world_size:(r + 1) * world_size])
+        if after_round is not None:
+            after_round(r, docs_done, ledger, sync)
+        curve.append({"round": r, "docs_done": docs_done, "running_val_bpb": running_bpb(acc.sums)})
+    sync()
+    set_all_requires_grad(model, True)
+    acc.all_reduce()
+    report = checked_report(ledger)
+    synchronize(device)
+    res = acc.result(mode, time.perf_counter() - t0, report)
+    res.details = {"window": window, "chunk_size": chunk_size, "batch_docs": batch_docs, "lora_rank": lora_rank,
+                   "lora_alpha": lora_alpha, "lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": weight_decay,
+                   "warm_start_a": warm_start_a, "sites": list(sites), "n_docs": int(len(segments)),
+                   "n_batches": len(batches), "lora_steps": steps, "world_size": world_size,
+                   "order": "length-sorted document batches (longest first), chunk-major within a batch",
+                   "curve": curve}
+    return res
+
+
+def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc, ledger: Ledger, unsynced, scores_out,
+               *, window: int, chunk_size: int, lr: float, betas, weight_decay: float, warm_start_a: bool,
+               device) -> int:
+    """One batch of documents: reset adapters, then score chunk c of every active document and step. Returns the
+    number of optimizer steps."""
+    lora.reset(warm_start_a)
+    params = list(lora.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, betas=betas, eps=1e-10, weight_decay=weight_decay)
+    lengths = segs[:, 1] - segs[:, 0]
+    n_chunks = -(-lengths // chunk_size)
+    steps = 0
+    for c in range(int(n_chunks.max())):
+        active = np.flatnonzero(n_chunks > c)
+        train = n_chunks[active] > c + 1  # never train on a document's last chunk
+        c0 = c * chunk_size
+        ends = np.minimum(c0 + chunk_size, lengths[active])
+        ws = max(0, c0 + chunk_size - window)  # independent of the document's length
+        width = int(ends.max()) - ws
+        x = torch.zeros(len(active), width, dtype=torch.int64)
+        y = torch.full((len(active), width), -1, dtype=torch.int64)
+        for i, (d, e) in enumerate(zip(active, ends)):
+            s = int(segs[d, 0])
+            toks = val_tokens[s + ws:s + int(e) + 1]
+            x[i, :len(toks) - 1], y[i, :len(toks) - 1] = toks[:-1], toks[1:]
+        x, y = x.to(device), y.to(device)
+        lora.select(torch.as_tensor(active, device=device))
+        with torch.set_grad_enabled(bool(train.any())), autocast(device):
+            logits = model.logits(x, lora)
+        nll = masked_nll(logits, y)
+        scored = torch.zeros_like(y, dtype=torch.bool)
+        scored[:, c0 - ws:] = y[:, c0 - ws:] >= 0
+        positions = np.concatenate([np.arange(segs[d, 0] + c0, segs[d, 0] + e) for d, e in zip(active, ends)])
+        ledger.score(positions)
+        unsynced.append(positions)
+        with torch.no_grad():
+            sel = nll.detach()[scored]
+            acc.add(sel, x[scored], y[scored], luts)
+            if scores_out is not None:
+                write_scores(scores_out, positions, sel, logits.detach()[scored] if scores_out.dim() == 2 else None)
+            if c == 0:
+                check_rows(ledger, logits.detach()[scored], positions)
+        if train.any():
+            per_doc = (nll * scored).sum(1) / scored.sum(1).clamp_min(1)
+            (per_doc * torch.as_tensor(train, device=device, dtype=per_doc.dtype)).sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            steps += 1
+            used = [consumed_positions(segs[d, 0] + ws, segs[d, 0] + e, lo=segs[d, 0])
+                    for d, e, t in zip(active, ends, train) if t]
+            ledger.update(np.concatenate(used), persistent=warm_start_a)
+    ledger.reset()  # the batch's adapters are discarded (A kept only with warm_start_a: a persistent update)
+    return steps

@@ -1,0 +1,33 @@
+"""Worker for test_ttt_ddp.py: run each TTT kind on the tiny model/stream of test_ttt.py under torchrun (or alone)
+and write the rank-0 results as JSON. Usage: ``ttt_ddp_worker.py OUT.json CHUNKED_BATCH_SEQS``."""
+
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_ttt import CHUNK, LORA, luts, periodic_stream, tiny_model  # noqa: E402
+
+from golflib.eval.ttt_chunked import eval_ttt_chunked  # noqa: E402
+from golflib.eval.ttt_lora import eval_ttt_lora  # noqa: E402
+from golflib.eval.ttt_phased import eval_ttt_phased  # noqa: E402
+from golflib.runtime import init_runtime  # noqa: E402
+
+rt = init_runtime("cpu")
+kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
+toks = periodic_stream(n_docs=16)
+out = {}
+model = tiny_model()
+res = eval_ttt_chunked(model, toks, luts(), epochs=2, lr=0.05, **{**CHUNK, "batch_seqs": int(sys.argv[2])}, **kw)
+out["chunked"] = {**res.to_dict(), "weights": [float(p.double().sum()) for p in model.parameters()]}
+out["lora"] = eval_ttt_lora(tiny_model(), toks, luts(), lr=0.03, **LORA, **kw).to_dict()
+out["phased"] = eval_ttt_phased(tiny_model(), toks, luts(), lr=0.03, prefix_docs=12, num_phases=2, global_lr=0.05,
+                                global_chunk_tokens=128, global_batch_seqs=2, **LORA, **kw).to_dict()
+if rt.master:
+    with open(sys.argv[1], "w") as fh:
+        json.dump(out, fh)
+if rt.distributed:
+    dist.destroy_process_group()
