@@ -6,9 +6,9 @@ model parts (recurrence, gates, value embeddings, banks) land in a sensible clas
 ========== ============================================================== =======================================
 class      names                                                          default treatment (mixed scheme)
 ========== ============================================================== =======================================
+gate       contains ``attn_gate`` (checked first), or ``gate`` and no      int8 per-row absmax if 2-D and
+           CONTROL_PATTERNS entry                                         GATED_ATTN_QUANT_GATE, else fp16
 control    contains a CONTROL_PATTERNS entry (attn_scale, resid_mix, ...) fp16 passthrough (as #1394)
-gate       contains ``gate``                                              int8 per-row absmax if 2-D and
-                                                                          GATED_ATTN_QUANT_GATE, else fp16
 embedding  ``tok_emb`` or contains ``embed``                              EMBED_BITS, SDClip EMBED_CLIP_SIGMAS
 head       contains ``lm_head``                                           as embedding
 attention  contains ``.attn.``                                            ATTN_BITS, ATTN_CLIP_SIGMAS
@@ -40,6 +40,8 @@ def tensor_class(name: str, t: Tensor) -> str:
     """The class of state-dict entry ``name`` (see module table)."""
     if not t.is_floating_point():
         return "other"
+    if "attn_gate" in name:  # attention gates are control tensors for the optimizer, but quantizable (#1736)
+        return "gate"
     if any(p in name for p in CONTROL_PATTERNS):
         return "control"
     if "gate" in name:
