@@ -17,7 +17,7 @@ from golflib.data.prepare import prepare_dataset
 from golflib.runlog import create_run_dir
 from golflib.workbook.notebook import run_notebook
 from golflib.workbook.runs import update_result
-from golflib.workbook.training import summarize
+from golflib.workbook.training import format_summary, summarize
 
 DEMO_TRAIN_SECONDS = 420.0
 
@@ -47,7 +47,6 @@ def run_demo(*, notebooks_dir: str | os.PathLike = "notebooks", runs_root: str |
     summary["demo_seconds"] = round(time.time() - t0, 1)
     update_result(run_dir, demo=summary)
     echo("[demo] results")
-    for k, v in summary.items():
-        echo(f"  {k:>20}: {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"  {k:>20}: {v}")
+    echo(format_summary(summary))
     echo(json.dumps({"run_dir": str(run_dir)}))
     return summary

@@ -123,3 +123,11 @@ def score_table(summary: Mapping[str, Any]) -> dict[str, float]:
               ("val_bpb_ttt_chunked", "int8 + legal chunked TTT"), ("val_bpb_ttt_lora", "int8 + doc-LoRA TTT"),
               ("val_bpb_ttt_phased", "int8 + phased TTT"))
     return {label: summary[key] for key, label in labels if summary.get(key) is not None}
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """One ``key: value`` line per entry, integers with thousands separators (booleans printed as such)."""
+    lines = []
+    for k, v in summary.items():
+        lines.append(f"{k:>24}: {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:>24}: {v}")
+    return "\n".join(lines)
