@@ -102,58 +102,77 @@ class HashedBlend940:
         return (1.0 - a) * p_model_cand + a * p_ng
 
 
-@torch.no_grad()
-def eval_sliding_940(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, stride: int,
-                     batch_seqs: int = 32, buckets: int = 4_194_304, min_count: int = 2, mass_rows: int = 4,
-                     device: torch.device | str = "cpu") -> dict:
-    """The #940 evaluation on the sliding-window set of :mod:`golflib.eval.sliding`: the val_bpb the blend
-    *reports*, plus its implied mass ``Σ_v`` at ``mass_rows`` evenly spread rows of every window batch, checked by a
-    non-strict :class:`~golflib.eval.ledger.Ledger` (whose C2 count shows the violation). Returns ``{"val_bpb",
-    "val_loss", "tokens", "bytes", "masses" (float64 [m]), "mass_positions", "matched_rate", "ledger",
-    "buckets", "load_factor", "seconds"}``."""
-    device = torch.device(device)
-    t0 = time.perf_counter()
+def window_batches_940(model, val_tokens: torch.Tensor, *, seq_len: int, stride: int, batch_seqs: int = 32,
+                       device: torch.device | str = "cpu"):
+    """Yield ``(positions, logits_rows, targets, segment_lengths)`` for every batch of golflib's sliding-window set
+    (:mod:`golflib.eval.sliding`), forwarded under ``torch.inference_mode()``; ``segment_lengths`` are the scored
+    lengths of the batch's windows, in order (the unit #940 updates its tables by)."""
     n = val_tokens.numel() - 1
-    cache = HashedBlend940(val_tokens, buckets=buckets, min_count=min_count)
-    ledger = Ledger(n, strict=False)
-    acc = BPBAccumulator(device)
-    masses, mass_pos, matched_total = [], [], 0
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for batch in window_batches(sliding_windows(n, seq_len, stride), batch_seqs):
-            pos, nll_m, xp, yt, rows = score_window_batch(model, val_tokens, batch, device, rows=True)
-            logp = torch.log_softmax(rows.double().cpu(), dim=-1)
-            ent = -(logp.exp() * logp).sum(-1)
-            alpha = entropy_alpha(ent).numpy()
-            y = yt.cpu().numpy()
-            nll = np.empty(pos.size)
-            pick = set(np.linspace(0, pos.size - 1, min(mass_rows, pos.size)).round().astype(int).tolist())
-            a = 0
-            for w in batch:  # one window's segment at a time, updating in between, as #940 does
-                b = a + (w.length - w.score_from)
-                seg = slice(a, b)
-                ledger.score(pos[seg])
-                p_y = np.exp(logp[seg].numpy()[np.arange(b - a), y[seg]])
-                p = cache.blend(pos[seg], y[seg][:, None], p_y[:, None], alpha[seg])[:, 0]
-                matched_total += int(cache.candidate_prob(pos[seg], y[seg][:, None])[1].sum())
-                nll[seg] = -np.log(np.clip(p, 1e-12, 1.0))
-                local = [i - a for i in sorted(pick) if a <= i < b]
-                if local:
-                    lp = logp[seg].numpy()[local]
-                    implied = implied_rows(lambda q, c, lp=lp, al=alpha[seg][local]: cache.blend(q, c, np.exp(lp), al),
-                                           pos[seg][local], lp.shape[1])
-                    ledger.check_normalized(implied, pos[seg][local])
-                    masses.append(implied.sum(1))
-                    mass_pos.append(pos[seg][local])
-                cache.update(pos[seg])
-                ledger.update(pos[seg], persistent=True)
-                a = b
-            acc.add(torch.from_numpy(nll).float(), xp, yt, luts.to(device))
+            pos, _, _, yt, rows = score_window_batch(model, val_tokens, batch, torch.device(device), rows=True)
+            yield pos, rows, yt, [w.length - w.score_from for w in batch]
     model.train(was_training)
+
+
+def score_940(batches, val_tokens: torch.Tensor, luts: ByteLUTs, *, buckets: int = 4_194_304, min_count: int = 2,
+              mass_rows: int = 4) -> dict:
+    """The #940 evaluation over ``batches`` of ``(positions, logits_rows, targets, segment_lengths)`` (see
+    :func:`window_batches_940`): the val_bpb the blend *reports*, plus its implied mass ``Σ_v`` at ``mass_rows``
+    evenly spread rows of every batch, checked by a non-strict :class:`~golflib.eval.ledger.Ledger` (whose C2
+    count records the violation). Returns ``{"val_bpb", "val_loss", "tokens", "bytes", "masses" (float64 [m]),
+    "mass_positions", "matched_rate", "ledger", "buckets", "load_factor", "seconds"}``."""
+    t0 = time.perf_counter()
+    n = val_tokens.numel() - 1
+    toks = val_tokens.detach().cpu().to(torch.int64)
+    cache = HashedBlend940(toks, buckets=buckets, min_count=min_count)
+    ledger = Ledger(n, strict=False)
+    acc = BPBAccumulator("cpu")
+    luts = luts.to("cpu")
+    masses, mass_pos, matched_total = [], [], 0
+    for pos, rows, yt, seg_lengths in batches:
+        logp = torch.log_softmax(rows.detach().double().cpu(), dim=-1)
+        alpha = entropy_alpha(-(logp.exp() * logp).sum(-1)).numpy()
+        y = yt.detach().cpu().numpy()
+        nll = np.empty(pos.size)
+        pick = set(np.linspace(0, pos.size - 1, min(mass_rows, pos.size)).round().astype(int).tolist())
+        a = 0
+        for length in seg_lengths:  # one window's segment at a time, updating in between, as #940 does
+            b = a + length
+            seg = slice(a, b)
+            ledger.score(pos[seg])
+            p_y = np.exp(logp[seg].numpy()[np.arange(b - a), y[seg]])
+            p = cache.blend(pos[seg], y[seg][:, None], p_y[:, None], alpha[seg])[:, 0]
+            matched_total += int(cache.candidate_prob(pos[seg], y[seg][:, None])[1].sum())
+            nll[seg] = -np.log(np.clip(p, 1e-12, 1.0))
+            local = [i - a for i in sorted(pick) if a <= i < b]
+            if local:
+                lp = logp[seg].numpy()[local]
+                implied = implied_rows(lambda q, c, lp=lp, al=alpha[seg][local]: cache.blend(q, c, np.exp(lp), al),
+                                       pos[seg][local], lp.shape[1])
+                ledger.check_normalized(implied, pos[seg][local])
+                masses.append(implied.sum(1))
+                mass_pos.append(pos[seg][local])
+            cache.update(pos[seg])
+            ledger.update(pos[seg], persistent=True)
+            a = b
+        t = torch.from_numpy(np.asarray(pos, dtype=np.int64))
+        acc.add(torch.from_numpy(nll).float(), toks[t], toks[t + 1], luts)
     res = acc.result("sliding+ngram940", time.perf_counter() - t0, ledger.report())
     return {"val_bpb": res.val_bpb, "val_loss": res.val_loss, "tokens": res.tokens, "bytes": res.bytes,
             "masses": np.concatenate(masses) if masses else np.zeros(0),
             "mass_positions": np.concatenate(mass_pos) if mass_pos else np.zeros(0, np.int64),
             "matched_rate": matched_total / max(n, 1), "ledger": res.ledger, "buckets": buckets,
             "load_factor": n / buckets, "seconds": res.seconds}
+
+
+def eval_sliding_940(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, stride: int,
+                     batch_seqs: int = 32, buckets: int = 4_194_304, min_count: int = 2, mass_rows: int = 4,
+                     device: torch.device | str = "cpu") -> dict:
+    """#940's sliding-window evaluation of ``model`` on ``val_tokens``: :func:`score_940` over
+    :func:`window_batches_940` (the window set is golflib's, with the #1218 tail fix)."""
+    batches = window_batches_940(model, val_tokens, seq_len=seq_len, stride=stride, batch_seqs=batch_seqs,
+                                 device=device)
+    return score_940(batches, val_tokens, luts, buckets=buckets, min_count=min_count, mass_rows=mass_rows)
