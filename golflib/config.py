@@ -446,6 +446,7 @@ class NgramConfig:
     ngram_tilt_tau: float = 0.5  # tilt only if the hint's maximum-likelihood probability >= tau
     ngram_tilt_min_count: int = 2  # ... and its context was seen at least this many times
     ngram_doc_contexts: bool = True  # contexts stop at the BOS that opens a document
+    ngram_update_every: int = 64  # scored positions between additions to the counts; 0 = once per scored batch
     ngram_check_rows: int = 2  # mixed rows per scored batch passed through the ledger's C2 check
 
     def __post_init__(self) -> None:
@@ -466,6 +467,7 @@ class NgramConfig:
         _check(0.0 <= self.ngram_tilt_tau <= 1.0, "ngram_tilt_tau", "must be in [0, 1]", self.ngram_tilt_tau)
         _check(self.ngram_tilt_min_count >= 1, "ngram_tilt_min_count", "must be >= 1", self.ngram_tilt_min_count)
         _check(self.ngram_check_rows >= 0, "ngram_check_rows", "must be >= 0", self.ngram_check_rows)
+        _check(self.ngram_update_every >= 0, "ngram_update_every", "must be >= 0", self.ngram_update_every)
 
 
 GROUPS: dict[str, type] = {

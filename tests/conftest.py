@@ -55,6 +55,8 @@ TTT_TINY = {
     "TTT_CHUNK_TOKENS": 1024, "TTT_EPOCHS": 2, "TTT_LR": 0.01, "TTT_BATCH_SEQS": 8, "TTT_LORA_RANK": 4,
     "TTT_LORA_LR": 0.003, "TTT_CHUNK_SIZE": 32, "TTT_BATCH_SIZE": 8, "PHASED_TTT_PREFIX_DOCS": 8,
     "PHASED_TTT_NUM_PHASES": 2, "GLOBAL_TTT_CHUNK_TOKENS": 1024, "GLOBAL_TTT_BATCH_SEQS": 8,
+    # the n-gram mixer after the model alone and after two TTT kinds (golflib.eval.ngram)
+    "NGRAM_ENABLED": 1, "NGRAM_PROTOCOLS": "sliding,chunked,lora", "NGRAM_TILT_BETA": 2.0,
 }
 
 

@@ -11,8 +11,9 @@ removed:
   ``−log p[y]``. Sampled rows of every mixed distribution go through
   :meth:`golflib.eval.ledger.Ledger.check_normalized` (C2);
 - **causal**: ``α`` and the tilt's hint depend only on the prefix; the counts used at position ``t`` contain only
-  targets scored before (the protocol's :meth:`~golflib.eval.ledger.Ledger.score` comes first, then
-  :meth:`NgramMixer.__call__` adds the batch to the counts and records the update in the same ledger, C3).
+  targets scored before it: :meth:`NgramMixer.__call__` takes a batch of model logits from the protocol and, block
+  by block in the evaluation order, records the block as scored in the protocol's ledger, mixes it, then adds its
+  targets to the counts and records that update (C1, C3).
 
 α schedules (``NGRAM_ALPHA_SCHEDULE``): ``entropy`` — #940's ``α = a + b·σ(s·(H − c))`` with ``(a, b, s, c) =
 (0.05, 0.55, 2, 4)`` and ``H`` the entropy (nats) of the model's own distribution; ``entropy_order`` — the same with
@@ -34,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from golflib.eval.ledger import Ledger
+from golflib.eval.ledger import Ledger, check_distribution
 from golflib.eval.ngram_counts import NgramCounts
 
 ALPHA_SCHEDULES = ("entropy", "entropy_order", "fixed", "none")
@@ -52,7 +53,9 @@ class NgramMixer:
 
     ``tokens``: the evaluation stream (int ``[n_targets + 1]``); ``vocab_size``: V. ``orders``: n-gram orders ≥ 2.
     ``schedule``/``alpha``/``ent_*``: the α schedule. ``tilt_beta`` (0 = off), ``tilt_tau``, ``tilt_min_count``:
-    the tilt. ``check_rows``: mixed rows per call passed to the ledger's C2 check. ``bos_id``: contexts stop at a
+    the tilt. ``update_every``: positions scored between two additions to the counts (0: one addition per call;
+    #940 updated after every 64-token window segment). ``check_rows``: mixed rows per call passed to the ledger's
+    C2 check. ``bos_id``: contexts stop at a
     document's BOS. ``record``: keep per-position arrays (model NLL, mixed NLL, α, hit order) for analysis.
     Raises ``ValueError`` for an unknown schedule or out-of-range settings.
     """
@@ -60,8 +63,8 @@ class NgramMixer:
     def __init__(self, tokens, vocab_size: int, *, orders=(2, 3, 4, 5, 6, 7), schedule: str = "entropy",
                  alpha: float = 0.4, ent_base: float = 0.05, ent_span: float = 0.55, ent_scale: float = 2.0,
                  ent_center: float = 4.0, ent_order_slope: float = 0.25, tilt_beta: float = 0.0,
-                 tilt_tau: float = 0.5, tilt_min_count: int = 2, check_rows: int = 2, bos_id: int | None = None,
-                 record: bool = False):
+                 tilt_tau: float = 0.5, tilt_min_count: int = 2, update_every: int = 64, check_rows: int = 2,
+                 bos_id: int | None = None, record: bool = False):
         if schedule not in ALPHA_SCHEDULES:
             raise ValueError(f"NGRAM_ALPHA_SCHEDULE={schedule!r}: expected one of {', '.join(ALPHA_SCHEDULES)}")
         if not 0.0 <= alpha <= 1.0 or not (0.0 <= ent_base and ent_base + ent_span <= 1.0 and ent_span >= 0.0):
@@ -73,6 +76,9 @@ class NgramMixer:
         self.ent = dict(base=float(ent_base), span=float(ent_span), scale=float(ent_scale), center=float(ent_center))
         self.ent_order_slope = float(ent_order_slope)
         self.tilt_beta, self.tilt_tau, self.tilt_min_count = float(tilt_beta), float(tilt_tau), int(tilt_min_count)
+        if update_every < 0 or check_rows < 0:
+            raise ValueError(f"NGRAM_UPDATE_EVERY={update_every} and NGRAM_CHECK_ROWS={check_rows} must be >= 0")
+        self.update_every = int(update_every)
         self.check_rows = int(check_rows)
         self.record = record
         self._rec: dict[str, list[np.ndarray]] = {k: [] for k in ("positions", "nll_model", "nll_mix", "alpha",
@@ -86,6 +92,7 @@ class NgramMixer:
         return {"orders": list(self.counts.orders), "schedule": self.schedule, "alpha": self.alpha,
                 **{f"ent_{k}": v for k, v in self.ent.items()}, "ent_order_slope": self.ent_order_slope,
                 "tilt_beta": self.tilt_beta, "tilt_tau": self.tilt_tau, "tilt_min_count": self.tilt_min_count,
+                "update_every": self.update_every,
                 "smoothing": "interpolated Witten-Bell (exact counts)", "bos_id": self.counts.bos_id}
 
     # ---- the distribution ----------------------------------------------------------------------------------
@@ -137,11 +144,15 @@ class NgramMixer:
     @torch.no_grad()
     def __call__(self, positions, logits: torch.Tensor, targets: torch.Tensor, ledger: Ledger | None = None,
                  rows: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Score a batch the protocol has just recorded with ``ledger.score(positions)``: mix, take ``−log p[y]``,
-        then add the batch's targets to the counts and record that update (persistent: the cache is never reset)
-        in ``ledger``. ``positions`` int ``[n]`` (row order of ``logits``), ``logits`` fp32 ``[n, V]``,
-        ``targets`` int ``[n]``. Returns ``(nll, logp_rows)``: fp32 NLL in nats ``[n]`` on ``logits.device`` and,
-        with ``rows``, the mixed log-probability rows fp32 ``[n, V]`` (else None)."""
+        """Score a batch of positions whose model logits the protocol has just computed, in blocks of
+        ``update_every`` rows (all rows when 0), in the given row order: for each block, record it as scored in
+        ``ledger``, mix, take ``−log p[y]``, then add the block's targets to the counts and record that update
+        (persistent: the cache is never reset). The next block is mixed with counts that include the previous
+        blocks — positions earlier in the evaluation order, so rows must come in that order (the ledger's C1 check
+        enforces it). ``positions`` int ``[n]`` (row order of ``logits``), ``logits`` fp32 ``[n, V]``, ``targets``
+        int ``[n]``. Returns ``(nll, logp_rows)``: fp32 NLL in nats ``[n]`` on ``logits.device`` and, with ``rows``,
+        the mixed log-probability rows fp32 ``[n, V]`` (else None). Raises ``ValueError`` for mismatched shapes or
+        targets that are not ``tokens[positions + 1]`` of the mixer's stream."""
         t0 = time.perf_counter()
         pos = np.asarray(positions.detach().cpu().numpy() if hasattr(positions, "detach") else positions,
                          dtype=np.int64).reshape(-1)
@@ -154,35 +165,36 @@ class NgramMixer:
             raise ValueError("NgramMixer: targets do not match tokens[positions + 1] of the stream it was built on")
         nll = torch.empty(n, dtype=torch.float64)
         out_rows = torch.empty(n, self.V, dtype=torch.float32) if rows else None
-        step = max(1, ROW_BUDGET // self.V)
+        block = self.update_every or max(n, 1)
+        step = max(1, min(block, ROW_BUDGET // self.V))
         checks = set(np.linspace(0, n - 1, min(self.check_rows, n)).round().astype(int).tolist()) if n else set()
-        for a in range(0, n, step):
-            b = min(a + step, n)
-            d = self.distribution(pos[a:b], logits[a:b])
-            p = d["probs"]
-            idx = torch.arange(b - a)
-            p_y = p[idx, y[a:b]]
-            nll[a:b] = -torch.log(p_y)
-            if rows:
-                out_rows[a:b] = torch.log(p).float()
-            self._accumulate(pos[a:b], d, y[a:b], nll[a:b])
-            local = [i - a for i in sorted(checks) if a <= i < b]
-            if local:
-                sample = p[torch.tensor(local)]
-                if ledger is not None:
-                    c2 = ledger.check_normalized(sample, pos[a:b][local])
-                else:
-                    from golflib.eval.ledger import check_distribution
-                    c2 = check_distribution(sample)
-                self.stats["c2_rows"] += len(local)
-                self.stats["c2_max_abs_sum_error"] = max(self.stats["c2_max_abs_sum_error"], c2["max_abs_sum_error"])
-                self.stats["c2_min_prob"] = min(self.stats["c2_min_prob"], c2["min_prob"])
-        self.counts.add(pos)  # after scoring: the targets of this batch become cache statistics
-        if ledger is not None:
-            ledger.update(pos, persistent=True)
+        for s0 in range(0, n, block):
+            s1 = min(s0 + block, n)
+            if ledger is not None:
+                ledger.score(pos[s0:s1])
+            for a in range(s0, s1, step):
+                b = min(a + step, s1)
+                d = self.distribution(pos[a:b], logits[a:b])
+                p = d["probs"]
+                nll[a:b] = -torch.log(p[torch.arange(b - a), y[a:b]])
+                if rows:
+                    out_rows[a:b] = torch.log(p).float()
+                self._accumulate(pos[a:b], d, y[a:b], nll[a:b])
+                local = [i - a for i in sorted(checks) if a <= i < b]
+                if local:
+                    self._check(p[torch.tensor(local)], pos[a:b][local], ledger)
+            self.counts.add(pos[s0:s1])  # after scoring: the block's targets become cache statistics
+            if ledger is not None:
+                ledger.update(pos[s0:s1], persistent=True)
         self.stats["calls"] += 1
         self.stats["seconds"] += time.perf_counter() - t0
         return nll.to(device=logits.device, dtype=torch.float32), out_rows
+
+    def _check(self, sample: torch.Tensor, positions: np.ndarray, ledger: Ledger | None) -> None:
+        c2 = ledger.check_normalized(sample, positions) if ledger is not None else check_distribution(sample)
+        self.stats["c2_rows"] += int(sample.shape[0])
+        self.stats["c2_max_abs_sum_error"] = max(self.stats["c2_max_abs_sum_error"], c2["max_abs_sum_error"])
+        self.stats["c2_min_prob"] = min(self.stats["c2_min_prob"], c2["min_prob"])
 
     def _accumulate(self, pos, d, y, nll) -> None:
         s = self.stats
@@ -231,5 +243,5 @@ def mixer_from_config(ncfg, tokens, vocab_size: int, bos_id: int | None, record:
                       ent_scale=ncfg.ngram_ent_scale, ent_center=ncfg.ngram_ent_center,
                       ent_order_slope=ncfg.ngram_ent_order_slope, tilt_beta=ncfg.ngram_tilt_beta,
                       tilt_tau=ncfg.ngram_tilt_tau, tilt_min_count=ncfg.ngram_tilt_min_count,
-                      check_rows=ncfg.ngram_check_rows, bos_id=bos_id if ncfg.ngram_doc_contexts else None,
+                      update_every=ncfg.ngram_update_every, check_rows=ncfg.ngram_check_rows, bos_id=bos_id if ncfg.ngram_doc_contexts else None,
                       record=record)

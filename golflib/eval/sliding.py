@@ -95,8 +95,9 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: in
     Scored positions go to ``ledger`` (a strict stream-order :class:`Ledger` when None); ``nll_out`` (float
     ``[n_targets]``, optional) receives this rank's per-target NLLs in nats. Returns the all-reduced
     :class:`EvalResult` (mode ``sliding``) carrying the ledger report. ``mixer`` (optional, e.g.
-    :class:`golflib.eval.ngram.NgramMixer`): called as ``mixer(positions, logits_rows, targets, ledger)`` right after
-    each batch is recorded as scored; its NLLs replace the model's.
+    :class:`golflib.eval.ngram.NgramMixer`): called as ``mixer(positions, logits_rows, targets, ledger)`` once
+    the model scored each batch; it records the scoring (and its own cache updates) in ``ledger``, and its NLLs
+    replace the model's.
     """
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -111,9 +112,8 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: in
     model.eval()
     with torch.inference_mode():
         for batch in window_batches(mine, batch_seqs):
-            if mixer is not None:  # score the logits through the mixer (it records its own update)
+            if mixer is not None:  # the mixer records the scoring and its own updates in the ledger
                 positions, nll_s, xs, ys, rows = score_window_batch(model, val_tokens, batch, device, rows=True)
-                ledger.score(positions)
                 nll_s, _ = mixer(positions, rows, ys, ledger)
                 if nll_out is not None:
                     nll_out[torch.from_numpy(positions)] = nll_s.cpu()

@@ -66,7 +66,8 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
     NLLs in nats if it is ``[n_targets]``, log-probability rows if it is ``[n_targets, V]``. Returns an :class:`EvalResult` (mode ``ttt_chunked``) whose ``details`` hold the settings and
     the running val_bpb after each chunk; raises :class:`golflib.eval.ledger.LegalityError` if the protocol breaks
     a condition (strict ledger). ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes the adapted
-    model's logits of each scored batch right after it is recorded as scored (its NLLs and rows replace the model's).
+    model's logits of each scored batch and records their scoring in ``ledger`` (its NLLs and rows replace the
+    model's).
     """
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -91,7 +92,8 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
             for bi, batch in enumerate(window_batches(mine, eval_batch_seqs)):
                 want_rows = bi == 0 or mixer is not None or (scores_out is not None and scores_out.dim() == 2)
                 pos, nll, xp, yt, rows = score_window_batch(model, val_tokens, batch, device, rows=want_rows)
-                ledger.score(pos)
+                if mixer is None:  # a mixer records the scoring itself, block by block
+                    ledger.score(pos)
                 local.append(pos)
                 if bi == 0:
                     check_rows(ledger, rows, pos)

@@ -140,8 +140,8 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
     :func:`lora_order`; a fresh strict one is made otherwise. ``scores_out`` receives this rank's scores
     (``[n_targets]`` NLLs or ``[n_targets, V]`` log-prob rows, see :func:`golflib.eval.ttt_common.write_scores`).
     Returns an :class:`EvalResult` (mode ``mode``) whose ``details`` hold the settings and per-round curve.
-    ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes each scored chunk's adapted logits right
-    after the chunk is recorded as scored; its NLLs are the score (the adapters still train on the model's loss).
+    ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes each scored chunk's adapted logits and
+    records their scoring in ``ledger``; its NLLs are the score (the adapters still train on the model's loss).
     """
     device = torch.device(device)
     if window < chunk_size:
@@ -225,7 +225,8 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
         scored = torch.zeros_like(y, dtype=torch.bool)
         scored[:, c0 - ws:] = y[:, c0 - ws:] >= 0
         positions = np.concatenate([np.arange(segs[d, 0] + c0, segs[d, 0] + e) for d, e in zip(active, ends)])
-        ledger.score(positions)
+        if mixer is None:  # a mixer records the scoring itself, block by block
+            ledger.score(positions)
         unsynced.append(positions)
         with torch.no_grad():
             sel = nll.detach()[scored]

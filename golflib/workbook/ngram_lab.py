@@ -55,12 +55,13 @@ class Source:
 
 def load_source(run_dir, val_max_tokens: int = 0, overrides: dict | None = None) -> Source:
     """Load ``run_dir``'s primary artifact and its val stream truncated at the eval window length (and to
-    ``val_max_tokens`` targets when > 0 — then not a val_bpb, a quick slice). TTT settings are scaled to the slice
+    ``val_max_tokens`` targets when > 0 — then not a val_bpb, a quick slice; 0 keeps the run's VAL_MAX_TOKENS). TTT settings are scaled to the slice
     as in ``golf audit``."""
     run_dir = Path(run_dir)
     cfg = Config.from_json_file(run_dir / "config.json").replace(overrides or {})
     L = ttt_seq_len(cfg)
-    tokens = load_validation_tokens(cfg.data.val_glob, L, cfg.model.vocab_size, val_max_tokens or None)
+    tokens = load_validation_tokens(cfg.data.val_glob, L, cfg.model.vocab_size,
+                                    val_max_tokens or cfg.train.val_max_tokens)
     cfg = slice_config(cfg, tokens.numel() - 1, len(doc_segments(tokens, cfg.model.bos_id)))
     return Source(run_dir, cfg, load_artifact_model(find_artifact(run_dir)),
                   build_sentencepiece_luts(cfg.data.tokenizer_path, cfg.model.vocab_size), tokens)
@@ -76,6 +77,8 @@ class LogitRecorder:
 
     @torch.no_grad()
     def __call__(self, positions, logits, targets, ledger=None, rows: bool = False):
+        if ledger is not None:  # a mixer-shaped hook records the scoring (the protocol leaves it to the hook)
+            ledger.score(positions)
         self.batches.append((np.asarray(positions, dtype=np.int64).copy(), logits.detach().float().cpu().clone(),
                              targets.detach().cpu().to(torch.int64).clone()))
         nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
@@ -131,13 +134,13 @@ def replay(recording: Recording, source: Source, mixer: NgramMixer | None = None
     masses = []
     t0 = time.perf_counter()
     for pos, logits, y in recording.batches:
-        ledger.score(pos)
         if mass_rows and mixer is not None:
             pick = np.unique(np.linspace(0, pos.size - 1, min(mass_rows, pos.size)).round().astype(int))
             masses.append(mixer.distribution(pos[pick], logits[pick])["probs"].sum(1).numpy())
         if mixer is None:
+            ledger.score(pos)
             nll = torch.nn.functional.cross_entropy(logits, y, reduction="none")
-        else:
+        else:  # the mixer records the scoring block by block
             nll, _ = mixer(pos, logits, y, ledger)
         t = torch.from_numpy(pos)
         acc.add(nll, toks[t], toks[t + 1], source.luts)
@@ -229,11 +232,18 @@ def implied_mass_rows(recording: Recording, source: Source, buckets_list, mass_r
         r = score_940(batches, source.tokens, source.luts, buckets=int(b), mass_rows=mass_rows)
         out["940"].append({"buckets": int(b), "load_factor": r["load_factor"], "val_bpb": r["val_bpb"],
                            "masses": r["masses"], "c2_violations": r["ledger"]["violation_counts"]["C2"],
-                           "matched_rate": r["matched_rate"]})
+                           "matched_rate": r["matched_rate"], **_mass_stats(r["masses"])})
     g = replay(recording, source, make_mixer(source, **(golf_settings or {})), mass_rows=mass_rows)
     out["golflib"] = {"val_bpb": g["val_bpb"], "masses": g["masses"],
-                      "c2_violations": g["ledger"]["violation_counts"]["C2"]}
+                      "c2_violations": g["ledger"]["violation_counts"]["C2"], **_mass_stats(g["masses"])}
     return out
+
+
+def _mass_stats(m: np.ndarray) -> dict:
+    if m.size == 0:
+        return {"mass_min": None, "mass_mean": None, "mass_median": None, "mass_max": None}
+    return {"mass_min": float(m.min()), "mass_mean": float(m.mean()), "mass_median": float(np.median(m)),
+            "mass_max": float(m.max())}
 
 
 def challenge_buckets(n_targets: int, load_factor: float = 62_021_632 / 4_194_304) -> int:
@@ -261,3 +271,21 @@ def mixer_throughput(vocab_size: int, n_tokens: int = 8192, seed: int = 0, batch
         mixer(pos, logits, toks[torch.from_numpy(pos) + 1])
         dt += time.perf_counter() - t0
     return {"vocab_size": vocab_size, "tokens": n_tokens, "seconds": dt, "tokens_per_second": n_tokens / dt}
+
+
+def throughput_rows(recordings: list[Recording], sweep_rows: list[dict], vocab_sizes=(1024, 8192),
+                    n_tokens: int = 8192) -> list[dict]:
+    """Rows ``{"label", "tokens_per_second"}``: the mixer alone at each of ``vocab_sizes`` (synthetic stream,
+    :func:`mixer_throughput`), and each recorded protocol end to end — the model's scoring time plus the mixer time
+    of the best sweep point of that protocol."""
+    rows = [{"label": f"mixer alone, V={v}", "tokens_per_second": mixer_throughput(v, n_tokens)["tokens_per_second"]}
+            for v in vocab_sizes]
+    for rec in recordings:
+        pr = [r for r in sweep_rows if r["protocol"] == rec.protocol]
+        n = rec.n_scored
+        rows.append({"label": f"{rec.protocol}: model alone", "tokens_per_second": n / rec.seconds})
+        if any(r["schedule"] != "model" for r in pr):
+            best = best_point(pr)
+            rows.append({"label": f"{rec.protocol}: model + mixer",
+                         "tokens_per_second": n / (rec.seconds + n / best["tokens_per_second"])})
+    return rows
