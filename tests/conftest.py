@@ -26,6 +26,7 @@ TINY = {
     "MAX_WALLCLOCK_SECONDS": 0.0, "ITERATIONS": 30, "WARMDOWN_ITERS": 10, "VAL_LOSS_EVERY": 0,
     "TRAIN_LOG_EVERY": 5, "VAL_BATCH_SIZE": 8192, "VAL_MAX_TOKENS": 8192, "EVAL_STRIDE": 32, "EVAL_BATCH_SEQS": 16,
     "MUON_MOMENTUM_WARMUP_STEPS": 10, "TTT_ENABLED": 0,  # cpu-tiny's TTT only where a test asks for it (TTT_TINY)
+    "NGRAM_ENABLED": 0,  # likewise cpu-tiny's n-gram mixing
 }
 
 

@@ -80,7 +80,8 @@ def run_configured_ngram(cfg: Config, model, luts: ByteLUTs, rt, log, reference:
     on a fresh copy of ``model`` (the dequantized artifact model) over the val stream truncated at the TTT/eval
     window length, log each result and return ``{protocol: EvalResult.to_dict() + reference_mode +
     delta_bpb_vs_reference}`` plus ``"seconds"``; the reference is the same protocol without the mixer — the
-    sliding-window result ``reference`` for ``sliding``, ``ttt[kind]`` for a TTT kind (when that kind ran).
+    sliding-window result ``reference`` for ``sliding``, ``ttt[kind]`` for a TTT kind. A TTT kind the TTT pass did
+    not score (``TTT_ENABLED=0`` or not in ``TTT_KINDS``) is skipped (logged), so every entry has its reference.
     Returns None when disabled. ``rt``: :class:`golflib.runtime.Runtime`; ``log``: a
     :class:`golflib.runlog.RunLogger`."""
     if not cfg.ngram.ngram_enabled:
@@ -90,6 +91,10 @@ def run_configured_ngram(cfg: Config, model, luts: ByteLUTs, rt, log, reference:
                                             cfg.train.val_max_tokens)
     out: dict = {"seconds": 0.0}
     for protocol in cfg.ngram.ngram_protocols:
+        if protocol != "sliding" and protocol not in (ttt or {}):
+            log.log(f"ngram:skip protocol={protocol} (a TTT kind is mixed only when the TTT pass scored it too: "
+                    f"TTT_ENABLED=1 and TTT_KINDS includes it)")
+            continue
         log.log(f"ngram:start protocol={protocol} orders={','.join(map(str, cfg.ngram.ngram_orders))} "
                 f"schedule={cfg.ngram.ngram_alpha_schedule} tilt_beta={cfg.ngram.ngram_tilt_beta} "
                 f"targets:{val_tokens.numel() - 1}")
