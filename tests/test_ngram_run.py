@@ -40,7 +40,8 @@ def test_result_json_carries_the_ngram_protocols(ttt_run):
         m = re.search(rf"^{label}_exact val_loss:(\d+\.\d{{8}}) val_bpb:(\d+\.\d{{8}}) eval_mode={re.escape(mode)}$",
                       log, re.M)
         assert m, label
-        assert f"{label}_ledger legal:1" in log and f"{label}_mixer schedule:entropy" in log
+        schedule = ng["sliding"]["details"]["ngram"]["settings"]["schedule"]
+        assert f"{label}_ledger legal:1" in log and f"{label}_mixer schedule:{schedule} " in log
     s = summarize(ttt_run)
     assert s["ngram_sliding_legal"] and s["val_bpb_ngram_chunked"] == ng["chunked"]["val_bpb"]
     assert "int8 sliding + n-gram mix" in score_table(s)

@@ -243,5 +243,6 @@ def mixer_from_config(ncfg, tokens, vocab_size: int, bos_id: int | None, record:
                       ent_scale=ncfg.ngram_ent_scale, ent_center=ncfg.ngram_ent_center,
                       ent_order_slope=ncfg.ngram_ent_order_slope, tilt_beta=ncfg.ngram_tilt_beta,
                       tilt_tau=ncfg.ngram_tilt_tau, tilt_min_count=ncfg.ngram_tilt_min_count,
-                      update_every=ncfg.ngram_update_every, check_rows=ncfg.ngram_check_rows, bos_id=bos_id if ncfg.ngram_doc_contexts else None,
+                      update_every=ncfg.ngram_update_every, check_rows=ncfg.ngram_check_rows,
+                      bos_id=bos_id if ncfg.ngram_doc_contexts else None,
                       record=record)

@@ -55,8 +55,8 @@ class Source:
 
 def load_source(run_dir, val_max_tokens: int = 0, overrides: dict | None = None) -> Source:
     """Load ``run_dir``'s primary artifact and its val stream truncated at the eval window length (and to
-    ``val_max_tokens`` targets when > 0 — then not a val_bpb, a quick slice; 0 keeps the run's VAL_MAX_TOKENS). TTT settings are scaled to the slice
-    as in ``golf audit``."""
+    ``val_max_tokens`` targets when > 0 — then not a val_bpb, a quick slice; 0 keeps the run's VAL_MAX_TOKENS).
+    TTT settings are scaled to the slice as in ``golf audit``."""
     run_dir = Path(run_dir)
     cfg = Config.from_json_file(run_dir / "config.json").replace(overrides or {})
     L = ttt_seq_len(cfg)

@@ -47,7 +47,7 @@ def plot_bucket_gains(rows: list[dict], save_to=None):
     a.axhline(0, color="black", lw=0.8)
     a.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     a.set_ylabel("Δbpb contribution (mix − model)")
-    a.set_title("where the gain comes from (highest order with a context hit)")
+    a.set_title("gain by highest order with a context hit", fontsize=10)
     w = 0.4
     b.bar(x - w / 2, [r["bpb_model"] for r in per], w, label="model")
     b.bar(x + w / 2, [r["bpb_mix"] for r in per], w, label="mixture")
@@ -56,6 +56,7 @@ def plot_bucket_gains(rows: list[dict], save_to=None):
                fontsize=7)
     b.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     b.set_ylabel("bpb inside the bucket (label: share of bytes)")
+    b.set_title("model vs mixture inside each bucket", fontsize=10)
     b.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, "ngram_bucket_gains", save_to)

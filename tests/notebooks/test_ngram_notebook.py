@@ -22,7 +22,8 @@ def test_ngram_notebook_smoke(ttt_run, tmp_path, monkeypatch):
                   figures_root=str(tmp_path / "figures"))
     out = run_notebook(nb_path, params, run_dir=tmp_path / "nbrun")
     nb = nbformat.read(str(out), as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
     assert not errors, errors
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "all points legal" in text and "best on sliding" in text and "best on chunked" in text
