@@ -45,3 +45,15 @@ def test_result_json_carries_the_ngram_protocols(ttt_run):
     s = summarize(ttt_run)
     assert s["ngram_sliding_legal"] and s["val_bpb_ngram_chunked"] == ng["chunked"]["val_bpb"]
     assert "int8 sliding + n-gram mix" in score_table(s)
+
+
+def test_bench_ngram_on_a_run(ttt_run):
+    from golflib.workbook.bench_ngram import bench_ngram
+
+    out = bench_ngram(run_dir=str(ttt_run), kinds=("chunked",), val_max_tokens=1024, n_tokens=512, vocab_sizes=(64,))
+    run = out["run"]
+    assert run["slice"] and set(run["protocols"]) == {"sliding", "chunked"}
+    for p in run["protocols"].values():
+        assert p["legal"] and p["delta_bpb"] == pytest.approx(p["val_bpb_mixed"] - p["val_bpb_model"])
+        assert p["end_to_end_tokens_per_second"] > 0 and p["mixer_tokens_per_second"] > 0
+    assert run["hashed_940"]["c2_violations"] > 0 and run["golflib_mass"]["c2_violations"] == 0

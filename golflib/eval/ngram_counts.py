@@ -12,9 +12,10 @@ Position convention (as :mod:`golflib.eval.ledger`): target position ``t`` predi
 ``tokens[:t + 1]``; its length-``k`` context is ``tokens[t - k + 1 .. t]``. With ``bos_id`` set, contexts do not
 reach across a document boundary: the BOS opening a document may be a context's oldest token, nothing before it.
 
-Smoothing: **interpolated Witten–Bell** (Witten & Bell 1991, IEEE Trans. Inf. Theory 37(4); the formulation of
-Chen & Goodman 1999, "An empirical study of smoothing techniques for language modeling", §2.5 — PPM escape method
-C, Moffat 1990). For a context ``h`` of length ``k`` with ``c(h)`` follower tokens of which ``N1+(h)`` are distinct:
+Smoothing: **interpolated Witten–Bell** (Witten & Bell 1991, "The zero-frequency problem", IEEE Trans. Inf. Theory
+37(4); in the interpolated form of Chen & Goodman 1999, "An empirical study of smoothing techniques for language
+modeling"; the escape method C of PPM, Moffat 1990). For a context ``h`` of length ``k`` with ``c(h)`` follower
+tokens of which ``N1+(h)`` are distinct:
 
     p_k(v | h) = (c(h, v) + N1+(h) · p_{k-1}(v | h')) / (c(h) + N1+(h))        (= p_{k-1} when c(h) = 0)
 
