@@ -422,6 +422,54 @@ class TTTConfig:
             _check(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
 
 
+NGRAM_SCHEDULES = ("entropy", "entropy_order", "fixed", "none")
+NGRAM_PROTOCOLS = ("sliding", "chunked", "lora", "phased")
+
+
+@dataclass(frozen=True)
+class NgramConfig:
+    """Eval-time n-gram mixing done right (SPEC §3.F4/F5, §4.5; :mod:`golflib.eval.ngram`): exact multi-order counts
+    of already-scored targets, interpolated Witten-Bell over the whole vocabulary, mixed into the model's distribution
+    with an entropy-adaptive α, optional causal exponential tilt (#1514). Off in the baseline."""
+
+    ngram_enabled: bool = False  # run NGRAM_PROTOCOLS with the mixer after the round-trip eval and TTT
+    ngram_protocols: tuple[str, ...] = ("sliding",)  # sliding | chunked | lora | phased (TTT kinds mix adapted logits)
+    ngram_orders: tuple[int, ...] = (2, 3, 4, 5, 6, 7)  # n-gram orders counted exactly (context length n - 1)
+    ngram_alpha_schedule: str = "entropy"  # entropy (#940) | entropy_order (+ highest order with a hit) | fixed | none
+    ngram_alpha: float = 0.4  # α of the fixed schedule
+    ngram_ent_base: float = 0.05  # α = base + span * sigmoid(scale * (H - center)), H = model entropy in nats (#940)
+    ngram_ent_span: float = 0.55
+    ngram_ent_scale: float = 2.0
+    ngram_ent_center: float = 4.0
+    ngram_ent_order_slope: float = 0.25  # entropy_order: centre lowered by this per order above the lowest (#798)
+    ngram_tilt_beta: float = 0.0  # causal exponential tilt strength (#1514 used 2.0); 0 = off
+    ngram_tilt_tau: float = 0.5  # tilt only if the hint's maximum-likelihood probability >= tau
+    ngram_tilt_min_count: int = 2  # ... and its context was seen at least this many times
+    ngram_doc_contexts: bool = True  # contexts stop at the BOS that opens a document
+    ngram_update_every: int = 64  # scored positions between additions to the counts; 0 = once per scored batch
+    ngram_check_rows: int = 2  # mixed rows per scored batch passed through the ledger's C2 check
+
+    def __post_init__(self) -> None:
+        _check(bool(self.ngram_protocols) and all(k in NGRAM_PROTOCOLS for k in self.ngram_protocols)
+               and len(set(self.ngram_protocols)) == len(self.ngram_protocols), "ngram_protocols",
+               f"must be distinct names from {', '.join(NGRAM_PROTOCOLS)}", self.ngram_protocols)
+        _check(bool(self.ngram_orders) and all(2 <= o <= 32 for o in self.ngram_orders)
+               and len(set(self.ngram_orders)) == len(self.ngram_orders), "ngram_orders",
+               "must be distinct integers in [2, 32]", self.ngram_orders)
+        _check(self.ngram_alpha_schedule in NGRAM_SCHEDULES, "ngram_alpha_schedule",
+               f"must be one of {', '.join(NGRAM_SCHEDULES)}", self.ngram_alpha_schedule)
+        _check(0.0 <= self.ngram_alpha <= 1.0, "ngram_alpha", "must be in [0, 1]", self.ngram_alpha)
+        _check(self.ngram_ent_base >= 0.0, "ngram_ent_base", "must be >= 0", self.ngram_ent_base)
+        _check(self.ngram_ent_span >= 0.0 and self.ngram_ent_base + self.ngram_ent_span <= 1.0, "ngram_ent_span",
+               "must be >= 0 with NGRAM_ENT_BASE + NGRAM_ENT_SPAN <= 1", self.ngram_ent_span)
+        _check(self.ngram_ent_scale >= 0.0, "ngram_ent_scale", "must be >= 0", self.ngram_ent_scale)
+        _check(self.ngram_tilt_beta >= 0.0, "ngram_tilt_beta", "must be >= 0", self.ngram_tilt_beta)
+        _check(0.0 <= self.ngram_tilt_tau <= 1.0, "ngram_tilt_tau", "must be in [0, 1]", self.ngram_tilt_tau)
+        _check(self.ngram_tilt_min_count >= 1, "ngram_tilt_min_count", "must be >= 1", self.ngram_tilt_min_count)
+        _check(self.ngram_check_rows >= 0, "ngram_check_rows", "must be >= 0", self.ngram_check_rows)
+        _check(self.ngram_update_every >= 0, "ngram_update_every", "must be >= 0", self.ngram_update_every)
+
+
 GROUPS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -430,6 +478,7 @@ GROUPS: dict[str, type] = {
     "eval": EvalConfig,
     "quant": QuantConfig,
     "ttt": TTTConfig,
+    "ngram": NgramConfig,
 }
 
 # Environment variables with these prefixes are "ours": one that matches no field is a typo or an unimplemented
@@ -507,6 +556,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     ttt: TTTConfig = field(default_factory=TTTConfig)
+    ngram: NgramConfig = field(default_factory=NgramConfig)
 
     # ---- views -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:

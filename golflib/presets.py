@@ -53,6 +53,8 @@ def cpu_tiny() -> dict[str, Any]:
     calibrated on 8 training batches inside the budget (15 s reserve), context-range-coded (``MIXED_EXPORT``).
     After the round trip it runs two legal TTT kinds (~1 min each on 2 cores): chunked score-first SGD TTT (lr 0.05,
     1 epoch, 2 blocks frozen, 8,192-token chunks) and per-document LoRA TTT (rank 8, lr 0.01, 64-token chunks).
+    Then the normalised n-gram mixer (exact counts of orders 2-7, Witten-Bell, fixed α 0.1, causal tilt β 2) on
+    sliding-window eval and after chunked TTT (~1.5 min together; settings from notebooks/40_ngram on a 180 s run).
     Not a record; used by ``golf demo`` and the tests.
     """
     return {
@@ -66,6 +68,9 @@ def cpu_tiny() -> dict[str, Any]:
         # legal score-first TTT after the round trip (chosen by notebooks/20_ttt_sweep on a briefly trained model)
         "TTT_ENABLED": True, "TTT_KINDS": "chunked,lora", "TTT_LR": 0.05, "TTT_EPOCHS": 1, "TTT_FREEZE_BLOCKS": 2,
         "TTT_CHUNK_TOKENS": 8192, "TTT_LORA_RANK": 8, "TTT_LORA_LR": 0.01, "TTT_CHUNK_SIZE": 64, "TTT_BATCH_SIZE": 16,
+        # eval-time n-gram mixing, normalised (golflib.eval.ngram), on the model alone and after chunked TTT
+        "NGRAM_ENABLED": True, "NGRAM_PROTOCOLS": "sliding,chunked", "NGRAM_ALPHA_SCHEDULE": "fixed",
+        "NGRAM_ALPHA": 0.1, "NGRAM_TILT_BETA": 2.0,
     }
 
 

@@ -29,6 +29,7 @@ from golflib.data.loader import load_validation_tokens
 from golflib.data.loaders import make_loader
 from golflib.data.luts import build_sentencepiece_luts, load_sentencepiece
 from golflib.eval.bpb import EvalResult, eval_standard
+from golflib.eval.ngram_eval import run_configured_ngram
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_configured_ttt
 from golflib.model.gpt import GPT, count_params
@@ -352,6 +353,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
         barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
     ttt = run_configured_ttt(cfg, q_model, luts, rt, log, reference=q_slide)  # score-first TTT kinds; None if off
+    ngram = run_configured_ngram(cfg, q_model, luts, rt, log, reference=q_slide, ttt=ttt)  # n-gram mixing; None if off
     result = {
         "run_dir": str(run_dir),
         "steps": step,
@@ -372,6 +374,9 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
     }
     if mixed is not None:
         result["mixed_artifact"] = mixed
+    if ngram is not None:  # NGRAM_ENABLED: each protocol scored again with the n-gram mixer (golflib.eval.ngram)
+        result["ngram"] = ngram
+        result["eval_seconds"] += ngram["seconds"]
     if rt.master:
         result.update({
             "artifact": {"path": artifact.name, "scheme": info.scheme, "codec": info.codec,

@@ -26,6 +26,7 @@ TINY = {
     "MAX_WALLCLOCK_SECONDS": 0.0, "ITERATIONS": 30, "WARMDOWN_ITERS": 10, "VAL_LOSS_EVERY": 0,
     "TRAIN_LOG_EVERY": 5, "VAL_BATCH_SIZE": 8192, "VAL_MAX_TOKENS": 8192, "EVAL_STRIDE": 32, "EVAL_BATCH_SEQS": 16,
     "MUON_MOMENTUM_WARMUP_STEPS": 10, "TTT_ENABLED": 0,  # cpu-tiny's TTT only where a test asks for it (TTT_TINY)
+    "NGRAM_ENABLED": 0,  # likewise cpu-tiny's n-gram mixing
 }
 
 
@@ -55,6 +56,8 @@ TTT_TINY = {
     "TTT_CHUNK_TOKENS": 1024, "TTT_EPOCHS": 2, "TTT_LR": 0.01, "TTT_BATCH_SEQS": 8, "TTT_LORA_RANK": 4,
     "TTT_LORA_LR": 0.003, "TTT_CHUNK_SIZE": 32, "TTT_BATCH_SIZE": 8, "PHASED_TTT_PREFIX_DOCS": 8,
     "PHASED_TTT_NUM_PHASES": 2, "GLOBAL_TTT_CHUNK_TOKENS": 1024, "GLOBAL_TTT_BATCH_SEQS": 8,
+    # the n-gram mixer after the model alone and after two TTT kinds (golflib.eval.ngram)
+    "NGRAM_ENABLED": 1, "NGRAM_PROTOCOLS": "sliding,chunked,lora", "NGRAM_TILT_BETA": 2.0,
 }
 
 

@@ -49,13 +49,16 @@ def test_golf_audit_rechecks_reports_and_runs_the_perturbation_test(ttt_run):
     out = audit_run(ttt_run, perturb=True, slice_tokens=1024, cuts=1, echo=lines.append)
     v = {k: p["verdict"] for k, p in out["protocols"].items()}
     assert v == {"pre_quant": "PASS", "quantized/standard": "PASS", "quantized/sliding": "PASS",
-                 "ttt/chunked": "PASS", "ttt/lora": "PASS (declared order)", "ttt/phased": "PASS (declared order)"}
+                 "ttt/chunked": "PASS", "ttt/lora": "PASS (declared order)", "ttt/phased": "PASS (declared order)",
+                 "ngram/sliding": "PASS", "ngram/chunked": "PASS", "ngram/lora": "PASS (declared order)"}
     p = out["protocols"]
     assert p["ttt/chunked"]["perturbation"]["causal"] and p["ttt/chunked"]["perturbation"]["mode"] == "rows"
     assert 257 in p["ttt/chunked"]["perturbation"]["cuts"]  # one target past the first (slice-scaled) chunk edge
     assert p["ttt/lora"]["perturbation"]["causal"] and p["quantized/sliding"]["perturbation"]["causal"]
     assert all(c["ok"] for c in p["ttt/phased"]["checks"])
-    assert len(lines) == 1 + 6 and any("ttt/chunked" in line and "PASS" in line for line in lines)
+    assert p["ngram/sliding"]["perturbation"]["causal"] and p["ngram/chunked"]["perturbation"]["causal"]
+    assert p["ngram/chunked"]["perturbation"]["mode"] == "rows"
+    assert len(lines) == 1 + 9 and any("ttt/chunked" in line and "PASS" in line for line in lines)
     assert json.loads(open(out["written_to"]).read())["protocols"].keys() == out["protocols"].keys()
 
 

@@ -87,14 +87,17 @@ def score_window_batch(model, val_tokens: torch.Tensor, batch: list[Window], dev
 @torch.no_grad()
 def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, stride: int, batch_seqs: int = 32,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                 ledger: Ledger | None = None, nll_out: torch.Tensor | None = None) -> EvalResult:
+                 ledger: Ledger | None = None, nll_out: torch.Tensor | None = None, mixer=None) -> EvalResult:
     """Sliding-window val_bpb over ``val_tokens`` (int64 ``[n_targets + 1]``).
 
     Windows are split contiguously across ranks and batched ``batch_seqs`` at a time (windows of equal length
     only, so the short tail windows form their own batches). ``model.token_nll`` gives fp32 NLL per target.
     Scored positions go to ``ledger`` (a strict stream-order :class:`Ledger` when None); ``nll_out`` (float
     ``[n_targets]``, optional) receives this rank's per-target NLLs in nats. Returns the all-reduced
-    :class:`EvalResult` (mode ``sliding``) carrying the ledger report.
+    :class:`EvalResult` (mode ``sliding``) carrying the ledger report. ``mixer`` (optional, e.g.
+    :class:`golflib.eval.ngram.NgramMixer`): called as ``mixer(positions, logits_rows, targets, ledger)`` once
+    the model scored each batch; it records the scoring (and its own cache updates) in ``ledger``, and its NLLs
+    replace the model's.
     """
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -109,6 +112,13 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: in
     model.eval()
     with torch.inference_mode():
         for batch in window_batches(mine, batch_seqs):
+            if mixer is not None:  # the mixer records the scoring and its own updates in the ledger
+                positions, nll_s, xs, ys, rows = score_window_batch(model, val_tokens, batch, device, rows=True)
+                nll_s, _ = mixer(positions, rows, ys, ledger)
+                if nll_out is not None:
+                    nll_out[torch.from_numpy(positions)] = nll_s.cpu()
+                acc.add(nll_s, xs, ys, luts)
+                continue
             wlen = batch[0].length
             idx = torch.tensor([w.start for w in batch])[:, None] + torch.arange(wlen + 1)[None, :]
             seqs = val_tokens[idx].to(device)

@@ -42,14 +42,16 @@ def ttt_seq_len(cfg: Config) -> int:
 def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg: Config, *, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu", ledger: Ledger | None = None,
                  scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
-                 bos_id: int | None = None) -> EvalResult:
+                 bos_id: int | None = None, mixer=None) -> EvalResult:
     """Run TTT kind ``kind`` (chunked | lora | phased) with ``cfg.ttt`` settings on ``model`` (adapted in place)
     over ``val_tokens`` (int64 ``[n_targets + 1]``). ``scores_out``: optional ``[n_targets]`` NLL or
     ``[n_targets, V]`` log-prob output (for :func:`golflib.eval.ledger.perturbation_test`). Raises ``ValueError``
-    for an unknown kind. ``bos_id`` (documents for lora/phased) defaults to the config's ``BOS_ID``."""
+    for an unknown kind. ``bos_id`` (documents for lora/phased) defaults to the config's ``BOS_ID``. ``mixer``: an
+    optional :class:`golflib.eval.ngram.NgramMixer` applied to the adapted model's logits of every scored batch."""
     t, L = cfg.ttt, ttt_seq_len(cfg)
     bos_id = getattr(cfg.model, "bos_id", 1) if bos_id is None else bos_id
-    common = dict(rank=rank, world_size=world_size, device=device, ledger=ledger, scores_out=scores_out, log=log)
+    common = dict(rank=rank, world_size=world_size, device=device, ledger=ledger, scores_out=scores_out, log=log,
+                  mixer=mixer)
     if kind == "chunked":
         return eval_ttt_chunked(model, val_tokens, luts, seq_len=L, stride=cfg.eval.eval_stride or L,
                                 chunk_tokens=t.ttt_chunk_tokens, epochs=t.ttt_epochs, lr=t.ttt_lr,

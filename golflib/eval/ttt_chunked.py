@@ -55,7 +55,7 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
                      eval_batch_seqs: int = 32, rank: int = 0, world_size: int = 1,
                      device: torch.device | str = "cpu", ledger: Ledger | None = None,
                      scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
-                     log_every: int = 0) -> EvalResult:
+                     log_every: int = 0, mixer=None) -> EvalResult:
     """Run chunked score-first TTT on ``model`` (adapted in place) over ``val_tokens`` (int64 ``[n_targets + 1]``).
 
     ``seq_len``/``stride``: sliding-window shape used for scoring (``stride = seq_len`` scores non-overlapping
@@ -65,7 +65,9 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
     in every rank's ledger before the step. ``scores_out`` (optional, float) receives this rank's scores: per-target
     NLLs in nats if it is ``[n_targets]``, log-probability rows if it is ``[n_targets, V]``. Returns an :class:`EvalResult` (mode ``ttt_chunked``) whose ``details`` hold the settings and
     the running val_bpb after each chunk; raises :class:`golflib.eval.ledger.LegalityError` if the protocol breaks
-    a condition (strict ledger).
+    a condition (strict ledger). ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes the adapted
+    model's logits of each scored batch and records their scoring in ``ledger`` (its NLLs and rows replace the
+    model's).
     """
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -88,12 +90,15 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
         model.eval()
         with torch.inference_mode():
             for bi, batch in enumerate(window_batches(mine, eval_batch_seqs)):
-                want_rows = bi == 0 or (scores_out is not None and scores_out.dim() == 2)
+                want_rows = bi == 0 or mixer is not None or (scores_out is not None and scores_out.dim() == 2)
                 pos, nll, xp, yt, rows = score_window_batch(model, val_tokens, batch, device, rows=want_rows)
-                ledger.score(pos)
+                if mixer is None:  # a mixer records the scoring itself, block by block
+                    ledger.score(pos)
                 local.append(pos)
                 if bi == 0:
                     check_rows(ledger, rows, pos)
+                if mixer is not None:  # mixed log-prob rows pass through write_scores' log_softmax unchanged
+                    nll, rows = mixer(pos, rows, yt, ledger, rows=scores_out is not None and scores_out.dim() == 2)
                 if scores_out is not None:
                     write_scores(scores_out, pos, nll, rows)
                 acc.add(nll, xp, yt, luts)

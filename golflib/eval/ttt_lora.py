@@ -129,7 +129,8 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
                   sites: tuple[str, ...] = SITES, rank: int = 0, world_size: int = 1,
                   device: torch.device | str = "cpu", ledger: Ledger | None = None,
                   scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
-                  after_round: Callable | None = None, mode: str = "ttt_lora", seed: int = 0) -> EvalResult:
+                  after_round: Callable | None = None, mode: str = "ttt_lora", seed: int = 0,
+                  mixer=None) -> EvalResult:
     """Doc-isolated LoRA TTT over ``val_tokens`` (int64 ``[n_targets + 1]``, documents opened by ``bos_id``).
 
     Under torchrun batch ``k`` of the queue runs on rank ``k % world_size``, in rounds of ``world_size`` batches.
@@ -139,6 +140,8 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
     :func:`lora_order`; a fresh strict one is made otherwise. ``scores_out`` receives this rank's scores
     (``[n_targets]`` NLLs or ``[n_targets, V]`` log-prob rows, see :func:`golflib.eval.ttt_common.write_scores`).
     Returns an :class:`EvalResult` (mode ``mode``) whose ``details`` hold the settings and per-round curve.
+    ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes each scored chunk's adapted logits and
+    records their scoring in ``ledger``; its NLLs are the score (the adapters still train on the model's loss).
     """
     device = torch.device(device)
     if window < chunk_size:
@@ -170,7 +173,7 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
         if k < len(batches):
             steps += _run_batch(model, lora, val_tokens, segments[batches[k]], luts, acc, ledger, unsynced, scores_out,
                                 window=window, chunk_size=chunk_size, lr=lr, betas=(beta1, beta2),
-                                weight_decay=weight_decay, warm_start_a=warm_start_a, device=device)
+                                weight_decay=weight_decay, warm_start_a=warm_start_a, device=device, mixer=mixer)
         docs_done += sum(len(b) for b in batches[r * world_size:(r + 1) * world_size])
         if after_round is not None:
             after_round(r, docs_done, ledger, sync)
@@ -192,7 +195,7 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
 
 def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc, ledger: Ledger, unsynced, scores_out,
                *, window: int, chunk_size: int, lr: float, betas, weight_decay: float, warm_start_a: bool,
-               device) -> int:
+               device, mixer=None) -> int:
     """One batch of documents: reset adapters, then score chunk c of every active document and step. Returns the
     number of optimizer steps."""
     lora.reset(warm_start_a)
@@ -222,13 +225,19 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
         scored = torch.zeros_like(y, dtype=torch.bool)
         scored[:, c0 - ws:] = y[:, c0 - ws:] >= 0
         positions = np.concatenate([np.arange(segs[d, 0] + c0, segs[d, 0] + e) for d, e in zip(active, ends)])
-        ledger.score(positions)
+        if mixer is None:  # a mixer records the scoring itself, block by block
+            ledger.score(positions)
         unsynced.append(positions)
         with torch.no_grad():
             sel = nll.detach()[scored]
+            want = mixer is not None or (scores_out is not None and scores_out.dim() == 2)
+            rows = logits.detach()[scored] if want else None
+            if mixer is not None:  # mixed log-prob rows pass through write_scores' log_softmax unchanged
+                sel, rows = mixer(positions, rows, y[scored], ledger,
+                                  rows=scores_out is not None and scores_out.dim() == 2)
             acc.add(sel, x[scored], y[scored], luts)
             if scores_out is not None:
-                write_scores(scores_out, positions, sel, logits.detach()[scored] if scores_out.dim() == 2 else None)
+                write_scores(scores_out, positions, sel, rows if scores_out.dim() == 2 else None)
             if c == 0:
                 check_rows(ledger, logits.detach()[scored], positions)
         if train.any():

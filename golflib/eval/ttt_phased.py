@@ -96,11 +96,12 @@ def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: 
                     beta1: float = 0.0, beta2: float = 0.999, weight_decay: float = 0.5, warm_start_a: bool = False,
                     bos_id: int = 1, sites: tuple[str, ...] = SITES, rank: int = 0, world_size: int = 1,
                     device: torch.device | str = "cpu", ledger: Ledger | None = None,
-                    scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None) -> EvalResult:
+                    scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
+                    mixer=None) -> EvalResult:
     """Phased TTT over ``val_tokens``; the LoRA arguments are those of :func:`golflib.eval.ttt_lora.eval_ttt_lora`,
     the ``global_*`` ones those of :func:`global_sgd` (training sequences have at most ``window`` targets).
     ``model`` is adapted in place. Returns an :class:`EvalResult` (mode ``ttt_phased``) whose ``details`` list the
-    phases (boundary, documents, steps, seconds)."""
+    phases (boundary, documents, steps, seconds). ``mixer``: see :func:`golflib.eval.ttt_lora.eval_ttt_lora`."""
     segments = doc_segments(val_tokens, bos_id)
     queue = np.concatenate(lora_schedule(segments, batch_docs))
     bounds = phase_boundaries(prefix_docs, num_phases, len(segments))
@@ -124,7 +125,7 @@ def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: 
                         lora_rank=lora_rank, lr=lr, lora_alpha=lora_alpha, beta1=beta1, beta2=beta2,
                         weight_decay=weight_decay, warm_start_a=warm_start_a, bos_id=bos_id, sites=sites, rank=rank,
                         world_size=world_size, device=device, ledger=ledger, scores_out=scores_out, log=log,
-                        after_round=after_round, mode="ttt_phased")
+                        after_round=after_round, mode="ttt_phased", mixer=mixer)
     res.details.update({"prefix_docs": prefix_docs, "num_phases": num_phases, "boundaries": bounds,
                         "global_lr": global_lr, "global_momentum": global_momentum, "global_epochs": global_epochs,
                         "global_chunk_tokens": global_chunk_tokens, "global_batch_seqs": global_batch_seqs,

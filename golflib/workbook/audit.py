@@ -26,6 +26,7 @@ from golflib.data.loader import load_validation_tokens
 from golflib.data.luts import build_sentencepiece_luts, count_stream_bytes
 from golflib.eval.bpb import eval_standard
 from golflib.eval.ledger import perturbation_test
+from golflib.eval.ngram_eval import eval_with_mixer
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
 from golflib.eval.ttt_common import doc_segments
@@ -48,7 +49,7 @@ def protocol_entries(result: dict) -> dict[str, dict]:
             for k, v in node.items():
                 walk(v, path + [str(k)])
 
-    for key in ("pre_quant", "quantized", "ttt"):
+    for key in ("pre_quant", "quantized", "ttt", "ngram"):
         walk(result.get(key), [key])
     return out
 
@@ -75,13 +76,16 @@ def recheck(entry: dict, n_targets: int, n_bytes: int) -> list[tuple[str, bool, 
     rows.append(("val_bpb from its sums", abs(bpb - entry["val_bpb"]) <= 1e-9 * max(1.0, bpb),
                  f"{entry['val_bpb']:.8f} vs {bpb:.8f}"))
     declared = not rep.get("stream_order", True)
-    rows.append(("evaluation order", not declared or entry["mode"] in DECLARED_ORDER_KINDS,
+    rows.append(("evaluation order", not declared or entry["mode"].removesuffix("+ngram") in DECLARED_ORDER_KINDS,
                  "stream" if not declared else f"declared ({entry.get('details', {}).get('order', '?')})"))
     return rows
 
 
 def perturb_key(mode: str) -> str:
-    """Key of :func:`perturbation_suite` for an entry's ``mode`` (``ttt_chunked`` → ``ttt/chunked``)."""
+    """Key of :func:`perturbation_suite` for an entry's ``mode`` (``ttt_chunked`` → ``ttt/chunked``,
+    ``ttt_lora+ngram`` → ``ngram/lora``, ``sliding+ngram`` → ``ngram/sliding``)."""
+    if mode.endswith("+ngram"):
+        return "ngram/" + mode.removesuffix("+ngram").removeprefix("ttt_")
     return mode if mode in ("standard", "sliding") else "ttt/" + mode.removeprefix("ttt_")
 
 
@@ -103,12 +107,14 @@ def slice_config(cfg: Config, n_targets: int, n_docs: int) -> Config:
 
 
 def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tuple[str, ...], *, cuts: int = 2,
-                       seed: int = 0, atol: float = 1e-4, bos_id: int | None = None) -> dict[str, dict]:
+                       seed: int = 0, atol: float = 1e-4, bos_id: int | None = None,
+                       ngram_protocols: tuple[str, ...] = ()) -> dict[str, dict]:
     """Run :func:`golflib.eval.ledger.perturbation_test` for the standard, sliding and each TTT protocol on
     ``tokens`` (int64 ``[n + 1]``, ``n`` a multiple of TRAIN_SEQ_LEN). TTT kinds return log-prob rows (which also
     catch an update one token past a chunk edge); standard and sliding return NLLs. Cuts: ``cuts`` seeded random
     positions in the second half plus, for chunked TTT, one target past the first chunk edge. Returns
-    ``{protocol: {"causal", "max_abs_diff", "first_bad_position", "cuts": [...]}}``."""
+    ``{protocol: {"causal", "max_abs_diff", "first_bad_position", "cuts": [...]}}``. ``ngram_protocols``: also
+    each of these protocols with the n-gram mixer of ``cfg.ngram`` (``ngram/<protocol>``; rows for TTT kinds)."""
     n = tokens.numel() - 1
     L, Le = cfg.train.train_seq_len, ttt_seq_len(cfg)
     bos_id = cfg.model.bos_id if bos_id is None else bos_id
@@ -137,6 +143,14 @@ def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tu
             return out
         extra = [scfg.ttt.ttt_chunk_tokens + 1] if kind == "chunked" else []
         fns[f"ttt/{kind}"] = (run, sorted(set(base_cuts + extra)))
+    for protocol in ngram_protocols:
+        def run_ng(t, protocol=protocol):
+            shape = (t.numel() - 1,) if protocol == "sliding" else (t.numel() - 1, model.cfg.vocab_size)
+            out = torch.zeros(shape)
+            eval_with_mixer(protocol, copy.deepcopy(model), t, luts, scfg.replace({"BOS_ID": bos_id}), scores_out=out)
+            return out
+        extra = [scfg.ttt.ttt_chunk_tokens + 1] if protocol == "chunked" else []
+        fns[f"ngram/{protocol}"] = (run_ng, sorted(set(base_cuts + extra)))
     out = {}
     for name, (fn, cut_list) in fns.items():
         runs = [perturbation_test(fn, tokens, cut, seed=seed + i, atol=atol) for i, cut in enumerate(cut_list)]
@@ -173,10 +187,11 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
         n = max(tc.train_seq_len, (min(slice_tokens, full.numel() - 1) // tc.train_seq_len) * tc.train_seq_len)
         if kinds is None:
             kinds = cfg.ttt.ttt_kinds if cfg.ttt.ttt_enabled else ()
+        ngram_protocols = cfg.ngram.ngram_protocols if cfg.ngram.ngram_enabled else ()
         echo(f"[audit] perturbation test on the first {n} val targets, protocols: standard, sliding"
-             + "".join(f", ttt/{k}" for k in kinds))
+             + "".join(f", ttt/{k}" for k in kinds) + "".join(f", ngram/{k}" for k in ngram_protocols))
         perturbation = perturbation_suite(model, cfg, luts, full[:n + 1], tuple(kinds), cuts=cuts, seed=seed,
-                                          atol=atol)
+                                          atol=atol, ngram_protocols=tuple(ngram_protocols))
     out: dict = {"run_dir": str(run_dir), "protocols": {}}
     for name, entry in entries.items():
         L = tc.train_seq_len if entry["mode"] == "standard" else ttt_seq_len(cfg)

@@ -24,6 +24,7 @@ BENCH_MODULES = [
     "golflib.workbook.bench_train",
     "golflib.workbook.bench_quant",
     "golflib.workbook.bench_ttt",
+    "golflib.workbook.bench_ngram",
 ]
 
 

@@ -92,6 +92,7 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
         "val_bpb_post_quant": q["standard"]["val_bpb"],
         "val_bpb_sliding": q["sliding"]["val_bpb"] if q.get("sliding") else None,
         **ttt_summary(r.get("ttt")),
+        **ngram_summary(r.get("ngram")),
         "unigram_val_bpb": r.get("reference", {}).get("unigram_val_bpb"),
         "artifact_bytes": r.get("artifact", {}).get("artifact_bytes"),
         "code_bytes": r.get("code_bytes"),
@@ -115,13 +116,29 @@ def ttt_summary(ttt: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def ngram_summary(ngram: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``val_bpb_ngram_<protocol>``, its Δ against the same protocol without the mixer and ``ngram_<protocol>_legal``
+    for every protocol scored with the n-gram mixer (empty when NGRAM_ENABLED was off)."""
+    out: dict[str, Any] = {}
+    for protocol, e in (ngram or {}).items():
+        if isinstance(e, Mapping) and "val_bpb" in e:
+            out[f"val_bpb_ngram_{protocol}"] = e["val_bpb"]
+            if e.get("delta_bpb_vs_reference") is not None:
+                out[f"ngram_{protocol}_delta_bpb"] = e["delta_bpb_vs_reference"]
+            out[f"ngram_{protocol}_legal"] = bool((e.get("ledger") or {}).get("legal"))
+    return out
+
+
 def score_table(summary: Mapping[str, Any]) -> dict[str, float]:
     """``{label: val_bpb}`` of the scores present in a :func:`summarize` dict, reference first."""
     labels = (("unigram_val_bpb", "unigram (reference)"), ("val_bpb_pre_quant", "pre-quant"),
               ("val_bpb_post_quant", "int8 round trip"), ("val_bpb_sliding", "int8 sliding window"),
               ("val_bpb_post_quant_mixed", f"{summary.get('mixed_scheme', 'mixed')} round trip"),
               ("val_bpb_ttt_chunked", "int8 + legal chunked TTT"), ("val_bpb_ttt_lora", "int8 + doc-LoRA TTT"),
-              ("val_bpb_ttt_phased", "int8 + phased TTT"))
+              ("val_bpb_ttt_phased", "int8 + phased TTT"), ("val_bpb_ngram_sliding", "int8 sliding + n-gram mix"),
+              ("val_bpb_ngram_chunked", "int8 + chunked TTT + n-gram mix"),
+              ("val_bpb_ngram_lora", "int8 + doc-LoRA TTT + n-gram mix"),
+              ("val_bpb_ngram_phased", "int8 + phased TTT + n-gram mix"))
     return {label: summary[key] for key, label in labels if summary.get(key) is not None}
 
 

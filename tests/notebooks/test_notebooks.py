@@ -44,6 +44,8 @@ def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, m
     for kind in ("chunked", "lora"):  # cpu-tiny scores two legal TTT kinds, each with its ledger report
         assert demo[f"ttt_{kind}_legal"] and demo[f"val_bpb_ttt_{kind}"] < demo["unigram_val_bpb"], kind
         assert result["ttt"][kind]["ledger"]["n_scored"] == result["ttt"][kind]["tokens"]
+    for protocol in ("sliding", "chunked"):  # and mixes the normalised n-gram cache into both (issue 6)
+        assert demo[f"ngram_{protocol}_legal"] and demo[f"val_bpb_ngram_{protocol}"] < demo["unigram_val_bpb"]
     assert demo["bytes_total"] == demo["artifact_bytes"] + demo["code_bytes"]
     assert any("val_bpb_post_quant" in line for line in lines)
     # the training the notebook launched wrote into the same run directory

@@ -1,0 +1,59 @@
+"""Training with NGRAM_ENABLED (on the shared TTT run): result.json carries the mixer's score for the model alone
+and after two TTT kinds, each with a legal ledger that saw the cache's updates and C2 checks, the log has the lines,
+and the demo summary shows them."""
+
+import re
+
+import pytest
+
+from golflib.workbook.runs import load_result
+from golflib.workbook.training import score_table, summarize
+
+pytestmark = pytest.mark.slow
+
+
+def test_result_json_carries_the_ngram_protocols(ttt_run):
+    res = load_result(ttt_run)
+    ng = res["ngram"]
+    assert set(ng) == {"sliding", "chunked", "lora", "seconds"}
+    n = res["quantized"]["sliding"]["tokens"]
+    refs = {"sliding": res["quantized"]["sliding"], "chunked": res["ttt"]["chunked"], "lora": res["ttt"]["lora"]}
+    for protocol, mode in (("sliding", "sliding+ngram"), ("chunked", "ttt_chunked+ngram"), ("lora", "ttt_lora+ngram")):
+        e = ng[protocol]
+        rep = e["ledger"]
+        assert e["mode"] == mode and rep["legal"] and rep["n_scored"] == rep["n_targets"] == e["tokens"] == n
+        assert rep["stream_order"] == (protocol != "lora") and 2 in rep["conditions_checked"]
+        mixer = e["details"]["ngram"]
+        # the mixer's checked rows land in the ledger (TTT kinds also check rows of the model's own distribution)
+        assert mixer["positions"] == n and 0 < mixer["c2_rows"] <= rep["c2_rows_checked"]
+        assert (mixer["c2_rows"] == rep["c2_rows_checked"]) == (protocol == "sliding")
+        assert mixer["c2_max_abs_sum_error"] < 1e-5 and mixer["settings"]["tilt_beta"] == 2.0
+        # every mixer block is an update: at least n / 64 of them, plus the TTT steps
+        assert rep["n_updates"] >= n // 64
+        assert e["reference_mode"] == refs[protocol]["mode"]
+        assert e["delta_bpb_vs_reference"] == pytest.approx(e["val_bpb"] - refs[protocol]["val_bpb"])
+        assert e["bytes"] == refs[protocol]["bytes"]
+    assert ng["seconds"] == pytest.approx(sum(ng[k]["seconds"] for k in ("sliding", "chunked", "lora")))
+    log = (ttt_run / "train.log").read_text()
+    for label, mode in (("ngram_sliding", "sliding+ngram"), ("ngram_ttt", "ttt_chunked+ngram"),
+                        ("ngram_ttt_lora", "ttt_lora+ngram")):
+        m = re.search(rf"^{label}_exact val_loss:(\d+\.\d{{8}}) val_bpb:(\d+\.\d{{8}}) eval_mode={re.escape(mode)}$",
+                      log, re.M)
+        assert m, label
+        schedule = ng["sliding"]["details"]["ngram"]["settings"]["schedule"]
+        assert f"{label}_ledger legal:1" in log and f"{label}_mixer schedule:{schedule} " in log
+    s = summarize(ttt_run)
+    assert s["ngram_sliding_legal"] and s["val_bpb_ngram_chunked"] == ng["chunked"]["val_bpb"]
+    assert "int8 sliding + n-gram mix" in score_table(s)
+
+
+def test_bench_ngram_on_a_run(ttt_run):
+    from golflib.workbook.bench_ngram import bench_ngram
+
+    out = bench_ngram(run_dir=str(ttt_run), kinds=("chunked",), val_max_tokens=1024, n_tokens=512, vocab_sizes=(64,))
+    run = out["run"]
+    assert run["slice"] and set(run["protocols"]) == {"sliding", "chunked"}
+    for p in run["protocols"].values():
+        assert p["legal"] and p["delta_bpb"] == pytest.approx(p["val_bpb_mixed"] - p["val_bpb_model"])
+        assert p["end_to_end_tokens_per_second"] > 0 and p["mixer_tokens_per_second"] > 0
+    assert run["hashed_940"]["c2_violations"] > 0 and run["golflib_mass"]["c2_violations"] == 0
