@@ -42,11 +42,10 @@ from golflib.presets import resolve
 from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.posttrain import mixed_export, reserve_ms
+from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger, create_run_dir, write_json
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
                              describe_device, init_runtime, should_compile, synchronize)
-
-SIZE_LIMIT = 16_000_000  # bytes, decimal (SPEC §0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
