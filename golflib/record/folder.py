@@ -66,6 +66,33 @@ def _script_for(seedset: SeedSet, form: str, codec: str) -> tuple[str, str, dict
     return script.counted, script.readable, script.stats
 
 
+def record_significance(rows: Sequence[dict], base_nats: Sequence[float] | None = None,
+                        base_threshold_nats: float | None = None, tokens_per_byte: float | None = None,
+                        margin: float = MARGIN_NATS) -> tuple[Significance | None, str]:
+    """``(significance, note)`` of the seeds' val_loss against the base record (Welch with >= 2 base values, else
+    one-sample against the threshold); ``(None, reason)`` without a base or with fewer than 2 seeds."""
+    if not base_nats and base_threshold_nats is None:
+        return None, "No base record was given: no significance test."
+    if len(rows) < 2:
+        return None, f"Significance needs at least 2 seeds; this record has {len(rows)}."
+    return significance([r["val_loss"] for r in rows], base_nats=base_nats or None,
+                        threshold_nats=base_threshold_nats, margin=margin, tokens_per_byte=tokens_per_byte), ""
+
+
+def record_preview(seedset: SeedSet, score: str = "auto", form: str = "compressed", codec: str = "brotli") -> dict:
+    """What :func:`write_record` would claim, without writing: ``score`` key, per-seed ``rows``, ``summary``,
+    ``code_bytes`` and ``script_stats`` of the train_gpt.py it would ship, ``tokens_per_byte`` of the scored set,
+    and ``table_md``."""
+    if not seedset.runs:
+        raise ValueError(f"{seedset.root}: no finished seed runs")
+    counted, _, stats = _script_for(seedset, form, codec)
+    code = len(counted.encode("utf-8"))
+    key, rows, summary = seedset.table(score, code)
+    return {"score": key, "rows": rows, "summary": summary, "code_bytes": code, "script_stats": stats,
+            "tokens_per_byte": tokens_per_byte(score_entry(seedset.runs[0].result, key)[0]),
+            "table_md": markdown_table(rows, summary)}
+
+
 def _base_config(base_preset: str | None, run_meta: dict) -> tuple[Config, str]:
     if base_preset:
         return resolve(base_preset, environ={}, scale=float(run_meta.get("scale") or 1.0)), f"preset {base_preset}"
@@ -101,14 +128,8 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
     folder = Path(records_root) / f"track_{track}" / f"{date}_{name}"
     if folder.exists():
         raise FileExistsError(f"{folder} exists: a record folder is never overwritten")
-    entry_tpb = tokens_per_byte(score_entry(seedset.runs[0].result, key)[0])
-    sig, note = None, ""
-    if base_nats or base_threshold_nats is not None:
-        if len(rows) < 2:
-            note = f"Significance needs at least 2 seeds; this record has {len(rows)}."
-        else:
-            sig = significance([r["val_loss"] for r in rows], base_nats=base_nats,
-                               threshold_nats=base_threshold_nats, margin=margin, tokens_per_byte=entry_tpb)
+    sig, note = record_significance(rows, base_nats, base_threshold_nats,
+                                    tokens_per_byte(score_entry(seedset.runs[0].result, key)[0]), margin)
     folder.mkdir(parents=True)
     files = [SCRIPT_NAME]
     (folder / SCRIPT_NAME).write_text(counted, encoding="utf-8")

@@ -54,6 +54,7 @@ def plot_seed_scores(rows: Sequence[dict], summary: dict, baseline_bpb: Sequence
     for i, b in enumerate(baseline_bpb):
         ax.axhline(b, color="C3", ls="--", lw=1, label=f"{baseline_label}" if i == 0 else None)
     ax.set_xticks(xs)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_xticklabels([f"seed {r['seed']}" for r in rows])
     ax.set_ylabel("val_bpb")
     ax.set_title(f"scored val_bpb per seed ({rows[0]['eval_mode'] if rows else ''})")

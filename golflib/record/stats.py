@@ -34,6 +34,14 @@ def nats_to_bpb_delta(delta_nats: float, tokens_per_byte: float) -> float:
     return delta_nats / math.log(2.0) * tokens_per_byte
 
 
+def baseline_bpb(base_nats: Sequence[float] | None, threshold_nats: float | None,
+                 tokens_per_byte: float) -> list[float]:
+    """The base record's per-seed val_loss (or its threshold) as val_bpb on a set with ``tokens_per_byte``
+    (``val_bpb = val_loss / ln 2 · tokens/byte``, SPEC §1.4); empty when neither is given."""
+    values = list(base_nats or []) or ([threshold_nats] if threshold_nats else [])
+    return [nats_to_bpb_delta(v, tokens_per_byte) for v in values]
+
+
 @dataclass
 class Significance:
     """Outcome of a record-bar test. ``improvement_nats`` = mean(base) - mean(new) (positive = better);
