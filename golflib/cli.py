@@ -12,6 +12,9 @@
     golf quant requant RUN_DIR [--set K=V ...]  re-quantize a trained checkpoint, report bytes and val_bpb
     golf quant budget RUN_DIR_OR_ARTIFACT       code + model bytes per tensor class vs 16,000,000 (exit 1 if over)
     golf quant codecs RUN_DIR_OR_ARTIFACT       bytes per codec and the order-0 bound, per tensor class
+    golf bundle [--preset P | --config C] --out F   single-file train_gpt.py; prints raw/minified/compressed bytes
+    golf seeds --preset P --seeds 1337,42,2025  every seed through the bundled train_gpt.py, per-seed table
+    golf record RUN_OR_SEEDS_DIR --name NAME    records/track_10min_16mb/YYYY-MM-DD_NAME/ (refused if not compliant)
 """
 
 from __future__ import annotations
@@ -155,6 +158,44 @@ def cmd_quant_codecs(a) -> int:
     return codecs_main(a.target)
 
 
+def cmd_bundle(a) -> int:
+    from golflib.config import Config
+    from golflib.presets import resolve
+    from golflib.record.script import make_script, write_script
+
+    cfg = (Config.from_json_file(a.config) if a.config else
+           resolve(a.preset, _kv_pairs(a.set), environ={}, scale=a.scale))
+    script = make_script(cfg, form=a.form, codec=a.codec, data_root=None if a.keep_data_paths else "./data")
+    paths = write_script(script, a.out)
+    print(json.dumps({**{k: str(v) for k, v in paths.items()}, **script.stats}, indent=2))
+    return 0
+
+
+def cmd_seeds(a) -> int:
+    from golflib.record.seeds import run_seeds
+
+    out = run_seeds(a.preset, a.seeds, nproc=a.nproc, scale=a.scale, overrides=_kv_pairs(a.set), form=a.form,
+                    codec=a.codec, out_dir=a.out, runs_root=a.runs_root, score=a.score)
+    print((out.root / "seeds_table.md").read_text(encoding="utf-8"))
+    print(f"seeds directory: {out.root}")
+    return 0 if not out.failed else 1
+
+
+def cmd_record(a) -> int:
+    from golflib.record.folder import write_record
+
+    base = [float(x) for x in a.base_nats.split(",") if x.strip()] if a.base_nats else None
+    rec = write_record(a.source, a.name, records_root=a.records_root, track=a.track, score=a.score, form=a.form,
+                       codec=a.codec, base_pr=a.base_pr, base_nats=base, base_threshold_nats=a.base_threshold_nats,
+                       base_preset=a.base_preset, author=a.author, github_id=a.github_id, blurb=a.blurb,
+                       date=a.date, nproc=a.nproc)
+    print(rec.tree())
+    if rec.significance is not None:
+        print(rec.significance.summary())
+    print(f"record written to {rec.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="golf", description="golflib: a workbook for OpenAI's Parameter Golf")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -259,6 +300,51 @@ def build_parser() -> argparse.ArgumentParser:
     qc = q.add_parser("codecs", help="bytes per codec (one code per byte, bit-packed, entropy) vs order-0 bound")
     qc.add_argument("target", help="a run directory (its mixed artifact) or an artifact file")
     qc.set_defaults(fn=cmd_quant_codecs)
+
+    bu = sub.add_parser("bundle", help="write the single-file train_gpt.py (config baked in) and print its sizes")
+    bu.add_argument("--preset", default="baseline")
+    bu.add_argument("--config", default=None, help="a run's config.json to bake in instead of a preset")
+    bu.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    bu.add_argument("--scale", type=float, default=1.0)
+    bu.add_argument("--form", choices=("compressed", "readable"), default="compressed", help="the counted form")
+    bu.add_argument("--codec", choices=("brotli", "lzma"), default="brotli")
+    bu.add_argument("--keep-data-paths", action="store_true", help="bake data paths as they are (default: ./data)")
+    bu.add_argument("--out", required=True, help="folder for train_gpt.py (+ train_gpt_readable.py)")
+    bu.set_defaults(fn=cmd_bundle)
+
+    se = sub.add_parser("seeds", help="run every seed through the bundled train_gpt.py; write the per-seed table")
+    se.add_argument("--preset", required=True)
+    se.add_argument("--seeds", required=True, help="comma-separated, e.g. 1337,42,2025 (all are kept)")
+    se.add_argument("--nproc", type=int, default=1)
+    se.add_argument("--scale", type=float, default=1.0)
+    se.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    se.add_argument("--form", choices=("compressed", "readable"), default="compressed", help="the counted form")
+    se.add_argument("--codec", choices=("brotli", "lzma"), default="brotli")
+    se.add_argument("--score", default="auto", help="score key of the table (auto, quantized/sliding, ttt/lora ...)")
+    se.add_argument("--out", default=None, help="seeds directory (default: runs/<time>_seeds-<preset>)")
+    se.add_argument("--runs-root", default="runs")
+    se.set_defaults(fn=cmd_seeds)
+
+    rc = sub.add_parser("record", help="write records/track_<track>/YYYY-MM-DD_<NAME>/ from seeds or a run")
+    rc.add_argument("source", help="a seeds directory (golf seeds), a run directory, or a folder of runs")
+    rc.add_argument("--name", required=True)
+    rc.add_argument("--records-root", default="records")
+    rc.add_argument("--track", choices=("10min_16mb", "non_record_16mb"), default="10min_16mb")
+    rc.add_argument("--score", default="auto", help="auto | quantized/standard | quantized/sliding | ttt/<kind> | "
+                    "mixed/standard (the same for every seed)")
+    rc.add_argument("--form", choices=("compressed", "readable"), default="compressed",
+                    help="counted form when train_gpt.py is generated here (package runs)")
+    rc.add_argument("--codec", choices=("brotli", "lzma"), default="brotli")
+    rc.add_argument("--base-pr", type=int, default=None, help="PR number of the record this one claims to beat")
+    rc.add_argument("--base-nats", default=None, help="the base record's per-seed val_loss (nats), comma-separated")
+    rc.add_argument("--base-threshold-nats", type=float, default=None, help="or its claimed mean val_loss (nats)")
+    rc.add_argument("--base-preset", default=None, help="preset of the base record, for the changes table")
+    rc.add_argument("--author", default="")
+    rc.add_argument("--github-id", default="")
+    rc.add_argument("--blurb", default="")
+    rc.add_argument("--date", default=None, help="YYYY-MM-DD (default today)")
+    rc.add_argument("--nproc", type=int, default=8, help="processes in the run command (when not from seeds.json)")
+    rc.set_defaults(fn=cmd_record)
     return p
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from golflib.codesize import code_bytes, core_files, core_source
+from golflib.codesize import code_bytes, code_bytes_source, core_source
 from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
 from golflib.data.loaders import make_loader
@@ -43,23 +43,30 @@ from golflib.presets import resolve
 from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.posttrain import mixed_export, reserve_ms
+from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger, create_run_dir, write_json
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
                              describe_device, init_runtime, should_compile, synchronize)
 
-SIZE_LIMIT = 16_000_000  # bytes, decimal (SPEC §0)
+# A bundled train_gpt.py (golflib.record.bundle) sets this to its run's config ({ENV_NAME: value}); it is then the
+# default instead of a preset, and environment variables and --set still override it.
+BAKED_CONFIG: dict | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m golflib.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="baseline", help="named preset (golflib.presets)")
+    p = argparse.ArgumentParser(prog="python -m golflib.train", description="Train, export and score (golflib).")
+    p.add_argument("--preset", default=None, help="named preset (golflib.presets); default: baseline, or the "
+                   "config baked into a bundled train_gpt.py")
     p.add_argument("--scale", type=float, default=1.0, help="width factor in (0, 1] shrinking the preset for CPU")
     p.add_argument("--config", default=None, help="a resolved config.json to start from instead of a preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override a config field (env-var or field name); repeatable")
     p.add_argument("--run-dir", default=None, help="existing (empty of training files) run directory to write into")
     p.add_argument("--runs-root", default="runs", help="where a new run directory is created")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.preset is None and BAKED_CONFIG is None:
+        args.preset = "baseline"
+    return args
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -73,10 +80,13 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    """``--config`` (a complete resolved config: no preset re-applied) or ``--preset``; then env, then ``--set``."""
+    """``--config`` (a complete resolved config: no preset re-applied), ``--preset``, or the config baked into a
+    bundle; then env, then ``--set``."""
     overrides = parse_overrides(args.overrides)
     if args.config:
         return Config.from_json_file(args.config).with_env().replace(overrides)
+    if args.preset is None:
+        return Config.from_dict(BAKED_CONFIG).with_env().replace(overrides)
     return resolve(args.preset, overrides, scale=args.scale)
 
 
@@ -112,7 +122,7 @@ def _setup_run_dir(args: argparse.Namespace, cfg: Config, rt: Runtime) -> Path:
                 if (d / f).exists():
                     raise FileExistsError(f"{d / f} exists: a run directory is never overwritten; use a new one")
         else:
-            d = create_run_dir(args.runs_root, slug=args.preset, run_id=cfg.train.run_id or None)
+            d = create_run_dir(args.runs_root, slug=args.preset or "train_gpt", run_id=cfg.train.run_id or None)
         path[0] = str(d)
     if rt.distributed:
         dist.broadcast_object_list(path, src=0)
@@ -238,7 +248,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
             last_val = eval_standard(base_model, val_tokens, luts, seq_len=tc.train_seq_len,
                                      batch_tokens=tc.val_batch_size, **eval_kw)
             log.log(f"step:{step}/{tc.iterations} val_loss:{last_val.val_loss:.4f} val_bpb:{last_val.val_bpb:.4f} "
-                    f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
+                    f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms eval_mode=standard")
             log.metric(kind="val", step=step, val_loss=last_val.val_loss, val_bpb=last_val.val_bpb,
                        train_time_ms=train_ms, tokens=step * tc.train_batch_tokens)
             synchronize(rt.device)
@@ -293,6 +303,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
             reached = bool(all_reduce_max(flag).item())
         if stop_after is None and reached:
             stop_after = step
+    t_post = time.perf_counter()  # everything after the training loop counts as evaluation time (SPEC §4.8 item 1)
     if rt.is_cuda:
         log.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
                 f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
@@ -318,8 +329,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         info = export_int8(base_model.state_dict(), artifact, cfg.quant, mc)
         log.log(f"Serialized model int8+{info.codec}: {info.artifact_bytes} bytes (payload:{info.payload_bytes} "
                 f"raw_state:{info.raw_bytes} payload_ratio:{info.raw_bytes / max(info.payload_bytes, 1):.2f}x)")
-        log.log(f"Code size: {n_code} bytes (training-core sources, {len(core_files())} files; counted until a "
-                f"bundled train_gpt.py exists)")
+        log.log(f"Code size: {n_code} bytes ({code_bytes_source()})")
         log.log(f"Total submission size int8+{info.codec}: {info.artifact_bytes + n_code} bytes "
                 f"(limit {SIZE_LIMIT})")
     if rt.distributed:
@@ -354,6 +364,9 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
     ttt = run_configured_ttt(cfg, q_model, luts, rt, log, reference=q_slide)  # score-first TTT kinds; None if off
     ngram = run_configured_ngram(cfg, q_model, luts, rt, log, reference=q_slide, ttt=ttt)  # n-gram mixing; None if off
+    eval_wallclock = time.perf_counter() - t_post
+    log.log(f"total_eval_time:{eval_wallclock:.1f}s (wall-clock after the training loop: export, round-trips and "
+            f"every scoring pass)")
     result = {
         "run_dir": str(run_dir),
         "steps": step,
@@ -369,6 +382,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         "ttt": ttt,
         "val_tokens": int(val_tokens.numel() - 1),
         "val_max_tokens": tc.val_max_tokens,
+        "eval_wallclock_seconds": eval_wallclock,
         "eval_seconds": q_std.seconds + (q_slide.seconds if q_slide else 0.0) + (ttt["seconds"] if ttt else 0.0),
         "total_seconds": time.perf_counter() - t_start,
     }
@@ -382,7 +396,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
             "artifact": {"path": artifact.name, "scheme": info.scheme, "codec": info.codec,
                          "artifact_bytes": info.artifact_bytes, "payload_bytes": info.payload_bytes},
             "code_bytes": n_code,
-            "code_bytes_source": "training-core module sources (no bundled train_gpt.py yet)",
+            "code_bytes_source": code_bytes_source(),
             "bytes_total": info.artifact_bytes + n_code,
             "size_limit": SIZE_LIMIT,
             "under_limit": info.artifact_bytes + n_code < SIZE_LIMIT,
@@ -401,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(run_dir / "config.json", {
             "config": cfg.to_dict(),
             "meta": {"preset": None if args.config else args.preset, "scale": args.scale,
+                     "bundled": BAKED_CONFIG is not None,
                      "overrides": parse_overrides(args.overrides),
                      "git_commit": _git_commit(), "versions": _package_versions(), "device": describe_device(rt),
                      "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},

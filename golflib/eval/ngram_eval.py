@@ -25,7 +25,7 @@ from golflib.eval.ngram import NgramMixer, mixer_from_config
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
 
-LABELS = {"sliding": "ngram_sliding", "chunked": "ngram_ttt", "lora": "ngram_ttt_lora", "phased": "ngram_ttt_phased"}
+NGRAM_LABELS = {"sliding": "ngram_sliding", "chunked": "ngram_ttt", "lora": "ngram_ttt_lora", "phased": "ngram_ttt_phased"}
 
 
 def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg: Config,
@@ -58,10 +58,10 @@ def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteLU
     return res
 
 
-def log_lines(protocol: str, res: EvalResult) -> list[str]:
+def ngram_log_lines(protocol: str, res: EvalResult) -> list[str]:
     """``<label> val_loss:… val_bpb:… eval_time:…ms eval_mode=…``, its ``_exact`` twin, the mixer line (mean α,
     hit rate, C2 rows, mixer tokens/s) and the ledger verdict."""
-    label, ms = LABELS[protocol], 1000 * res.seconds
+    label, ms = NGRAM_LABELS[protocol], 1000 * res.seconds
     ng, rep = res.details.get("ngram", {}), res.ledger or {}
     hits = ng.get("hit_order_counts", {})
     hit_rate = 1.0 - hits.get("0", 0) / max(ng.get("positions", 0), 1)
@@ -100,7 +100,7 @@ def run_configured_ngram(cfg: Config, model, luts: ByteLUTs, rt, log, reference:
                 f"targets:{val_tokens.numel() - 1}")
         res = eval_with_mixer(protocol, copy.deepcopy(model), val_tokens, luts, cfg, rank=rt.rank,
                               world_size=rt.world_size, device=rt.device, log=log.log)
-        for line in log_lines(protocol, res):
+        for line in ngram_log_lines(protocol, res):
             log.log(line)
         entry = res.to_dict()
         ref = reference.to_dict() if protocol == "sliding" and reference is not None else (ttt or {}).get(protocol)

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from golflib.eval.bpb import LN2
 from golflib.eval.ledger import Ledger
-
-LN2 = math.log(2.0)
 
 
 def consumed_positions(a: int, b: int, lo: int = 0) -> np.ndarray:

@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golflib.quant import entropy
 from golflib.quant.classes import entry_class
 from golflib.quant.codecs import CodecError, compress, decompress, parse_codec
+from golflib.quant.entropy import (CODER_NAME, ID_RANGE, LEVEL_OFFSET, N_LEVELS, PRIOR, SCALE, WARM, WARM_IDS,
+                                   EntropyCoder, EntropyError, kind_of)
 from golflib.quant.int8 import FORMAT, QuantizedState
 
 MAGIC = b"GOLF"
@@ -85,9 +86,8 @@ def coded_tensors(qs: QuantizedState) -> list[str]:
 def _coder_constants() -> dict:
     """The entropy model's constants a decoder must share with the encoder (stored in, and checked against, the
     version-2 header)."""
-    return {"name": entropy.CODER_NAME, "prior": entropy.PRIOR, "scale": entropy.SCALE, "id_range": entropy.ID_RANGE,
-            "n_levels": entropy.N_LEVELS, "level_offset": entropy.LEVEL_OFFSET, "warm": entropy.WARM,
-            "warm_ids": entropy.WARM_IDS}
+    return {"name": CODER_NAME, "prior": PRIOR, "scale": SCALE, "id_range": ID_RANGE, "n_levels": N_LEVELS,
+            "level_offset": LEVEL_OFFSET, "warm": WARM, "warm_ids": WARM_IDS}
 
 
 def _constriction_version() -> str:
@@ -110,13 +110,13 @@ def storage_owner(storage_name: str, tensors_meta: dict) -> str:
 
 
 def _encode_sections(qs: QuantizedState) -> bytes:
-    coder = entropy.EntropyCoder()
+    coder = EntropyCoder()
     sections, chunks = [], []
     coded = coded_tensors(qs)
     for sname in coded:
         name = sname[:-2]
         bits = int(qs.meta["tensors"][name]["bits"])
-        kind = entropy.kind_of(name, bits)
+        kind = kind_of(name, bits)
         blob, info = coder.encode(qs.tensors[sname].numpy(), bits, kind)
         sections.append({"name": sname, "codec": "rc", "shape": list(qs.tensors[sname].shape), "bits": bits,
                          "kind": kind, "level": info["level"], "length": len(blob), "crc32": zlib.crc32(blob),
@@ -254,8 +254,8 @@ def _decode_v2(blob: bytes, source: str) -> QuantizedState:
         raise ArtifactError(f"{source}: entropy coder {coder_cfg} is not the one this golflib implements "
                             f"({expected})")
     try:
-        coder = entropy.EntropyCoder(float(coder_cfg["step"]))
-    except (KeyError, TypeError, ValueError, entropy.EntropyError) as e:
+        coder = EntropyCoder(float(coder_cfg["step"]))
+    except (KeyError, TypeError, ValueError, EntropyError) as e:
         raise ArtifactError(f"{source}: bad entropy coder settings ({e})") from None
     tensors: dict[str, torch.Tensor] = {}
     for s, data in sections:
@@ -264,7 +264,7 @@ def _decode_v2(blob: bytes, source: str) -> QuantizedState:
             try:
                 q = coder.decode(data, tuple(int(d) for d in s["shape"]), int(s["bits"]), str(s["kind"]),
                                  int(s["level"]))
-            except (entropy.EntropyError, KeyError, TypeError, ValueError) as e:
+            except (EntropyError, KeyError, TypeError, ValueError) as e:
                 note = ""
                 if coder_cfg.get("constriction") != _constriction_version():
                     note = (f" (written with constriction {coder_cfg.get('constriction')}, this is "

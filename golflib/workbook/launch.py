@@ -41,15 +41,32 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def script_command(script: str | os.PathLike, run_dir: str | os.PathLike, nproc: int = 1,
+                   python: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=N <script> --run-dir RUN_DIR`` for a
+    single-file ``train_gpt.py`` (its config is baked in; environment variables override it)."""
+    if not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc={nproc!r}: expected an integer >= 1")
+    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            str(script), "--run-dir", str(run_dir)]
+
+
 def launch_training(run_dir: str | os.PathLike, preset: str = "cpu-tiny", overrides: Mapping[str, Any] | None = None,
                     nproc: int = 1, echo: Callable[[str], None] | None = print, env: Mapping[str, str] | None = None,
                     cwd: str | os.PathLike | None = None, scale: float = 1.0) -> dict:
     """Run the training subprocess, echo each output line as it arrives (also saved to ``console.log`` in the run
     directory), and return the run's ``result.json``. Raises :class:`TrainingFailed` with the last lines of output
     when the process fails."""
+    return run_training_command(torchrun_command(run_dir, preset, overrides, nproc, scale=scale), run_dir,
+                                echo=echo, env=env, cwd=cwd)
+
+
+def run_training_command(cmd: list[str], run_dir: str | os.PathLike, echo: Callable[[str], None] | None = print,
+                         env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None) -> dict:
+    """Run a training command (:func:`torchrun_command`, :func:`script_command`) as :func:`launch_training` does
+    and return the run's ``result.json``; raises :class:`TrainingFailed`."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = torchrun_command(run_dir, preset, overrides, nproc, scale=scale)
     full_env = dict(os.environ if env is None else env)
     full_env.update({"PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
     tail: list[str] = []
