@@ -51,6 +51,10 @@ from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, 
 # A bundled train_gpt.py (golflib.record.bundle) sets this to its run's config ({ENV_NAME: value}); it is then the
 # default instead of a preset, and environment variables and --set still override it.
 BAKED_CONFIG: dict | None = None
+# Whether this training core carries the n-gram mixer (golflib.eval.ngram). A bundle baked from a config with
+# NGRAM_ENABLED=0 sets it False: its compressed form then leaves the mixer out (a record does not pay code bytes for
+# it), and every form refuses NGRAM_ENABLED=1 when the config is resolved, before any training.
+NGRAM_IN_CORE = True
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,13 +85,19 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """``--config`` (a complete resolved config: no preset re-applied), ``--preset``, or the config baked into a
-    bundle; then env, then ``--set``."""
+    bundle; then env, then ``--set``. Raises ``SystemExit`` when the config enables the n-gram mixer in a bundle
+    built without it (``NGRAM_IN_CORE``)."""
     overrides = parse_overrides(args.overrides)
     if args.config:
-        return Config.from_json_file(args.config).with_env().replace(overrides)
-    if args.preset is None:
-        return Config.from_dict(BAKED_CONFIG).with_env().replace(overrides)
-    return resolve(args.preset, overrides, scale=args.scale)
+        cfg = Config.from_json_file(args.config).with_env().replace(overrides)
+    elif args.preset is None:
+        cfg = Config.from_dict(BAKED_CONFIG).with_env().replace(overrides)
+    else:
+        cfg = resolve(args.preset, overrides, scale=args.scale)
+    if cfg.ngram.ngram_enabled and not NGRAM_IN_CORE:
+        raise SystemExit("NGRAM_ENABLED=1, but this train_gpt.py was bundled from a config with NGRAM_ENABLED=0 and "
+                         "carries no n-gram mixer; bundle it again from a config with NGRAM_ENABLED=1")
+    return cfg
 
 
 def _git_commit() -> str | None:
@@ -363,7 +373,9 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
         barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
     ttt = run_configured_ttt(cfg, q_model, luts, rt, log, reference=q_slide)  # score-first TTT kinds; None if off
-    ngram = run_configured_ngram(cfg, q_model, luts, rt, log, reference=q_slide, ttt=ttt)  # n-gram mixing; None if off
+    ngram = None
+    if NGRAM_IN_CORE:  # folded away by the minifier in a bundle without the mixer (see NGRAM_IN_CORE)
+        ngram = run_configured_ngram(cfg, q_model, luts, rt, log, reference=q_slide, ttt=ttt)  # None if off
     eval_wallclock = time.perf_counter() - t_post
     log.log(f"total_eval_time:{eval_wallclock:.1f}s (wall-clock after the training loop: export, round-trips and "
             f"every scoring pass)")

@@ -20,7 +20,6 @@ from golflib.record.minify import CODECS, compress_stub, extract, minify
 FORMS = ("compressed", "readable")
 SCRIPT_NAME = "train_gpt.py"
 READABLE_NAME = "train_gpt_readable.py"
-BUNDLE_FLAGS = {"BUNDLED": True}  # golflib.codesize's seam, folded by the minifier
 MAX_COMPRESSED_BYTES = 60_000  # issue 7: the official baseline script is 47,642 raw bytes
 
 
@@ -54,7 +53,7 @@ def make_script(cfg: Config | None, form: str = "compressed", codec: str = "brot
     if codec not in CODECS:
         raise ValueError(f"codec {codec!r}: expected one of {', '.join(CODECS)}")
     b = build_bundle(cfg, root=root, data_root=data_root)
-    mini = minify(b.source, flags=BUNDLE_FLAGS)
+    mini = minify(b.source, flags=b.flags)  # BUNDLED, NGRAM_IN_CORE (golflib.record.bundle seams)
     comp = compress_stub(mini, codec)
     if extract(comp.stub) != mini:  # the stub must give back exactly the minified program
         raise RuntimeError("self-extracting stub does not round-trip")
@@ -62,7 +61,8 @@ def make_script(cfg: Config | None, form: str = "compressed", codec: str = "brot
     stats = {"form": form, "codec": codec if form == "compressed" else None, "modules": len(b.modules),
              "raw_bytes": b.raw_bytes, "raw_lines": b.lines, "minified_bytes": len(mini.encode("utf-8")),
              "minified_lines": mini.count("\n"), "compressed_bytes": comp.compressed_bytes,
-             "stub_bytes": comp.stub_bytes, "stub_codec": codec, "counted_bytes": len(counted.encode("utf-8"))}
+             "stub_bytes": comp.stub_bytes, "stub_codec": codec, "counted_bytes": len(counted.encode("utf-8")),
+             "ngram_in_core": b.ngram_in_core}
     return Script(form, stats["codec"], counted, b.source, mini, b.baked, b.modules, stats)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -103,6 +104,10 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
         out.update({"mixed_scheme": f"{mixed.get('tag')}+{mixed.get('codec')}",
                     "mixed_artifact_bytes": mixed.get("artifact_bytes"), "mixed_bytes_total": mixed.get("bytes_total"),
                     "val_bpb_post_quant_mixed": (mixed.get("standard") or {}).get("val_bpb")})
+    record = Path(run_dir) / "record.json"  # written by notebooks/50_record.ipynb (golf demo runs it on the run)
+    if record.is_file():
+        rec = json.loads(record.read_text(encoding="utf-8"))
+        out.update({"record_folder": rec.get("path"), "record_compliance_ok": (rec.get("compliance") or {}).get("ok")})
     return out
 
 

@@ -30,4 +30,5 @@ if rt.master:
     with open(sys.argv[1], "w") as fh:
         json.dump(out, fh)
 if rt.distributed:
+    dist.barrier()  # both ranks done before teardown (a rank leaving early once aborted its peer's gloo threads)
     dist.destroy_process_group()

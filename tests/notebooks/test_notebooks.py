@@ -50,6 +50,12 @@ def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, m
     assert any("val_bpb_post_quant" in line for line in lines)
     # the training the notebook launched wrote into the same run directory
     assert (run_dir / "train.log").is_file() and (run_dir / "console.log").is_file()
+    # notebook 50 collected it; the smoke run scored a truncated val stream, so the record is refused (a val_bpb is
+    # on the full split), reported, and the run kept (test_record_notebook / test_record_flow write real folders)
+    assert demo["record_refused"].startswith("record refused (1 failed check(s), track non_record_16mb)")
+    assert "full validation split: VAL_MAX_TOKENS=16384" in demo["record_refused"]
+    assert "record_folder" not in demo and not (run_dir / "records").exists()
+    assert any("records folder refused" in line for line in lines)
 
 
 def test_golf_run_cli_data_notebook_and_bad_params(tmp_path, embedded_data):

@@ -16,7 +16,7 @@ from golflib.record.bundle import (BundleError, _golflib_imports, _load, _Module
                                    edit_module, format_baked, is_workbook_only, module_names, order_modules,
                                    portable_config)
 from golflib.record.minify import compress_stub, extract, fold_flags, minify, remove_unused_defs
-from golflib.record.script import BUNDLE_FLAGS, MAX_COMPRESSED_BYTES, make_script, script_form, write_script
+from golflib.record.script import MAX_COMPRESSED_BYTES, make_script, script_form, write_script
 
 
 def _mod(name: str, text: str) -> _Module:
@@ -27,7 +27,9 @@ def _mod(name: str, text: str) -> _Module:
 
 @pytest.fixture(scope="module")
 def tiny_script():
-    cfg = resolve("cpu-tiny", {"NUM_LAYERS": 2, "DATA_PATH": "/somewhere/data7/datasets/wikivital_sp1024",
+    # a record-like config: no eval-time n-gram mixer (see test_ngram_seam for a bundle that carries it)
+    cfg = resolve("cpu-tiny", {"NUM_LAYERS": 2, "NGRAM_ENABLED": 0,
+                               "DATA_PATH": "/somewhere/data7/datasets/wikivital_sp1024",
                                "TOKENIZER_PATH": "/somewhere/data7/tokenizers/wikivital_1024_bpe.model"}, environ={})
     return cfg, make_script(cfg, form="compressed", codec="brotli")
 
@@ -222,8 +224,29 @@ RESULT = main()
     assert "def also_unused" in minify(src, shake=False)  # shaking is what removed them
 
 
-def test_bundle_flags_match_codesize_seam():
-    assert BUNDLE_FLAGS == {"BUNDLED": True}
+def test_ngram_seam(tiny_script, tmp_path):
+    """NGRAM_IN_CORE: a bundle without the mixer refuses NGRAM_ENABLED=1 before training, and its minified form has
+    no mixer code; a bundle of a config with the mixer keeps it (and costs its bytes)."""
+    cfg, off = tiny_script
+    assert not off.stats["ngram_in_core"] and "NGRAM_IN_CORE = False  # set by golflib.record.bundle" in off.readable
+    assert "class NgramMixer" in off.readable and "NgramMixer" not in off.minified
+    assert "run_configured_ngram" not in off.minified and "class NgramCounts" not in off.minified
+    path = tmp_path / "off.py"
+    path.write_text(off.readable)
+    g = runpy.run_path(str(path), run_name="bundle_under_test")
+    with pytest.raises(SystemExit, match="NGRAM_ENABLED=1, but this train_gpt.py was bundled"):
+        g["resolve_config"](g["parse_args"](["--set", "NGRAM_ENABLED=1"]))
+    assert not g["resolve_config"](g["parse_args"]([])).ngram.ngram_enabled
+    on = make_script(cfg.replace({"NGRAM_ENABLED": 1}), form="compressed", codec="brotli")
+    assert on.stats["ngram_in_core"] and "NGRAM_IN_CORE = True  # set by golflib.record.bundle" in on.readable
+    assert "NgramMixer" in on.minified and "run_configured_ngram" in on.minified
+    print(f"compressed stub: {off.counted_bytes:,} B without the n-gram mixer, {on.counted_bytes:,} B with it")
+    assert on.counted_bytes > off.counted_bytes + 2000
+    assert make_script(None).stats["ngram_in_core"]  # no baked config: every feature stays
+
+
+def test_bundle_flags_and_arguments():
+    assert build_bundle(None).flags == {"BUNDLED": True, "NGRAM_IN_CORE": True}
     with pytest.raises(ValueError, match="form"):
         make_script(None, form="zip")
     with pytest.raises(ValueError, match="codec"):
