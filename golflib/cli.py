@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--records-root", default="records")
     rc.add_argument("--track", choices=("10min_16mb", "non_record_16mb"), default="10min_16mb")
     rc.add_argument("--score", default="auto", help="auto | quantized/standard | quantized/sliding | ttt/<kind> | "
-                    "mixed/standard (the same for every seed)")
+                    "ngram/<protocol> | mixed/standard (the same for every seed)")
     rc.add_argument("--form", choices=("compressed", "readable"), default="compressed",
                     help="counted form when train_gpt.py is generated here (package runs)")
     rc.add_argument("--codec", choices=("brotli", "lzma"), default="brotli")

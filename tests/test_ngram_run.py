@@ -57,3 +57,26 @@ def test_bench_ngram_on_a_run(ttt_run):
         assert p["legal"] and p["delta_bpb"] == pytest.approx(p["val_bpb_mixed"] - p["val_bpb_model"])
         assert p["end_to_end_tokens_per_second"] > 0 and p["mixer_tokens_per_second"] > 0
     assert run["hashed_940"]["c2_violations"] > 0 and run["golflib_mass"]["c2_violations"] == 0
+
+
+def test_record_checks_cover_ngram_scores(ttt_run):
+    """An n-gram protocol can be a record's score (``ngram/<protocol>``), and its legality report is checked with
+    every other protocol's, claimed or not: a planted violation in the n-gram entry fails the legality check."""
+    import copy
+
+    from golflib.record.compliance import check_seed
+    from golflib.record.results import load_seed_run, protocol_entries, resolve_score_key, seed_row
+
+    run = load_seed_run(ttt_run)
+    assert resolve_score_key(run.result, "ngram/chunked") == "ngram/chunked"
+    assert {"ngram/sliding", "ngram/chunked", "ngram/lora"} <= set(protocol_entries(run.result))
+    row = seed_row(run, "ngram/sliding", code_bytes=1000)
+    assert row["val_bpb"] == run.result["ngram"]["sliding"]["val_bpb"] and row["eval_mode"] == "sliding+ngram"
+    checks = {c.name: c for c in check_seed(run, "ngram/sliding", 1000, track="non_record_16mb")}
+    assert checks["legality reports clean (C1-C4)"].ok and checks["scored line in the log"].ok
+    assert "ngram_sliding_exact" in checks["scored line in the log"].detail
+    bad = copy.deepcopy(run)
+    bad.result["ngram"]["lora"]["ledger"]["legal"] = False  # planted: an unclaimed n-gram protocol broke a rule
+    checks = {c.name: c for c in check_seed(bad, "quantized/sliding", 1000, track="non_record_16mb")}
+    assert not checks["legality reports clean (C1-C4)"].ok
+    assert "ngram/lora: legal=False" in checks["legality reports clean (C1-C4)"].detail

@@ -4,8 +4,10 @@ A run's ``result.json`` holds several scores: the int8 artifact under the standa
 protocols, and the mixed artifact (``MIXED_EXPORT=1``) under the standard protocol. A record claims exactly one of
 them for every seed (chosen before looking at the numbers, the same for all seeds). Score keys:
 
-``quantized/standard`` · ``quantized/sliding`` · ``ttt/<kind>`` (chunked | lora | phased) — all on the int8
+``quantized/standard`` · ``quantized/sliding`` · ``ttt/<kind>`` (chunked | lora | phased) · ``ngram/<protocol>``
+(sliding | chunked | lora | phased, with the normalised n-gram mixer, ``NGRAM_ENABLED=1``) — all on the int8
 artifact (``result["artifact"]``) — and ``mixed/standard`` on the mixed artifact (``result["mixed_artifact"]``).
+Every key a run scored has its legality report checked by :mod:`golflib.record.compliance`, claimed or not.
 ``auto`` = the one TTT kind when exactly one ran, else sliding when it ran, else standard (int8 artifact).
 """
 
@@ -20,7 +22,8 @@ from typing import Any
 
 from golflib.config import Config
 
-SCORE_KEYS = ("quantized/standard", "quantized/sliding", "ttt/chunked", "ttt/lora", "ttt/phased", "mixed/standard")
+SCORE_KEYS = ("quantized/standard", "quantized/sliding", "ttt/chunked", "ttt/lora", "ttt/phased", "ngram/sliding",
+              "ngram/chunked", "ngram/lora", "ngram/phased", "mixed/standard")
 
 
 def _read_json(path: Path) -> Any:
