@@ -120,7 +120,8 @@ def pr461() -> dict[str, Any]:
     11 logical layers over 10 unique cores (layer 10 reuses core 0, its grads ×1/2), partial RoPE 16/64, VE128 on
     layers 9-10, LN scale, XSA on the last 4 cores, BigramHash 2048, SmearGate, U-Net skips, SWA (every 50 steps once
     the LR multiplier < 0.2; applied), late QAT at 0.1; 5,200 iterations without a wall-clock cap (4×A100).
-    Its score-first TTT (lr 0.002, 3 epochs, freeze 2) belongs to the evaluation side.
+    Its score-first chunked TTT is on (lr 0.002 cosine over 32,768-token chunks, 3 epochs, SGD momentum 0.9, first
+    2 blocks frozen, log line ``legal_ttt_exact``).
     Published: val_bpb 1.14458409 (after legal TTT; pre-TTT 1.1611), 24,634,452 parameters, 14,789,419 bytes
     (model 14,717,713 + code 71,706). (Its README's d=768 is wrong: the code and the count say 512.)
     """
@@ -128,7 +129,8 @@ def pr461() -> dict[str, Any]:
             "VE_ENABLED": True, "VE_DIM": 128, "VE_LAYERS": "9,10", "EMA_DECAY": 0.0, "SWA_EVERY": 50,
             "SWA_START_FRAC": 0.2, "LATE_QAT_THRESHOLD": 0.1, "ADAM_WD": 0.01, "EMBED_WD": 0.01,
             "MAX_WALLCLOCK_SECONDS": 0.0, "ITERATIONS": 5200, "WARMDOWN_ITERS": 3000, "VAL_LOSS_EVERY": 500,
-            "TRAIN_LOG_EVERY": 100, "SEED": 42}
+            "TRAIN_LOG_EVERY": 100, "SEED": 42,
+            "TTT_ENABLED": True, "TTT_KINDS": "chunked", "TTT_FREEZE_BLOCKS": 2}
 
 
 @preset("pr549")
@@ -140,7 +142,7 @@ def pr549() -> dict[str, Any]:
     15,977,386 bytes (seed 1337).
     """
     return {**pr414(), "MLP_ACTIVATION": "leaky_relu_sq", "LEAKY_RELU_SLOPE": 0.5, "BIGRAM_VOCAB_SIZE": 1536,
-            "ITERATIONS": 9000}
+            "ITERATIONS": 9000, "TTT_ENABLED": True, "TTT_KINDS": "chunked", "TTT_FREEZE_BLOCKS": 0}
 
 
 @preset("pr1019")
@@ -200,7 +202,9 @@ def pr1855_arch() -> dict[str, Any]:
     5.0, SmearGate v3 with BOS mask, sparse attention gate (window 12, κ 0.5), sigmoid skip gates, layers 3-5 looped
     twice more (17 virtual) from 35%, routed two-lane parallel residuals from layer 8 (mean of lanes), Polar Express
     + MuonEq-R Muon (lr 0.026, momentum 0.97, WD 0.095), AdamW β2 0.99, warmdown 0.85 to MIN_LR 0.1, EMA 0.9965,
-    document-packing loader. Export GPTQ int6 (MLP k 11.5, attn 13) + int7 embedding + LQER, phased TTT at eval.
+    document-packing loader. Export GPTQ int6 (MLP k 11.5, attn 13) + int7 embedding + LQER. Eval: phased TTT
+    (SPEC §6.1: 2,500 prefix docs in 3 phases, LoRA rank 80, α 144, warm A, chunk 48, Adam lr 1e-4 β (0, 0.99)
+    wd 0.5, global SGD lr 0.001 momentum 0.9; log line ``quantized_ttt_phased_exact``).
     Published (with CaseOps and phased TTT): val_bpb 1.05989454 (seed 42; mean 1.06107587), 35,945,671 parameters,
     15,897,259 bytes (seed 42).
     """
@@ -209,7 +213,11 @@ def pr1855_arch() -> dict[str, Any]:
             "ENABLE_LOOPING_AT": "0.35", "PARALLEL_RESIDUAL": "routed", "PARALLEL_START_LAYER": 8,
             "PARALLEL_FINAL_LANE": "mean", "MUON_NS_COEFFS": "polar_express", "MUON_WD": 0.095,
             "MUON_MOMENTUM": 0.97, "MATRIX_LR": 0.026, "EMBED_WD": 0.085, "BETA2": 0.99, "WARMDOWN_FRAC": 0.85,
-            "MIN_LR": 0.1, "EMA_DECAY": 0.9965, "TRAIN_LOADER": "packed", "VAL_LOSS_EVERY": 0}
+            "MIN_LR": 0.1, "EMA_DECAY": 0.9965, "TRAIN_LOADER": "packed", "VAL_LOSS_EVERY": 0,
+            "TTT_ENABLED": True, "TTT_KINDS": "phased", "TTT_LORA_RANK": 80, "TTT_LORA_ALPHA": 144.0,
+            "TTT_WARM_START_A": True, "TTT_CHUNK_SIZE": 48, "TTT_LORA_LR": 1e-4, "TTT_BETA1": 0.0, "TTT_BETA2": 0.99,
+            "TTT_WEIGHT_DECAY": 0.5, "PHASED_TTT_PREFIX_DOCS": 2500, "PHASED_TTT_NUM_PHASES": 3,
+            "GLOBAL_TTT_LR": 0.001, "GLOBAL_TTT_MOMENTUM": 0.9}
 
 
 def preset_names() -> list[str]:
@@ -225,12 +233,14 @@ def preset_overrides(name: str) -> dict[str, Any]:
 
 def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
     """Overrides that shrink a resolved config to ``scale`` × its width while keeping its structure (layers, loop
-    ranges, XSA/VE/parallel layer indices, every technique flag) — so any preset trains on CPU in seconds.
+    ranges, XSA/VE/parallel layer indices, every technique flag, the TTT kinds) — so any preset trains on CPU in
+    seconds.
 
     ``scale`` in (0, 1]: ``MODEL_DIM`` → a multiple of 16 near ``scale·MODEL_DIM`` (heads halved until head_dim
     ≥ 8, GQA ratio kept where possible), vocab 1024 on the embedded corpus, seq 128, 2,048 tokens/step, table
     widths capped, no wall-clock cap or compile warm-up, 60 iterations; step-based recurrence starts at step 20 and an
-    EMA decays at 0.9 (time scales shrink with the run).
+    EMA decays at 0.9 (time scales shrink with the run); TTT keeps its kinds and learning rates with chunks of at
+    most 1,024 tokens, 8 sequences per step, LoRA rank ≤ 8, 16 docs per LoRA batch and 16 phased prefix docs.
     Raises :class:`ConfigError` for a scale outside (0, 1].
     """
     if not 0 < scale <= 1:
@@ -262,6 +272,15 @@ def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
         out["RECUR_START_STEP"] = 20
     if t.ema_decay:  # a 0.997 EMA would still be ~85% initial weights after 60 steps
         out["EMA_DECAY"] = 0.9
+    tt = cfg.ttt
+    if tt.ttt_enabled:  # the val stream of a scaled run is short: chunks small enough that TTT has steps to take
+        out.update({"TTT_CHUNK_TOKENS": min(tt.ttt_chunk_tokens, 1024), "TTT_BATCH_SEQS": min(tt.ttt_batch_seqs, 8),
+                    "TTT_LORA_RANK": min(tt.ttt_lora_rank, 8), "TTT_BATCH_SIZE": min(tt.ttt_batch_size, 16),
+                    "PHASED_TTT_PREFIX_DOCS": min(tt.phased_ttt_prefix_docs, 16),
+                    "GLOBAL_TTT_CHUNK_TOKENS": min(tt.global_ttt_chunk_tokens, 1024),
+                    "GLOBAL_TTT_BATCH_SEQS": min(tt.global_ttt_batch_seqs, 8)})
+        if tt.ttt_lora_alpha:  # keep the LoRA output scale alpha/rank
+            out["TTT_LORA_ALPHA"] = tt.ttt_lora_alpha * out["TTT_LORA_RANK"] / tt.ttt_lora_rank
     return out
 
 

@@ -61,5 +61,16 @@ def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data):
     assert res["quantized"]["standard"]["val_loss"] < vals[0] - 0.5
     if resolve(name, environ={}).train.late_qat_threshold:
         assert "late_qat:enabled" in (run / "train.log").read_text()
+    ttt = resolve(name, environ={}).ttt
+    if ttt.ttt_enabled:  # the record's own score-first TTT kinds ran on the artifact, legally, and were logged
+        assert sorted(k for k in res["ttt"] if k != "seconds") == sorted(ttt.ttt_kinds), res["ttt"].keys()
+        for kind in ttt.ttt_kinds:
+            rep = res["ttt"][kind]["ledger"]
+            assert rep["legal"] and rep["n_scored"] == rep["n_targets"] > 0, (kind, rep)
+            # scaled presets take TTT steps; unscaled cpu-tiny's 8,192-token chunk holds this test's whole 4,096-token
+            # val stream, and the last chunk is never trained on
+            assert rep["n_updates"] > 0 or (name, kind) == ("cpu-tiny", "chunked"), (kind, rep)
+            assert res["ttt"][kind]["val_bpb"] < res["quantized"]["standard"]["val_bpb"] + 0.1
+    assert {n for n in PRESETS if resolve(n, environ={}).ttt.ttt_enabled} >= {"pr461", "pr549", "pr1855_arch"}
     assert res["export_weights"] == {"pr461": "swa"}.get(name, "ema" if resolve(name, environ={}).train.ema_decay
                                                           else "live")
