@@ -196,6 +196,22 @@ def cmd_record(a) -> int:
     return 0
 
 
+def cmd_lint(a) -> int:
+    import json
+
+    from golflib.record.lint import lint_file, summary
+
+    found = lint_file(a.path)
+    if a.json:
+        print(json.dumps({"path": a.path, **summary(found), "findings": [f.to_dict() for f in found]}, indent=2))
+    else:
+        for f in found:
+            print(f"{a.path}:{f.line}: {f.severity} [{f.rule}] {f.message}")
+        s = summary(found)
+        print(f"{s['flag']} flag(s), {s['review']} for review")
+    return 1 if any(f.severity == "flag" for f in found) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="golf", description="golflib: a workbook for OpenAI's Parameter Golf")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -345,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--date", default=None, help="YYYY-MM-DD (default today)")
     rc.add_argument("--nproc", type=int, default=8, help="processes in the run command (when not from seeds.json)")
     rc.set_defaults(fn=cmd_record)
+
+    li = sub.add_parser("lint", help="static legality lint of a train_gpt.py (SPEC §4.8 item 6); exit 1 on a flag")
+    li.add_argument("path", help="a train_gpt.py: readable source or a golflib self-extracting stub")
+    li.add_argument("--json", action="store_true")
+    li.set_defaults(fn=cmd_lint)
     return p
 
 
@@ -358,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds = DEMO_TRAIN_SECONDS
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError, SyntaxError) as e:
         print(f"golf: error: {e}", file=sys.stderr)
         return 2
 

@@ -9,7 +9,8 @@ whole post-training pass (``total_eval_time``); every stored legality report is 
 once); the score is on the full validation split; every metric line of the log carries ``eval_mode=``; the scored
 protocol's exact (8-decimal) line is in the log with its eval mode; a bundled run counted the same script the
 record ships. Across seeds: no seed failed or is missing (all seeds are kept, trap 11), one configuration (only
-``SEED`` differs), distinct seeds; three or more seeds is reported, not required.
+``SEED`` differs), distinct seeds; three or more seeds is reported, not required. The shipped script: no ``flag``
+finding of the static lint (:mod:`golflib.record.lint`, SPEC §4.8 item 6); its ``review`` findings are listed.
 
 On the non-record track (``track_non_record_16mb``: e.g. unlimited compute) the time limits are reported but not
 required. :func:`require_compliant` raises :class:`ComplianceError` listing every failed check.
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 from golflib.quant.prune import SIZE_LIMIT, parse_byte_target
+from golflib.record.lint import lint_source
 from golflib.record.results import SeedRun, protocol_entries, score_entry
 
 TRAIN_LIMIT_S = 600.0
@@ -190,6 +192,16 @@ def check_set(runs: list[SeedRun], failed: Iterable[dict] = ()) -> list[Check]:
     out.append(Check("one configuration (only SEED differs)", not diffs, "; ".join(sorted(diffs)) or "identical"))
     out.append(Check("three or more seeds", len(runs) >= 3, f"{len(runs)} seed(s)", required=False))
     return out
+
+
+def check_script_lint(source: str) -> Check:
+    """The static lint of the record's script (readable source or stub): fails on any ``flag`` finding; the
+    detail lists every finding as ``severity rule line N``."""
+    found = lint_source(source)
+    flags = [f for f in found if f.severity == "flag"]
+    listed = "; ".join(f"{f.severity} {f.rule} line {f.line}: {f.message}" for f in found)
+    return Check("static lint of train_gpt.py (SPEC §4.8 item 6)", not flags,
+                 f"{len(flags)} flag(s), {len(found) - len(flags)} for review" + (f" — {listed}" if listed else ""))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from golflib.config import Config
 from golflib.presets import resolve
-from golflib.record.compliance import ComplianceReport, check_record, require_compliant
+from golflib.record.compliance import ComplianceReport, check_record, check_script_lint, require_compliant
 from golflib.record.results import markdown_table, score_entry, tokens_per_byte
 from golflib.record.script import READABLE_NAME, SCRIPT_NAME, make_script, script_form
 from golflib.record.seeds import SeedSet, collect_seeds
@@ -122,6 +122,7 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
     code_bytes = len(counted.encode("utf-8"))
     key, rows, summary = seedset.table(score, code_bytes)
     report = check_record(seedset.runs, key, code_bytes, failed=seedset.failed, track=track)
+    report.checks.append(check_script_lint(readable))
     require_compliant(report)
 
     date = date or time.strftime("%Y-%m-%d")
