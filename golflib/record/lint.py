@@ -233,15 +233,19 @@ def _train_data_at_eval(tree: ast.AST) -> list[Finding]:
     return out
 
 
+def _imported(node: ast.AST) -> list[str]:
+    """Module names an import statement imports (``.name`` for a relative import); [] for other nodes."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return ["." * node.level + (node.module or "")]
+    return []
+
+
 def _network(tree: ast.AST) -> list[Finding]:
     out = []
     for node in ast.walk(tree):
-        mods: list[str] = []
-        if isinstance(node, ast.Import):
-            mods = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and not node.level:
-            mods = [node.module or ""]
-        for m in mods:
+        for m in _imported(node):
             if m.split(".")[0] in _NETWORK_MODULES:
                 out.append(Finding("network-or-subprocess", "review", node.lineno,
                                    f"imports {m}: no network at eval; check what it runs"))
@@ -266,12 +270,7 @@ def _module_available(name: str, folder: Path) -> bool:
 def _local_imports(tree: ast.Module, folder: Path) -> list[Finding]:
     out = []
     for node in tree.body:
-        mods: list[str] = []
-        if isinstance(node, ast.Import):
-            mods = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            mods = ["." + (node.module or "")] if node.level else [node.module or ""]
-        for m in mods:
+        for m in _imported(node):
             if m.startswith(".") or not _module_available(m, folder):
                 out.append(Finding("local-import", "flag", node.lineno,
                                    f"imports {m!r}, which is neither standard library nor installed: a file shipped "

@@ -18,21 +18,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from golflib.config import Config
+from golflib.workbook.runs import load_json
 
 SCORE_KEYS = ("quantized/standard", "quantized/sliding", "ttt/chunked", "ttt/lora", "ttt/phased", "ngram/sliding",
               "ngram/chunked", "ngram/lora", "ngram/phased", "mixed/standard")
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (did the run finish?)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 @dataclass
@@ -59,8 +50,8 @@ class SeedRun:
 def load_seed_run(run_dir: str | os.PathLike) -> SeedRun:
     """Read a finished run directory; raises ``FileNotFoundError``/``ValueError`` naming the missing/bad file."""
     run_dir = Path(run_dir)
-    cfg = _read_json(run_dir / "config.json")
-    result = _read_json(run_dir / "result.json")
+    cfg = load_json(run_dir / "config.json")
+    result = load_json(run_dir / "result.json")
     log_path = run_dir / "train.log"
     if not log_path.is_file():
         raise FileNotFoundError(f"{log_path}: missing (every seed's log is part of a record)")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from golflib.data.corpus import Document, is_val_doc, load_embedded_docs, load_jsonl_docs, split_docs
+from golflib.data.corpus import is_val_doc, load_embedded_docs, load_jsonl_docs, split_docs
 from golflib.data.luts import build_sentencepiece_luts, count_stream_bytes
 from golflib.data.prepare import load_manifest, prepare_dataset
 from golflib.data.shards import list_shards, load_shard

@@ -5,7 +5,7 @@ gain on long exact repeats vs the cost on i.i.d. tokens."""
 
 import copy
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ import torch
 
 from golflib.config import ModelConfig, QuantConfig
 from golflib.model.gpt import GPT
-from golflib.quant.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact, write_artifact
+from golflib.quant.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
 from golflib.quant.codecs import BASE_CODECS, CodecError, byte_shuffle, byte_unshuffle, compress, decompress
 from golflib.quant.export import export_int8, load_artifact_model, load_artifact_state
 from golflib.quant.int8 import dequantize, quantize_int8
