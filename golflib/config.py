@@ -361,6 +361,7 @@ class QuantConfig:
 
 
 TTT_KINDS = ("chunked", "lora", "phased")
+LORA_SITES = ("q", "k", "v", "o", "mlp", "head")  # projections a doc-LoRA adapter can sit on (head = lm_head)
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,8 @@ class TTTConfig:
     ttt_beta2: float = 0.999
     ttt_weight_decay: float = 0.5  # AdamW decoupled weight decay of the adapters
     ttt_warm_start_a: bool = False  # keep LoRA A across documents, zero only B (#1767)
+    # adapter sites: all of them as #1530+ (Q, K, V, O, MLP of every virtual layer + lm_head); E1 used "q,v,head"
+    ttt_lora_sites: tuple[str, ...] = LORA_SITES
     # phased global SGD over already-scored documents (#1626: 3 phases over 2,000 docs, lr 0.001, 1 epoch)
     phased_ttt_prefix_docs: int = 2000  # documents (in processing order) covered by the phases
     phased_ttt_num_phases: int = 3  # phase boundaries at prefix*i/phases documents
@@ -408,6 +411,9 @@ class TTTConfig:
         _check(bool(self.ttt_kinds) and all(k in TTT_KINDS for k in self.ttt_kinds)
                and len(set(self.ttt_kinds)) == len(self.ttt_kinds), "ttt_kinds",
                f"must be distinct names from {', '.join(TTT_KINDS)}", self.ttt_kinds)
+        _check(bool(self.ttt_lora_sites) and all(k in LORA_SITES for k in self.ttt_lora_sites)
+               and len(set(self.ttt_lora_sites)) == len(self.ttt_lora_sites), "ttt_lora_sites",
+               f"must be distinct names from {', '.join(LORA_SITES)}", self.ttt_lora_sites)
         _check(self.ttt_optimizer in ("sgd", "adamw"), "ttt_optimizer", "must be sgd or adamw", self.ttt_optimizer)
         for name in ("ttt_lr", "ttt_grad_clip", "ttt_lora_lr", "ttt_lora_alpha", "ttt_weight_decay",
                      "global_ttt_lr", "global_ttt_grad_clip"):

@@ -61,7 +61,8 @@ def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg
                                 log_every=max(1, -(-(val_tokens.numel() - 1) // t.ttt_chunk_tokens) // 10), **common)
     lora = dict(window=t.ttt_eval_seq_len or L, chunk_size=t.ttt_chunk_size, batch_docs=t.ttt_batch_size,
                 lora_rank=t.ttt_lora_rank, lr=t.ttt_lora_lr, lora_alpha=t.ttt_lora_alpha, beta1=t.ttt_beta1,
-                beta2=t.ttt_beta2, weight_decay=t.ttt_weight_decay, warm_start_a=t.ttt_warm_start_a, bos_id=bos_id)
+                beta2=t.ttt_beta2, weight_decay=t.ttt_weight_decay, warm_start_a=t.ttt_warm_start_a, bos_id=bos_id,
+                sites=t.ttt_lora_sites)
     if kind == "lora":
         return eval_ttt_lora(model, val_tokens, luts, **lora, **common)
     if kind == "phased":

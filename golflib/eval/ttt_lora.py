@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from golflib.config import LORA_SITES
 from golflib.data.luts import ByteLUTs
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
@@ -31,7 +32,7 @@ from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segment
                                      set_all_requires_grad, write_scores)
 from golflib.runtime import autocast, synchronize
 
-SITES = ("q", "k", "v", "o", "mlp", "head")
+SITES = LORA_SITES  # q, k, v, o, mlp, head (TTT_LORA_SITES picks a subset)
 
 
 def adapter_shapes(model, device: torch.device | str = "cpu") -> dict[tuple[str, int], tuple[int, int]]:

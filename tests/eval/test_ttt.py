@@ -237,3 +237,28 @@ def test_phased_ttt_trains_the_base_model_on_scored_documents_only():
         assert e.value.condition == 3
     finally:
         ph.global_sgd = orig
+
+
+def test_lora_sites_config_reaches_the_adapters(monkeypatch):
+    """TTT_LORA_SITES (E1 used q, v and lm_head; #1530+ every projection): parsed and checked by the config,
+    passed by run_ttt_kind, and only those projections get adapters."""
+    from golflib.config import Config, ConfigError
+    import golflib.eval.ttt as ttt_mod
+
+    cfg = Config().replace({"TTT_LORA_SITES": "q,v,head"})
+    assert cfg.ttt.ttt_lora_sites == ("q", "v", "head")
+    assert Config().ttt.ttt_lora_sites == ("q", "k", "v", "o", "mlp", "head")
+    with pytest.raises(ConfigError, match="TTT_LORA_SITES=.*must be distinct names from q, k, v, o, mlp, head"):
+        Config().replace({"TTT_LORA_SITES": "q,attn"})
+    seen = {}
+    monkeypatch.setattr(ttt_mod, "eval_ttt_lora", lambda *a, **kw: seen.update(kw))
+    ttt_mod.run_ttt_kind("lora", None, periodic_stream(n_docs=2), luts(), cfg)
+    assert seen["sites"] == ("q", "v", "head")
+    model, toks = tiny_model(), periodic_stream(n_docs=6)
+    lora = BatchedLoRA(adapter_shapes(model), n_slots=2, rank=4, sites=("q", "v", "head"))
+    assert sorted(lora.A) == ["head_h", "q_0", "q_1", "v_0", "v_1"]
+    some = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.03, sites=("q", "v", "head"), **LORA)
+    every = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.03, **LORA)
+    frozen = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.0, **LORA)
+    assert some.details["sites"] == ["q", "v", "head"] and some.ledger["legal"]
+    assert some.val_bpb < frozen.val_bpb and some.val_bpb != every.val_bpb
