@@ -99,6 +99,7 @@ class ModelConfig:
     parallel_residual: str = "none"  # none | two_lane (#1204) | gptj (#1412) | routed (#1529) | merge (#1487) [C15]
     parallel_start_layer: int = 0  # first physical layer with parallel residuals
     parallel_final_lane: str = "mean"  # routed: mean | attn | mlp
+    disable_layer0_attn: bool = False  # physical layer 0 is MLP-only, no attention weights allocated [C14, #1204]
 
     def __post_init__(self) -> None:
         _check(2 <= self.vocab_size <= 65536, "vocab_size", "must be in [2, 65536] (uint16 token ids)", self.vocab_size)
@@ -155,6 +156,12 @@ class ModelConfig:
                f"must be in [0, NUM_LAYERS={self.num_layers})", self.parallel_start_layer)
         _check(self.parallel_final_lane in ("mean", "attn", "mlp"), "parallel_final_lane",
                "must be mean, attn or mlp", self.parallel_final_lane)
+        if self.disable_layer0_attn:
+            _check(not (self.ve_enabled and 0 in self.ve_layers), "ve_layers",
+                   "must not include layer 0 with DISABLE_LAYER0_ATTN=1 (layer 0 has no attention)", self.ve_layers)
+            _check(not self.unique_layers or self.unique_layers == self.num_layers, "unique_layers",
+                   "cannot share cores with DISABLE_LAYER0_ATTN=1 (core 0 would lose attention in every layer "
+                   "that reuses it)", self.unique_layers)
 
     @property
     def head_dim(self) -> int:

@@ -131,17 +131,19 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     """Per-layer scalars plus (unless ``has_core=False``) the attention/MLP weights; ``index`` is the physical (or
-    #461 logical) layer index used by LN scale, XSA and VE decisions."""
+    #461 logical) layer index used by LN scale, XSA and VE decisions. ``has_attn=False`` (``DISABLE_LAYER0_ATTN``,
+    #1204) allocates no attention weights and no ``attn_scale``: the attention branch adds nothing."""
 
-    def __init__(self, cfg: ModelConfig, index: int, has_core: bool = True, xsa: bool = False):
+    def __init__(self, cfg: ModelConfig, index: int, has_core: bool = True, xsa: bool = False,
+                 has_attn: bool = True):
         super().__init__()
         dim = cfg.model_dim
         self.index = index
         self.ln_factor = 1.0 / math.sqrt(index + 1) if cfg.ln_scale else 1.0
         if has_core:
-            self.attn = CausalSelfAttention(cfg, xsa)
+            self.attn = CausalSelfAttention(cfg, xsa) if has_attn else None  # None: MLP-only (#1204 layer 0)
             self.mlp = MLP(cfg)
-        self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
+        self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32)) if has_attn else None
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())
 
@@ -155,7 +157,10 @@ class Block(nn.Module):
 
     def attn_branch(self, x_in: Tensor, attn: CausalSelfAttention, adapter: Adapter | None, layer: int,
                     ve: Tensor | None, v0: Tensor | None, doc_ids: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``attn_scale ⊙ Attn(norm(x_in))`` and the raw values."""
+        """``attn_scale ⊙ Attn(norm(x_in))`` and the raw values; ``(0, None)`` for a block without attention (so
+        the first layer *with* attention supplies the value residual's ``v0``)."""
+        if attn is None:
+            return torch.zeros_like(x_in), None
         a, v = attn(self.norm(x_in), adapter, layer, ve, v0, doc_ids)
         return self.attn_scale.to(a.dtype) * a, v
 

@@ -53,7 +53,8 @@ class GPT(nn.Module):
         else:
             self.ve_shared = None
         self.blocks = nn.ModuleList([
-            Block(cfg, i, has_core=i < self.n_cores, xsa=i < self.n_cores and i >= self.n_cores - cfg.xsa_last_n)
+            Block(cfg, i, has_core=i < self.n_cores, xsa=i < self.n_cores and i >= self.n_cores - cfg.xsa_last_n,
+                  has_attn=not (cfg.disable_layer0_attn and i == 0))
             for i in range(L)])
         n_skip = num_skip_weights(cfg)
         self.skip_weights = nn.Parameter(torch.ones(n_skip, cfg.model_dim, dtype=torch.float32))

@@ -125,3 +125,35 @@ def test_adapter_sees_every_projection_of_every_layer():
 
     # a constant shift of the logits (before the soft-cap) changes them, through the same forward path
     assert not torch.allclose(m(x, adapter=bump_head), m(x))
+
+
+def test_disable_layer0_attn_drops_its_weights_and_its_context_mixing():
+    """DISABLE_LAYER0_ATTN (#1204): layer 0 is MLP-only with no attention weights allocated — the baseline loses
+    c_q + c_k + c_v + proj + q_gain + attn_scale = 786,952 parameters — and a one-layer model then sees no context."""
+    from golflib.config import ConfigError
+
+    base = ModelConfig()
+    assert count_params(GPT(ModelConfig(disable_layer0_attn=True))) == 17_059_912 - (
+        2 * 512 * 512 + 2 * 512 * 256 + 8 + 512) == 16_272_960
+    torch.manual_seed(0)
+    one = GPT(ModelConfig(vocab_size=64, num_layers=1, model_dim=32, num_heads=2, num_kv_heads=1,
+                          disable_layer0_attn=True))
+    for p in one.parameters():  # make every projection non-zero so a context effect would show
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randint(0, 64, (1, 12))
+    y = x.clone()
+    y[0, :6] = torch.randint(0, 64, (6,))
+    with torch.no_grad():
+        assert torch.allclose(one.logits(x)[0, 6:], one.logits(y)[0, 6:], atol=1e-6)
+    assert "blocks.0.attn.c_q.weight" not in one.state_dict() and "blocks.0.attn_scale" not in one.state_dict()
+    # value residual: v0 comes from the first layer that has attention; the model trains end to end
+    vr = GPT(ModelConfig(vocab_size=64, num_layers=3, model_dim=32, num_heads=2, num_kv_heads=1,
+                         disable_layer0_attn=True, value_residual=True))
+    loss = F.cross_entropy(vr.logits(x[:, :-1]).reshape(-1, 64), x[:, 1:].reshape(-1))
+    loss.backward()
+    assert vr.blocks[2].attn.vr_lambda.grad is not None and vr.blocks[1].mlp.fc.weight.grad is not None
+    with pytest.raises(ConfigError, match="VE_LAYERS.*layer 0"):
+        ModelConfig(disable_layer0_attn=True, ve_enabled=True, ve_layers=(0, 8))
+    with pytest.raises(ConfigError, match="UNIQUE_LAYERS.*share cores"):
+        ModelConfig(disable_layer0_attn=True, unique_layers=3)
+    assert base.disable_layer0_attn is False
