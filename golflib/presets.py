@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping
 
-from golflib.config import Config, ConfigError
+from golflib.config import Config
+from golflib.settings.base import ConfigError
 
 PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
 

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from golflib.config import Config, ConfigError, env_names
+from golflib.config import Config, env_names
+from golflib.settings.base import ConfigError
 from golflib.presets import PRESETS, preset_overrides, resolve
 
 

@@ -237,7 +237,7 @@ class NgramMixer:
 
 
 def mixer_from_config(ncfg, tokens, vocab_size: int, bos_id: int | None, record: bool = False) -> NgramMixer:
-    """An :class:`NgramMixer` with the settings of :class:`golflib.config.NgramConfig` ``ncfg``."""
+    """An :class:`NgramMixer` with the settings of :class:`golflib.settings.scoring.NgramConfig` ``ncfg``."""
     return NgramMixer(tokens, vocab_size, orders=ncfg.ngram_orders, schedule=ncfg.ngram_alpha_schedule,
                       alpha=ncfg.ngram_alpha, ent_base=ncfg.ngram_ent_base, ent_span=ncfg.ngram_ent_span,
                       ent_scale=ncfg.ngram_ent_scale, ent_center=ncfg.ngram_ent_center,

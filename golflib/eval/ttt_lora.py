@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from golflib.config import LORA_SITES
+from golflib.settings.scoring import LORA_SITES
 from golflib.data.luts import ByteLUTs
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks

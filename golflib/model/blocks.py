@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golflib.config import ModelConfig
+from golflib.settings.model import ModelConfig
 from golflib.model.attention import causal_attention, exclusive_self_attention
 from golflib.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golflib.config import ModelConfig
+from golflib.settings.model import ModelConfig
 from golflib.model.attention import Segments
 from golflib.model.blocks import MLP, Adapter, Block
 from golflib.model.embed import BigramHash, SmearGate, ValueEmbedding

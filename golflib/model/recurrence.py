@@ -16,7 +16,7 @@ The first half of the virtual list (``len // 2``) is the U-Net encoder, the rest
 
 from __future__ import annotations
 
-from golflib.config import ModelConfig
+from golflib.settings.model import ModelConfig
 
 
 def max_loops(cfg: ModelConfig) -> int:

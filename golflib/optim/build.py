@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from golflib.config import OptimConfig
+from golflib.settings.training import OptimConfig
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.optim.muon import Muon
 

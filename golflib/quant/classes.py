@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from golflib.config import QuantConfig
+from golflib.settings.quant import QuantConfig
 from golflib.quant.clip import num
 from golflib.model.layers import CONTROL_PATTERNS
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from golflib.config import Config, ModelConfig, QuantConfig
+from golflib.config import Config
+from golflib.settings.model import ModelConfig
+from golflib.settings.quant import QuantConfig
 from golflib.model.gpt import GPT
 from golflib.quant.artifact import ArtifactError, encode_artifact, read_artifact, write_artifact
 from golflib.quant.int8 import dequantize, payload_bytes, quantize_int8

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from golflib.config import QuantConfig
+from golflib.settings.quant import QuantConfig
 from golflib.model.layers import CONTROL_PATTERNS
 
 FORMAT = "golflib-quant-1"

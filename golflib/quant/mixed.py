@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from golflib.config import QuantConfig
+from golflib.settings.quant import QuantConfig
 from golflib.quant.classes import MATRIX_CLASSES, class_policies, policy_for
 from golflib.quant.clip import FP16_TINY, num, parse_clip_rule, row_scales
 from golflib.quant.gptq import gptq_quantize

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 
 import torch
 
-from golflib.config import Config, QuantConfig
+from golflib.config import Config
+from golflib.settings.quant import QuantConfig
 from golflib.data.loader import DistributedTokenLoader, load_validation_tokens
 from golflib.data.luts import build_sentencepiece_luts
 from golflib.eval.bpb import EvalResult, eval_standard

@@ -68,7 +68,7 @@ def test_document_packing_doc_ids_and_spans(tmp_path):
 
 
 def test_packed_training_step_uses_doc_isolation(tmp_path):
-    from golflib.config import ModelConfig
+    from golflib.settings.model import ModelConfig
     from golflib.model.gpt import GPT
 
     m = GPT(ModelConfig(num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, vocab_size=64))

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from golflib.config import Config, ConfigError, ModelConfig, env_names
+from golflib.config import Config, env_names
+from golflib.settings.base import ConfigError
+from golflib.settings.model import ModelConfig
 from golflib.data.luts import ByteLUTs
 from golflib.eval.implied import implied_mass, implied_rows
 from golflib.eval.ledger import Ledger, LegalityError, check_distribution, perturbation_test

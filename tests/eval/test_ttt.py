@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import golflib.eval.ttt_chunked as ttt_chunked
-from golflib.config import ModelConfig
+from golflib.settings.model import ModelConfig
 from golflib.data.luts import ByteLUTs
 from golflib.eval.ledger import Ledger, LegalityError, perturbation_test
 from golflib.eval.sliding import eval_sliding
@@ -242,7 +242,8 @@ def test_phased_ttt_trains_the_base_model_on_scored_documents_only():
 def test_lora_sites_config_reaches_the_adapters(monkeypatch):
     """TTT_LORA_SITES (E1 used q, v and lm_head; #1530+ every projection): parsed and checked by the config,
     passed by run_ttt_kind, and only those projections get adapters."""
-    from golflib.config import Config, ConfigError
+    from golflib.config import Config
+    from golflib.settings.base import ConfigError
     import golflib.eval.ttt as ttt_mod
 
     cfg = Config().replace({"TTT_LORA_SITES": "q,v,head"})

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golflib.config import ModelConfig
+from golflib.settings.model import ModelConfig
 from golflib.model.attention import attention_backend, causal_attention
 from golflib.model.gpt import GPT, count_params
 from golflib.model.layers import Rotary, apply_rotary
@@ -130,7 +130,7 @@ def test_adapter_sees_every_projection_of_every_layer():
 def test_disable_layer0_attn_drops_its_weights_and_its_context_mixing():
     """DISABLE_LAYER0_ATTN (#1204): layer 0 is MLP-only with no attention weights allocated — the baseline loses
     c_q + c_k + c_v + proj + q_gain + attn_scale = 786,952 parameters — and a one-layer model then sees no context."""
-    from golflib.config import ConfigError
+    from golflib.settings.base import ConfigError
 
     base = ModelConfig()
     assert count_params(GPT(ModelConfig(disable_layer0_attn=True))) == 17_059_912 - (

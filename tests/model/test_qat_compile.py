@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from golflib.config import ModelConfig
+from golflib.settings.model import ModelConfig
 from golflib.model.gpt import GPT
 from golflib.model.layers import CastedLinear
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golflib.config import Config, ModelConfig
+from golflib.config import Config
+from golflib.settings.model import ModelConfig
 from golflib.model.attention import causal_attention, exclusive_self_attention
 from golflib.model.embed import BigramHash, SmearGate
 from golflib.model.gpt import GPT, count_params

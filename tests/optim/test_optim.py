@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from golflib.config import ModelConfig, OptimConfig
+from golflib.settings.model import ModelConfig
+from golflib.settings.training import OptimConfig
 from golflib.model.gpt import GPT
 from golflib.optim.build import build_optimizers, split_params
 from golflib.optim.muon import Muon, zeropower_via_newtonschulz5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from golflib.config import QuantConfig
+from golflib.settings.quant import QuantConfig
 from golflib.quant.clip import ClipRule, parse_clip_rule, row_importance, row_scales
 from golflib.quant.fake_quant import fake_quant, quantize_dequantize
 from golflib.quant.int8 import dequantize

@@ -11,7 +11,8 @@ import pytest
 import torch
 import zstandard
 
-from golflib.config import ModelConfig, QuantConfig
+from golflib.settings.model import ModelConfig
+from golflib.settings.quant import QuantConfig
 from golflib.model.gpt import GPT
 from golflib.quant.artifact import (ArtifactError, coded_tensors, decode_artifact, encode_artifact, read_artifact,
                                     read_sections, write_artifact)

@@ -5,7 +5,8 @@ import zlib
 import pytest
 import torch
 
-from golflib.config import ModelConfig, QuantConfig
+from golflib.settings.model import ModelConfig
+from golflib.settings.quant import QuantConfig
 from golflib.model.gpt import GPT
 from golflib.quant.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
 from golflib.quant.codecs import BASE_CODECS, CodecError, byte_shuffle, byte_unshuffle, compress, decompress

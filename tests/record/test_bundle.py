@@ -51,7 +51,8 @@ def test_bundle_holds_exactly_the_training_core_and_no_workbook_code(tiny_script
     for m in script.modules:
         deps = _load(m).deps
         assert all(pos[d] < pos[m] for d in deps), (m, sorted(d for d in deps if pos[d] > pos[m]))
-    assert pos["golflib.config"] < pos["golflib.model.gpt"] < pos["golflib.quant.export"] < pos["golflib.train"]
+    assert pos["golflib.settings.model"] < pos["golflib.model.gpt"] < pos["golflib.quant.export"] < pos["golflib.train"]
+    assert pos["golflib.settings.base"] < pos["golflib.config"] < pos["golflib.train"]
 
 
 def test_readable_bundle_imports_nothing_from_golflib_and_bakes_the_config(tiny_script, tmp_path):

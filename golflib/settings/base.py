@@ -1,0 +1,16 @@
+"""The error type and field check shared by every group of the run configuration (:mod:`golflib.config`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config field, override or environment variable is unknown or out of range."""
+
+
+def check_field(cond: bool, name: str, msg: str, value: Any) -> None:
+    """Raise :class:`ConfigError` ``"<FIELD>=<value>: <msg>"`` unless ``cond``."""
+    if not cond:
+        raise ConfigError(f"{name.upper()}={value!r}: {msg}")
+
