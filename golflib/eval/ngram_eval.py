@@ -25,7 +25,8 @@ from golflib.eval.ngram import NgramMixer, mixer_from_config
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
 
-NGRAM_LABELS = {"sliding": "ngram_sliding", "chunked": "ngram_ttt", "lora": "ngram_ttt_lora", "phased": "ngram_ttt_phased"}
+NGRAM_LABELS = {"sliding": "ngram_sliding", "chunked": "ngram_ttt", "lora": "ngram_ttt_lora",
+                "phased": "ngram_ttt_phased"}
 
 
 def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg: Config,

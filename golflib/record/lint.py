@@ -11,9 +11,10 @@ Rules (``flag`` = almost certainly a violation, ``review`` = legal in some recor
   like ``val``, ``val_tokens``, ``x_val``, ``validation_*`` — and the optimizer ``.step()`` calls of such a
   function. Flag when no scoring — a ``torch.no_grad()``/``torch.inference_mode()`` block or decorator, or a call
   of a function holding one — comes before it in that function, nor before every call of that function in its
-  callers (a caller that is a callback handed to a scoring function counts as called after scoring): training on val before scoring it is pre-quant TTT / #402 leakage (C3). Otherwise it is the score-first
-  pattern and only needs review. A local slice cannot follow data through calls or containers: the rule finds the
-  common shapes, not every one.
+  callers (a caller that is a callback handed to a scoring function counts as called after scoring): training
+  on val before scoring it is pre-quant TTT / #402 leakage (C3). Otherwise it is the score-first pattern and only
+  needs review. A local slice cannot follow data through calls or containers: the rule finds the common shapes,
+  not every one.
 - ``train-data-at-eval`` (flag): a function whose name says it evaluates/scores/TTTs (``eval``, ``score``, ``ttt``)
   and refers to training data (``train_files``, ``TRAIN_FILES``, ``fineweb_train``, ``train_glob``, ...): training
   data read after the training loop ended counts against the training budget (trap 8).

@@ -59,60 +59,62 @@ class ModelConfig:
     disable_layer0_attn: bool = False  # physical layer 0 is MLP-only, no attention weights allocated [C14, #1204]
 
     def __post_init__(self) -> None:
-        check_field(2 <= self.vocab_size <= 65536, "vocab_size", "must be in [2, 65536] (uint16 token ids)", self.vocab_size)
+        check_field(2 <= self.vocab_size <= 65536, "vocab_size", "must be in [2, 65536] (uint16 token ids)",
+                    self.vocab_size)
         check_field(self.num_layers >= 1, "num_layers", "must be >= 1", self.num_layers)
         check_field(self.num_heads >= 1, "num_heads", "must be >= 1", self.num_heads)
-        check_field(self.model_dim % self.num_heads == 0, "model_dim", f"must be divisible by NUM_HEADS={self.num_heads}",
-               self.model_dim)
+        check_field(self.model_dim % self.num_heads == 0, "model_dim",
+                    f"must be divisible by NUM_HEADS={self.num_heads}", self.model_dim)
         check_field(self.num_kv_heads >= 1 and self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
-               f"must divide NUM_HEADS={self.num_heads}", self.num_kv_heads)
+                    f"must divide NUM_HEADS={self.num_heads}", self.num_kv_heads)
         check_field((self.model_dim // self.num_heads) % 2 == 0, "model_dim",
-               "model_dim / num_heads (head_dim) must be even for RoPE", self.model_dim)
+                    "model_dim / num_heads (head_dim) must be even for RoPE", self.model_dim)
         check_field(self.mlp_mult > 0, "mlp_mult", "must be > 0", self.mlp_mult)
         check_field(self.logit_softcap > 0, "logit_softcap", "must be > 0", self.logit_softcap)
         check_field(self.rope_base > 1, "rope_base", "must be > 1", self.rope_base)
         check_field(0 <= self.bos_id < self.vocab_size, "bos_id", f"must be in [0, VOCAB_SIZE={self.vocab_size})",
                self.bos_id)
         check_field(self.mlp_activation in ("relu_sq", "leaky_relu_sq"), "mlp_activation",
-               "must be relu_sq or leaky_relu_sq", self.mlp_activation)
+                    "must be relu_sq or leaky_relu_sq", self.mlp_activation)
         check_field(self.smear_gate in (0, 1, 2, 3), "smear_gate", "must be 0 (off), 1, 2 or 3", self.smear_gate)
-        check_field(1 <= self.gate_window <= self.model_dim, "gate_window", "must be in [1, MODEL_DIM]", self.gate_window)
+        check_field(1 <= self.gate_window <= self.model_dim, "gate_window", "must be in [1, MODEL_DIM]",
+                    self.gate_window)
         check_field(self.bigram_vocab_size >= 0 and self.bigram_vocab_size != 1, "bigram_vocab_size",
-               "must be 0 (off) or >= 2", self.bigram_vocab_size)
+                    "must be 0 (off) or >= 2", self.bigram_vocab_size)
         check_field(self.bigram_hash in ("xor", "mul92821"), "bigram_hash", "must be xor or mul92821", self.bigram_hash)
         check_field(self.proj_init in ("zero", "scaled"), "proj_init", "must be zero or scaled", self.proj_init)
         n_cores = self.unique_layers or self.num_layers
         check_field(0 <= self.xsa_last_n <= n_cores, "xsa_last_n", f"must be in [0, {n_cores}] (layers or cores)",
-               self.xsa_last_n)
+                    self.xsa_last_n)
         check_field(self.rope_dims == 0 or (0 < self.rope_dims <= self.model_dim // max(self.num_heads, 1)
-                                       and self.rope_dims % 2 == 0), "rope_dims",
-               "must be 0 (all) or an even number <= head_dim", self.rope_dims)
+                                            and self.rope_dims % 2 == 0), "rope_dims",
+                    "must be 0 (all) or an even number <= head_dim", self.rope_dims)
         check_field(self.rope_train_seq_len >= 0, "rope_train_seq_len", "must be >= 0", self.rope_train_seq_len)
         check_field(self.ve_dim >= 1, "ve_dim", "must be >= 1", self.ve_dim)
         if self.ve_enabled:
             check_field(len(self.ve_layers) > 0 and all(0 <= i < self.num_layers for i in self.ve_layers), "ve_layers",
                    f"needs layers in [0, NUM_LAYERS={self.num_layers})", self.ve_layers)
         check_field(self.attn_gate in ("none", "headwise", "g1", "output", "sparse"), "attn_gate",
-               "must be none, headwise, g1, output or sparse", self.attn_gate)
+                    "must be none, headwise, g1, output or sparse", self.attn_gate)
         check_field(self.num_loops >= 0, "num_loops", "must be >= 0", self.num_loops)
         if self.num_loops:
             check_field(0 <= self.loop_start <= self.loop_end < self.num_layers, "loop_end",
                    f"need 0 <= LOOP_START={self.loop_start} <= LOOP_END < NUM_LAYERS={self.num_layers}",
                    self.loop_end)
         check_field(all(0 <= i < self.num_layers for i in self.recur_layers), "recur_layers",
-               f"layers must be in [0, NUM_LAYERS={self.num_layers})", self.recur_layers)
+                    f"layers must be in [0, NUM_LAYERS={self.num_layers})", self.recur_layers)
         check_field(not (self.num_loops and self.recur_layers), "recur_layers",
-               "use either NUM_LOOPS (+LOOP_START/LOOP_END) or RECUR_LAYERS, not both", self.recur_layers)
+                    "use either NUM_LOOPS (+LOOP_START/LOOP_END) or RECUR_LAYERS, not both", self.recur_layers)
         check_field(0 <= self.unique_layers <= self.num_layers, "unique_layers",
-               f"must be in [0, NUM_LAYERS={self.num_layers}]", self.unique_layers)
+                    f"must be in [0, NUM_LAYERS={self.num_layers}]", self.unique_layers)
         check_field(self.skip_sizing in ("virtual", "physical"), "skip_sizing", "must be virtual or physical",
-               self.skip_sizing)
+                    self.skip_sizing)
         check_field(self.parallel_residual in ("none", "two_lane", "gptj", "routed", "merge"), "parallel_residual",
-               "must be none, two_lane, gptj, routed or merge", self.parallel_residual)
+                    "must be none, two_lane, gptj, routed or merge", self.parallel_residual)
         check_field(0 <= self.parallel_start_layer < self.num_layers, "parallel_start_layer",
-               f"must be in [0, NUM_LAYERS={self.num_layers})", self.parallel_start_layer)
+                    f"must be in [0, NUM_LAYERS={self.num_layers})", self.parallel_start_layer)
         check_field(self.parallel_final_lane in ("mean", "attn", "mlp"), "parallel_final_lane",
-               "must be mean, attn or mlp", self.parallel_final_lane)
+                    "must be mean, attn or mlp", self.parallel_final_lane)
         if self.disable_layer0_attn:
             check_field(not (self.ve_enabled and 0 in self.ve_layers), "ve_layers",
                    "must not include layer 0 with DISABLE_LAYER0_ATTN=1 (layer 0 has no attention)", self.ve_layers)

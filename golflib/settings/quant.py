@@ -53,7 +53,7 @@ class QuantConfig:
 
     def __post_init__(self) -> None:
         check_field(0 < self.int8_clip_percentile <= 100, "int8_clip_percentile", "must be in (0, 100]",
-               self.int8_clip_percentile)
+                    self.int8_clip_percentile)
         check_field(self.keep_float_max_numel >= 0, "keep_float_max_numel", "must be >= 0", self.keep_float_max_numel)
         for name in ("artifact_codec", "mixed_codec"):
             v = getattr(self, name)
@@ -65,15 +65,15 @@ class QuantConfig:
             v = getattr(self, name)
             check_field(v == 0 or 2 <= v <= 8, name, "must be 0 (= MATRIX_BITS) or in [2, 8]", v)
         check_field(self.quant_clip_rule in ("sdclip", "hsdclip", "percentile", "search", "absmax"), "quant_clip_rule",
-               "must be sdclip, hsdclip, percentile, search or absmax", self.quant_clip_rule)
+                    "must be sdclip, hsdclip, percentile, search or absmax", self.quant_clip_rule)
         for name in ("matrix_clip_sigmas", "embed_clip_sigmas"):
             check_field(getattr(self, name) > 0, name, "must be > 0", getattr(self, name))
         for name in ("attn_clip_sigmas", "mlp_clip_sigmas", "gptq_reserve_seconds"):
             check_field(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
         check_field(0 <= self.hessian_clip_lambda <= 1, "hessian_clip_lambda", "must be in [0, 1]",
-               self.hessian_clip_lambda)
+                    self.hessian_clip_lambda)
         check_field(self.gptq_calibration in ("train", "ar"), "gptq_calibration", "must be train or ar",
-               self.gptq_calibration)
+                    self.gptq_calibration)
         for name in ("gptq_calibration_batches", "gptq_ar_seqs", "gptq_block_size", "lqer_rank", "lqer_top_k",
                      "lqer_asym_group"):
             check_field(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
@@ -81,4 +81,4 @@ class QuantConfig:
         check_field(0 < self.gptq_damp < 1, "gptq_damp", "must be in (0, 1)", self.gptq_damp)
         check_field(2 <= self.lqer_factor_bits <= 8, "lqer_factor_bits", "must be in [2, 8]", self.lqer_factor_bits)
         check_field(self.prune_target_bytes >= 0, "prune_target_bytes", "must be >= 0 (decimal bytes; 0 = off)",
-               self.prune_target_bytes)
+                    self.prune_target_bytes)

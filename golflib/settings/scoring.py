@@ -57,11 +57,11 @@ class TTTConfig:
 
     def __post_init__(self) -> None:
         check_field(bool(self.ttt_kinds) and all(k in TTT_KINDS for k in self.ttt_kinds)
-               and len(set(self.ttt_kinds)) == len(self.ttt_kinds), "ttt_kinds",
-               f"must be distinct names from {', '.join(TTT_KINDS)}", self.ttt_kinds)
+                    and len(set(self.ttt_kinds)) == len(self.ttt_kinds), "ttt_kinds",
+                    f"must be distinct names from {', '.join(TTT_KINDS)}", self.ttt_kinds)
         check_field(bool(self.ttt_lora_sites) and all(k in LORA_SITES for k in self.ttt_lora_sites)
-               and len(set(self.ttt_lora_sites)) == len(self.ttt_lora_sites), "ttt_lora_sites",
-               f"must be distinct names from {', '.join(LORA_SITES)}", self.ttt_lora_sites)
+                    and len(set(self.ttt_lora_sites)) == len(self.ttt_lora_sites), "ttt_lora_sites",
+                    f"must be distinct names from {', '.join(LORA_SITES)}", self.ttt_lora_sites)
         check_field(self.ttt_optimizer in ("sgd", "adamw"), "ttt_optimizer", "must be sgd or adamw", self.ttt_optimizer)
         for name in ("ttt_lr", "ttt_grad_clip", "ttt_lora_lr", "ttt_lora_alpha", "ttt_weight_decay",
                      "global_ttt_lr", "global_ttt_grad_clip"):
@@ -105,17 +105,17 @@ class NgramConfig:
 
     def __post_init__(self) -> None:
         check_field(bool(self.ngram_protocols) and all(k in NGRAM_PROTOCOLS for k in self.ngram_protocols)
-               and len(set(self.ngram_protocols)) == len(self.ngram_protocols), "ngram_protocols",
-               f"must be distinct names from {', '.join(NGRAM_PROTOCOLS)}", self.ngram_protocols)
+                    and len(set(self.ngram_protocols)) == len(self.ngram_protocols), "ngram_protocols",
+                    f"must be distinct names from {', '.join(NGRAM_PROTOCOLS)}", self.ngram_protocols)
         check_field(bool(self.ngram_orders) and all(2 <= o <= 32 for o in self.ngram_orders)
-               and len(set(self.ngram_orders)) == len(self.ngram_orders), "ngram_orders",
-               "must be distinct integers in [2, 32]", self.ngram_orders)
+                    and len(set(self.ngram_orders)) == len(self.ngram_orders), "ngram_orders",
+                    "must be distinct integers in [2, 32]", self.ngram_orders)
         check_field(self.ngram_alpha_schedule in NGRAM_SCHEDULES, "ngram_alpha_schedule",
-               f"must be one of {', '.join(NGRAM_SCHEDULES)}", self.ngram_alpha_schedule)
+                    f"must be one of {', '.join(NGRAM_SCHEDULES)}", self.ngram_alpha_schedule)
         check_field(0.0 <= self.ngram_alpha <= 1.0, "ngram_alpha", "must be in [0, 1]", self.ngram_alpha)
         check_field(self.ngram_ent_base >= 0.0, "ngram_ent_base", "must be >= 0", self.ngram_ent_base)
         check_field(self.ngram_ent_span >= 0.0 and self.ngram_ent_base + self.ngram_ent_span <= 1.0, "ngram_ent_span",
-               "must be >= 0 with NGRAM_ENT_BASE + NGRAM_ENT_SPAN <= 1", self.ngram_ent_span)
+                    "must be >= 0 with NGRAM_ENT_BASE + NGRAM_ENT_SPAN <= 1", self.ngram_ent_span)
         check_field(self.ngram_ent_scale >= 0.0, "ngram_ent_scale", "must be >= 0", self.ngram_ent_scale)
         check_field(self.ngram_tilt_beta >= 0.0, "ngram_tilt_beta", "must be >= 0", self.ngram_tilt_beta)
         check_field(0.0 <= self.ngram_tilt_tau <= 1.0, "ngram_tilt_tau", "must be in [0, 1]", self.ngram_tilt_tau)

@@ -67,15 +67,15 @@ class OptimConfig:
         check_field(self.muon_backend_steps >= 1, "muon_backend_steps", "must be >= 1", self.muon_backend_steps)
         check_field(self.warmdown_iters >= 0, "warmdown_iters", "must be >= 0", self.warmdown_iters)
         check_field(self.muon_momentum_warmup_steps >= 0, "muon_momentum_warmup_steps", "must be >= 0",
-               self.muon_momentum_warmup_steps)
+                    self.muon_momentum_warmup_steps)
         check_field(0 <= self.warmdown_frac <= 1, "warmdown_frac", "must be in [0, 1]", self.warmdown_frac)
         check_field(0 <= self.min_lr < 1, "min_lr", "must be in [0, 1)", self.min_lr)
         for name in ("muon_wd", "embed_wd", "adam_wd"):
             check_field(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))
         check_field(self.muon_ns_coeffs in ("ns5", "polar_express"), "muon_ns_coeffs", "must be ns5 or polar_express",
-               self.muon_ns_coeffs)
+                    self.muon_ns_coeffs)
         check_field(0 <= self.wd_taper_start_frac <= 1, "wd_taper_start_frac", "must be in [0, 1]",
-               self.wd_taper_start_frac)
+                    self.wd_taper_start_frac)
         check_field(self.wd_taper_final_mult >= 0, "wd_taper_final_mult", "must be >= 0", self.wd_taper_final_mult)
 
 
@@ -112,10 +112,12 @@ class TrainConfig:
         check_field(self.warmup_steps >= 0, "warmup_steps", "must be >= 0", self.warmup_steps)
         check_field(self.train_seq_len >= 2, "train_seq_len", "must be >= 2", self.train_seq_len)
         check_field(self.global_microbatches >= 1, "global_microbatches", "must be >= 1", self.global_microbatches)
-        check_field(self.train_batch_tokens % (self.global_microbatches * self.train_seq_len) == 0, "train_batch_tokens",
-               f"must be a multiple of GLOBAL_MICROBATCHES*TRAIN_SEQ_LEN = "
-               f"{self.global_microbatches}*{self.train_seq_len}", self.train_batch_tokens)
-        check_field(self.max_wallclock_seconds >= 0, "max_wallclock_seconds", "must be >= 0", self.max_wallclock_seconds)
+        check_field(self.train_batch_tokens % (self.global_microbatches * self.train_seq_len) == 0,
+                    "train_batch_tokens",
+                    f"must be a multiple of GLOBAL_MICROBATCHES*TRAIN_SEQ_LEN = "
+                    f"{self.global_microbatches}*{self.train_seq_len}", self.train_batch_tokens)
+        check_field(self.max_wallclock_seconds >= 0, "max_wallclock_seconds", "must be >= 0",
+                    self.max_wallclock_seconds)
         check_field(self.val_batch_size >= 1, "val_batch_size", "must be >= 1", self.val_batch_size)
         check_field(self.val_loss_every >= 0, "val_loss_every", "must be >= 0", self.val_loss_every)
         check_field(self.train_log_every >= 0, "train_log_every", "must be >= 0", self.train_log_every)
@@ -123,18 +125,18 @@ class TrainConfig:
         check_field(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda", self.device)
         check_field(self.use_compile in ("auto", "0", "1"), "use_compile", "must be auto, 0 or 1", self.use_compile)
         check_field(self.train_loader in ("sequential", "coprime", "shuffled", "packed"), "train_loader",
-               "must be sequential, coprime, shuffled or packed", self.train_loader)
+                    "must be sequential, coprime, shuffled or packed", self.train_loader)
         check_field(all(0 <= f < 1 for f in self.enable_looping_at), "enable_looping_at",
-               "fractions must be in [0, 1)", self.enable_looping_at)
+                    "fractions must be in [0, 1)", self.enable_looping_at)
         check_field(list(self.enable_looping_at) == sorted(self.enable_looping_at), "enable_looping_at",
-               "must be non-decreasing", self.enable_looping_at)
+                    "must be non-decreasing", self.enable_looping_at)
         check_field(self.recur_start_step >= 0, "recur_start_step", "must be >= 0", self.recur_start_step)
         check_field(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)", self.ema_decay)
         check_field(self.swa_every >= 0, "swa_every", "must be >= 0", self.swa_every)
         check_field(self.late_qat_threshold >= 0, "late_qat_threshold", "must be >= 0", self.late_qat_threshold)
         check_field(2 <= self.qat_bits <= 8, "qat_bits", "must be in [2, 8]", self.qat_bits)
         check_field(re.fullmatch(r"absmax|search|(sdclip|percentile):[0-9.]+", self.qat_clip) is not None, "qat_clip",
-               "must be absmax, search, sdclip:K or percentile:P", self.qat_clip)
+                    "must be absmax, search, sdclip:K or percentile:P", self.qat_clip)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ def run_demo(*, notebooks_dir: str | os.PathLike = "notebooks", runs_root: str |
                      {"seeds_dir": str(run_dir), "name": DEMO_RECORD_NAME, "track": "non_record_16mb",
                       "score": "ttt/lora", "records_root": str(Path(run_dir) / "records"),
                       "figures_root": str(figures_root), "data_root": str(data_root),
-                      "blurb": "golf demo: the cpu-tiny preset trained on 2 CPU cores on the embedded Wikipedia corpus"},
+                      "blurb": "golf demo: the cpu-tiny preset trained on 2 CPU cores on the embedded Wikipedia "
+                               "corpus"},
                      run_dir=run_dir)
     except PapermillExecutionError as e:  # a refused record (e.g. compliance) keeps the trained run and its scores
         if e.ename != "ComplianceError":
