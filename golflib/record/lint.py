@@ -25,7 +25,8 @@ Rules (``flag`` = almost certainly a violation, ``review`` = legal in some recor
   — a file next to ``train_gpt.py`` whose bytes must count toward the 16,000,000 (SPEC §0); also ``exec``/``open``
   of a ``.py`` path.
 
-A compressed golflib stub is linted after extracting its source (:func:`golflib.record.minify.extract`).
+A compressed golflib stub is linted after extracting its source (:func:`golflib.record.minify.extract`); its local
+names are minified, which hides some data flow, so records lint the readable twin ``train_gpt_readable.py``.
 """
 
 from __future__ import annotations

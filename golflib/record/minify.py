@@ -7,7 +7,8 @@ both files and lets the record say which one was counted (the readable one is al
 :func:`minify` works on the AST, so it cannot change what the code does: it drops docstrings and every other bare
 string-constant statement, comments (``ast.unparse`` does not keep them), parameter/return annotations of functions
 and annotations of local variables (class-level annotations stay: dataclass fields are defined by them), then
-re-indents with one space per level (checked to parse back to the same AST). With ``shake`` it also drops
+re-indents with one space per level (checked to parse back to the same AST), then lets python-minifier shorten
+local names. With ``shake`` it also drops
 module-level functions and classes nothing refers to (:func:`remove_unused_defs`) and standard-library imports
 nothing uses, and :func:`fold_flags` resolves ``if BUNDLED:`` branches (the flag a bundle sets to True).
 :func:`compress_stub` wraps it as ``exec(compile(<codec>.decompress(base64.b85decode("...")), ...))`` with raw
@@ -193,9 +194,13 @@ def remove_unused_stdlib_imports(tree: ast.Module) -> list[str]:
     return removed
 
 
-def minify(source: str, shake: bool = True, flags: dict[str, bool] | None = None) -> str:
+def minify(source: str, shake: bool = True, flags: dict[str, bool] | None = None,
+           rename_locals: bool = True) -> str:
     """Minified equivalent of ``source`` (module docstring); ``flags`` are folded with :func:`fold_flags` first.
-    Raises ``ValueError`` if the result does not parse back to the same AST (a bug, never silently accepted)."""
+    With ``rename_locals`` the result then goes through python-minifier (local names shortened, statements
+    joined; module-level names, attributes, keyword-callable parameters and class-level annotations kept), which
+    takes about 5% off the compressed stub. Raises ``ValueError`` if the re-indented source does not parse back to
+    the same AST (a bug, never silently accepted)."""
     tree = _strip_tree(source)
     if flags:
         fold_flags(tree, flags)
@@ -206,6 +211,12 @@ def minify(source: str, shake: bool = True, flags: dict[str, bool] | None = None
     code = _reindent(plain)
     if ast.dump(ast.parse(code)) != ast.dump(ast.parse(plain)):
         raise ValueError("re-indented source does not parse back to the same AST")
+    if rename_locals:
+        import python_minifier
+
+        code = python_minifier.minify(code, rename_locals=True, rename_globals=False, hoist_literals=False,
+                                      remove_literal_statements=True, preserve_shebang=False)
+        code = code if code.endswith("\n") else code + "\n"
     return code
 
 

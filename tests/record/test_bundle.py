@@ -209,11 +209,14 @@ def main():
     return area(Point(3, 4.0), 2.0), REG["registered"](), json.dumps([1])
 RESULT = main()
 '''
-    mini = minify(src, flags={"FLAG": True})
-    g1, g2 = {}, {}
+    mini = minify(src, flags={"FLAG": True}, rename_locals=False)  # golflib's own AST passes
+    short = minify(src, flags={"FLAG": True})  # + python-minifier's local renaming
+    g1, g2, g3 = {}, {}, {}
     exec(compile(src, "a", "exec"), g1)
     exec(compile(mini, "b", "exec"), g2)
-    assert g1["RESULT"] == g2["RESULT"] == (24.0, 7, "[1]")
+    exec(compile(short, "c", "exec"), g3)
+    assert g1["RESULT"] == g2["RESULT"] == g3["RESULT"] == (24.0, 7, "[1]")
+    assert len(short) < len(mini) and "unused_helper" not in short and "x:int=1" in short  # dataclass field kept
     assert "unused_helper" not in mini and "also_unused" not in mini and "registered" in mini
     assert "import os" not in mini and "import json" in mini and '"""' not in mini and "-> float" not in mini
     assert "x: int = 1" in mini and "folded away" not in mini and "return -1.0" not in mini
