@@ -43,6 +43,13 @@ def test_presets_document_their_source():
         assert "Published" in doc or name == "cpu-tiny", name
 
 
+def test_presets_of_ttt_records_enable_their_ttt():
+    ttt = {n: resolve(n, environ={}).ttt for n in PRESETS}
+    assert {n for n, t in ttt.items() if t.ttt_enabled} >= {"pr461", "pr549", "pr1855_arch"}
+    assert ttt["pr461"].ttt_kinds == ttt["pr549"].ttt_kinds == ("chunked",)
+    assert ttt["pr1855_arch"].ttt_kinds == ("phased",)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data):
@@ -71,6 +78,5 @@ def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data):
             # val stream, and the last chunk is never trained on
             assert rep["n_updates"] > 0 or (name, kind) == ("cpu-tiny", "chunked"), (kind, rep)
             assert res["ttt"][kind]["val_bpb"] < res["quantized"]["standard"]["val_bpb"] + 0.1
-    assert {n for n in PRESETS if resolve(n, environ={}).ttt.ttt_enabled} >= {"pr461", "pr549", "pr1855_arch"}
     assert res["export_weights"] == {"pr461": "swa"}.get(name, "ema" if resolve(name, environ={}).train.ema_decay
                                                           else "live")

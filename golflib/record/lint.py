@@ -87,11 +87,11 @@ def _big_odd_constants(node: ast.AST) -> list[int]:
 def _target_in_hash(tree: ast.AST) -> list[Finding]:
     out, seen = [], set()
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitXor, ast.Mult, ast.Add, ast.Mod))):
+        if not (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitXor, ast.Mult))):
             continue
         targets = sorted(n for n in _names(node) if _TARGET_NAME.match(n))
         primes = _big_odd_constants(node)
-        if targets and primes and node.lineno not in seen and isinstance(node.op, (ast.BitXor, ast.Mult)):
+        if targets and primes and node.lineno not in seen:
             seen.add(node.lineno)
             out.append(Finding("target-in-hash", "flag", node.lineno,
                                f"hash-like expression mixes the target ({', '.join(targets)}) with constant "

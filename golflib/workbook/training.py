@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,7 +12,7 @@ from golflib.data.shards import list_shards, load_shard
 from golflib.eval.bpb import unigram_bpb
 from golflib.presets import resolve
 from golflib.runlog import create_run_dir
-from golflib.workbook.runs import load_config, load_result, update_result
+from golflib.workbook.runs import load_config, load_json, load_result, update_result
 
 # Smoke runs (tests/CI): the same code path in ~20 s of training on a smaller shape and a val slice.
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -106,7 +105,7 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
                     "val_bpb_post_quant_mixed": (mixed.get("standard") or {}).get("val_bpb")})
     record = Path(run_dir) / "record.json"  # written by notebooks/50_record.ipynb (golf demo runs it on the run)
     if record.is_file():
-        rec = json.loads(record.read_text(encoding="utf-8"))
+        rec = load_json(record)
         out.update({"record_folder": rec.get("path"), "record_compliance_ok": (rec.get("compliance") or {}).get("ok")})
     return out
 

@@ -13,8 +13,6 @@ import torch
 
 from golflib.config import Config, env_names
 from golflib.settings.base import ConfigError
-from golflib.settings.model import ModelConfig
-from golflib.data.luts import ByteLUTs
 from golflib.eval.implied import implied_mass, implied_rows
 from golflib.eval.ledger import Ledger, LegalityError, check_distribution, perturbation_test
 from golflib.eval.ngram import NgramMixer
@@ -23,29 +21,11 @@ from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt_chunked import eval_ttt_chunked
 from golflib.eval.ttt_common import doc_segments
 from golflib.eval.ttt_lora import eval_ttt_lora, lora_order, lora_schedule
-from golflib.model.gpt import GPT
 from golflib.workbook.ngram940 import PRIMES_940, HashedBlend940, eval_sliding_940
+from test_ttt import BOS, VOCAB, luts, tiny_model  # the same tiny GPT, vocabulary and byte LUTs as the TTT tests
 
-VOCAB, BOS = 48, 1
 SLIDE = dict(seq_len=32, stride=16, batch_seqs=8)
 CHUNK = dict(seq_len=32, stride=16, chunk_tokens=128, batch_seqs=4, grad_clip=1.0, eval_batch_seqs=8)
-
-
-def tiny_model(seed=0) -> GPT:
-    """A random tiny GPT with non-zero output projections (so it reads its context)."""
-    torch.manual_seed(seed)
-    model = GPT(ModelConfig(vocab_size=VOCAB, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2.0,
-                            tied_embed_init_std=0.05))
-    with torch.no_grad():
-        for m in model.modules():
-            if getattr(m, "_zero_init", False):
-                m.weight.normal_(0.0, 0.1)
-    return model
-
-
-def luts() -> ByteLUTs:
-    base = torch.tensor([0, 0] + [1 + i % 3 for i in range(VOCAB - 2)], dtype=torch.int16)
-    return ByteLUTs(base, torch.tensor([i % 4 == 0 and i > 1 for i in range(VOCAB)]), torch.arange(VOCAB) < 2)
 
 
 def repeat_stream(n_docs=5, doc_len=100, copies=4, seed=0) -> torch.Tensor:
