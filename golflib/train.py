@@ -139,6 +139,27 @@ def _setup_run_dir(args: argparse.Namespace, cfg: Config, rt: Runtime) -> Path:
     return Path(path[0])
 
 
+def load_init_checkpoint(model: torch.nn.Module, path: str) -> None:
+    """Load a safetensors state dict (``INIT_CHECKPOINT``) over ``model``'s init, every entry required.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the missing, unexpected
+    or mis-shaped tensors."""
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"INIT_CHECKPOINT={path}: no such file")
+    sd = load_file(path)
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    shapes = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+              if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"INIT_CHECKPOINT={path} does not fit the configured model: missing {missing[:8]}, "
+                         f"unexpected {unexpected[:8]}, shape mismatches {shapes[:8]}")
+    with torch.no_grad():
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -168,7 +189,11 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
     log.log(f"val_loader:shards pattern={cfg.data.val_glob} tokens:{val_tokens.numel() - 1}"
             + (f" (truncated by VAL_MAX_TOKENS={tc.val_max_tokens}: not a val_bpb)" if tc.val_max_tokens else ""))
 
-    base_model = GPT(mc).to(rt.device)
+    base_model = GPT(mc)
+    if tc.init_checkpoint:
+        load_init_checkpoint(base_model, tc.init_checkpoint)
+        log.log(f"init_checkpoint:{tc.init_checkpoint}")
+    base_model = base_model.to(rt.device)
     cast_model_for_device(base_model, rt.device, CONTROL_PATTERNS)
     compiled = should_compile(tc.use_compile, rt.device)
     model = torch.compile(base_model, dynamic=False, fullgraph=True) if compiled else base_model

@@ -106,6 +106,7 @@ class TrainConfig:
     late_qat_threshold: float = 0.0  # enable STE fake-quant once the LR multiplier falls below this; 0 = off [B3]
     qat_bits: int = 6  # bits of the fake quantizer (per-row symmetric)
     qat_clip: str = "absmax"  # clip rule of the fake quantizer: absmax (records' rowmax/qmax) | sdclip:K | percentile:P
+    init_checkpoint: str = ""  # safetensors state dict loaded over the init before training ("" = the model's init)
 
     def __post_init__(self) -> None:
         check_field(self.iterations >= 1, "iterations", "must be >= 1", self.iterations)

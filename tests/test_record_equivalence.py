@@ -1,0 +1,131 @@
+"""Every record preset against numbers from its record's own code (issue 11).
+
+The fixtures in ``tests/reference/fixtures/<preset>.json`` were produced by ``tests/reference/harness.py``: the
+record's ``train_gpt.py`` (openai/parameter-golf, folder and SHA-256 in the fixture) run on CPU on the synthetic
+dataset of :mod:`reference.synth`, its model given the fixture weights of :mod:`reference.weights`. Here golflib
+trains the same preset at the same scale, on the same data, from the same weights, and must reproduce:
+
+* the init rule of every parameter (zero / constant / levels / orthogonal gain / random std);
+* the training loss of every step (step 1 is the forward loss at the fixture weights, BOS inside every batch);
+* every parameter's update after the run (optimizer groups, LRs, momentum, WD, clipping, EMA/SWA, late QAT);
+* the scores the record logs (pre-quantization, the export's round trip, sliding window, TTT) and the export's
+  bytes (golflib's container differs from the records' pickles, so bytes within 2%).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from golflib.model.gpt import GPT
+from golflib.presets import resolve
+from golflib.train import main as train_main
+from golflib.workbook.runs import load_metrics, load_result
+from reference.synth import write_dataset
+from reference.weights import fixture_state, init_stats, update_stats
+
+FIXTURES = Path(__file__).resolve().parent / "reference" / "fixtures"
+PRESETS = sorted(p.stem for p in FIXTURES.glob("*.json"))
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> dict:
+    return write_dataset(tmp_path_factory.mktemp("synth"))
+
+
+def _fixture(preset: str) -> dict:
+    return json.loads((FIXTURES / f"{preset}.json").read_text(encoding="utf-8"))
+
+
+def _overrides(fx: dict, data: dict) -> dict:
+    return {**fx["golf_overrides"], "DATA_PATH": data["data_path"], "TOKENIZER_PATH": data["tokenizer_path"]}
+
+
+def _close(a: float, b: float, rel: float, abs_: float = 0.0) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+def compare_init(golf: dict, rec: dict) -> list[str]:
+    """Differences between two ``init_stats`` entries of one tensor (empty when they agree)."""
+    if golf["kind"] != rec["kind"]:
+        return [f"kind {golf} vs record {rec}"]
+    kind = golf["kind"]
+    if kind == "const" and not _close(golf["value"], rec["value"], 1e-6):
+        return [f"value {golf['value']} vs record {rec['value']}"]
+    if kind in ("levels", "values") and not all(_close(a, b, 1e-5, 1e-7) for a, b in zip(golf["values"],
+                                                                                       rec["values"])):
+        return [f"values {golf['values'][:6]} vs record {rec['values'][:6]}"]
+    if kind == "orthogonal" and not _close(golf["gain"], rec["gain"], 1e-3):
+        return [f"orthogonal gain {golf['gain']:.5f} vs record {rec['gain']:.5f}"]
+    if kind == "random" and not _close(golf["std"], rec["std"], 0.2):
+        return [f"std {golf['std']:.5f} vs record {rec['std']:.5f}"]
+    return []
+
+
+def scored(result: dict, key: str, cfg) -> dict:
+    """golflib's result for a fixture metric key."""
+    if key == "pre_quant":
+        return result["pre_quant"]
+    if key == "roundtrip":
+        return result["mixed_artifact"]["standard"] if cfg.quant.mixed_export else result["quantized"]["standard"]
+    if key == "sliding":
+        return result["quantized"]["sliding"]
+    if key.startswith("ttt_"):
+        return result["ttt"][key[4:]]
+    raise KeyError(key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_reproduces_its_record(preset, synth_data, tmp_path):
+    fx = _fixture(preset)
+    overrides = _overrides(fx, synth_data)
+    cfg = resolve(preset, overrides, environ={}, scale=fx["scale"])
+    model = GPT(cfg.model)
+
+    # init rules, tensor by tensor
+    fresh = {k: init_stats(v) for k, v in model.state_dict().items()}
+    assert sorted(fresh) == sorted(fx["init"]), "parameter sets differ"
+    bad = {k: d for k in fresh if (d := compare_init(fresh[k], fx["init"][k]))}
+    assert not bad, f"init differs from the record's: {bad}"
+
+    weights = fixture_state(model)
+    init_path = tmp_path / "init.safetensors"
+    save_file(weights, str(init_path))
+    run = tmp_path / "run"
+    args = ["--preset", preset, "--scale", str(fx["scale"]), "--run-dir", str(run)]
+    for k, v in {**overrides, "INIT_CHECKPOINT": str(init_path)}.items():
+        args += ["--set", f"{k}={v}"]
+    assert train_main(args) == 0
+    result = load_result(run)
+
+    # the loss of every step: the forward pass at the fixture weights, then after each update
+    losses = [e["train_loss"] for e in load_metrics(run) if e["kind"] == "train"]
+    assert len(losses) == len(fx["train_loss"])
+    for s, (a, b) in enumerate(zip(losses, fx["train_loss"]), 1):
+        assert _close(a, b, 2e-5), f"step {s}: train_loss {a:.8f} vs record {b:.8f}"
+
+    # every parameter's update (the exported, i.e. averaged, weights minus the fixture weights)
+    final = load_file(str(run / "final_model.safetensors"))
+    bad = {}
+    for name, rec in fx["update"].items():
+        got = update_stats(name, final[name].float(), weights[name])
+        scale = max(rec["l2"], 1e-12)
+        if not (_close(got["l2"], rec["l2"], 2e-3, 1e-9) and abs(got["dot"] - rec["dot"]) <= 2e-3 * scale
+                * math.sqrt(weights[name].numel()) + 1e-9):
+            bad[name] = (got, rec)
+    assert not bad, f"updates differ from the record's: {bad}"
+
+    # scores and bytes
+    for key, rec in fx["metrics"].items():
+        got = scored(result, key, cfg)
+        assert _close(got["val_loss"], rec["val_loss"], 2e-5, 6e-5), (key, got["val_loss"], rec["val_loss"])
+        assert _close(got["val_bpb"], rec["val_bpb"], 2e-5, 6e-5), (key, got["val_bpb"], rec["val_bpb"])
+    if fx["artifact_bytes"]:
+        art = result["mixed_artifact"] if cfg.quant.mixed_export else result["artifact"]
+        assert _close(art["artifact_bytes"], fx["artifact_bytes"], 0.02), (art["artifact_bytes"],
+                                                                           fx["artifact_bytes"])
