@@ -11,6 +11,7 @@
     golf bench NAME                             benchmarks writing JSON
     golf quant requant RUN_DIR [--set K=V ...]  re-quantize a trained checkpoint, report bytes and val_bpb
     golf quant budget RUN_DIR_OR_ARTIFACT       code + model bytes per tensor class vs 16,000,000 (exit 1 if over)
+    golf budget --preset P [--checkpoint F]     pre-flight: the full-size model exported with the preset's recipe
     golf quant codecs RUN_DIR_OR_ARTIFACT       bytes per codec and the order-0 bound, per tensor class
     golf bundle [--preset P | --config C] --out F   single-file train_gpt.py; prints raw/minified/compressed bytes
     golf seeds --preset P --seeds 1337,42,2025  every seed through the bundled train_gpt.py, per-seed table
@@ -150,6 +151,15 @@ def cmd_quant_budget(a) -> int:
     from golflib.workbook.quant_cli import budget_main
 
     return budget_main(a.target, limit=a.limit, code_bytes=a.code_bytes, as_json=a.json)
+
+
+def cmd_budget(a) -> int:
+    from golflib.presets import resolve
+    from golflib.workbook.quant_cli import preflight_main
+
+    cfg = resolve(a.preset, _kv_pairs(a.set), scale=a.scale)
+    return preflight_main(cfg, checkpoint=a.checkpoint, code_bytes=a.code_bytes, form=a.form, limit=a.limit,
+                          gptq=not a.no_gptq, as_json=a.json)
 
 
 def cmd_quant_codecs(a) -> int:
@@ -316,6 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
     qc = q.add_parser("codecs", help="bytes per codec (one code per byte, bit-packed, entropy) vs order-0 bound")
     qc.add_argument("target", help="a run directory (its mixed artifact) or an artifact file")
     qc.set_defaults(fn=cmd_quant_codecs)
+
+    bg = sub.add_parser("budget", help="pre-flight byte budget of a preset: full-size export with its recipe + the "
+                        "bundle's code bytes vs 16,000,000 (exit 1 when over)")
+    bg.add_argument("--preset", default="baseline")
+    bg.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    bg.add_argument("--scale", type=float, default=1.0, help="width factor in (0, 1]")
+    bg.add_argument("--checkpoint", default=None, help="trained weights (.safetensors): exact bytes instead of the "
+                    "Gaussian-rows estimate")
+    bg.add_argument("--no-gptq", action="store_true", help="with --checkpoint: skip GPTQ calibration (RTN codes)")
+    bg.add_argument("--code-bytes", type=int, default=None, help="code bytes to count (default: bundle this config)")
+    bg.add_argument("--form", choices=("compressed", "readable"), default="compressed",
+                    help="which train_gpt.py form is counted")
+    bg.add_argument("--limit", default="16000000", help="decimal bytes or e.g. 15.9MB (MiB is refused)")
+    bg.add_argument("--json", action="store_true")
+    bg.set_defaults(fn=cmd_budget)
 
     bu = sub.add_parser("bundle", help="write the single-file train_gpt.py (config baked in) and print its sizes")
     bu.add_argument("--preset", default="baseline")

@@ -20,7 +20,7 @@ from golflib.settings.model import ModelConfig
 from golflib.settings.quant import QuantConfig
 from golflib.model.gpt import GPT
 from golflib.quant.artifact import ArtifactError, encode_artifact, read_artifact, write_artifact
-from golflib.quant.int8 import dequantize, payload_bytes, quantize_int8
+from golflib.quant.int8 import QuantizedState, dequantize, payload_bytes, quantize_int8
 from golflib.quant.mixed import quantize_mixed
 from golflib.quant.prune import prune_to_target
 
@@ -50,14 +50,13 @@ def export_int8(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, cf
     return ExportInfo(str(path), n, payload_bytes(qs), raw, qs.meta["scheme"], cfg.artifact_codec)
 
 
-def export_mixed(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, cfg: QuantConfig,
-                 model_cfg: ModelConfig | None = None, hessians: dict[str, torch.Tensor] | None = None, *,
-                 code_bytes: int = 0, log=None) -> tuple[ExportInfo, dict]:
-    """Quantize with :func:`golflib.quant.mixed.quantize_mixed` and write the artifact with ``cfg.mixed_codec``.
-
-    With ``PRUNE_TARGET_BYTES`` > 0, ±1 codes are pruned until ``artifact + code_bytes`` fits that many decimal
-    bytes (:func:`golflib.quant.prune.prune_to_target`). Returns the :class:`ExportInfo` and a dict of extras
-    (``{"prune": {...}}`` when pruning ran)."""
+def mixed_state(state_dict: dict[str, torch.Tensor], cfg: QuantConfig, model_cfg: ModelConfig | None = None,
+                hessians: dict[str, torch.Tensor] | None = None, *, code_bytes: int = 0, log=None) -> \
+        tuple[QuantizedState, dict]:
+    """The mixed artifact's quantized state, in memory: :func:`golflib.quant.mixed.quantize_mixed`, the
+    architecture in the metadata, and with ``PRUNE_TARGET_BYTES`` > 0 ±1 codes pruned until ``artifact +
+    code_bytes`` fits that many decimal bytes (:func:`golflib.quant.prune.prune_to_target`, measured with
+    ``cfg.mixed_codec``). Returns the state and a dict of extras (``{"prune": {...}}`` when pruning ran)."""
     qs = quantize_mixed(state_dict, cfg, hessians, log=log)
     if model_cfg is not None:
         qs.meta["model"] = dataclasses.asdict(model_cfg)
@@ -69,6 +68,15 @@ def export_mixed(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, c
             p = extras["prune"]
             log(f"quant:prune target_bytes:{cfg.prune_target_bytes} (artifact <= {p['target_bytes']}) "
                 f"pruned:{p['pruned']}/{p['candidates']} bytes:{p['bytes_before']}->{p['bytes_after']}")
+    return qs, extras
+
+
+def export_mixed(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, cfg: QuantConfig,
+                 model_cfg: ModelConfig | None = None, hessians: dict[str, torch.Tensor] | None = None, *,
+                 code_bytes: int = 0, log=None) -> tuple[ExportInfo, dict]:
+    """:func:`mixed_state` written to ``path`` with ``cfg.mixed_codec``. Returns the :class:`ExportInfo` and the
+    extras of :func:`mixed_state`."""
+    qs, extras = mixed_state(state_dict, cfg, model_cfg, hessians, code_bytes=code_bytes, log=log)
     n = write_artifact(path, qs, cfg.mixed_codec)
     raw = sum(t.numel() * t.element_size() for t in state_dict.values())
     return ExportInfo(str(path), n, payload_bytes(qs), raw, qs.meta["scheme"], cfg.mixed_codec), extras

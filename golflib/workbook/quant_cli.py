@@ -67,3 +67,74 @@ def codecs_main(target: str, out=None) -> int:
                                                 for e in x[1].meta["tensors"].values()))
     print(json.dumps({"artifact": str(path), "classes": codec_report(qs)}, indent=2), file=out)
     return 0
+
+
+def bundle_code_bytes(cfg, form: str = "compressed", codec: str = "brotli") -> tuple[int, str]:
+    """Counted bytes of the single-file ``train_gpt.py`` bundled for ``cfg`` (:func:`golflib.record.script
+    .make_script`) and a description."""
+    from golflib.record.script import make_script
+
+    script = make_script(cfg, form=form, codec=codec)
+    what = f"bundled train_gpt.py for this config, {form}" + (f" ({codec} stub)" if form == "compressed" else "")
+    return script.counted_bytes, what
+
+
+def checkpoint_hessians(cfg, state: dict, log=print) -> dict | None:
+    """GPTQ Hessians of a checkpoint the way the run collects them: ``GPTQ_CALIBRATION_BATCHES`` training
+    micro-batches from ``TRAIN_LOADER`` (``GPTQ_CALIBRATION=train``; one process, so one micro-batch per step of
+    ``TRAIN_BATCH_TOKENS / GLOBAL_MICROBATCHES`` tokens) or AR self-generated sequences (``ar``). Returns None, with
+    a log line, when the recipe has no GPTQ or no training shards are at ``DATA_PATH``."""
+    import glob
+
+    from golflib.data.loaders import make_loader
+    from golflib.model.gpt import GPT
+    from golflib.quant.calib import ar_batches, collect_hessians, train_batches
+
+    q, tc = cfg.quant, cfg.train
+    if not (q.mixed_export and q.gptq_enabled):
+        return None
+    model = GPT(cfg.model)
+    model.load_state_dict(state, strict=True)
+    if q.gptq_calibration == "train":
+        if not glob.glob(cfg.data.train_glob):
+            log(f"budget: no training shards match {cfg.data.train_glob}: GPTQ not run, round-to-nearest codes")
+            return None
+        loader = make_loader(tc.train_loader, cfg.data.train_glob, 0, 1, "cpu", cfg.model.vocab_size, seed=tc.seed,
+                             bos_id=cfg.model.bos_id)
+        batches = train_batches(loader, q.gptq_calibration_batches, tc.train_batch_tokens, tc.train_seq_len,
+                                tc.global_microbatches)
+    else:
+        batches = ar_batches(model, q.gptq_ar_seqs, tc.train_seq_len, temperature=q.gptq_ar_temperature,
+                             seed=tc.seed)
+    hessians, stats = collect_hessians(model, batches)
+    log(f"budget: GPTQ Hessians from {q.gptq_calibration} ({stats['batches']} batches, {stats['tokens']} tokens, "
+        f"{stats['seconds']:.1f}s)")
+    return hessians
+
+
+def preflight_main(cfg, *, checkpoint: str | None = None, code_bytes: int | None = None, form: str = "compressed",
+                   limit: str = "16000000", gptq: bool = True, as_json: bool = False, out=None) -> int:
+    """``golf budget``: the pre-flight budget of ``cfg`` (:func:`golflib.quant.preflight.preflight_budget`) with
+    the code bytes of its bundle; returns 1 when the total is at or over ``limit``."""
+    from golflib.quant.preflight import format_preflight, preflight_budget
+    from golflib.quant.prune import parse_byte_target
+
+    out = out or sys.stdout
+    limit_b = parse_byte_target(limit)
+    if code_bytes is None:
+        code_bytes, source = bundle_code_bytes(cfg, form=form)
+    else:
+        source = "--code-bytes"
+    state = hessians = None
+    if checkpoint:
+        from safetensors.torch import load_file
+
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+        state = load_file(checkpoint)
+        if gptq:
+            hessians = checkpoint_hessians(cfg, state, log=lambda m: print(m, file=sys.stderr))
+    rep = preflight_budget(cfg, code_bytes=code_bytes, code_source=source, state=state, hessians=hessians,
+                           limit=limit_b)
+    print(json.dumps(rep, indent=2) if as_json else format_preflight(rep), file=out)
+    return 0 if rep["fits"] else 1

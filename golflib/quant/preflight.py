@@ -1,0 +1,132 @@
+"""Pre-flight byte budget: will this config's artifact fit in 16,000,000 bytes, before any training (issue 11)?
+
+:func:`preflight_budget` builds the full model of a config, exports its weights with the config's own recipe (the
+artifact a run scores: the mixed one with ``MIXED_EXPORT=1``, else int8 with ``ARTIFACT_CODEC``) and adds the
+counted code bytes. The weights are either
+
+* a trained checkpoint (``weights="checkpoint"``) — the number is exact for the recipe, given the same GPTQ
+  Hessians (without calibration data GPTQ cannot run and round-to-nearest codes are used; the result says so); or
+* an estimate (``weights="gaussian"``): every tensor the recipe quantizes per row is replaced by rows of
+  ``N(0, 1)`` draws, everything else keeps the model's init. Init weights themselves are no estimate — projections
+  start at zero and compress to almost nothing (the top stack's init weights come to 9.66 MB against its record's
+  15.90 MB) — while SDClip (``c = k·σ(row)``) is scale-invariant per row, so Gaussian rows give the codes a trained
+  Gaussian-like row would (measured in docs/LOG.md against trained checkpoints). Rules that are not
+  scale-invariant per row (``percentile``, ``search``, ``absmax``) get the same Gaussian rows; their estimate is
+  rougher.
+
+With ``PRUNE_TARGET_BYTES`` set, ±1 pruning runs as in the export, so the estimate is after pruning (and an error
+if pruning cannot reach the target). All byte counts are decimal; the limit is strict (``<``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from golflib.config import Config
+from golflib.model.gpt import GPT
+from golflib.quant.artifact import encode_artifact
+from golflib.quant.budget import artifact_budget
+from golflib.quant.classes import class_policies, policy_for
+from golflib.quant.export import mixed_state
+from golflib.quant.int8 import quantize_int8
+from golflib.quant.prune import SIZE_LIMIT
+
+WEIGHT_SOURCES = ("gaussian", "checkpoint")
+
+
+def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``state`` with every tensor the recipe quantizes per row replaced by ``N(0, 1)`` rows (float32, a fixed
+    seed); other tensors are kept. For the int8 export, every 2-D float tensor above ``KEEP_FLOAT_MAX_NUMEL``."""
+    g = torch.Generator().manual_seed(seed)
+    policies = class_policies(cfg.quant)
+    out = {}
+    for name, t in state.items():
+        if cfg.quant.mixed_export:
+            _, pol = policy_for(name, t, policies)
+            per_row = pol.kind == "per_row"
+        else:
+            per_row = t.is_floating_point() and t.ndim == 2 and t.numel() > cfg.quant.keep_float_max_numel
+        out[name] = torch.randn(t.shape, generator=g) if per_row else t
+    return out
+
+
+def scored_codec(cfg: Config) -> str:
+    """The codec of the artifact a run scores (``MIXED_CODEC`` with ``MIXED_EXPORT=1``, else ``ARTIFACT_CODEC``)."""
+    return cfg.quant.mixed_codec if cfg.quant.mixed_export else cfg.quant.artifact_codec
+
+
+def preflight_budget(cfg: Config, *, code_bytes: int, code_source: str, state: dict[str, torch.Tensor] | None = None,
+                     hessians: dict[str, torch.Tensor] | None = None, limit: int = SIZE_LIMIT, seed: int = 0) -> dict:
+    """Bytes of ``cfg``'s scored artifact plus ``code_bytes``, against ``limit``.
+
+    Args:
+        cfg: the resolved config (its model is built at the configured size, on CPU).
+        code_bytes: counted code bytes (the bundled ``train_gpt.py`` for this config, or this core's own file).
+        code_source: where ``code_bytes`` came from (printed).
+        state: trained weights (``{name: tensor}``, e.g. a ``final_model.safetensors``); None = Gaussian rows.
+        hessians: GPTQ Hessians for ``state`` (:func:`golflib.quant.calib.collect_hessians`); None = RTN.
+        limit: decimal bytes; ``fits`` means ``bytes_total < limit``.
+
+    Returns:
+        ``{"weights", "gptq", "scheme", "codec", "artifact_bytes", "code_bytes", "code_source", "bytes_total",
+        "limit", "fits", "headroom", "classes", "header_bytes", "params", "seconds"}`` (``classes`` as
+        :func:`golflib.quant.budget.artifact_budget`).
+
+    Raises:
+        ValueError: ``state`` does not match the model's parameters, or pruning cannot reach its target.
+    """
+    t0 = time.perf_counter()
+    model = GPT(cfg.model)
+    own = model.state_dict()
+    n_params = sum(p.numel() for p in model.parameters())
+    if state is not None:
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or bad:
+            raise ValueError(f"checkpoint does not match the configured model: missing {missing[:6]}, "
+                             f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]}")
+        weights, source = {k: state[k] for k in own}, "checkpoint"
+    else:
+        weights, source = gaussian_rows(own, cfg, seed), "gaussian"
+    del model
+    codec = scored_codec(cfg)
+    extras: dict = {}
+    if cfg.quant.mixed_export:
+        qs, extras = mixed_state(weights, cfg.quant, cfg.model, hessians, code_bytes=code_bytes)
+    else:
+        qs = quantize_int8(weights, cfg.quant)
+    blob = encode_artifact(qs, codec)
+    rep = artifact_budget(blob, f"<{source} weights>")
+    total = len(blob) + int(code_bytes)
+    gptq = bool(cfg.quant.mixed_export and cfg.quant.gptq_enabled and hessians)
+    return {"weights": source, "gptq": gptq, "scheme": rep["scheme"], "codec": codec,
+            "artifact_bytes": len(blob), "code_bytes": int(code_bytes), "code_source": code_source,
+            "bytes_total": total, "limit": int(limit), "fits": total < limit, "headroom": int(limit) - total,
+            "classes": rep["classes"], "header_bytes": rep["header_bytes"], "params": n_params,
+            "prune": extras.get("prune"), "seconds": time.perf_counter() - t0}
+
+
+def preflight_line(rep: dict) -> str:
+    """One log line: ``preflight:budget weights:gaussian artifact:... code:... total:... limit:... fits:...``."""
+    how = {"gaussian": "estimate from N(0,1) rows", "checkpoint": "checkpoint"}[rep["weights"]]
+    how += ", GPTQ" if rep["gptq"] else ", round-to-nearest"
+    return (f"preflight:budget weights:{rep['weights']} ({how}) scheme:{rep['scheme']} codec:{rep['codec']} "
+            f"artifact:{rep['artifact_bytes']} code:{rep['code_bytes']} ({rep['code_source']}) "
+            f"total:{rep['bytes_total']} limit:{rep['limit']} fits:{rep['fits']} headroom:{rep['headroom']:+d}")
+
+
+def format_preflight(rep: dict) -> str:
+    """The per-class table of :func:`preflight_budget` (decimal bytes, bits per parameter), then the total."""
+    lines = [preflight_line(rep), f"  {'class':<12}{'bytes':>14}{'params':>14}{'bits/param':>12}"]
+    for cls, c in rep["classes"].items():
+        bpp = "" if c["bits_per_param"] is None else f"{c['bits_per_param']:.3f}"
+        lines.append(f"  {cls:<12}{c['bytes']:>14,}{c['params']:>14,}{bpp:>12}")
+    lines.append(f"  {'header':<12}{rep['header_bytes']:>14,}")
+    lines.append(f"  {'artifact':<12}{rep['artifact_bytes']:>14,}")
+    lines.append(f"  {'code':<12}{rep['code_bytes']:>14,}  ({rep['code_source']})")
+    status = "UNDER" if rep["fits"] else "OVER"
+    lines.append(f"  {'total':<12}{rep['bytes_total']:>14,}  vs limit {rep['limit']:,}: {status} "
+                 f"(headroom {rep['headroom']:+,})")
+    return "\n".join(lines)
