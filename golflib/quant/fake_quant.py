@@ -49,10 +49,13 @@ def fake_quant(w: Tensor, bits: int, clip: ClipRule | str = "sdclip:12.85", *, l
     return w + (q - w).detach()
 
 
-def set_late_qat(model, bits: int, clip: ClipRule | str = "absmax") -> int:
-    """Enable (``bits > 0``) or disable (``bits = 0``) STE fake quantization on every ``CastedLinear`` of ``model``
-    except an untied ``lm_head`` (quantized with the embedding's bits at export). Late QAT (#286/#315/#414) calls
-    this once when the LR multiplier falls below ``LATE_QAT_THRESHOLD``. The transform is stored as each module's
+def set_late_qat(model, bits: int, clip: ClipRule | str = "absmax", modules: tuple[str, ...] = ()) -> int:
+    """Enable (``bits > 0``) or disable (``bits = 0``) STE fake quantization on the ``CastedLinear`` modules of
+    ``model`` whose names contain one of ``modules`` (empty: every one except an untied ``lm_head``, quantized with
+    the embedding's bits at export). Late QAT (#286/#315/#414) calls this once when the LR multiplier falls below
+    ``LATE_QAT_THRESHOLD``; ``LATE_QAT_MODULES`` restricts it as the banked records (#549/#1019), whose block
+    matrices are bank slices outside their QAT layer class, fake-quantize only ``bigram.proj`` / ``ve_shared.proj``.
+    The transform acts in training-mode forwards only (``CastedLinear.forward``). It is stored as each module's
     ``qat_fn`` instance attribute, which ``torch.compile`` guards on (recompiles), unlike the records' class flag.
     Returns the number of modules changed."""
     from functools import partial
@@ -62,7 +65,9 @@ def set_late_qat(model, bits: int, clip: ClipRule | str = "absmax") -> int:
     fn = partial(fake_quant, bits=bits, clip=parse_clip_rule(clip)) if bits else None
     n = 0
     for name, m in model.named_modules():
-        if isinstance(m, CastedLinear) and not name.startswith("lm_head"):
+        if not isinstance(m, CastedLinear):
+            continue
+        if (any(p in name for p in modules) if modules else not name.startswith("lm_head")):
             m.qat_fn = fn
             n += 1
     return n
