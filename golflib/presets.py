@@ -239,7 +239,9 @@ def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
 
     ``scale`` in (0, 1]: ``MODEL_DIM`` → a multiple of 16 near ``scale·MODEL_DIM`` (heads halved until head_dim
     ≥ 8, GQA ratio kept where possible), vocab 1024 on the embedded corpus, seq 128, 2,048 tokens/step, table
-    widths capped, no wall-clock cap or compile warm-up, 60 iterations; step-based recurrence starts at step 20 and an
+    widths capped (``VE_DIM`` scaled, so it stays below the KV width as at full size), the size thresholds
+    ``ORTHO_INIT_MIN_DIM`` (× scale) and ``KEEP_FLOAT_MAX_NUMEL`` (× scale²) scaled, no wall-clock cap or compile
+    warm-up, 60 iterations; step-based recurrence starts at step 20 and an
     EMA decays at 0.9 (time scales shrink with the run); TTT keeps its kinds and learning rates with chunks of at
     most 1,024 tokens, 8 sequences per step, LoRA rank ≤ 8, 16 docs per LoRA batch and 16 phased prefix docs.
     Raises :class:`ConfigError` for a scale outside (0, 1].
@@ -262,10 +264,13 @@ def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
         **EMBEDDED_DATA, "VOCAB_SIZE": 1024, "MODEL_DIM": dim, "NUM_HEADS": heads, "NUM_KV_HEADS": kv,
         "ROPE_DIMS": min(m.rope_dims, hd) // 2 * 2, "GATE_WINDOW": min(m.gate_window, dim),
         "BIGRAM_VOCAB_SIZE": min(m.bigram_vocab_size, 512), "BIGRAM_DIM": min(m.bigram_dim, 32),
-        "VE_DIM": min(m.ve_dim, 32), "TRAIN_SEQ_LEN": seq, "EVAL_SEQ_LEN": seq, "TRAIN_BATCH_TOKENS": 2048,
+        "VE_DIM": max(8, int(round(m.ve_dim * scale))), "TRAIN_SEQ_LEN": seq, "EVAL_SEQ_LEN": seq, "TRAIN_BATCH_TOKENS": 2048,
         "GLOBAL_MICROBATCHES": 2, "VAL_BATCH_SIZE": 16384, "WARMUP_STEPS": 0, "MAX_WALLCLOCK_SECONDS": 0.0,
         "ITERATIONS": 60, "WARMDOWN_ITERS": 20, "MUON_MOMENTUM_WARMUP_STEPS": 20, "VAL_LOSS_EVERY": 0,
         "TRAIN_LOG_EVERY": 10, "EVAL_BATCH_SEQS": 32, "SWA_EVERY": min(t.swa_every, 2),
+        # size thresholds follow the width (elements: its square), so every tensor keeps its full-size treatment
+        "ORTHO_INIT_MIN_DIM": max(1, int(round(m.ortho_init_min_dim * scale))),
+        "KEEP_FLOAT_MAX_NUMEL": int(round(cfg.quant.keep_float_max_numel * scale * scale)),
     }
     if m.rope_train_seq_len:  # keep the same train/eval ratio of the NTK rescale
         out["ROPE_TRAIN_SEQ_LEN"] = max(2, m.rope_train_seq_len * seq // max(t.train_seq_len, 1))

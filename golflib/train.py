@@ -269,6 +269,15 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         log.log(f"layer_loop:initial loops:{base_model.active_loops}/{n_loops} encoder:{enc} decoder:{dec}")
     averager = Averager(base_model, tc.ema_decay, tc.swa_every, tc.swa_start_frac)
     qat_on = False
+
+    def qat_due(mult: float) -> bool:
+        return tc.late_qat_threshold > 0 and mult < tc.late_qat_threshold
+
+    def enable_qat(step: int, mult: float) -> bool:
+        n_qat = set_late_qat(base_model, tc.qat_bits, tc.qat_clip, modules=tc.late_qat_modules)
+        log.log(f"late_qat:enabled step:{step} lr_mult:{mult:.4f} bits:{tc.qat_bits} clip:{tc.qat_clip} "
+                f"modules:{n_qat}" + (" (after this step's backward)" if tc.late_qat_after_backward else ""))
+        return True
     eval_kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
     train_ms, step, stop_after = 0.0, 0, None
     last_val: EvalResult | None = None
@@ -296,17 +305,16 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         mult = lr_multiplier(step, elapsed, warmdown_iters=oc.warmdown_iters, iterations=tc.iterations,
                              max_wallclock_ms=cap_ms, warmdown_frac=oc.warmdown_frac, min_lr=oc.min_lr)
         frac = training_fraction(step, elapsed, iterations=tc.iterations, max_wallclock_ms=cap_ms)
-        if tc.late_qat_threshold > 0 and not qat_on and mult < tc.late_qat_threshold:
-            n_qat = set_late_qat(base_model, tc.qat_bits, tc.qat_clip)
-            qat_on = True
-            log.log(f"late_qat:enabled step:{step} lr_mult:{mult:.4f} bits:{tc.qat_bits} clip:{tc.qat_clip} "
-                    f"modules:{n_qat}")
+        if not qat_on and not tc.late_qat_after_backward and qat_due(mult):
+            qat_on = enable_qat(step, mult)
         if n_loops and base_model.set_active_loops(phase_at(step, elapsed)):
             enc, dec = encoder_decoder(base_model.virtual_layers())
             log.log(f"layer_loop:enabled step:{step} frac:{frac:.3f} loops:{base_model.active_loops} "
                     f"encoder:{enc} decoder:{dec}")
         zero_grad()
         train_loss = run_step(loader)
+        if not qat_on and tc.late_qat_after_backward and qat_due(mult):  # #461: from the next forward on
+            qat_on = enable_qat(step, mult)
         if muon is not None:
             mom = muon_momentum(step, start=oc.muon_momentum_warmup_start, end=oc.muon_momentum,
                                 warmup_steps=oc.muon_momentum_warmup_steps)
@@ -343,6 +351,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         log.log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
                 f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
     tokens_trained = step * tc.train_batch_tokens
+    live_val = last_val  # the last step's validation of the live weights (what every record logs at its last step)
     if averager.source != "live":  # the averaged weights are the ones exported and scored (SPEC trap 3)
         base_model.load_state_dict(averager.export_state(base_model), strict=True)
         last_val = eval_standard(base_model, val_tokens, luts, seq_len=tc.train_seq_len,
@@ -414,7 +423,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         "model_params": n_params,
         "export_weights": averager.source,
         "virtual_layers": base_model.virtual_layers(),
-        "pre_quant": last_val.to_dict() if last_val else None,
+        "pre_quant": last_val.to_dict() if last_val else None,  # the exported (averaged) weights
+        "pre_quant_live": live_val.to_dict() if live_val else None,
         "quantized": {"standard": q_std.to_dict(), "sliding": q_slide.to_dict() if q_slide else None},
         "ttt": ttt,
         "val_tokens": int(val_tokens.numel() - 1),

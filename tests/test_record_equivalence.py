@@ -9,7 +9,7 @@ trains the same preset at the same scale, on the same data, from the same weight
 * the training loss of every step (step 1 is the forward loss at the fixture weights, BOS inside every batch);
 * every parameter's update after the run (optimizer groups, LRs, momentum, WD, clipping, EMA/SWA, late QAT);
 * the scores the record logs (pre-quantization, the export's round trip, sliding window, TTT) and the export's
-  bytes (golflib's container differs from the records' pickles, so bytes within 2%).
+  bytes (golflib's container differs from the records' pickles, so bytes within 5% at these sizes).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from golflib.model.gpt import GPT
+from golflib.optim.build import split_params
 from golflib.presets import resolve
 from golflib.train import main as train_main
 from golflib.workbook.runs import load_metrics, load_result
@@ -67,13 +68,16 @@ def compare_init(golf: dict, rec: dict) -> list[str]:
 
 
 def scored(result: dict, key: str, cfg) -> dict:
-    """golflib's result for a fixture metric key."""
-    if key == "pre_quant":
-        return result["pre_quant"]
+    """golflib's result for a fixture metric key: ``pre_quant_live`` (the last step's validation of the live
+    weights), ``pre_quant`` (the exported, averaged weights), ``roundtrip`` / ``sliding`` (the artifact the run
+    scores: the mixed one with MIXED_EXPORT=1), ``ttt_<kind>``."""
+    art = result["mixed_artifact"] if cfg.quant.mixed_export else result["quantized"]
+    if key in ("pre_quant", "pre_quant_live"):
+        return result[key]
     if key == "roundtrip":
-        return result["mixed_artifact"]["standard"] if cfg.quant.mixed_export else result["quantized"]["standard"]
+        return art["standard"]
     if key == "sliding":
-        return result["quantized"]["sliding"]
+        return art["sliding"]
     if key.startswith("ttt_"):
         return result["ttt"][key[4:]]
     raise KeyError(key)
@@ -109,14 +113,18 @@ def test_preset_reproduces_its_record(preset, synth_data, tmp_path):
     for s, (a, b) in enumerate(zip(losses, fx["train_loss"]), 1):
         assert _close(a, b, 2e-5), f"step {s}: train_loss {a:.8f} vs record {b:.8f}"
 
-    # every parameter's update (the exported, i.e. averaged, weights minus the fixture weights)
+    # every parameter's update (the exported, i.e. averaged, weights minus the fixture weights); Muon's bf16
+    # Newton-Schulz turns last-bit differences of op order into ~1e-3 of an update (measured up to 3.8e-3 with
+    # everything else identical, 0 with fp32 Newton-Schulz on both sides), so its matrices get a wider band
     final = load_file(str(run / "final_model.safetensors"))
+    muon = {n for n, p in model.named_parameters()
+            if any(p is q for q in split_params(model, cfg.optim.embed_proj_optimizer)["matrix"])}
     bad = {}
     for name, rec in fx["update"].items():
         got = update_stats(name, final[name].float(), weights[name])
-        scale = max(rec["l2"], 1e-12)
-        if not (_close(got["l2"], rec["l2"], 2e-3, 1e-9) and abs(got["dot"] - rec["dot"]) <= 2e-3 * scale
-                * math.sqrt(weights[name].numel()) + 1e-9):
+        tol = 1e-2 if name in muon else 2e-3
+        # the dot is the update's projection on a fixed ±1 pattern: an error of norm tol·l2 moves it by ~tol·l2
+        if not (_close(got["l2"], rec["l2"], tol, 1e-9) and abs(got["dot"] - rec["dot"]) <= 5 * tol * rec["l2"] + 1e-9):
             bad[name] = (got, rec)
     assert not bad, f"updates differ from the record's: {bad}"
 
@@ -127,5 +135,7 @@ def test_preset_reproduces_its_record(preset, synth_data, tmp_path):
         assert _close(got["val_bpb"], rec["val_bpb"], 2e-5, 6e-5), (key, got["val_bpb"], rec["val_bpb"])
     if fx["artifact_bytes"]:
         art = result["mixed_artifact"] if cfg.quant.mixed_export else result["artifact"]
-        assert _close(art["artifact_bytes"], fx["artifact_bytes"], 0.02), (art["artifact_bytes"],
+        # same codes and codec; the records' torch.save containers carry ~7-14 KB of zip/pickle overhead that
+        # golflib's does not — 3% of these ~0.3 MB artifacts, < 0.1% at full size — hence 5%
+        assert _close(art["artifact_bytes"], fx["artifact_bytes"], 0.05), (art["artifact_bytes"],
                                                                            fx["artifact_bytes"])

@@ -108,7 +108,7 @@ class CausalSelfAttention(nn.Module):
             y = y * self.gate(h)
         y = y.reshape(b, t, d)
         out = self.proj(y)
-        return (out if adapter is None else adapter("o", layer, y, out)), v_raw
+        return (out if adapter is None else adapter("o", layer, h, out)), v_raw
 
 
 class MLP(nn.Module):

@@ -46,7 +46,8 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.bigram = BigramHash(cfg.bigram_vocab_size, cfg.bigram_dim, cfg.model_dim, cfg.bigram_hash) \
             if cfg.bigram_vocab_size else None
-        self.smear = SmearGate(cfg.smear_gate, cfg.model_dim, cfg.gate_window, cfg.bos_id) if cfg.smear_gate else None
+        self.smear = SmearGate(cfg.smear_gate, cfg.model_dim, cfg.gate_window, cfg.bos_id, cfg.smear_bos_mask) \
+            if cfg.smear_gate else None
         if cfg.ve_enabled:
             self.ve_shared = ValueEmbedding(cfg.vocab_size, cfg.ve_dim, cfg.num_kv_heads * cfg.head_dim)
             self.ve_layer_scales = nn.Parameter(torch.ones(len(cfg.ve_layers)))
@@ -89,18 +90,28 @@ class GPT(nn.Module):
         return keys
 
     def _init_weights(self) -> None:
+        """Init rules of the records (SPEC §2.3, §3.C5), checked against each record's own init by
+        ``tests/test_record_equivalence.py``: tied embedding ``N(0, TIED_EMBED_INIT_STD²)``; ``_zero_init`` linears
+        zero; with ``ORTHO_INIT`` every other linear whose two dims are ``>= ORTHO_INIT_MIN_DIM`` is orthogonal with
+        gain 1, and with ``ORTHO_PROJ_SCALE`` one named ``*.proj`` (the bigram/VE projections, whose zero init it
+        overrides, as #287/#414/#461 do) is scaled by ``1/sqrt(2L)``; with ``ORTHO_INIT_BANKED`` the block Q/K/V/MLP-up
+        matrices are orthogonal whatever their shape (#549/#1855 initialise their parameter banks slice by slice);
+        ``PROJ_INIT=scaled`` output projections are orthogonal with gain ``1/sqrt(2L)``; the rest keeps PyTorch's
+        default."""
         cfg = self.cfg
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         scale = 1.0 / math.sqrt(2 * cfg.num_layers)
+        banked = (".attn.c_q", ".attn.c_k", ".attn.c_v", ".mlp.fc")
         for name, m in self.named_modules():
             if not isinstance(m, nn.Linear):
                 continue
+            in_bank = cfg.ortho_init_banked and name.startswith("blocks.") and name.endswith(banked)
             if getattr(m, "_zero_init", False):
                 nn.init.zeros_(m.weight)
-            elif cfg.ortho_init and min(m.weight.shape) >= 64:
+            elif cfg.ortho_init and (in_bank or min(m.weight.shape) >= cfg.ortho_init_min_dim):
                 nn.init.orthogonal_(m.weight, gain=1.0)
-                if name.endswith(".proj"):  # #162/#287 lineage: output-side projections scaled by 1/sqrt(2L)
+                if cfg.ortho_proj_scale and name.endswith(".proj"):  # #162/#287: output-side projections
                     with torch.no_grad():
                         m.weight.mul_(scale)
             elif getattr(m, "_scaled_init", False):
@@ -147,11 +158,12 @@ class GPT(nn.Module):
 
     # ---- forward paths ----------------------------------------------------------------------------------------
     def _skip(self, x: Tensor, s: Tensor, i: int) -> Tensor:
+        """U-Net skip ``i``: ``x + w ⊙ s``, or with skip gates ``σ(γ) ⊙ x + (1 − σ(γ)) ⊙ (w ⊙ s)`` computed as the
+        records' ``lerp(w ⊙ s, x, σ(γ))`` (#1089 → #1855)."""
         w = self.skip_weights[i].to(x.dtype)
         if self.skip_gates is None:
             return x + w * s
-        g = torch.sigmoid(self.skip_gates[i].to(x.dtype))
-        return g * x + (1.0 - g) * (w * s)
+        return torch.lerp(w * s, x, torch.sigmoid(self.skip_gates[i].to(x.dtype)))
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """``x0``: the (smeared, bigram-augmented) normalised embedding ``[B, T, d]``."""
@@ -190,6 +202,9 @@ class GPT(nn.Module):
             ve = None
             if ve_base is not None and p in cfg.ve_layers:
                 ve = self.ve_layer_scales[cfg.ve_layers.index(p)].to(ve_base.dtype) * ve_base
+            parallel = pr != "none" and p >= start and (pr in ("two_lane", "gptj") or j >= n_enc)
+            if lanes is None and parallel and pr == "routed":  # #1855 splits before the skip: it reaches lane 0 only
+                lanes = (x, x)
             if j >= n_enc and skips and j - n_enc < n_skip:
                 s, i = skips.pop(), j - n_enc
                 if lanes is None:
@@ -197,11 +212,11 @@ class GPT(nn.Module):
                 elif pr == "two_lane":  # skip into both lanes
                     s0, s1 = s if isinstance(s, tuple) else (s, s)
                     lanes = (self._skip(lanes[0], s0, i), self._skip(lanes[1], s1, i))
-                else:  # routed / merge: skip into lane 0 only
+                elif pr == "routed":  # skip into lane 0 only
                     lanes = (self._skip(lanes[0], s if not isinstance(s, tuple) else s[0], i), lanes[1])
-            parallel = pr != "none" and p >= start and (pr in ("two_lane", "gptj") or j >= n_enc)
+                # merge (#1487): once the lanes run, the record adds the skip to a discarded x — it has no effect
             args = (adapter, j, ve, v0, doc_ids)
-            if lanes is None and parallel and pr in ("two_lane", "routed", "merge"):
+            if lanes is None and parallel and pr in ("two_lane", "merge"):
                 lanes = (x, x)
             if lanes is not None:
                 lanes, v = self._lane_block(blk, core, mlp, lanes, x0, p, args)

@@ -31,15 +31,17 @@ class RMSNorm(nn.Module):
 class CastedLinear(nn.Linear):
     """``nn.Linear`` whose weight stays fp32 and is cast to the activation dtype at matmul time (bf16 on CUDA).
 
-    ``qat_fn`` (None by default) is a weight transform applied in every forward, e.g. the STE fake quantizer of
-    late QAT (SPEC §3.B3). It is an *instance* attribute read inside ``forward``: ``torch.compile`` guards on it and
-    recompiles when it changes, instead of constant-folding a class flag (SPEC §7.2 trap 2).
+    ``qat_fn`` (None by default) is a weight transform applied in every *training-mode* forward, e.g. the STE fake
+    quantizer of late QAT (SPEC §3.B3): like the records (#414 → #1019 check ``self.training``), evaluation, GPTQ
+    calibration and the pre-quantization score see the float weights. It is an *instance* attribute read inside
+    ``forward``: ``torch.compile`` guards on it and recompiles when it changes, instead of constant-folding a class
+    flag (SPEC §7.2 trap 2).
     """
 
     qat_fn: Callable[[Tensor], Tensor] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight if self.qat_fn is None else self.qat_fn(self.weight)
+        w = self.weight if self.qat_fn is None or not self.training else self.qat_fn(self.weight)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, w.to(x.dtype), bias)
 

@@ -7,6 +7,10 @@
 | matrices         | other 2-D params not matching a control name            | Muon      | MATRIX_LR / MUON_WD           |
 | scalars/control  | vectors, gains, gates, lambdas, skip weights            | AdamW     | SCALAR_LR / ADAM_WD           |
 
+``EMBED_PROJ_OPTIMIZER=adam`` moves the BigramHash / value-embedding projections (``bigram.proj``,
+``ve_shared.proj``) from Muon to the scalar AdamW group, as #549 and #1019 do (their Muon only sees the four
+parameter banks); #287/#414/#1487 train them with Muon.
+
 Every param group carries ``base_lr`` (Muon also ``base_wd``); the training loop sets ``lr = base_lr * multiplier``
 each step. With all WD at 0 (the baseline) AdamW is exactly Adam. Fused AdamW on CUDA, the plain one elsewhere.
 """
@@ -25,19 +29,23 @@ def is_control(name: str) -> bool:
 
 
 EMBED_TABLES = ("tok_emb.weight", "bigram.embed.weight", "ve_shared.embed.weight")
+EMBED_PROJECTIONS = ("bigram.proj.weight", "ve_shared.proj.weight")
 
 
-def split_params(model) -> dict[str, list[torch.nn.Parameter]]:
+def split_params(model, embed_proj_optimizer: str = "muon") -> dict[str, list[torch.nn.Parameter]]:
     """Partition the model's parameters into ``embed`` (token, BigramHash and value-embedding tables), ``head``
     (untied lm_head), ``matrix`` (every other 2-D parameter not matching a control name: block matrices, the
-    BigramHash/VE projections, untied repeat MLPs) and ``scalar`` (vectors, gains, gates, lambdas, skip weights).
-    Every parameter lands in exactly one group (raises ``RuntimeError`` otherwise)."""
+    BigramHash/VE projections unless ``embed_proj_optimizer="adam"``, untied repeat MLPs) and ``scalar`` (vectors,
+    gains, gates, lambdas, skip weights). Every parameter lands in exactly one group (raises ``RuntimeError``
+    otherwise)."""
     groups: dict[str, list] = {"embed": [], "head": [], "matrix": [], "scalar": []}
     for name, p in model.named_parameters():
         if name in EMBED_TABLES:
             groups["embed"].append(p)
         elif name == "lm_head.weight":
             groups["head"].append(p)
+        elif name in EMBED_PROJECTIONS and embed_proj_optimizer == "adam":
+            groups["scalar"].append(p)
         elif p.ndim == 2 and not is_control(name):
             groups["matrix"].append(p)
         else:
@@ -50,7 +58,7 @@ def split_params(model) -> dict[str, list[torch.nn.Parameter]]:
 
 def build_optimizers(model, cfg: OptimConfig, tie_embeddings: bool) -> list[torch.optim.Optimizer]:
     """``[Adam(embed), (Adam(head)), Muon(matrices), Adam(scalars)]`` with ``base_lr`` on every group."""
-    groups = split_params(model)
+    groups = split_params(model, cfg.embed_proj_optimizer)
     fused = bool(next(model.parameters()).is_cuda)
     adam_kw = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused)
 

@@ -27,12 +27,16 @@ class ModelConfig:
     # ---- record-stack architecture (SPEC §3.C); every default is the baseline behaviour ----
     mlp_activation: str = "relu_sq"  # relu_sq | leaky_relu_sq [C2, #493/#549]
     leaky_relu_slope: float = 0.5  # negative slope of leaky_relu_sq
-    smear_gate: int = 0  # SmearGate version 1 (#65) | 2 (#162) | 3 (#1667); 0 = off; BOS-masked [C3]
+    smear_gate: int = 0  # SmearGate version 1 (#65) | 2 (#162) | 3 (#1667); 0 = off [C3]
+    smear_bos_mask: bool = True  # no previous-token smear at BOS (the #1851 fix); the #162..#1019 records had none
     gate_window: int = 12  # input dims of the v3 smear gate and the output/sparse attention gates
     bigram_vocab_size: int = 0  # BigramHash buckets; 0 = off [C4]
     bigram_dim: int = 128  # BigramHash table width (projected to model_dim)
     bigram_hash: str = "xor"  # xor: (36313*cur ^ 27191*prev) % (B-1), pos 0 -> B-1 | mul92821: (prev*92821+cur) % B
-    ortho_init: bool = False  # orthogonal init of block matrices; other .proj ×1/sqrt(2L) [C5, #162/#198]
+    ortho_init: bool = False  # orthogonal init of linears with both dims >= ORTHO_INIT_MIN_DIM [C5, #162/#198]
+    ortho_init_min_dim: int = 64  # smallest dimension an orthogonal-initialised linear may have (records: 64)
+    ortho_init_banked: bool = False  # block Q/K/V/MLP-up matrices orthogonal at any shape (#399 banks: #549, #1855)
+    ortho_proj_scale: bool = True  # orthogonal linears named *.proj (bigram/VE projections) x1/sqrt(2L) (#287)
     proj_init: str = "zero"  # attn/MLP output projections: zero | scaled (orthogonal × 1/sqrt(2L))
     xsa_last_n: int = 0  # exclusive self-attention on the last N (physical / core) layers [C7]
     rope_dims: int = 0  # rotate only the first ROPE_DIMS of each head; 0 = all [C8]
@@ -59,6 +63,7 @@ class ModelConfig:
     disable_layer0_attn: bool = False  # physical layer 0 is MLP-only, no attention weights allocated [C14, #1204]
 
     def __post_init__(self) -> None:
+        check_field(self.ortho_init_min_dim >= 0, "ortho_init_min_dim", "must be >= 0", self.ortho_init_min_dim)
         check_field(2 <= self.vocab_size <= 65536, "vocab_size", "must be in [2, 65536] (uint16 token ids)",
                     self.vocab_size)
         check_field(self.num_layers >= 1, "num_layers", "must be >= 1", self.num_layers)

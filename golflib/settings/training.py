@@ -58,6 +58,7 @@ class OptimConfig:
     muon_ns_coeffs: str = "ns5"  # ns5 | polar_express [D5]
     wd_taper_start_frac: float = 1.0  # Muon WD multiplier 1 until this training fraction, then linear... [#1729]
     wd_taper_final_mult: float = 1.0  # ...to this multiplier at the end
+    embed_proj_optimizer: str = "muon"  # bigram.proj/ve_shared.proj: muon (#287, #414) | adam (scalar AdamW: #549)
 
     def __post_init__(self) -> None:
         for name in ("embed_lr", "head_lr", "tied_embed_lr", "matrix_lr", "scalar_lr", "grad_clip_norm"):
@@ -77,6 +78,8 @@ class OptimConfig:
         check_field(0 <= self.wd_taper_start_frac <= 1, "wd_taper_start_frac", "must be in [0, 1]",
                     self.wd_taper_start_frac)
         check_field(self.wd_taper_final_mult >= 0, "wd_taper_final_mult", "must be >= 0", self.wd_taper_final_mult)
+        check_field(self.embed_proj_optimizer in ("muon", "adam"), "embed_proj_optimizer", "must be muon or adam",
+                    self.embed_proj_optimizer)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ class TrainConfig:
     late_qat_threshold: float = 0.0  # enable STE fake-quant once the LR multiplier falls below this; 0 = off [B3]
     qat_bits: int = 6  # bits of the fake quantizer (per-row symmetric)
     qat_clip: str = "absmax"  # clip rule of the fake quantizer: absmax (records' rowmax/qmax) | sdclip:K | percentile:P
+    late_qat_modules: tuple[str, ...] = ()  # names (substrings) of the fake-quantized linears; () = all but lm_head
+    late_qat_after_backward: bool = False  # switch on after the crossing step's backward (#461), not before it
+    late_qat_in_ttt: bool = False  # keep the fake quantizer on for TTT training steps (#549 never clears its flag)
     init_checkpoint: str = ""  # safetensors state dict loaded over the init before training ("" = the model's init)
 
     def __post_init__(self) -> None:

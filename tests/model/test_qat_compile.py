@@ -1,4 +1,5 @@
-"""Late QAT provably changes the forward pass once enabled — eager and under torch.compile (SPEC B3, trap 2)."""
+"""Late QAT provably changes the training forward pass once enabled — eager and under torch.compile (SPEC B3, trap
+2) — and, as in the records (#414 → #1019 check ``self.training``), never the evaluation forward."""
 
 import pytest
 import torch
@@ -41,9 +42,19 @@ def test_qat_changes_eager_forward_and_keeps_gradients():
     torch.testing.assert_close(m(ids, ids), before)
 
 
+def test_qat_acts_in_training_mode_only():
+    m = tiny()
+    ids = torch.randint(0, 64, (2, 8))
+    m.eval()
+    before = m(ids, ids)
+    set_qat(m, round_to_grid)
+    torch.testing.assert_close(m(ids, ids), before, rtol=0, atol=0)  # evaluation sees the float weights
+    assert not torch.allclose(m.train()(ids, ids), before)
+
+
 @pytest.mark.slow
 def test_qat_toggle_is_seen_by_torch_compile():
-    m = tiny().eval()
+    m = tiny().train()
     ids = torch.randint(0, 64, (1, 8))
     compiled = torch.compile(m, dynamic=False)
     with torch.no_grad():
@@ -66,6 +77,7 @@ def test_late_qat_uses_the_export_quantizer(tmp_path):
     ids = torch.randint(0, 64, (2, 8))
     before = m(ids, ids)
     assert set_late_qat(m, 6, "absmax") == 12  # 6 CastedLinear per block × 2 blocks
+    assert set_late_qat(tiny(), 6, "absmax", modules=("mlp.fc",)) == 2  # LATE_QAT_MODULES: a subset by name
     lin = m.blocks[0].mlp.fc
     w = lin.weight.detach()
     s = row_scales(w, 6, "absmax")

@@ -320,7 +320,8 @@ def test_parallel_gptj_and_routed_match_formulas():
     xm, a = _manual_block(b1, x1, x0, b1.attn, b1.mlp)
     ref = xm + a + b1.mlp_branch(xm, b1.mlp, None, 1)
     torch.testing.assert_close(m.hidden(ids), F.rms_norm(ref, (32,)))
-    # routed lanes on the last layer: both sublayers read the pre-update lanes; output = mean of lanes
+    # routed lanes on the last layer: the lanes split *before* the U-Net skip, which goes into lane 0 only (#1855,
+    # also at the first parallel layer); both sublayers read the pre-update lanes; output = mean of lanes
     r = randomize(GPT(cfg(num_layers=2, parallel_residual="routed", parallel_start_layer=1)), seed=1)
     with torch.no_grad():
         r.parallel_resid_lambdas.copy_(torch.tensor([[1.0, 1.0], [1.1, 0.9]]))
@@ -328,11 +329,11 @@ def test_parallel_gptj_and_routed_match_formulas():
     x0 = r.embed(ids)
     b0, b1 = r.blocks
     x1, _ = b0.sequential(x0, x0, b0.attn, b0.mlp, None, 0, None, None, None)
-    x1 = r._skip(x1, x1, 0)
-    a, _ = b1.attn_branch(b1.mix(x1, x0), b1.attn, None, 1, None, None, None)
-    mm = b1.mlp_branch(x1, b1.mlp, None, 1)
-    l0 = 1.1 * x1 + 0.7 * a + 0.3 * mm
-    l1 = 0.9 * x1 + 0.2 * a + 1.5 * mm
+    lane0, lane1 = r._skip(x1, x1, 0), x1
+    a, _ = b1.attn_branch(b1.mix(lane0, x0), b1.attn, None, 1, None, None, None)
+    mm = b1.mlp_branch(lane1, b1.mlp, None, 1)
+    l0 = 1.1 * lane0 + 0.7 * a + 0.3 * mm
+    l1 = 0.9 * lane1 + 0.2 * a + 1.5 * mm
     torch.testing.assert_close(r.hidden(ids), F.rms_norm(0.5 * (l0 + l1), (32,)))
 
 

@@ -116,9 +116,22 @@ def fixture_config(preset: str, adapter, data: dict):
     return resolve(preset, overrides, environ={}, scale=adapter.SCALE)
 
 
-def patched_source(src: str, adapter) -> str:
-    for pat, rep in SOURCE_PATCHES + list(getattr(adapter, "SOURCE_PATCHES", [])):
+def size_patches(cfg) -> list[tuple[str, str]]:
+    """Hard-coded sizes every record shares, scaled like golflib's ``--scale`` scales the config: the orthogonal
+    init's ``shape[0] >= 64 and shape[1] >= 64`` (→ ``ORTHO_INIT_MIN_DIM``)."""
+    m = cfg.model.ortho_init_min_dim
+    return [(r"(shape\[0\]\s*>=\s*)64(\s*and\s*module\.weight\.shape\[1\]\s*>=\s*)64", rf"\g<1>{m}\g<2>{m}")]
+
+
+def patched_source(src: str, adapter, cfg) -> str:
+    """The CPU patches (may match nothing), then the size patches and the adapter's own, each of which must match."""
+    for pat, rep in SOURCE_PATCHES:
         src = re.sub(pat, rep, src)
+    own = getattr(adapter, "SOURCE_PATCHES", [])
+    for pat, rep in size_patches(cfg) + list(own(cfg) if callable(own) else own):
+        src, n = re.subn(pat, rep, src)
+        if n == 0 and not (pat, rep) in size_patches(cfg):
+            raise RuntimeError(f"adapter patch {pat!r} matches nothing in the record's script")
     return src
 
 
@@ -138,7 +151,7 @@ def run_record(preset: str, record_dir: Path, workdir: Path) -> dict:
     run = workdir / "run"
     run.mkdir()
     path = run / "train_gpt.py"
-    path.write_text(patched_source(src, adapter), encoding="utf-8")
+    path.write_text(patched_source(src, adapter, cfg), encoding="utf-8")
 
     env = {k: str(v) for k, v in adapter.record_env(cfg, data).items()}
     env.setdefault("RUN_ID", "fixture")

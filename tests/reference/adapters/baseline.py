@@ -27,3 +27,9 @@ METRICS = {
     "roundtrip": r"final_int8_zlib_roundtrip_exact val_loss:([0-9.]+) val_bpb:([0-9.]+)",
 }
 ARTIFACT_BYTES = r"Serialized model int8\+zlib: (\d+) bytes"
+
+
+def SOURCE_PATCHES(cfg):  # noqa: N802 - the harness's hook name
+    # the export keeps float tensors of <= 65,536 elements as fp16: scaled like golflib's --scale scales
+    # KEEP_FLOAT_MAX_NUMEL (x 0.125², 1,024), so the block matrices are int8 here as at full size
+    return [(r"INT8_KEEP_FLOAT_MAX_NUMEL = 65_536", f"INT8_KEEP_FLOAT_MAX_NUMEL = {cfg.quant.keep_float_max_numel}")]

@@ -47,10 +47,6 @@ SOURCE_PATCHES = [
     # size threshold (hard-coded 65536 = 256 x 256 elements) of gptq_mixed_quantize_int6 / mixed_quantize_int6
     # (<= passes through as fp16) and of collect_hessians (> gets a Hessian hook), scaled to this width
     (r"(numel\(\)\s*(?:<=|>)\s*)65536\b", rf"\g<1>{SMALL_NUMEL}"),
-    # size threshold of GPT._init_weights' orthogonal init (both dims >= 64), scaled to this width: at full size
-    # every block matrix and ve_shared.proj (256 x 128) pass it, so they must here too (c_k is 32 x 64)
-    (r"shape\[0\]\s*>=\s*64\s+and\s+module\.weight\.shape\[1\]\s*>=\s*64",
-     "shape[0] >= 8 and module.weight.shape[1] >= 8"),
 ]
 
 

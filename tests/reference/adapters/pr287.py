@@ -41,9 +41,9 @@ SOURCE_PATCHES = [
     # would pass through, so the threshold follows the width like the tensors do (1,024; see GOLF_OVERRIDES)
     (r"t\.numel\(\) <= 65536:", 't.numel() <= int(os.environ["FIXTURE_KEEP_FLOAT_MAX_NUMEL"]):'),
 ]
-# Not patched: the OrthoInit size rule (``shape[0] >= 64 and shape[1] >= 64``) is golflib's rule verbatim
-# (``min(shape) >= 64``, golflib/model/gpt.py), so at width 64 both leave c_k/c_v (32×64) and bigram.proj (64×32) at
-# their default inits, while at full size every Linear passes it on both sides.
+# The OrthoInit size rule (``shape[0] >= 64 and shape[1] >= 64``) is scaled by the harness for every record (to
+# golflib's scaled ORTHO_INIT_MIN_DIM, 8), so c_k/c_v (32×64) and bigram.proj (64×32) are orthogonal here as every
+# Linear is at full size.
 
 
 def record_env(cfg, data):
@@ -93,7 +93,7 @@ def extra_log(run):
 
 
 METRICS = {
-    "pre_quant": r"fixture_pre_quant_exact val_loss:([0-9.]+) val_bpb:([0-9.]+)",
+    "pre_quant_live": r"fixture_pre_quant_exact val_loss:([0-9.]+) val_bpb:([0-9.]+)",
     "roundtrip": r"final_int6_roundtrip_exact val_loss:([0-9.]+) val_bpb:([0-9.]+)",
     "sliding": r"final_int6_sliding_window_exact val_loss:([0-9.]+) val_bpb:([0-9.]+)",
 }

@@ -167,7 +167,7 @@ def load_final_weights(run):
 
 METRICS = {
     # the last-step validation (live weights, before SWA is applied): the first eval_val call (VAL_LOSS_EVERY=0)
-    "pre_quant": r"fixture_eval_val_exact call:1 val_loss:([0-9.]+) val_bpb:([0-9.]+)",
+    "pre_quant_live": r"fixture_eval_val_exact call:1 val_loss:([0-9.]+) val_bpb:([0-9.]+)",
     "roundtrip": r"fixture_roundtrip_exact val_loss:([0-9.]+) val_bpb:([0-9.]+)",
     "sliding": r"fixture_sliding_exact val_loss:([0-9.]+) val_bpb:([0-9.]+)",
     # the record's own final line: with TTT on it is the sliding-window score-first TTT result
