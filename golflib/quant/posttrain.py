@@ -75,15 +75,17 @@ def calibrate(cfg: Config, model: torch.nn.Module, *, new_loader: Callable, accu
 def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, *, master: bool, distributed: bool,
                  device: torch.device, new_loader: Callable, accum: int, train_ms: float, code_bytes: int,
                  evaluate: Callable[[torch.nn.Module], object], prepare_model: Callable[[torch.nn.Module], None],
-                 barrier: Callable[[], None], autocast_ctx=None, log: Callable[[str], None] = print) -> dict | None:
-    """Run the mixed export of a trained ``model`` (module docstring); None when ``MIXED_EXPORT=0``.
+                 barrier: Callable[[], None], autocast_ctx=None, log: Callable[[str], None] = print) -> \
+        tuple[dict, torch.nn.Module] | tuple[None, None]:
+    """Run the mixed export of a trained ``model`` (module docstring); ``(None, None)`` when ``MIXED_EXPORT=0``.
 
     ``evaluate(model)`` returns an EvalResult (standard eval on val); ``prepare_model`` casts a reloaded model for
     the device; ``barrier`` synchronizes ranks. Every rank calibrates (Hessians are all-reduced); rank 0 writes
-    the artifact; every rank reloads it and evaluates."""
+    the artifact; every rank reloads it and evaluates. Returns the ``result.json`` section and the model reloaded
+    from the artifact (the one the other protocols score when the mixed artifact is the submission)."""
     q = cfg.quant
     if not q.mixed_export:
-        return None
+        return None, None
     out: dict = {}
     hessians = None
     if q.gptq_enabled:
@@ -113,4 +115,4 @@ def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, *, master: 
         f"eval_time:{1000 * res.seconds:.0f}ms eval_mode=standard")
     log(f"final_{tag}_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} eval_mode=standard")
     out["standard"] = res.to_dict()
-    return out
+    return out, q_model
