@@ -1,8 +1,9 @@
 """Exact val_bpb (SPEC §1.4) and the standard non-overlapping evaluation.
 
-``val_loss = ΣNLL / N`` (nats/token) and ``val_bpb = ΣNLL / (ln 2 · Σbytes)``, with the sums kept in float64 per
-rank and all-reduced (SUM) across ranks. NLL is computed in fp32 after the logit soft-cap. Every protocol records the
-target positions it scores in a :class:`golflib.eval.ledger.Ledger`; its report travels with the result.
+``val_loss = ΣNLL / N`` (nats/token) and ``val_bpb = val_loss / ln 2 · N / Σbytes`` (= ΣNLL / (ln 2 · Σbytes),
+evaluated in the records' order), with the sums kept in float64 per rank and all-reduced (SUM) across ranks. NLL
+is computed in fp32 after the logit soft-cap. Every protocol records the target positions it scores in a
+:class:`golflib.eval.ledger.Ledger`; its report travels with the result.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class BPBAccumulator:
 
     @property
     def val_bpb(self) -> float:
-        return float(self.sums[0] / (LN2 * self.sums[2]))
+        """``val_loss / ln 2 · tokens / bytes`` in Python floats, the records' own expression (baseline
+        ``eval_val`` … #1855 ``_loss_bpb``), so equal sums give their bpb to the last bit."""
+        return nats_to_bpb(self.val_loss, float(self.sums[1]), float(self.sums[2]))
 
     def result(self, mode: str, seconds: float, ledger: dict | None = None) -> EvalResult:
         if float(self.sums[1]) <= 0 or float(self.sums[2]) <= 0:
@@ -76,16 +79,18 @@ class BPBAccumulator:
         return EvalResult(mode, self.val_loss, self.val_bpb, int(self.sums[1]), int(self.sums[2]), seconds, ledger)
 
 
-def finish_ledger(ledger: Ledger, local_positions, device: torch.device, world_size: int = 1) -> dict:
+def finish_ledger(ledger: Ledger, local_positions, device: torch.device, world_size: int = 1,
+                  repeat: str | None = None) -> dict:
     """Under torchrun (``world_size > 1``) record the other ranks' scored positions — ``local_positions()`` gives
     this rank's — in ``ledger``; return the checked report. A rank/world split without a process group (a partial
-    evaluation, e.g. in tests) returns the unchecked report, which lists the positions this part did not score."""
+    evaluation, e.g. in tests) returns the unchecked report, which lists the positions this part did not score.
+    ``repeat``: the protocol's declared double count (:meth:`golflib.eval.ledger.Ledger.score`)."""
     if world_size > 1:
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
             return ledger.report()
-        record_other_ranks(ledger, local_positions(), device)
+        record_other_ranks(ledger, local_positions(), device, repeat=repeat)
     return checked_report(ledger)
 
 

@@ -17,8 +17,14 @@ Positions are *target positions*: target position ``t`` is scored by the distrib
   positions never scored (#568, #713, #991).
 
 In strict mode the first violation raises :class:`LegalityError` naming the condition, the position and the call,
-before the ledger's state changes. :func:`perturbation_test` is the black-box check of SPEC §4.8 item 2 (after
-#1240): run the whole protocol on the stream and on a copy whose future is replaced, and compare the past.
+before the ledger's state changes. A protocol that reproduces a record's *known* deviation declares it instead of
+hiding it: ``score(..., repeat=reason)`` for positions the record scores again (the pre-#1218 sliding tail, SPEC
+§3.A1 ⚠) and :meth:`Ledger.skip` for positions it never scores (#1855's truncation of its diagnostic eval to whole
+batches). Declared deviations do not raise, are listed apart from the violations, and make the report not
+``legal`` (C4 is still broken) but ``legal_except_declared``.
+
+:func:`perturbation_test` is the black-box check of SPEC §4.8 item 2 (after #1240): run the whole protocol on the
+stream and on a copy whose future is replaced, and compare the past.
 """
 
 from __future__ import annotations
@@ -87,6 +93,9 @@ class Ledger:
         self._c2_rows = 0
         self._violations: list[dict] = []
         self._counts = {1: 0, 2: 0, 3: 0, 4: 0}
+        self._skipped = np.zeros(n_targets, dtype=bool)  # declared never-scored positions (Ledger.skip)
+        self._declared: dict[tuple[str, str], dict] = {}  # (kind, reason) -> {"positions", "scores"}
+        self._repeats = 0  # undeclared repeated scores
 
     # ---- recording -----------------------------------------------------------------------------------------
     def _rank(self, pos: np.ndarray) -> np.ndarray:
@@ -99,11 +108,28 @@ class Ledger:
         if len(self._violations) < MAX_LISTED_VIOLATIONS:
             self._violations.append({"condition": condition, "position": int(position), "detail": f"{call}: {detail}"})
 
-    def score(self, positions) -> None:
-        """The current adaptive state produced the scored distributions for these target positions."""
-        self._score(positions, check_state=True)
+    def score(self, positions, repeat: str | None = None) -> None:
+        """The current adaptive state produced the scored distributions for these target positions.
 
-    def _score(self, positions, check_state: bool) -> None:
+        ``repeat``: the protocol knowingly scores some of them again (a record's known double count, e.g. the
+        pre-#1218 sliding tail): repeated positions of this call are recorded as a declared C4 deviation with this
+        reason instead of a violation. C1 is checked as always."""
+        self._score(positions, check_state=True, repeat=repeat)
+
+    def skip(self, positions, reason: str) -> None:
+        """Declare target positions the protocol deliberately never scores (a record's known truncation, e.g.
+        #1855's diagnostic eval dropping each rank's last partial batch): the report lists them as a declared C4
+        deviation with ``reason`` instead of "never scored". Raises ``ValueError`` for positions outside the
+        stream or an empty reason."""
+        if not reason:
+            raise ValueError("Ledger.skip: a reason is required")
+        pos = _positions(positions, self.n_targets, "skip")
+        new = pos[~self._skipped[pos]]
+        self._skipped[new] = True
+        entry = self._declared.setdefault(("unscored", reason), {"positions": 0, "scores": 0})
+        entry["positions"] += int(np.unique(new).size)
+
+    def _score(self, positions, check_state: bool, repeat: str | None = None) -> None:
         self._calls["score"] += 1
         call = f"score call #{self._calls['score']}" + ("" if check_state else " (another rank)")
         pos = _positions(positions, self.n_targets, call)
@@ -116,7 +142,15 @@ class Ledger:
             dup = np.zeros(pos.size, dtype=bool)
             dup[srt[1:]] = pos[srt[1:]] == pos[srt[:-1]]
             seen |= dup
-        if seen.any():
+        if seen.any() and repeat:
+            entry = self._declared.setdefault(("repeat", repeat), {"positions": 0, "scores": 0, "_mask": None})
+            if entry["_mask"] is None:
+                entry["_mask"] = np.zeros(self.n_targets, dtype=bool)
+            entry["_mask"][pos[seen]] = True
+            entry["positions"] = int(entry["_mask"].sum())
+            entry["scores"] += int(seen.sum())
+        elif seen.any():
+            self._repeats += int(seen.sum())
             i = int(np.flatnonzero(seen)[0])
             self._flag(4, int(pos[i]), call, f"position scored again (single pass); {int(seen.sum())} repeated "
                        f"position(s) in this call", int(seen.sum()))
@@ -190,20 +224,31 @@ class Ledger:
     def report(self) -> dict:
         """``{"legal", "violations": [{"condition", "position", "detail"}, ...], "n_targets", "n_scored",
         "n_updates", ...}`` plus counts, the order used and which conditions were checked. Never raises:
-        positions never scored are listed as a C4 violation here (see :func:`checked_report`)."""
+        positions never scored are listed as a C4 violation here (see :func:`checked_report`) unless declared
+        with :meth:`skip`. ``declared`` lists the declared deviations (``{"condition": 4, "kind": "repeat" |
+        "unscored", "reason", "positions", "scores"}``: distinct positions, extra scores); ``legal`` is False when
+        there is any violation or declared deviation, ``legal_except_declared`` only looks at violations, and
+        ``single_pass`` / ``complete`` say whether every position was scored at most once / at least once."""
         violations = list(self._violations)
         counts = dict(self._counts)
-        never = np.flatnonzero(self._scored == 0)
+        never = np.flatnonzero((self._scored == 0) & ~self._skipped)
         if never.size:
             counts[4] += int(never.size)
             violations.append({"condition": 4, "position": int(never[0]),
                                "detail": f"report: {never.size} position(s) never scored (first {int(never[0])})"})
-        legal = not violations
+        declared = [{"condition": 4, "kind": kind, "reason": reason, "positions": e["positions"],
+                     "scores": e["scores"]} for (kind, reason), e in self._declared.items()]
+        declared = [d for d in declared if d["positions"] or d["scores"]]
+        n_scored = int((self._scored > 0).sum())
         return {
-            "legal": legal,
+            "legal": not violations and not declared,
+            "legal_except_declared": not violations,
+            "declared": declared,
+            "single_pass": self._repeats == 0 and not any(d["kind"] == "repeat" for d in declared),
+            "complete": n_scored == self.n_targets,
             "violations": violations,
             "n_targets": self.n_targets,
-            "n_scored": int((self._scored > 0).sum()),
+            "n_scored": n_scored,
             "n_updates": self._calls["update"],
             "n_updated_positions": self._updated_positions,
             "n_score_calls": self._calls["score"],
@@ -218,21 +263,22 @@ class Ledger:
 
 
 def checked_report(ledger: Ledger) -> dict:
-    """:meth:`Ledger.report`, raising :class:`LegalityError` in strict mode when the report is not legal (the only
-    violation a strict ledger can still hold at the end is a position never scored)."""
+    """:meth:`Ledger.report`, raising :class:`LegalityError` in strict mode when it holds a violation (the only
+    violation a strict ledger can still hold at the end is a position never scored); declared deviations do not
+    raise."""
     rep = ledger.report()
-    if ledger.strict and not rep["legal"]:
+    if ledger.strict and not rep["legal_except_declared"]:
         v = rep["violations"][0]
         raise LegalityError(v["condition"], v["position"], "report", v["detail"])
     return rep
 
 
-def record_other_ranks(ledger: Ledger, local_positions, device=None) -> None:
+def record_other_ranks(ledger: Ledger, local_positions, device=None, repeat: str | None = None) -> None:
     """Under ``torch.distributed``: gather the target positions every rank scored since the last sync and record the
     other ranks' positions in this rank's ledger, so each rank's ledger describes the whole evaluation for C3 and C4
     (the caller syncs before any collective update that depends on those scores). C1 for those positions was
-    checked by the ledger of the rank whose state scored them, not against this rank's state. No-op without a
-    process group."""
+    checked by the ledger of the rank whose state scored them, not against this rank's state. ``repeat``: as in
+    :meth:`Ledger.score` (a protocol with a declared double count). No-op without a process group."""
     import torch
     import torch.distributed as dist
 
@@ -251,7 +297,7 @@ def record_other_ranks(ledger: Ledger, local_positions, device=None) -> None:
     me = dist.get_rank()
     others = [p[:int(s.item())].cpu().numpy() for r, (p, s) in enumerate(zip(parts, sizes)) if r != me]
     if others:
-        ledger._score(np.concatenate(others), check_state=False)
+        ledger._score(np.concatenate(others), check_state=False, repeat=repeat)
 
 
 # ---- black-box audits ------------------------------------------------------------------------------------------
