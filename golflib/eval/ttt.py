@@ -47,7 +47,10 @@ def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg
     over ``val_tokens`` (int64 ``[n_targets + 1]``). ``scores_out``: optional ``[n_targets]`` NLL or
     ``[n_targets, V]`` log-prob output (for :func:`golflib.eval.ledger.perturbation_test`). Raises ``ValueError``
     for an unknown kind. ``bos_id`` (documents for lora/phased) defaults to the config's ``BOS_ID``. ``mixer``: an
-    optional :class:`golflib.eval.ngram.NgramMixer` applied to the adapted model's logits of every scored batch."""
+    optional :class:`golflib.eval.ngram.NgramMixer` applied to the adapted model's logits of every scored batch.
+    Chunked TTT scores ``TTT_WINDOWS`` (else ``EVAL_WINDOWS``) windows; ``TTT_LORA_ADAPTERS=per_slot`` seeds the
+    adapters' draws with ``SEED`` (#1855's fixture reseeds the global RNG with SEED at the TTT start); phased
+    TTT's global SGD uses sequences of the eval length (#1855: EVAL_SEQ_LEN, not TTT_EVAL_SEQ_LEN)."""
     t, L = cfg.ttt, ttt_seq_len(cfg)
     bos_id = getattr(cfg.model, "bos_id", 1) if bos_id is None else bos_id
     common = dict(rank=rank, world_size=world_size, device=device, ledger=ledger, scores_out=scores_out, log=log,
@@ -58,11 +61,14 @@ def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg
                                 optimizer=t.ttt_optimizer, momentum=t.ttt_momentum,
                                 freeze_blocks=t.ttt_freeze_blocks, batch_seqs=t.ttt_batch_seqs,
                                 grad_clip=t.ttt_grad_clip, eval_batch_seqs=cfg.eval.eval_batch_seqs,
-                                log_every=max(1, -(-(val_tokens.numel() - 1) // t.ttt_chunk_tokens) // 10), **common)
+                                log_every=max(1, -(-(val_tokens.numel() - 1) // t.ttt_chunk_tokens) // 10),
+                                window_set=t.ttt_windows or cfg.eval.eval_windows, **common)
+    per_slot = t.ttt_lora_adapters == "per_slot"
     lora = dict(window=t.ttt_eval_seq_len or L, chunk_size=t.ttt_chunk_size, batch_docs=t.ttt_batch_size,
                 lora_rank=t.ttt_lora_rank, lr=t.ttt_lora_lr, lora_alpha=t.ttt_lora_alpha, beta1=t.ttt_beta1,
                 beta2=t.ttt_beta2, weight_decay=t.ttt_weight_decay, warm_start_a=t.ttt_warm_start_a, bos_id=bos_id,
-                sites=t.ttt_lora_sites)
+                sites=t.ttt_lora_sites, adapters=t.ttt_lora_adapters, last_window=t.ttt_lora_last_window,
+                seed=cfg.train.seed if per_slot else 0)
     if kind == "lora":
         return eval_ttt_lora(model, val_tokens, luts, **lora, **common)
     if kind == "phased":
@@ -71,7 +77,7 @@ def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg
                                global_momentum=t.global_ttt_momentum, global_epochs=t.global_ttt_epochs,
                                global_chunk_tokens=t.global_ttt_chunk_tokens,
                                global_batch_seqs=t.global_ttt_batch_seqs, global_grad_clip=t.global_ttt_grad_clip,
-                               **common)
+                               global_seq_len=L, **common)
     raise ValueError(f"unknown TTT kind {kind!r}; expected chunked, lora or phased")
 
 

@@ -1,17 +1,23 @@
 """Chunked score-first full-model TTT (SPEC §3.E2: seed #461, record #549; re-enabled by #1413).
 
-The target stream is split into chunks of ``chunk_tokens`` positions. For chunk ``c``:
+The target stream is split into ``C = ceil(N / chunk_tokens)`` chunks. For chunk ``c`` (skipped entirely when no
+window starts in it, as the records do):
 
-1. **score**: every sliding window (the fixed window set of :mod:`golflib.eval.sliding`) whose *first scored
-   target* lies in chunk ``c`` is scored under ``torch.inference_mode()`` — its scored targets may run past the
-   chunk's end, which is fine: they are scored before anything is learned from them;
-2. **adapt** (not on the last chunk): ``epochs`` passes over the chunk's ``floor(len / L)`` training sequences of
-   ``L = seq_len`` targets each (sequence ``i`` covers token indices ``[cs + iL, cs + (i+1)L]``, so its targets stay
-   inside the chunk), SGD with momentum or AdamW, LR ``lr·½(1 + cos(π c/(C−1)))``, grad-norm clip, the first
-   ``freeze_blocks`` blocks frozen, ``batch_seqs`` sequences per rank and step, gradients all-reduced across ranks.
+1. **score**: every sliding window (``window_set`` of :mod:`golflib.eval.sliding`: the fixed set, or the records'
+   ``legacy_stride`` set with zero-padded batches) whose *first scored target* lies in chunk ``c`` is scored under
+   ``torch.inference_mode()`` — its scored targets may run past the chunk's end, which is fine: they are scored
+   before anything is learned from them. Each rank scores a contiguous share of the chunk's windows;
+2. **adapt** (not on the last chunk): the chunk's ``floor(len / L)`` training sequences of ``L = seq_len``
+   targets each (sequence ``i`` covers token indices ``[cs + iL, cs + (i+1)L]``, so its targets stay inside the
+   chunk) are split contiguously across ranks (#461/#549: rank ``r`` takes sequences
+   ``[n·r/W, n·(r+1)/W)``); for ``epochs`` passes each rank steps through its share ``batch_seqs`` sequences at a
+   time: mean cross-entropy of the rank's batch (the model's training forward), gradients averaged across ranks,
+   grad-norm clip over the trainable parameters, SGD with momentum or AdamW (one optimizer for the whole pass),
+   LR ``lr·½(1 + cos(π c/(C−1)))``, the first ``freeze_blocks`` blocks frozen.
 
 Every score and every optimizer step is recorded in a stream-order :class:`~golflib.eval.ledger.Ledger` with the
-exact positions involved, so the report proves that no training sequence reached an unscored target.
+exact positions involved (all ranks' sequences of the step), so the report proves that no training sequence
+reached an unscored target; a legacy window set declares its repeated tail there.
 """
 
 from __future__ import annotations
@@ -25,17 +31,19 @@ import torch
 from golflib.data.luts import ByteLUTs
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
-from golflib.eval.sliding import score_window_batch, sliding_windows, window_batches
+from golflib.eval.sliding import LEGACY_REPEAT, score_window_batch, sliding_windows, window_batches
 from golflib.eval.ttt_common import (all_reduce_grads, build_optimizer, check_rows, clip_and_step,
-                                     consumed_positions, cosine_lr, running_bpb, select_trainable,
+                                     consumed_positions, cosine_lr, rank_steps, running_bpb, select_trainable,
                                      set_all_requires_grad, write_scores)
 from golflib.runtime import autocast, synchronize
 
 
-def chunk_windows(n_targets: int, seq_len: int, stride: int, chunk_tokens: int) -> list[list]:
-    """The sliding windows grouped by chunk: window ``w`` goes to chunk ``min(first_scored // chunk_tokens, C-1)``
-    with ``first_scored = w.start + w.score_from`` and ``C = ceil(n_targets / chunk_tokens)``."""
-    windows = sliding_windows(n_targets, seq_len, stride)
+def chunk_windows(n_targets: int, seq_len: int, stride: int, chunk_tokens: int,
+                  window_set: str = "fixed") -> list[list]:
+    """The sliding windows (``window_set``, see :func:`golflib.eval.sliding.sliding_windows`) grouped by chunk:
+    window ``w`` goes to chunk ``min(first_scored // chunk_tokens, C-1)`` with ``first_scored = w.start +
+    w.score_from`` and ``C = ceil(n_targets / chunk_tokens)``."""
+    windows = sliding_windows(n_targets, seq_len, stride, window_set)
     n_chunks = -(-n_targets // chunk_tokens)
     out: list[list] = [[] for _ in range(n_chunks)]
     for w in windows:
@@ -55,27 +63,34 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
                      eval_batch_seqs: int = 32, rank: int = 0, world_size: int = 1,
                      device: torch.device | str = "cpu", ledger: Ledger | None = None,
                      scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
-                     log_every: int = 0, mixer=None) -> EvalResult:
+                     log_every: int = 0, mixer=None, window_set: str = "fixed") -> EvalResult:
     """Run chunked score-first TTT on ``model`` (adapted in place) over ``val_tokens`` (int64 ``[n_targets + 1]``).
 
     ``seq_len``/``stride``: sliding-window shape used for scoring (``stride = seq_len`` scores non-overlapping
-    windows); training sequences have ``seq_len`` targets. Under torchrun each rank scores a contiguous share of
-    each chunk's windows and trains on a share of each step's sequences; gradients are summed across ranks
-    (the loss is normalised by the step's global token count) and the scored positions of all ranks are recorded
-    in every rank's ledger before the step. ``scores_out`` (optional, float) receives this rank's scores: per-target
-    NLLs in nats if it is ``[n_targets]``, log-probability rows if it is ``[n_targets, V]``. Returns an :class:`EvalResult` (mode ``ttt_chunked``) whose ``details`` hold the settings and
-    the running val_bpb after each chunk; raises :class:`golflib.eval.ledger.LegalityError` if the protocol breaks
-    a condition (strict ledger). ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes the adapted
-    model's logits of each scored batch and records their scoring in ``ledger`` (its NLLs and rows replace the
-    model's).
+    windows); training sequences have ``seq_len`` targets. ``window_set``: fixed | legacy | legacy_stride
+    (``TTT_WINDOWS``; #461/#549 score ``legacy_stride`` windows, ``eval_batch_seqs`` per zero-padded batch).
+    Under torchrun each rank scores a contiguous share of each chunk's windows and trains on its contiguous share
+    of the chunk's sequences (:func:`rank_steps`); each rank's loss is its batch mean, gradients are averaged
+    across ranks, and the scored positions of all ranks are recorded in every rank's ledger before the step.
+    ``model(x, y)`` must return the mean training loss (:class:`golflib.model.gpt.GPT`). ``scores_out``
+    (optional, float) receives this rank's scores: per-target NLLs in nats if it is ``[n_targets]``,
+    log-probability rows if it is ``[n_targets, V]``. Returns an :class:`EvalResult` (mode ``ttt_chunked``) whose
+    ``details`` hold the settings and the running val_bpb after each chunk; raises
+    :class:`golflib.eval.ledger.LegalityError` if the protocol breaks a condition (strict ledger). ``mixer``
+    (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes the adapted model's logits of each scored batch and
+    records their scoring in ``ledger`` (its NLLs and rows replace the model's).
     """
     device = torch.device(device)
     t0 = time.perf_counter()
     n = val_tokens.numel() - 1
     if chunk_tokens <= 0 or epochs < 0:
         raise ValueError(f"TTT_CHUNK_TOKENS={chunk_tokens} must be > 0 and TTT_EPOCHS={epochs} >= 0")
-    groups = chunk_windows(n, seq_len, stride, chunk_tokens)
+    groups = chunk_windows(n, seq_len, stride, chunk_tokens, window_set)
     n_chunks = len(groups)
+    legacy = window_set != "fixed"
+    if legacy and mixer is not None:
+        raise ValueError(f"TTT_WINDOWS={window_set}: the n-gram mixer needs the fixed window set")
+    repeat = LEGACY_REPEAT if legacy else None
     ledger = Ledger(n) if ledger is None else ledger
     params = select_trainable(model, freeze_blocks)
     opt = build_optimizer(params, optimizer, lr, momentum)
@@ -85,15 +100,18 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
     train_s = 0.0
     steps = scored = 0
     for c, cw in enumerate(groups):
+        if not cw:  # no window starts here (chunk_tokens < stride): the records skip the chunk, training included
+            continue
         mine = cw[len(cw) * rank // world_size:len(cw) * (rank + 1) // world_size]
         local: list[np.ndarray] = []
         model.eval()
         with torch.inference_mode():
-            for bi, batch in enumerate(window_batches(mine, eval_batch_seqs)):
+            for bi, batch in enumerate(window_batches(mine, eval_batch_seqs, padded=legacy)):
                 want_rows = bi == 0 or mixer is not None or (scores_out is not None and scores_out.dim() == 2)
-                pos, nll, xp, yt, rows = score_window_batch(model, val_tokens, batch, device, rows=want_rows)
+                pos, nll, xp, yt, rows = score_window_batch(model, val_tokens, batch, device, rows=want_rows,
+                                                            pad_to=seq_len if legacy else 0)
                 if mixer is None:  # a mixer records the scoring itself, block by block
-                    ledger.score(pos)
+                    ledger.score(pos, repeat=repeat)
                 local.append(pos)
                 if bi == 0:
                     check_rows(ledger, rows, pos)
@@ -103,7 +121,8 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
                     write_scores(scores_out, pos, nll, rows)
                 acc.add(nll, xp, yt, luts)
         if world_size > 1:
-            record_other_ranks(ledger, np.concatenate(local) if local else np.zeros(0, np.int64), device)
+            record_other_ranks(ledger, np.concatenate(local) if local else np.zeros(0, np.int64), device,
+                               repeat=repeat)
         lr_c = cosine_lr(lr, c, n_chunks)
         cs, n_seqs = train_sequences(c, n, seq_len, chunk_tokens)
         if c < n_chunks - 1 and epochs > 0 and n_seqs > 0:
@@ -111,27 +130,25 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
             for g in opt.param_groups:
                 g["lr"] = lr_c
             model.train()
-            per_step = batch_seqs * world_size
+            steps_c = rank_steps(n_seqs, batch_seqs, world_size)
             for _ in range(epochs):
-                for g0 in range(0, n_seqs, per_step):
-                    g1 = min(g0 + per_step, n_seqs)
-                    r0, r1 = g0 + (g1 - g0) * rank // world_size, g0 + (g1 - g0) * (rank + 1) // world_size
+                for ranges in steps_c:
+                    r0, r1 = ranges[rank]
                     if r1 > r0:
                         span = val_tokens[cs + r0 * seq_len:cs + r1 * seq_len + 1].to(device)
                         x, y = span[:-1].view(-1, seq_len), span[1:].view(-1, seq_len)
                         with autocast(device):
-                            logits = model.logits(x)
-                        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                                 y.reshape(-1), reduction="sum")
-                        (loss / ((g1 - g0) * seq_len)).backward()
-                    all_reduce_grads(params)
+                            loss = model(x, y)  # mean cross-entropy of this rank's batch
+                        loss.backward()
+                    all_reduce_grads(params, average=True)
                     clip_and_step(params, opt, grad_clip)
-                    ledger.update(consumed_positions(cs + g0 * seq_len, cs + g1 * seq_len))
+                    ledger.update(np.concatenate([consumed_positions(cs + a * seq_len, cs + b * seq_len)
+                                                  for a, b in ranges if b > a]))
                     steps += 1
             model.eval()
             train_s += time.perf_counter() - t1
         bpb = running_bpb(acc.sums)
-        scored += sum(w.length - w.score_from for w in cw)
+        scored += sum(w.length - w.score_from for w in cw)  # scores (a legacy tail counts each time)
         curve.append({"chunk": c, "scored_tokens": scored, "running_val_bpb": bpb, "lr": lr_c})
         if log is not None and log_every and ((c + 1) % log_every == 0 or c == n_chunks - 1):
             log(f"ttt_chunk:{c + 1}/{n_chunks} running_bpb:{bpb:.6f} lr:{lr_c:.6g} "
@@ -145,5 +162,6 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
     res.details = {"seq_len": seq_len, "stride": stride, "chunk_tokens": chunk_tokens, "n_chunks": n_chunks,
                    "epochs": epochs, "lr": lr, "optimizer": optimizer, "momentum": momentum,
                    "freeze_blocks": freeze_blocks, "batch_seqs": batch_seqs, "grad_clip": grad_clip,
-                   "optimizer_steps": steps, "train_seconds": train_s, "world_size": world_size, "curve": curve}
+                   "optimizer_steps": steps, "train_seconds": train_s, "world_size": world_size,
+                   "window_set": window_set, "curve": curve}
     return res

@@ -76,13 +76,24 @@ def cosine_lr(lr: float, chunk: int, n_chunks: int) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * chunk / (n_chunks - 1)))
 
 
+def rank_steps(n_seqs: int, batch_seqs: int, world_size: int) -> list[list[tuple[int, int]]]:
+    """The optimizer steps of one epoch over ``n_seqs`` sequences: rank ``r`` owns sequences ``[n·r/W, n·(r+1)/W)``
+    and steps through them ``batch_seqs`` at a time (#461/#549 chunked TTT, #1855 global SGD). Returns, per step, each rank's ``(first, end)``
+    sequence range (empty when that rank's share is used up; the records assume equal step counts)."""
+    shares = [(n_seqs * r // world_size, n_seqs * (r + 1) // world_size) for r in range(world_size)]
+    n_steps = max(-(-(e - s) // batch_seqs) for s, e in shares) if n_seqs > 0 else 0
+    return [[(min(s + k * batch_seqs, e), min(s + (k + 1) * batch_seqs, e)) for s, e in shares]
+            for k in range(n_steps)]
+
+
 def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
-    """SUM the gradients of ``params`` across ranks in one flat buffer (a missing gradient counts as zeros, so a
-    rank without sequences in a step still takes part). No-op without a process group."""
+def all_reduce_grads(params: list[torch.nn.Parameter], average: bool = False) -> None:
+    """SUM (``average``: SUM / world size, the records' AVG) the gradients of ``params`` across ranks in one flat
+    buffer (a missing gradient counts as zeros, so a rank without sequences in a step still takes part). No-op
+    without a process group."""
     if not distributed():
         return
     for p in params:
@@ -90,6 +101,8 @@ def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
             p.grad = torch.zeros_like(p)
     flat = torch.cat([p.grad.reshape(-1) for p in params])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    if average:
+        flat /= dist.get_world_size()
     i = 0
     for p in params:
         n = p.numel()

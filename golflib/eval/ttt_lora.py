@@ -6,9 +6,16 @@ head (sized from ``model.virtual_layers()`` and the shapes the seam reports, so 
 Documents are sorted by length into batches of ``batch_docs`` (longest batches first). Within a batch, for chunk
 ``c`` of ``chunk_size`` positions, every document still active runs one forward over a window of up to
 ``window`` tokens ending at the chunk's end (the window start ``max(0, (c+1)·chunk − window)`` does not depend on
-the document's length, so the context of a position never depends on future tokens); the chunk's NLLs are
-scored first, then one AdamW step on the per-document chunk-mean loss (never on a document's last chunk).
-Adapters and optimizer state are reset per batch (A kept with ``warm_start_a``).
+the document's length, so the context of a position never depends on future tokens; ``last_window="doc_end"`` is
+#1855's rule instead: a document's last chunk is scored in the window of up to ``window`` tokens ending at the
+document's end — more context, but its start depends on where the document ends); the chunk's NLLs are scored
+first, then one AdamW step on the per-document chunk-mean loss (never on a document's last chunk).
+
+Adapters (``adapters``): ``shared`` — one adapter set, every slot's ``A`` the same seeded draw, reset per batch (A
+kept with ``warm_start_a``); ``per_slot`` — #1855's ``BatchedTTTLoRA``: ``A`` drawn independently for every slot
+from a generator seeded with ``seed`` at the start, module by module (head, q, v, k, mlp, o), ``B = 0``; a reusable
+set of ``batch_docs`` slots is reset per batch (only ``B`` zeroed with ``warm_start_a``, else ``A`` redrawn), a
+batch with fewer documents gets a fresh set of its own, and a fresh reusable set follows every phase of phased TTT.
 
 Evaluation order: documents are not processed in stream order, so the ledger is given the declared order
 (batch, chunk, document, position) — :func:`lora_order` — and its report says it is not stream order.
@@ -24,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from golflib.settings.scoring import LORA_SITES
+from golflib.settings.scoring import LORA_ADAPTER_KINDS, LORA_LAST_WINDOWS, LORA_SITES
 from golflib.data.luts import ByteLUTs
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
@@ -33,6 +40,7 @@ from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segment
 from golflib.runtime import autocast, synchronize
 
 SITES = LORA_SITES  # q, k, v, o, mlp, head (TTT_LORA_SITES picks a subset)
+DRAW_ORDER = ("head", "q", "v", "k", "mlp", "o")  # #1855 BatchedTTTLoRA's module order (its A draws follow it)
 
 
 def adapter_shapes(model, device: torch.device | str = "cpu") -> dict[tuple[str, int], tuple[int, int]]:
@@ -59,24 +67,45 @@ def adapter_shapes(model, device: torch.device | str = "cpu") -> dict[tuple[str,
 class BatchedLoRA(nn.Module):
     """LoRA adapters for ``n_slots`` documents at once: for each (site, virtual layer) ``A [n_slots, r, in]`` and
     ``B [n_slots, out, r]``; the adapter adds ``(alpha / r) · (x Aᵀ) Bᵀ`` to the projection output (``alpha = 0``
-    means scale 1). ``B`` starts at zero, so a fresh adapter is the identity; every slot's ``A`` starts from the
-    same seeded draw (``U(±1/sqrt(in))``), which keeps a document's result independent of its batch-mates.
+    means scale 1). ``B`` starts at zero, so a fresh adapter is the identity. ``A ~ U(±1/sqrt(in))``:
+
+    * ``init="shared"``: one draw per (site, layer) from ``Generator(seed)``, the same for every slot, which keeps a
+      document's result independent of its batch-mates; :meth:`reset` restores it;
+    * ``init="per_slot"`` (#1530/#1855): ``torch.empty(n_slots, r, in).uniform_`` from ``generator`` per (site,
+      layer) in #1855's order (head, then q, v, k, mlp, o, each over the layers), so every slot has its own draw;
+      :meth:`reset` redraws the same way (one generator per run reproduces the record's stream of draws).
+
     Call :meth:`select` with the active slot indices before a forward; the module itself is the adapter
-    ``adapter(site, layer, x, out)`` of :class:`golflib.model.gpt.GPT`.
+    ``adapter(site, layer, x, out)`` of :class:`golflib.model.gpt.GPT`. Raises ``ValueError`` for an unknown
+    ``init`` or ``per_slot`` without a generator.
     """
 
     def __init__(self, shapes: dict[tuple[str, int], tuple[int, int]], n_slots: int, rank: int,
-                 alpha: float = 0.0, sites: tuple[str, ...] = SITES, seed: int = 0):
+                 alpha: float = 0.0, sites: tuple[str, ...] = SITES, seed: int = 0, init: str = "shared",
+                 generator: torch.Generator | None = None):
         super().__init__()
+        if init not in LORA_ADAPTER_KINDS:
+            raise ValueError(f"TTT_LORA_ADAPTERS={init!r}: expected one of {', '.join(LORA_ADAPTER_KINDS)}")
+        if init == "per_slot" and generator is None:
+            raise ValueError("BatchedLoRA(init='per_slot') needs a torch.Generator")
         self.rank, self.scale = rank, (alpha / rank if alpha > 0 else 1.0)
-        self.keys = {k: f"{k[0]}_{k[1] if k[1] >= 0 else 'h'}" for k in shapes if k[0] in sites}
+        self.init, self.generator, self.n_slots = init, generator, n_slots
+        keys = [k for k in shapes if k[0] in sites]
+        if init == "per_slot":
+            keys.sort(key=lambda k: (DRAW_ORDER.index(k[0]), k[1]))
+        self.keys = {k: f"{k[0]}_{k[1] if k[1] >= 0 else 'h'}" for k in keys}
         g = torch.Generator().manual_seed(seed)
         self.A, self.B = nn.ParameterDict(), nn.ParameterDict()
         for key, name in self.keys.items():
             fan_in, fan_out = shapes[key]
-            a0 = (torch.rand(rank, fan_in, generator=g) * 2 - 1) / math.sqrt(fan_in)
-            self.register_buffer(f"A0_{name}", a0)
-            self.A[name] = nn.Parameter(a0.expand(n_slots, -1, -1).clone())
+            if init == "per_slot":
+                a = torch.empty(n_slots, rank, fan_in).uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in),
+                                                                generator=generator)
+            else:
+                a0 = (torch.rand(rank, fan_in, generator=g) * 2 - 1) / math.sqrt(fan_in)
+                self.register_buffer(f"A0_{name}", a0)
+                a = a0.expand(n_slots, -1, -1).clone()
+            self.A[name] = nn.Parameter(a)
             self.B[name] = nn.Parameter(torch.zeros(n_slots, fan_out, rank))
         self.active: torch.Tensor | None = None
 
@@ -85,11 +114,18 @@ class BatchedLoRA(nn.Module):
 
     @torch.no_grad()
     def reset(self, warm_start_a: bool = False) -> None:
-        """Zero every B (adapters become the identity); re-draw A unless ``warm_start_a``."""
+        """Zero every B (adapters become the identity); unless ``warm_start_a``, restore A (``shared``) or draw it
+        again (``per_slot``)."""
         for name in self.keys.values():
             self.B[name].zero_()
-            if not warm_start_a:
-                self.A[name].copy_(getattr(self, f"A0_{name}").expand_as(self.A[name]))
+            if warm_start_a:
+                continue
+            a = self.A[name]
+            if self.init == "per_slot":
+                bound = 1 / math.sqrt(a.size(-1))
+                a.copy_(torch.empty(a.shape).uniform_(-bound, bound, generator=self.generator))
+            else:
+                a.copy_(getattr(self, f"A0_{name}").expand_as(a))
 
     def forward(self, site: str, layer: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         name = self.keys.get((site, layer))
@@ -131,23 +167,33 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
                   device: torch.device | str = "cpu", ledger: Ledger | None = None,
                   scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
                   after_round: Callable | None = None, mode: str = "ttt_lora", seed: int = 0,
-                  mixer=None) -> EvalResult:
+                  mixer=None, adapters: str = "shared", last_window: str = "chunk") -> EvalResult:
     """Doc-isolated LoRA TTT over ``val_tokens`` (int64 ``[n_targets + 1]``, documents opened by ``bos_id``).
 
-    Under torchrun batch ``k`` of the queue runs on rank ``k % world_size``, in rounds of ``world_size`` batches.
-    ``after_round(round_index, docs_done, ledger, sync)`` (phased TTT) runs after every round on all ranks;
-    ``sync()`` records the other ranks' scored positions in this rank's ledger. The base model is frozen
-    (``requires_grad`` off) during the loop and restored afterwards. ``ledger``, if given, must declare
-    :func:`lora_order`; a fresh strict one is made otherwise. ``scores_out`` receives this rank's scores
-    (``[n_targets]`` NLLs or ``[n_targets, V]`` log-prob rows, see :func:`golflib.eval.ttt_common.write_scores`).
-    Returns an :class:`EvalResult` (mode ``mode``) whose ``details`` hold the settings and per-round curve.
-    ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes each scored chunk's adapted logits and
-    records their scoring in ``ledger``; its NLLs are the score (the adapters still train on the model's loss).
+    Under torchrun batch ``k`` of the queue runs on rank ``k % world_size``, in rounds of ``world_size`` batches
+    (#1855 hands batches out dynamically through a file counter; a fixed assignment keeps runs reproducible).
+    ``after_round(round_index, docs_done, ledger, sync)`` (phased TTT) runs after every round on all ranks and
+    returns True when it changed the base model; ``sync()`` records the other ranks' scored positions in this
+    rank's ledger. ``adapters`` (``TTT_LORA_ADAPTERS``: shared | per_slot) and ``last_window``
+    (``TTT_LORA_LAST_WINDOW``: chunk | doc_end) are described in the module docstring; ``seed`` seeds the adapters'
+    ``A`` draws (``per_slot``: #1855's fixture seeds the global RNG with SEED at the TTT start, so SEED reproduces
+    its draws). The base model is frozen (``requires_grad`` off) during the loop and restored afterwards.
+    ``ledger``, if given, must declare :func:`lora_order`; a fresh strict one is made otherwise. ``scores_out``
+    receives this rank's scores (``[n_targets]`` NLLs or ``[n_targets, V]`` log-prob rows, see
+    :func:`golflib.eval.ttt_common.write_scores`). Returns an :class:`EvalResult` (mode ``mode``) whose
+    ``details`` hold the settings and per-round curve. ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`):
+    mixes each scored chunk's adapted logits and records their scoring in ``ledger``; its NLLs are the score (the
+    adapters still train on the model's loss). Raises ``ValueError`` for a window shorter than a chunk or an
+    unknown ``adapters`` / ``last_window``.
     """
     device = torch.device(device)
     if window < chunk_size:
         raise ValueError(f"TTT_EVAL_SEQ_LEN={window} must be >= TTT_CHUNK_SIZE={chunk_size} (a chunk is scored "
                          "inside one window)")
+    if adapters not in LORA_ADAPTER_KINDS:
+        raise ValueError(f"TTT_LORA_ADAPTERS={adapters!r}: expected one of {', '.join(LORA_ADAPTER_KINDS)}")
+    if last_window not in LORA_LAST_WINDOWS:
+        raise ValueError(f"TTT_LORA_LAST_WINDOW={last_window!r}: expected one of {', '.join(LORA_LAST_WINDOWS)}")
     t0 = time.perf_counter()
     n = val_tokens.numel() - 1
     segments = doc_segments(val_tokens, bos_id)
@@ -156,12 +202,19 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
         ledger = Ledger(n, order=lora_order(segments, batches, chunk_size, n))
     set_all_requires_grad(model, False)
     model.eval()
-    lora = BatchedLoRA(adapter_shapes(model, device), batch_docs, lora_rank, lora_alpha, sites, seed).to(device)
+    shapes = adapter_shapes(model, device)
+    gen = torch.Generator().manual_seed(seed) if adapters == "per_slot" else None
+
+    def make(n_slots: int) -> BatchedLoRA:
+        return BatchedLoRA(shapes, n_slots, lora_rank, lora_alpha, sites, seed, init=adapters,
+                           generator=gen).to(device)
+
+    reusable = make(batch_docs)
     luts = luts.to(device)
     acc = BPBAccumulator(device)
     unsynced: list[np.ndarray] = []
     curve: list[dict] = []
-    steps = docs_done = 0
+    steps = docs_done = fresh = 0
 
     def sync() -> None:
         if world_size > 1:
@@ -172,12 +225,22 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
     for r in range(n_rounds):
         k = r * world_size + rank
         if k < len(batches):
-            steps += _run_batch(model, lora, val_tokens, segments[batches[k]], luts, acc, ledger, unsynced, scores_out,
+            segs = segments[batches[k]]
+            if adapters == "per_slot" and len(segs) != batch_docs:  # #1855: a short batch gets its own fresh set
+                lora = make(len(segs))
+                fresh += 1
+            else:
+                lora = reusable
+                lora.reset(warm_start_a)
+            steps += _run_batch(model, lora, val_tokens, segs, luts, acc, ledger, unsynced, scores_out,
                                 window=window, chunk_size=chunk_size, lr=lr, betas=(beta1, beta2),
-                                weight_decay=weight_decay, warm_start_a=warm_start_a, device=device, mixer=mixer)
+                                weight_decay=weight_decay, warm_start_a=warm_start_a, device=device, mixer=mixer,
+                                last_window=last_window)
         docs_done += sum(len(b) for b in batches[r * world_size:(r + 1) * world_size])
-        if after_round is not None:
-            after_round(r, docs_done, ledger, sync)
+        changed = after_round(r, docs_done, ledger, sync) if after_round is not None else False
+        if changed and adapters == "per_slot":  # #1855: fresh adapters after every global phase
+            reusable = make(batch_docs)
+            fresh += 1
         curve.append({"round": r, "docs_done": docs_done, "running_val_bpb": running_bpb(acc.sums)})
     sync()
     set_all_requires_grad(model, True)
@@ -187,7 +250,8 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
     res = acc.result(mode, time.perf_counter() - t0, report)
     res.details = {"window": window, "chunk_size": chunk_size, "batch_docs": batch_docs, "lora_rank": lora_rank,
                    "lora_alpha": lora_alpha, "lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": weight_decay,
-                   "warm_start_a": warm_start_a, "sites": list(sites), "n_docs": int(len(segments)),
+                   "warm_start_a": warm_start_a, "sites": list(sites), "adapters": adapters,
+                   "last_window": last_window, "fresh_adapter_sets": fresh, "n_docs": int(len(segments)),
                    "n_batches": len(batches), "lora_steps": steps, "world_size": world_size,
                    "order": "length-sorted document batches (longest first), chunk-major within a batch",
                    "curve": curve}
@@ -196,10 +260,10 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: in
 
 def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc, ledger: Ledger, unsynced, scores_out,
                *, window: int, chunk_size: int, lr: float, betas, weight_decay: float, warm_start_a: bool,
-               device, mixer=None) -> int:
-    """One batch of documents: reset adapters, then score chunk c of every active document and step. Returns the
-    number of optimizer steps."""
-    lora.reset(warm_start_a)
+               device, mixer=None, last_window: str = "chunk") -> int:
+    """One batch of documents on an already reset ``lora``: score chunk c of every active document, then step.
+    Rows are ``min((c+1)·chunk, window)`` tokens wide (zero-padded, as #1855). Returns the number of optimizer
+    steps."""
     params = list(lora.parameters())
     opt = torch.optim.AdamW(params, lr=lr, betas=betas, eps=1e-10, weight_decay=weight_decay)
     lengths = segs[:, 1] - segs[:, 0]
@@ -211,20 +275,24 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
         c0 = c * chunk_size
         ends = np.minimum(c0 + chunk_size, lengths[active])
         ws = max(0, c0 + chunk_size - window)  # independent of the document's length
-        width = int(ends.max()) - ws
+        starts = np.full(len(active), ws, dtype=np.int64)
+        if last_window == "doc_end":  # #1855: a last chunk is scored in the window ending at the document's end
+            last = ~train
+            starts[last] = np.maximum(0, ends[last] - window)
+        width = min(c0 + chunk_size, window)
         x = torch.zeros(len(active), width, dtype=torch.int64)
         y = torch.full((len(active), width), -1, dtype=torch.int64)
-        for i, (d, e) in enumerate(zip(active, ends)):
+        scored = torch.zeros(len(active), width, dtype=torch.bool)
+        for i, (d, w0, e) in enumerate(zip(active, starts, ends)):
             s = int(segs[d, 0])
-            toks = val_tokens[s + ws:s + int(e) + 1]
+            toks = val_tokens[s + int(w0):s + int(e) + 1]
             x[i, :len(toks) - 1], y[i, :len(toks) - 1] = toks[:-1], toks[1:]
-        x, y = x.to(device), y.to(device)
+            scored[i, c0 - int(w0):int(e) - int(w0)] = True
+        x, y, scored = x.to(device), y.to(device), scored.to(device)
         lora.select(torch.as_tensor(active, device=device))
         with torch.set_grad_enabled(bool(train.any())), autocast(device):
             logits = model.logits(x, lora)
         nll = masked_nll(logits, y)
-        scored = torch.zeros_like(y, dtype=torch.bool)
-        scored[:, c0 - ws:] = y[:, c0 - ws:] >= 0
         positions = np.concatenate([np.arange(segs[d, 0] + c0, segs[d, 0] + e) for d, e in zip(active, ends)])
         if mixer is None:  # a mixer records the scoring itself, block by block
             ledger.score(positions)

@@ -1,13 +1,27 @@
-"""Phased TTT: doc-LoRA plus global SGD of the base model on already-scored documents (SPEC §3.E5: #1610, #1626).
+"""Phased TTT: doc-LoRA plus global SGD of the base model on already-scored documents (SPEC §3.E5: #1610, #1626;
+the protocol as #1855 runs it, ``eval_val_ttt_phased`` / ``train_val_ttt_global_sgd_distributed``).
 
-The per-document LoRA protocol of :mod:`golflib.eval.ttt_lora` runs over the length-sorted document queue. At phase
-boundaries ``prefix_docs · i / num_phases`` (``i = 1..num_phases``, counted in documents of the queue), once the
-first ``boundary`` queued documents are fully scored, all ranks pause and run a *global* pass of distributed SGD
-on the base model over exactly those documents (#1626: every phase trains on all documents scored so far):
-sequences of at most ``seq_len`` targets cut inside each document (document boundaries respected), chunks of
-``chunk_tokens`` with a cosine LR across chunks, momentum SGD, grad-norm clip, ``epochs`` passes, gradients
-all-reduced. The queue then resumes with the updated base model and fresh adapters. These base-model updates
-survive the per-batch adapter reset, so they are recorded as ``persistent`` in the ledger.
+The per-document LoRA protocol of :mod:`golflib.eval.ttt_lora` runs over the length-sorted document queue (longest
+batches first). Phase boundaries are ``P·i // num_phases`` documents (``i = 1..num_phases``, ``P =
+min(prefix_docs, documents)``). After every finished round of LoRA batches the number of documents scored so far
+is compared with the *current* boundary; when it is reached, ONE phase runs (at most one per round, so boundaries
+passed together are taken over the next rounds):
+
+* the phase's documents are the ``boundary`` scored documents with the smallest (ascending-length batch index,
+  position in batch) — i.e. the SHORTEST of those scored so far (#1855 sorts the gathered documents that way and
+  cuts the list at the boundary) — in that order;
+* :func:`global_sgd` trains every parameter of the base model on the concatenation of their tokens, each document
+  with its trailing BOS (the next document's opening BOS, the target of its last position): chunks of
+  ``chunk_tokens`` over the concatenation, cosine LR over the chunks, the LAST chunk skipped, ``len // seq_len``
+  sequences per chunk (the remainder dropped) split contiguously across ranks, batches of ``batch_seqs``
+  sequences flattened into one row with BOS segmentation (:func:`golflib.eval.doc_eval.bos_segment_ids`, segments
+  at most ``seq_len`` from each document start), mean cross-entropy, gradients averaged across ranks, grad-norm
+  clip, momentum SGD (a new optimizer per phase), ``epochs`` passes per chunk.
+
+The queue then resumes with the updated base model (and, with ``adapters="per_slot"``, fresh adapters). The
+base-model updates survive the per-batch adapter reset, so they are recorded as ``persistent`` in the ledger, with
+the exact target positions each step consumed (a document's opening BOS is the segmentation marker, not a
+consumed target).
 """
 
 from __future__ import annotations
@@ -20,73 +34,97 @@ import torch
 
 from golflib.data.luts import ByteLUTs
 from golflib.eval.bpb import EvalResult
+from golflib.eval.doc_eval import bos_segment_ids
 from golflib.eval.ledger import Ledger
-from golflib.eval.ttt_common import (all_reduce_grads, clip_and_step, consumed_positions, cosine_lr, doc_segments,
-                                     masked_nll, set_all_requires_grad)
+from golflib.eval.ttt_common import (all_reduce_grads, clip_and_step, cosine_lr, doc_segments, rank_steps,
+                                     set_all_requires_grad)
 from golflib.eval.ttt_lora import SITES, eval_ttt_lora, lora_schedule
 from golflib.runtime import autocast
 
 
 def phase_boundaries(prefix_docs: int, num_phases: int, n_docs: int) -> list[int]:
-    """Distinct document counts ``min(prefix, n_docs) · i // num_phases`` for ``i = 1..num_phases`` (zeros dropped)."""
+    """Document counts ``P·(i + 1) // num_phases`` for ``i < num_phases`` with ``P = min(prefix_docs, n_docs)``,
+    in order, repeats and zeros kept as #1855 keeps them (each is one phase); ``[]`` when ``P = 0``."""
     prefix = min(prefix_docs, n_docs)
-    return sorted({prefix * (i + 1) // num_phases for i in range(num_phases)} - {0})
+    if prefix <= 0:
+        return []
+    return [prefix * (i + 1) // num_phases for i in range(max(1, num_phases))]
 
 
-def doc_pieces(segments: np.ndarray, seq_len: int) -> list[tuple[int, int, int]]:
-    """``(start, stop, doc_start)`` pieces of at most ``seq_len`` target positions inside each document, in order."""
-    return [(p, min(p + seq_len, int(e)), int(s)) for s, e in segments for p in range(int(s), int(e), seq_len)]
+def phase_documents(scored: np.ndarray, segments: np.ndarray, boundary: int) -> np.ndarray:
+    """The documents a phase trains on: of the ``scored`` document indices, the ``boundary`` first in ascending
+    (length, index) order — #1855's (ascending-length batch index, position) order — in that order (int64)."""
+    lengths = segments[:, 1] - segments[:, 0]
+    asc = np.empty(len(segments), dtype=np.int64)
+    asc[np.argsort(lengths, kind="stable")] = np.arange(len(segments))
+    scored = np.asarray(scored, dtype=np.int64)
+    return scored[np.argsort(asc[scored], kind="stable")][:boundary]
+
+
+def concat_documents(val_tokens: torch.Tensor, segments: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """The training stream of a phase: the tokens ``val_tokens[start:end + 1]`` of every document (with its
+    trailing BOS) concatenated in ``segments`` order, and for every token of it the target position it reveals
+    (``token index − 1``; ``-1`` at each document's first token, its opening BOS marker). Returns int64
+    ``[T]`` tokens and int64 ``[T]`` positions."""
+    if len(segments) == 0:
+        return val_tokens[:0].to(torch.int64), np.zeros(0, dtype=np.int64)
+    toks = torch.cat([val_tokens[int(s):int(e) + 1] for s, e in segments]).to(torch.int64)
+    pos = np.concatenate([np.arange(int(s) - 1, int(e), dtype=np.int64) for s, e in segments])
+    firsts = np.cumsum([0] + [int(e) - int(s) + 1 for s, e in segments[:-1]])
+    pos[firsts] = -1
+    return toks, pos
 
 
 def global_sgd(model, val_tokens: torch.Tensor, segments: np.ndarray, *, seq_len: int, chunk_tokens: int,
-               batch_seqs: int, lr: float, momentum: float, epochs: int, grad_clip: float, rank: int = 0,
-               world_size: int = 1, device: torch.device | str = "cpu", ledger: Ledger | None = None) -> dict:
-    """One global SGD pass on every parameter of ``model`` over the documents ``segments`` (int64 ``[D, 2]``
-    position ranges, all already scored). Pieces (≤ ``seq_len`` targets, never crossing a document boundary) are
-    grouped into chunks of ``chunk_tokens`` targets; each step takes ``batch_seqs`` pieces per rank (right-padded,
-    padding masked), normalises the summed NLL by the step's global target count and all-reduces the gradient.
-    Each step is recorded as a persistent update in ``ledger``. Returns ``{"chunks", "steps", "tokens",
-    "seconds"}``; leaves ``requires_grad`` off."""
+               batch_seqs: int, lr: float, momentum: float, epochs: int, grad_clip: float, bos_id: int = 1,
+               rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+               ledger: Ledger | None = None) -> dict:
+    """One global SGD pass (#1855) on every parameter of ``model`` over the documents ``segments`` (int64
+    ``[D, 2]`` position ranges, all already scored, in training order); see the module docstring. ``model(x, y,
+    doc_ids=ids)`` must return the mean cross-entropy of a ``[1, T]`` row. Each optimizer step is recorded as a
+    persistent update in ``ledger`` with the target positions of all ranks' sequences. Returns ``{"chunks",
+    "steps", "tokens", "seconds"}`` (``tokens``: length of the concatenation); leaves ``requires_grad`` off."""
     t0 = time.perf_counter()
     device = torch.device(device)
-    pieces = doc_pieces(segments, seq_len)
-    sizes = np.array([q - p for p, q, _ in pieces], dtype=np.int64)
-    chunk_of = (np.cumsum(sizes) - sizes) // chunk_tokens
-    n_chunks = int(chunk_of.max()) + 1 if len(pieces) else 0
+    cat, reveal = concat_documents(val_tokens, segments)
+    total = cat.numel() - 1
+    n_chunks = max(0, -(-total // chunk_tokens))
     params = list(model.parameters())
     set_all_requires_grad(model, True)
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
-    model.train()
     steps = 0
     for c in range(n_chunks):
-        idx = np.flatnonzero(chunk_of == c)
+        if c == n_chunks - 1 or epochs <= 0:  # the last chunk is never trained on
+            continue
+        cs, ce = c * chunk_tokens, min((c + 1) * chunk_tokens, total)
+        n_seqs = (ce - cs) // seq_len
+        if n_seqs <= 0:
+            continue
         for g in opt.param_groups:
             g["lr"] = cosine_lr(lr, c, n_chunks)
-        per_step = batch_seqs * world_size
+        model.train()
+        plan = rank_steps(n_seqs, batch_seqs, world_size)
         for _ in range(epochs):
-            for g0 in range(0, len(idx), per_step):
-                step = idx[g0:g0 + per_step]
-                mine = step[len(step) * rank // world_size:len(step) * (rank + 1) // world_size]
-                if len(mine):
-                    width = int(sizes[mine].max())
-                    x = torch.zeros(len(mine), width, dtype=torch.int64)
-                    y = torch.full((len(mine), width), -1, dtype=torch.int64)
-                    for i, j in enumerate(mine):
-                        p, q, _ = pieces[j]
-                        x[i, :q - p], y[i, :q - p] = val_tokens[p:q], val_tokens[p + 1:q + 1]
-                    x, y = x.to(device), y.to(device)
+            for ranges in plan:
+                a, b = ranges[rank]
+                if b > a:
+                    row = cat[cs + a * seq_len:cs + b * seq_len + 1].to(device)
+                    x, y = row[:-1], row[1:]
+                    ids = bos_segment_ids(x, bos_id, seq_len)
                     with autocast(device):
-                        logits = model.logits(x)
-                    (masked_nll(logits, y).sum() / float(sizes[step].sum())).backward()
-                all_reduce_grads(params)
+                        loss = model(x[None], y[None], doc_ids=ids[None])
+                    loss.backward()
+                all_reduce_grads(params, average=True)
                 clip_and_step(params, opt, grad_clip)
                 steps += 1
                 if ledger is not None:
-                    ledger.update(np.concatenate([consumed_positions(pieces[j][0], pieces[j][1], lo=pieces[j][2])
-                                                  for j in step]), persistent=True)
+                    used = np.concatenate([reveal[cs + a0 * seq_len:cs + b0 * seq_len + 1]
+                                           for a0, b0 in ranges if b0 > a0])
+                    ledger.update(used[used >= 0], persistent=True)
+        model.eval()
     model.eval()
     set_all_requires_grad(model, False)
-    return {"chunks": n_chunks, "steps": steps, "tokens": int(sizes.sum()), "seconds": time.perf_counter() - t0}
+    return {"chunks": n_chunks, "steps": steps, "tokens": int(cat.numel()), "seconds": time.perf_counter() - t0}
 
 
 def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: int, chunk_size: int,
@@ -97,37 +135,45 @@ def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: 
                     bos_id: int = 1, sites: tuple[str, ...] = SITES, rank: int = 0, world_size: int = 1,
                     device: torch.device | str = "cpu", ledger: Ledger | None = None,
                     scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
-                    mixer=None) -> EvalResult:
-    """Phased TTT over ``val_tokens``; the LoRA arguments are those of :func:`golflib.eval.ttt_lora.eval_ttt_lora`,
-    the ``global_*`` ones those of :func:`global_sgd` (training sequences have at most ``window`` targets).
-    ``model`` is adapted in place. Returns an :class:`EvalResult` (mode ``ttt_phased``) whose ``details`` list the
-    phases (boundary, documents, steps, seconds). ``mixer``: see :func:`golflib.eval.ttt_lora.eval_ttt_lora`."""
+                    mixer=None, adapters: str = "shared", last_window: str = "chunk", seed: int = 0,
+                    global_seq_len: int = 0) -> EvalResult:
+    """Phased TTT over ``val_tokens``; the LoRA arguments (``adapters``, ``last_window``, ``seed`` included) are
+    those of :func:`golflib.eval.ttt_lora.eval_ttt_lora`, the ``global_*`` ones those of :func:`global_sgd`
+    (``global_seq_len``: its sequence length and segment cap, #1855's EVAL_SEQ_LEN; 0 = ``window``). ``model`` is
+    adapted in place. Returns an :class:`EvalResult` (mode ``ttt_phased``) whose ``details`` list the phases
+    (boundary, documents, steps, seconds). ``mixer``: see :func:`golflib.eval.ttt_lora.eval_ttt_lora`."""
     segments = doc_segments(val_tokens, bos_id)
-    queue = np.concatenate(lora_schedule(segments, batch_docs))
+    batches = lora_schedule(segments, batch_docs)
     bounds = phase_boundaries(prefix_docs, num_phases, len(segments))
     phases: list[dict] = []
 
-    def after_round(r: int, docs_done: int, ledger: Ledger, sync: Callable[[], None]) -> None:
-        while len(phases) < len(bounds) and bounds[len(phases)] <= docs_done:
-            b = bounds[len(phases)]
-            sync()  # every rank's ledger knows every scored position before the base model learns from them
-            docs = np.sort(queue[:b])
-            stats = global_sgd(model, val_tokens, segments[docs], seq_len=window, chunk_tokens=global_chunk_tokens,
-                               batch_seqs=global_batch_seqs, lr=global_lr, momentum=global_momentum,
-                               epochs=global_epochs, grad_clip=global_grad_clip, rank=rank, world_size=world_size,
-                               device=device, ledger=ledger)
-            phases.append({"phase": len(phases) + 1, "boundary_docs": b, "after_round": r, **stats})
-            if log is not None:
-                log(f"ttt_phased:phase {len(phases)}/{len(bounds)} docs:{b} steps:{stats['steps']} "
-                    f"tokens:{stats['tokens']} time:{stats['seconds']:.1f}s")
+    def after_round(r: int, docs_done: int, ledger: Ledger, sync: Callable[[], None]) -> bool:
+        if len(phases) >= len(bounds) or docs_done < bounds[len(phases)]:
+            return False
+        b = bounds[len(phases)]
+        sync()  # every rank's ledger knows every scored position before the base model learns from them
+        scored = np.concatenate(batches[:(r + 1) * world_size])
+        docs = phase_documents(scored, segments, b)
+        stats = global_sgd(model, val_tokens, segments[docs], seq_len=global_seq_len or window,
+                           chunk_tokens=global_chunk_tokens, batch_seqs=global_batch_seqs, lr=global_lr,
+                           momentum=global_momentum, epochs=global_epochs, grad_clip=global_grad_clip,
+                           bos_id=bos_id, rank=rank, world_size=world_size, device=device, ledger=ledger)
+        phases.append({"phase": len(phases) + 1, "boundary_docs": b, "docs_scored": int(docs_done),
+                       "after_round": r, **stats})
+        if log is not None:
+            log(f"ttt_phased:phase {len(phases)}/{len(bounds)} docs:{b} scored:{docs_done} steps:{stats['steps']} "
+                f"tokens:{stats['tokens']} time:{stats['seconds']:.1f}s")
+        return True
 
     res = eval_ttt_lora(model, val_tokens, luts, window=window, chunk_size=chunk_size, batch_docs=batch_docs,
                         lora_rank=lora_rank, lr=lr, lora_alpha=lora_alpha, beta1=beta1, beta2=beta2,
                         weight_decay=weight_decay, warm_start_a=warm_start_a, bos_id=bos_id, sites=sites, rank=rank,
                         world_size=world_size, device=device, ledger=ledger, scores_out=scores_out, log=log,
-                        after_round=after_round, mode="ttt_phased", mixer=mixer)
+                        after_round=after_round, mode="ttt_phased", mixer=mixer, adapters=adapters,
+                        last_window=last_window, seed=seed)
     res.details.update({"prefix_docs": prefix_docs, "num_phases": num_phases, "boundaries": bounds,
                         "global_lr": global_lr, "global_momentum": global_momentum, "global_epochs": global_epochs,
                         "global_chunk_tokens": global_chunk_tokens, "global_batch_seqs": global_batch_seqs,
-                        "global_grad_clip": global_grad_clip, "phases": phases})
+                        "global_grad_clip": global_grad_clip, "global_seq_len": global_seq_len or window,
+                        "phases": phases})
     return res

@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from golflib.settings.base import check_field
+from golflib.settings.training import EVAL_WINDOW_SETS
 
 
 TTT_KINDS = ("chunked", "lora", "phased")
 LORA_SITES = ("q", "k", "v", "o", "mlp", "head")  # projections a doc-LoRA adapter can sit on (head = lm_head)
+LORA_ADAPTER_KINDS = ("shared", "per_slot")  # golflib.eval.ttt_lora.BatchedLoRA init / lifecycle
+LORA_LAST_WINDOWS = ("chunk", "doc_end")  # window of a document's last LoRA chunk
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,9 @@ class TTTConfig:
 
     Kinds: ``chunked`` = full-model TTT over TTT_CHUNK_TOKENS chunks scored by sliding windows (E2, #461/#549),
     ``lora`` = per-document batched LoRA (E4, #1530), ``phased`` = doc-LoRA plus global SGD of the base model on
-    already-scored documents at phase boundaries (E5, #1610/#1626). Defaults are the records' values.
+    already-scored documents at phase boundaries (E5, #1610/#1626, as #1855 runs it). Defaults are the records'
+    values, except the #1855-specific switches (TTT_LORA_ADAPTERS, TTT_LORA_LAST_WINDOW) and TTT_WINDOWS, which
+    keep golflib's choices unless a preset sets its record's.
     """
 
     ttt_enabled: bool = False  # run the TTT_KINDS protocols after the round-trip eval (off in the baseline)
@@ -32,6 +37,7 @@ class TTTConfig:
     ttt_batch_seqs: int = 32  # training sequences (EVAL_SEQ_LEN tokens) per step and rank
     ttt_grad_clip: float = 1.0  # global grad-norm clip; 0 = off
     ttt_optimizer: str = "sgd"  # sgd | adamw
+    ttt_windows: str = ""  # scoring windows: fixed | legacy | legacy_stride (#461/#549); "" = EVAL_WINDOWS
     # per-document batched LoRA TTT (#1530 / #1626: rank 96, lr 1e-4, chunk 48, batch 64 docs, AdamW b1 0)
     ttt_lora_rank: int = 96
     ttt_lora_alpha: float = 0.0  # LoRA output scale alpha/rank; 0 = scale 1
@@ -45,6 +51,13 @@ class TTTConfig:
     ttt_warm_start_a: bool = False  # keep LoRA A across documents, zero only B (#1767)
     # adapter sites: all of them as #1530+ (Q, K, V, O, MLP of every virtual layer + lm_head); E1 used "q,v,head"
     ttt_lora_sites: tuple[str, ...] = LORA_SITES
+    # shared: every slot's A is one seeded draw, one adapter set reset per batch | per_slot (#1855): A drawn per slot
+    # from a generator seeded with SEED at the TTT start (head,q,v,k,mlp,o order), fresh sets for a short batch and
+    # after every phase
+    ttt_lora_adapters: str = "shared"
+    # chunk: a chunk's window ends at the chunk's end (its start never depends on the document's length) |
+    # doc_end (#1855): a document's last chunk is scored in the window ending at the document's end
+    ttt_lora_last_window: str = "chunk"
     # phased global SGD over already-scored documents (#1626: 3 phases over 2,000 docs, lr 0.001, 1 epoch)
     phased_ttt_prefix_docs: int = 2000  # documents (in processing order) covered by the phases
     phased_ttt_num_phases: int = 3  # phase boundaries at prefix*i/phases documents
@@ -63,6 +76,12 @@ class TTTConfig:
                     and len(set(self.ttt_lora_sites)) == len(self.ttt_lora_sites), "ttt_lora_sites",
                     f"must be distinct names from {', '.join(LORA_SITES)}", self.ttt_lora_sites)
         check_field(self.ttt_optimizer in ("sgd", "adamw"), "ttt_optimizer", "must be sgd or adamw", self.ttt_optimizer)
+        check_field(self.ttt_windows in ("",) + EVAL_WINDOW_SETS, "ttt_windows",
+                    f"must be empty (= EVAL_WINDOWS) or one of {', '.join(EVAL_WINDOW_SETS)}", self.ttt_windows)
+        check_field(self.ttt_lora_adapters in LORA_ADAPTER_KINDS, "ttt_lora_adapters",
+                    f"must be one of {', '.join(LORA_ADAPTER_KINDS)}", self.ttt_lora_adapters)
+        check_field(self.ttt_lora_last_window in LORA_LAST_WINDOWS, "ttt_lora_last_window",
+                    f"must be one of {', '.join(LORA_LAST_WINDOWS)}", self.ttt_lora_last_window)
         for name in ("ttt_lr", "ttt_grad_clip", "ttt_lora_lr", "ttt_lora_alpha", "ttt_weight_decay",
                      "global_ttt_lr", "global_ttt_grad_clip"):
             check_field(getattr(self, name) >= 0, name, "must be >= 0", getattr(self, name))

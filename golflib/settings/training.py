@@ -146,6 +146,11 @@ class TrainConfig:
                     "must be absmax, search, sdclip:K or percentile:P", self.qat_clip)
 
 
+# sliding-window sets (golflib.eval.sliding): fixed = #1218; legacy = every start < N (#287/#414/#549/#1019);
+# legacy_stride = starts whose window holds >= stride targets, plus 0 (#461, and #549's TTT)
+EVAL_WINDOW_SETS = ("fixed", "legacy", "legacy_stride")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation protocols after training (SPEC §1.4, §3.A1)."""
@@ -153,8 +158,14 @@ class EvalConfig:
     eval_seq_len: int = 0  # window length for sliding eval; 0 = TRAIN_SEQ_LEN
     eval_stride: int = 64  # sliding-window stride in tokens; 0 = no sliding-window eval
     eval_batch_seqs: int = 32  # windows per forward pass in sliding eval (per rank)
+    # sliding window set: fixed (#1218, each target once) | legacy (#287/#414/#549/#1019) | legacy_stride (#461);
+    # the legacy sets re-score the tail (declared in the ledger) and zero-pad batches to EVAL_SEQ_LEN
+    eval_windows: str = "fixed"
+    eval_doc_isolated: bool = False  # standard evals doc-isolated in flat batches, segments at BOS (#1855)
 
     def __post_init__(self) -> None:
         check_field(self.eval_seq_len >= 0, "eval_seq_len", "must be >= 0", self.eval_seq_len)
         check_field(self.eval_stride >= 0, "eval_stride", "must be >= 0", self.eval_stride)
         check_field(self.eval_batch_seqs >= 1, "eval_batch_seqs", "must be >= 1", self.eval_batch_seqs)
+        check_field(self.eval_windows in EVAL_WINDOW_SETS, "eval_windows",
+                    f"must be one of {', '.join(EVAL_WINDOW_SETS)}", self.eval_windows)
