@@ -336,3 +336,21 @@ def test_legacy_ttt_with_copy_is_reproducible():
     torch.manual_seed(123)
     b = eval_ttt_chunked(copy.deepcopy(model), toks, luts(), **kw)
     assert a.val_loss == b.val_loss and a.tokens == b.tokens
+
+
+def test_o_adapter_maps_the_normalised_attention_input():
+    """#1530 onward (#1855 L1559/L1619): the O adapter reads the block's normalised attention input — the same
+    tensor as the q/k/v adapters — not W_O's input; its in-features are model_dim."""
+    model = fixture_model(layers=3)
+    seen = {}
+
+    def spy(site, layer, x, out):
+        seen[(site, layer)] = x.detach().clone()
+        return out
+
+    with torch.no_grad():
+        model.logits(periodic_stream(2)[None, :40], spy)
+    for layer in range(3):
+        assert torch.equal(seen[("o", layer)], seen[("q", layer)]) and torch.equal(seen[("o", layer)],
+                                                                                   seen[("v", layer)])
+    assert adapter_shapes(model)[("o", 0)] == (32, 32)
