@@ -96,11 +96,16 @@ def window_tensors(val_tokens: torch.Tensor, batch: list[Window], device: torch.
     ``device``, with ``T`` the common window length, or ``pad_to`` (zero padding after each window's end, as the
     records' legacy batches). Also the int64 numpy scored positions, row-major (the order of ``x[mask]``)."""
     width = max(pad_to, max(w.length for w in batch))
-    x = torch.zeros(len(batch), width, dtype=torch.int64)
-    y = torch.zeros(len(batch), width, dtype=torch.int64)
-    for i, w in enumerate(batch):
-        seq = val_tokens[w.start:w.start + w.length + 1].to(torch.int64)
-        x[i, :w.length], y[i, :w.length] = seq[:-1], seq[1:]
+    if all(w.length == width for w in batch):  # one gather (every window full width)
+        idx = torch.tensor([w.start for w in batch])[:, None] + torch.arange(width + 1)[None, :]
+        seqs = val_tokens[idx].to(torch.int64)
+        x, y = seqs[:, :-1], seqs[:, 1:]
+    else:
+        x = torch.zeros(len(batch), width, dtype=torch.int64)
+        y = torch.zeros(len(batch), width, dtype=torch.int64)
+        for i, w in enumerate(batch):
+            seq = val_tokens[w.start:w.start + w.length + 1].to(torch.int64)
+            x[i, :w.length], y[i, :w.length] = seq[:-1], seq[1:]
     col = torch.arange(width)[None, :]
     lo = torch.tensor([w.score_from for w in batch])[:, None]
     hi = torch.tensor([w.length for w in batch])[:, None]
