@@ -1,8 +1,19 @@
-"""Byte codecs for the artifact: zlib-9, zstd-22, lzma-9e, brotli-11, each optionally after a byte shuffle.
+"""Byte codecs for the artifact: zlib-9, zstd-22, lzma and brotli-11 at the records' settings, each optionally after
+a byte shuffle (SPEC §3.B12).
 
-Byte shuffle (#1089/#1218): regroup bytes by their position modulo ``stride`` (all first bytes, then all second
-bytes, ...) so that multi-byte numbers' high and low bytes compress separately. Codec names: ``zlib``, ``zstd``,
-``lzma``, ``brotli`` and the shuffled forms ``zlib+shuffle2`` etc. (``shuffleK`` with K in 2..8).
+Base codecs: ``zlib`` (level 9), ``zstd`` (level 22, #287/#414/#461), ``lzma`` = ``lzma9e`` (preset 9 | EXTREME,
+golflib's), ``lzma9`` (preset 9, #1019), ``lzma6`` (preset 6, #549; #1394/#1487's lzma option), ``brotli``
+(quality 11, default window 22: #1855's non-per-group path) and ``brotli24`` (quality 11, ``lgwin=24``: the
+remainder stream of #1855's per-group codec).
+
+Byte shuffles (#1089 → #1218): regroup bytes by their position modulo ``stride`` (all first bytes, then all second
+bytes, ...) so that multi-byte numbers' high and low bytes compress separately.
+
+* ``+shuffleK`` (golflib's, K in 2..8): the ``len // K · K`` leading bytes regrouped, a shorter tail appended
+  unchanged, no header.
+* ``+bshfK`` (the records' framing, #1394/#1487 ``_byte_shuffle``): ``b"BSHF" | u8 K | src[0::K] | src[1::K] | …``
+  (the tail bytes go with their position class), so ``compress(raw, "brotli+bshf2")`` is byte for byte the
+  records' ``_compress(raw, "brotli")``. Payloads shorter than K are stored without header, as the records do.
 """
 
 from __future__ import annotations
@@ -13,8 +24,10 @@ import zlib
 
 import numpy as np
 
-BASE_CODECS = ("zlib", "zstd", "lzma", "brotli")
-_SHUFFLE_RE = re.compile(r"^(?P<base>[a-z]+)(?:\+shuffle(?P<stride>[2-8]))?$")
+BASE_CODECS = ("zlib", "zstd", "lzma", "lzma6", "lzma9", "lzma9e", "brotli", "brotli24")
+_SHUFFLE_RE = re.compile(r"^(?P<base>[a-z0-9]+)(?:\+(?P<kind>shuffle|bshf)(?P<stride>[2-8]))?$")
+BSHF_MAGIC = b"BSHF"
+_LZMA_PRESETS = {"lzma": 9 | lzma.PRESET_EXTREME, "lzma9e": 9 | lzma.PRESET_EXTREME, "lzma9": 9, "lzma6": 6}
 
 
 class CodecError(ValueError):
@@ -22,11 +35,14 @@ class CodecError(ValueError):
 
 
 def parse_codec(name: str) -> tuple[str, int]:
-    """``"brotli+shuffle2"`` → ``("brotli", 2)``; ``"zlib"`` → ``("zlib", 1)``. Raises :class:`CodecError`."""
+    """``"brotli+shuffle2"`` → ``("brotli", 2)``; ``"brotli+bshf2"`` → ``("brotli", -2)`` (a negative stride is the
+    records' BSHF framing); ``"zlib"`` → ``("zlib", 1)``. Raises :class:`CodecError`."""
     m = _SHUFFLE_RE.match(name or "")
     if not m or m.group("base") not in BASE_CODECS:
-        raise CodecError(f"unknown codec {name!r}; expected one of {BASE_CODECS}, optionally with +shuffle2..8")
-    return m.group("base"), int(m.group("stride") or 1)
+        raise CodecError(f"unknown codec {name!r}; expected one of {BASE_CODECS}, optionally with +shuffle2..8 or "
+                         f"+bshf2..8")
+    stride = int(m.group("stride") or 1)
+    return m.group("base"), -stride if m.group("kind") == "bshf" else stride
 
 
 def byte_shuffle(data: bytes, stride: int) -> bytes:
@@ -46,6 +62,33 @@ def byte_unshuffle(data: bytes, stride: int) -> bytes:
     return body + data[n:]
 
 
+def bshf_shuffle(data: bytes, stride: int) -> bytes:
+    """The records' framed shuffle (#1394/#1487): ``b"BSHF" | u8 stride | data[0::stride] | data[1::stride] | …``;
+    data shorter than ``stride`` (or ``stride <= 1``) is returned unchanged."""
+    if stride <= 1 or len(data) < stride:
+        return data
+    src = np.frombuffer(data, dtype=np.uint8)
+    return BSHF_MAGIC + bytes([stride]) + b"".join(src[p::stride].tobytes() for p in range(stride))
+
+
+def bshf_unshuffle(data: bytes) -> bytes:
+    """Inverse of :func:`bshf_shuffle`: data without the ``BSHF`` header is returned unchanged."""
+    if len(data) < 5 or data[:4] != BSHF_MAGIC:
+        return data
+    stride = data[4]
+    payload = np.frombuffer(data, dtype=np.uint8, offset=5)
+    if stride < 2:
+        return payload.tobytes()
+    n = payload.size
+    out = np.empty(n, dtype=np.uint8)
+    off = 0
+    for p in range(stride):
+        k = n // stride + (1 if p < n % stride else 0)
+        out[p::stride] = payload[off:off + k]
+        off += k
+    return out.tobytes()
+
+
 def _compress_base(data: bytes, base: str) -> bytes:
     if base == "zlib":
         return zlib.compress(data, level=9)
@@ -53,12 +96,12 @@ def _compress_base(data: bytes, base: str) -> bytes:
         import zstandard
 
         return zstandard.ZstdCompressor(level=22).compress(data)
-    if base == "lzma":
-        return lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
-    if base == "brotli":
+    if base in _LZMA_PRESETS:
+        return lzma.compress(data, preset=_LZMA_PRESETS[base])
+    if base in ("brotli", "brotli24"):
         import brotli
 
-        return brotli.compress(data, quality=11)
+        return brotli.compress(data, quality=11) if base == "brotli" else brotli.compress(data, quality=11, lgwin=24)
     raise CodecError(f"unknown codec {base!r}")
 
 
@@ -70,9 +113,9 @@ def _decompress_base(data: bytes, base: str) -> bytes:
             import zstandard
 
             return zstandard.ZstdDecompressor().decompress(data)
-        if base == "lzma":
+        if base in _LZMA_PRESETS:
             return lzma.decompress(data)
-        if base == "brotli":
+        if base in ("brotli", "brotli24"):
             import brotli
 
             return brotli.decompress(data)
@@ -86,10 +129,11 @@ def _decompress_base(data: bytes, base: str) -> bytes:
 def compress(data: bytes, codec: str) -> bytes:
     """Compress ``data`` with ``codec`` (see module docstring)."""
     base, stride = parse_codec(codec)
-    return _compress_base(byte_shuffle(data, stride), base)
+    return _compress_base(bshf_shuffle(data, -stride) if stride < 0 else byte_shuffle(data, stride), base)
 
 
 def decompress(data: bytes, codec: str) -> bytes:
     """Inverse of :func:`compress`; raises :class:`CodecError` on a corrupt payload."""
     base, stride = parse_codec(codec)
-    return byte_unshuffle(_decompress_base(data, base), stride)
+    raw = _decompress_base(data, base)
+    return bshf_unshuffle(raw) if stride < 0 else byte_unshuffle(raw, stride)
