@@ -22,7 +22,7 @@ from golflib.model.gpt import GPT
 from golflib.quant.artifact import ArtifactError, encode_artifact, read_artifact, write_artifact
 from golflib.quant.int8 import QuantizedState, dequantize, payload_bytes, quantize_int8
 from golflib.quant.mixed import quantize_mixed
-from golflib.quant.prune import prune_to_target
+from golflib.quant.prune import prune_oneshot, prune_to_target
 
 
 @dataclass(frozen=True)
@@ -54,20 +54,24 @@ def mixed_state(state_dict: dict[str, torch.Tensor], cfg: QuantConfig, model_cfg
                 hessians: dict[str, torch.Tensor] | None = None, *, code_bytes: int = 0, log=None) -> \
         tuple[QuantizedState, dict]:
     """The mixed artifact's quantized state, in memory: :func:`golflib.quant.mixed.quantize_mixed`, the
-    architecture in the metadata, and with ``PRUNE_TARGET_BYTES`` > 0 ±1 codes pruned until ``artifact +
-    code_bytes`` fits that many decimal bytes (:func:`golflib.quant.prune.prune_to_target`, measured with
-    ``cfg.mixed_codec``). Returns the state and a dict of extras (``{"prune": {...}}`` when pruning ran)."""
+    architecture in the metadata, and with ``PRUNE_TARGET_BYTES`` > 0 ±1 codes pruned so that ``artifact +
+    code_bytes`` fits that many decimal bytes, measured with ``cfg.mixed_codec``: ``PRUNE_RULE=search`` the fewest
+    codes that fit (:func:`golflib.quant.prune.prune_to_target`), ``oneshot`` #1487's ``8 × excess`` codes
+    (:func:`golflib.quant.prune.prune_oneshot`). Returns the state and a dict of extras (``{"prune": {...}}``
+    when pruning ran)."""
     qs = quantize_mixed(state_dict, cfg, hessians, log=log)
     if model_cfg is not None:
         qs.meta["model"] = dataclasses.asdict(model_cfg)
     extras: dict = {}
     if cfg.prune_target_bytes > 0:
-        qs, extras["prune"] = prune_to_target(qs, lambda s: len(encode_artifact(s, cfg.mixed_codec)),
-                                              cfg.prune_target_bytes - code_bytes)
+        prune = prune_oneshot if cfg.prune_rule == "oneshot" else prune_to_target
+        qs, extras["prune"] = prune(qs, lambda s: len(encode_artifact(s, cfg.mixed_codec)),
+                                    cfg.prune_target_bytes - code_bytes)
         if log is not None:
             p = extras["prune"]
-            log(f"quant:prune target_bytes:{cfg.prune_target_bytes} (artifact <= {p['target_bytes']}) "
-                f"pruned:{p['pruned']}/{p['candidates']} bytes:{p['bytes_before']}->{p['bytes_after']}")
+            after = p.get("bytes_after", "unmeasured")
+            log(f"quant:prune rule:{p['rule']} target_bytes:{cfg.prune_target_bytes} (artifact <= "
+                f"{p['target_bytes']}) pruned:{p['pruned']}/{p['candidates']} bytes:{p['bytes_before']}->{after}")
     return qs, extras
 
 

@@ -38,6 +38,53 @@ def _inverse_cholesky_upper(h: Tensor, damp: float) -> Tensor:
                        f"{damp * 1e5:g}·mean(diag H)")
 
 
+def _prepare(w: Tensor, h: Tensor, act_order: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(W, H, perm)``: float32 weights and float64 Hessian with dead columns handled (``H_jj = 1``, ``W_:j = 0``)
+    and, with ``act_order``, both permuted by descending ``diag(H)`` (``perm`` None otherwise)."""
+    W = w.detach().float().clone()
+    H = h.detach().double().clone()
+    dead = torch.diagonal(H) <= 0
+    if bool(dead.any()):
+        H[dead, dead] = 1.0
+        W[:, dead] = 0.0
+    perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else None
+    if perm is not None:
+        W, H = W[:, perm], H[perm][:, perm]
+    return W, H, perm
+
+
+def _sweep(W: Tensor, U: Tensor, s: Tensor, m: int, block_size: int, lo: int | None = None) -> Tensor:
+    """The GPTQ column sweep over ``W`` ``[rows, cols]`` (modified in place) with ``U = chol(H⁻¹)`` upper and fixed
+    scales ``s`` — per row ``[rows]``, or per element ``[rows, cols]`` in ``W``'s column order; codes in
+    ``[lo, m]`` (``lo`` = ``-m`` when None), int8 in ``W``'s column order."""
+    rows, cols = W.shape
+    lo = -m if lo is None else lo
+    Q = torch.zeros(rows, cols, dtype=torch.int8, device=W.device)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = W[:, i1:i2].clone()
+        U1 = U[i1:i2, i1:i2]
+        E = torch.zeros(rows, i2 - i1, dtype=W.dtype, device=W.device)
+        for j in range(i2 - i1):
+            col = W1[:, j]
+            sj = s if s.ndim == 1 else s[:, i1 + j]
+            q = torch.clamp(torch.round(col / sj), lo, m)
+            Q[:, i1 + j] = q.to(torch.int8)
+            e = (col - q * sj) / U1[j, j]
+            W1[:, j:] -= e[:, None] * U1[j, j:][None, :]
+            E[:, j] = e
+        if i2 < cols:
+            W[:, i2:] -= E @ U[i1:i2, i2:]
+    return Q
+
+
+def _check(w: Tensor, h: Tensor, block_size: int) -> None:
+    if w.ndim != 2 or h.shape != (w.shape[1], w.shape[1]):
+        raise ValueError(f"GPTQ shapes: w {tuple(w.shape)}, H {tuple(h.shape)}; expected H [cols, cols]")
+    if block_size < 1:
+        raise ValueError(f"GPTQ block_size={block_size}: must be >= 1")
+
+
 def gptq_quantize(w: Tensor, h: Tensor, scale: Tensor, bits: int, *, block_size: int = 128, damp: float = 0.01,
                   act_order: bool = True) -> Tensor:
     """GPTQ codes for one weight matrix.
@@ -48,7 +95,7 @@ def gptq_quantize(w: Tensor, h: Tensor, scale: Tensor, bits: int, *, block_size:
         scale: fixed per-row scales ``[rows]`` (> 0).
         bits: code width in [2, 8]; codes are clamped to ``[-qmax, qmax]``.
         block_size: columns per lazy-update block (128 in the records).
-        damp: relative damping, ``H += damp·mean(diag H)·I`` (0.01 in the records).
+        damp: relative damping, ``H += damp·mean(diag H)·I`` (0.01 in the records; #1019 damps twice, 0.0201).
         act_order: process columns by descending ``diag(H)``.
 
     Returns:
@@ -57,46 +104,66 @@ def gptq_quantize(w: Tensor, h: Tensor, scale: Tensor, bits: int, *, block_size:
     Raises:
         ValueError: shape mismatch; RuntimeError: Hessian not positive definite even after heavy damping.
     """
-    if w.ndim != 2 or h.shape != (w.shape[1], w.shape[1]) or scale.shape != (w.shape[0],):
-        raise ValueError(f"GPTQ shapes: w {tuple(w.shape)}, H {tuple(h.shape)}, scale {tuple(scale.shape)}; "
-                         f"expected H [cols, cols] and scale [rows]")
-    if block_size < 1:
-        raise ValueError(f"GPTQ block_size={block_size}: must be >= 1")
-    m = qmax(bits)
-    W = w.detach().float().clone()
-    H = h.detach().double().clone()
-    rows, cols = W.shape
-    dead = torch.diagonal(H) <= 0
-    if bool(dead.any()):
-        H[dead, dead] = 1.0
-        W[:, dead] = 0.0
-    perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else None
-    if perm is not None:
-        W, H = W[:, perm], H[perm][:, perm]
+    _check(w, h, block_size)
+    if scale.shape != (w.shape[0],):
+        raise ValueError(f"GPTQ shapes: w {tuple(w.shape)}, scale {tuple(scale.shape)}; expected scale [rows]")
+    W, H, perm = _prepare(w, h, act_order)
     U = _inverse_cholesky_upper(H, damp).float()
-    s = scale.detach().float()
-    Q = torch.zeros(rows, cols, dtype=torch.int8, device=W.device)
-    for i1 in range(0, cols, block_size):
-        i2 = min(i1 + block_size, cols)
-        W1 = W[:, i1:i2].clone()
-        U1 = U[i1:i2, i1:i2]
-        E = torch.zeros(rows, i2 - i1, dtype=W.dtype, device=W.device)
-        for j in range(i2 - i1):
-            col = W1[:, j]
-            q = torch.clamp(torch.round(col / s), -m, m)
-            Q[:, i1 + j] = q.to(torch.int8)
-            e = (col - q * s) / U1[j, j]
-            W1[:, j:] -= e[:, None] * U1[j, j:][None, :]
-            E[:, j] = e
-        if i2 < cols:
-            W[:, i2:] -= E @ U[i1:i2, i2:]
-    if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
-    return Q
+    Q = _sweep(W, U, scale.detach().float(), qmax(bits), block_size)
+    return Q if perm is None else Q[:, torch.argsort(perm)]
+
+
+def gptq_quantize_grid(w: Tensor, h: Tensor, scales: Tensor, levels: tuple[int, int], *, block_size: int = 128,
+                       damp: float = 0.01, act_order: bool = True) -> Tensor:
+    """GPTQ codes of ``w`` ``[rows, cols]`` on a grid with one fixed scale per element (``scales``
+    ``[rows, cols]``, e.g. group scales expanded) and codes in ``levels = (lo, hi)`` (e.g. INT4 ``(-8, 7)``): the
+    quantizer of L²QER's ``B`` factor (:mod:`golflib.quant.lqer`). Raises ``ValueError`` on shape mismatch."""
+    _check(w, h, block_size)
+    if scales.shape != w.shape:
+        raise ValueError(f"GPTQ grid: scales {tuple(scales.shape)} must match w {tuple(w.shape)}")
+    W, H, perm = _prepare(w, h, act_order)
+    S = scales.detach().float() if perm is None else scales.detach().float()[:, perm]
+    U = _inverse_cholesky_upper(H, damp).float()
+    Q = _sweep(W, U, S, levels[1], block_size, lo=levels[0])
+    return Q if perm is None else Q[:, torch.argsort(perm)]
+
+
+def gptq_search(w: Tensor, h: Tensor, candidates: list[Tensor], bits: int, *, block_size: int = 128,
+                damp: float = 0.01, act_order: bool = True) -> tuple[Tensor, Tensor, int]:
+    """GPTQ wrapped in the per-tensor clip search of #1019: one full GPTQ pass per candidate scale vector, keeping
+    the pass with the smallest weight MSE ``mean((W − Q·s)²)`` (over the act-ordered weights with dead columns
+    zeroed, as the record computes it; strict ``<``, ties keep the earlier candidate).
+
+    Args:
+        w, h, bits, block_size, damp, act_order: as :func:`gptq_quantize`.
+        candidates: per-row scale vectors ``[rows]`` to try in order
+            (:func:`golflib.quant.clip.search_candidates`).
+
+    Returns:
+        ``(codes int8 [rows, cols], scales [rows], index of the chosen candidate)``.
+
+    Raises:
+        ValueError: shape mismatch or no candidate.
+    """
+    _check(w, h, block_size)
+    if not candidates or any(c.shape != (w.shape[0],) for c in candidates):
+        raise ValueError(f"GPTQ search: {len(candidates)} candidates, each must have shape [{w.shape[0]}]")
+    W, H, perm = _prepare(w, h, act_order)
+    U = _inverse_cholesky_upper(H, damp).float()
+    best, best_q, best_err = 0, None, float("inf")
+    for i, s in enumerate(candidates):
+        sf = s.detach().float()
+        Q = _sweep(W.clone(), U, sf, qmax(bits), block_size)
+        err = float((W - Q.float() * sf[:, None]).pow(2).mean())
+        if err < best_err:
+            best, best_q, best_err = i, Q, err
+        elif best_q is None and i == len(candidates) - 1:  # every error NaN (a degenerate tensor): the first
+            best, best_q = 0, _sweep(W.clone(), U, candidates[0].detach().float(), qmax(bits), block_size)
+    return (best_q if perm is None else best_q[:, torch.argsort(perm)]), candidates[best].float(), best
 
 
 def output_error(w: Tensor, w_hat: Tensor, h: Tensor) -> float:
-    """Layer-output reconstruction error ``tr((W−Ŵ) H (W−Ŵ)ᵀ)`` = mean over calibration rows of
-    ``‖x(W−Ŵ)ᵀ‖²`` when ``H = XᵀX/n`` (float64 result)."""
+    """Layer-output reconstruction error ``tr((W−Ŵ) H (W−Ŵ)ᵀ)``: ``‖X(W−Ŵ)ᵀ‖² / n`` when ``H = XᵀX/n`` (per
+    calibration batch for :func:`golflib.quant.calib.collect_hessians`' Hessians; float64 result)."""
     d = (w.double() - w_hat.double())
     return float(torch.einsum("ij,jk,ik->", d, h.double(), d))

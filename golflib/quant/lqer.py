@@ -11,6 +11,8 @@ Packing (#1797): *asymmetric* — ``A`` as INT2 codes in ``[-2, 1]`` with one sc
 After ``A`` is quantized, ``B`` is refit by least squares to ``Â⁺E`` (``B = argmin ‖E − Â B‖``) before its own
 quantization, so the coarse INT2 grid of ``A`` does not waste the rank budget. :func:`pack_factors` optionally
 takes the layer's input Hessian and then minimizes the layer-output error instead (L²QER of the LQER paper).
+:func:`plain_factors` is #1855's own packing (``LQER_FACTORS=plain``): the SVD factors as they are (float32 SVD,
+no refit), asymmetric only when ``numel(B)`` is a multiple of the group, else symmetric per-row INT``bits``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from golflib.quant.gptq import gptq_quantize_grid
 from golflib.quant.intn import fp16_exact, qmax
 
 A_LEVELS = (-2, 1)  # INT2 codes of the asymmetric A
@@ -55,7 +58,9 @@ def pack_factors(e: Tensor, rank: int, *, asym: bool = True, group: int = 64, bi
 
     With ``hessian`` (the layer's input Hessian ``H`` ``[cols, cols]``) the factors minimize the layer-output
     error ``tr((E − AB) H (E − AB)ᵀ) = ‖(E − AB)L‖²`` (``H = L Lᵀ``), the activation-aware variant of the LQER
-    paper (L²QER), instead of the plain ``‖E − AB‖`` of #1797.
+    paper (L²QER), instead of the plain ``‖E − AB‖`` of #1797, and ``B``'s codes are chosen by GPTQ against ``H``
+    on the same grid (round-to-nearest codes of ``B L⁻¹`` can cost more output error than they remove: on a tiny
+    trained model's ``c_q`` at 4 bits the output error went 3,688 → 4,165 with them, → 2,021 with GPTQ).
 
     Returns storage tensors ``{"a.q", "a.scale", "b.q", "b.scale"}`` (int8 codes, fp16-exact float32 scales):
     asymmetric: ``a.scale`` shape ``[1]``, ``b.scale`` ``[ceil(r·cols/group)]``; symmetric: per-row scales.
@@ -81,10 +86,45 @@ def pack_factors(e: Tensor, rank: int, *, asym: bool = True, group: int = 64, bi
     if asym:
         sb = _group_scales(B, group)
         full = _expand_groups(sb, B.numel(), group).reshape(B.shape)
-        qb = torch.clamp(torch.round(B / full), *B_LEVELS).to(torch.int8)
+        levels = B_LEVELS
     else:
-        qb, sb = _sym_rows(B, bits)
+        m = qmax(bits)
+        sb = fp16_exact((B.abs().amax(dim=1) / m).clamp_min(2.0 ** -24))
+        full, levels = sb[:, None].expand_as(B), (-m, m)
+    if hessian is None:
+        qb = torch.clamp(torch.round(B / full), *levels).to(torch.int8)
+    else:  # B's rows are weights with input Hessian H: GPTQ keeps their rounding error out of the layer output
+        qb = gptq_quantize_grid(B, hessian, full, levels)
     return {"a.q": qa, "a.scale": sa, "b.q": qb, "b.scale": sb}
+
+
+def plain_factors(e: Tensor, rank: int, *, asym: bool = True, group: int = 64, bits: int = 4) -> \
+        tuple[dict[str, Tensor], bool]:
+    """#1855's LQER factors of the error ``e`` ``[rows, cols]``: float32 SVD, ``A = U_r S_r``, ``B = V_rᵀ`` quantized
+    as they are. Asymmetric (``asym`` and ``r·cols`` divisible by ``group``): ``A`` INT2 ``[-2, 1]`` with one scale
+    ``fp16(max|A| / 1.5)``, ``B`` INT4 ``[-8, 7]`` with one scale ``fp16(max|B_g| / 7.5)`` per group of ``group``
+    consecutive elements of flattened ``B``; otherwise both per-row symmetric ``bits``-bit, ``fp16(max|row|/qmax)``.
+    (Maxima are clamped at 1e-10 as the record does; a scale that underflows fp16 is raised to ``2^-24``.)
+
+    Returns ``(storage tensors {"a.q", "a.scale", "b.q", "b.scale"}, asymmetric?)`` — the flag the artifact must
+    record, since the fallback depends on the shape."""
+    U, S, Vh = torch.linalg.svd(e.float(), full_matrices=False)
+    r = min(rank, S.numel())
+    A, B = (U[:, :r] * S[:r]).contiguous(), Vh[:r, :].contiguous()
+    tiny = 2.0 ** -24
+    if asym and B.numel() % group == 0:
+        sa = fp16_exact(A.abs().amax().clamp_min(1e-10) / 1.5).clamp_min(tiny).reshape(1)
+        qa = torch.clamp(torch.round(A / sa), *A_LEVELS).to(torch.int8)
+        bg = B.reshape(-1, group)
+        sb = fp16_exact(bg.abs().amax(dim=-1).clamp_min(1e-10) / 7.5).clamp_min(tiny)
+        qb = torch.clamp(torch.round(bg / sb[:, None]), *B_LEVELS).to(torch.int8).reshape(B.shape)
+        return {"a.q": qa, "a.scale": sa, "b.q": qb, "b.scale": sb}, True
+    m = qmax(bits)
+    sa = fp16_exact(A.abs().amax(dim=1).clamp_min(1e-10) / m).clamp_min(tiny)
+    sb = fp16_exact(B.abs().amax(dim=1).clamp_min(1e-10) / m).clamp_min(tiny)
+    qa = torch.clamp(torch.round(A / sa[:, None]), -m, m).to(torch.int8)
+    qb = torch.clamp(torch.round(B / sb[:, None]), -m, m).to(torch.int8)
+    return {"a.q": qa, "a.scale": sa, "b.q": qb, "b.scale": sb}, False
 
 
 def unpack_factors(t: dict[str, Tensor], *, asym: bool, group: int = 64) -> Tensor:
@@ -99,7 +139,7 @@ def unpack_factors(t: dict[str, Tensor], *, asym: bool, group: int = 64) -> Tens
 
 
 def select_top_k(errors: dict[str, Tensor], k: int) -> list[str]:
-    """Names of the ``k`` matrices with the largest Frobenius error norm (ties by name)."""
-    norms = sorted(((float(torch.linalg.matrix_norm(e.float())), n) for n, e in errors.items()),
-                   key=lambda x: (-x[0], x[1]))
-    return [n for _, n in norms[:k]]
+    """Names of the ``k`` matrices with the largest Frobenius error norm ``float(E.norm())``; ties keep the order
+    of ``errors`` (state-dict order, a stable sort like #1855's)."""
+    norms = [(float(e.float().norm()), n) for n, e in errors.items()]
+    return [n for _, n in sorted(norms, key=lambda x: -x[0])[:k]]

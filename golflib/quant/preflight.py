@@ -28,12 +28,15 @@ from golflib.config import Config
 from golflib.model.gpt import GPT
 from golflib.quant.artifact import encode_artifact
 from golflib.quant.budget import artifact_budget
-from golflib.quant.classes import class_policies, policy_for
+from golflib.quant.classes import class_policies, parse_override, treatment_for
 from golflib.quant.export import mixed_state
 from golflib.quant.int8 import quantize_int8
 from golflib.quant.prune import SIZE_LIMIT
 
 WEIGHT_SOURCES = ("gaussian", "checkpoint")
+# Relative error of the Gaussian-rows estimate against trained checkpoints (docs/LOG.md): a config whose estimate is
+# over the limit by more than this cannot fit; one over by less may.
+ESTIMATE_BAND = 0.02
 
 
 def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -41,10 +44,11 @@ def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) ->
     seed); other tensors are kept. For the int8 export, every 2-D float tensor above ``KEEP_FLOAT_MAX_NUMEL``."""
     g = torch.Generator().manual_seed(seed)
     policies = class_policies(cfg.quant)
+    overrides = [parse_override(e) for e in cfg.quant.quant_overrides]
     out = {}
     for name, t in state.items():
         if cfg.quant.mixed_export:
-            _, pol = policy_for(name, t, policies)
+            _, pol = treatment_for(name, t, cfg.quant, policies, overrides)
             per_row = pol.kind == "per_row"
         else:
             per_row = t.is_floating_point() and t.ndim == 2 and t.numel() > cfg.quant.keep_float_max_numel

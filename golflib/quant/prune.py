@@ -1,9 +1,16 @@
-"""Selective ±1 pruning to a decimal byte target (#609 → #1019, SPEC §3.B9) and byte-target parsing (trap 7).
+"""Pruning: selective ±1 pruning to a decimal byte target (#609 → #1019, #1487; SPEC §3.B9), magnitude pruning
+before quantization (#461), and byte-target parsing (trap 7).
 
 After quantization, codes equal to ±1 are the cheapest to drop: zeroing one costs ``scale_row²`` of squared
-reconstruction error and makes the code stream more compressible. :func:`prune_to_target` sorts all ±1 codes by
-that cost and binary-searches the smallest count whose artifact fits the target, re-encoding the artifact at every
-probe (the size is measured, not estimated).
+reconstruction error and makes the code stream more compressible. The candidates are the ±1 codes of the block
+matrices (classes attention, mlp, matrix — the records' int6 tensors; the int8 embedding tables are never pruned),
+sorted by that cost (stable: ties in tensor order, then flat index, as the records' ``list.sort``).
+:func:`prune_to_target` binary-searches the smallest count whose artifact fits the target, re-encoding the artifact
+at every probe (#1019, with decimal bytes); :func:`prune_oneshot` is #1487's rule: when the artifact is
+``excess`` bytes over, zero the ``8·excess`` cheapest candidates once, without measuring again.
+
+:func:`magnitude_prune` is #461's: every 2-D float tensor with more than ``min_numel`` elements has its entries
+with ``|w|`` below the ``frac`` quantile of ``|w|`` set to zero, before quantization.
 
 Targets are **decimal** bytes: ``"15.9MB"`` is 15,900,000 bytes. #1019 computed ``TARGET_MB·1024·1024`` — a
 "15.9 MB" target of 16,672,358 bytes, over the limit — so binary units (``MiB``, ``KiB``) are refused here.
@@ -17,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from golflib.quant.classes import entry_class
 from golflib.quant.int8 import QuantizedState
 
 SIZE_LIMIT = 16_000_000  # bytes, decimal (SPEC §0)
@@ -51,11 +59,35 @@ def parse_byte_target(value: int | float | str) -> int:
     return int(round(n))
 
 
+PRUNE_CLASSES = ("attention", "mlp", "matrix")  # the records' int6 tensors
+ONESHOT_FACTOR = 8  # #1487: codes pruned per excess byte
+
+
+def magnitude_prune(state_dict: dict[str, torch.Tensor], frac: float, min_numel: int = 65_536) -> \
+        tuple[dict[str, torch.Tensor], int]:
+    """#461's magnitude pruning: a copy of ``state_dict`` in which every 2-D float tensor with more than
+    ``min_numel`` elements has the entries with ``|w| < quantile(|w|, frac)`` (``torch.quantile`` of the float32
+    values, the comparison in the tensor's own dtype, as the record's ``masked_fill_``) set to 0. Returns the copy
+    and the number of zeroed entries (entries already 0 included). Raises ``ValueError`` for ``frac`` outside
+    [0, 1) and ``RuntimeError`` (from torch) for tensors over 16 M elements."""
+    if not 0 <= frac < 1:
+        raise ValueError(f"magnitude pruning frac={frac}: must be in [0, 1)")
+    out, n = {}, 0
+    for name, t in state_dict.items():
+        if frac > 0 and t.is_floating_point() and t.ndim == 2 and t.numel() > min_numel:
+            thr = torch.quantile(t.detach().abs().float().flatten(), frac)
+            mask = t.detach().abs() < thr
+            t = t.detach().masked_fill(mask, 0.0)
+            n += int(mask.sum())
+        out[name] = t
+    return out, n
+
+
 def prune_candidates(qs: QuantizedState) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Per per-row tensor: ``(name, flat indices of ±1 codes, their cost scale_row²)``."""
+    """Per per-row tensor of :data:`PRUNE_CLASSES`: ``(name, flat indices of ±1 codes, their cost scale_row²)``."""
     out = []
     for name, e in qs.meta["tensors"].items():
-        if e.get("kind") != "per_row":
+        if e.get("kind") != "per_row" or entry_class(name, e) not in PRUNE_CLASSES:
             continue
         q = qs.tensors[name + ".q"].numpy()
         scale = qs.tensors[name + ".scale"].float().numpy().astype(np.float64)
@@ -79,6 +111,34 @@ def pruned(qs: QuantizedState, names: list[str], which: np.ndarray, flat: np.nda
     return QuantizedState(tensors=tensors, meta=meta)
 
 
+def _sorted_candidates(qs: QuantizedState) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(names, which, flat)``: every candidate by cost, ties by tensor then position."""
+    cands = prune_candidates(qs)
+    names = [c[0] for c in cands]
+    flat_name = np.concatenate([np.full(len(c[1]), i, dtype=np.int64) for i, c in enumerate(cands)]) \
+        if cands else np.zeros(0, np.int64)
+    flat_idx = np.concatenate([c[1] for c in cands]) if cands else np.zeros(0, np.int64)
+    flat_cost = np.concatenate([c[2] for c in cands]) if cands else np.zeros(0)
+    perm = np.lexsort((flat_idx, flat_name, flat_cost))
+    return names, flat_name[perm], flat_idx[perm]
+
+
+def prune_oneshot(qs: QuantizedState, size_fn: Callable[[QuantizedState], int], target_bytes: int,
+                  factor: int = ONESHOT_FACTOR) -> tuple[QuantizedState, dict]:
+    """#1487's one-shot rule: if ``size_fn(qs)`` (e.g. artifact + code bytes) exceeds ``target_bytes`` (decimal)
+    by ``excess``, zero the ``min(factor·excess, #candidates)`` cheapest ±1 codes once (no re-measure; the result
+    may still be over, or far under). Returns the state and ``{"target_bytes", "bytes_before", "excess", "pruned",
+    "candidates", "probes", "rule"}``."""
+    target_bytes = parse_byte_target(target_bytes)
+    before = size_fn(qs)
+    names, which, flat = _sorted_candidates(qs)
+    excess = max(0, before - target_bytes)
+    n = min(factor * excess, int(which.size))
+    info = {"rule": "oneshot", "target_bytes": target_bytes, "bytes_before": before, "excess": excess,
+            "pruned": n, "candidates": int(which.size), "probes": 1}
+    return (pruned(qs, names, which, flat, n) if n else qs), info
+
+
 def prune_to_target(qs: QuantizedState, size_fn: Callable[[QuantizedState], int], target_bytes: int) -> \
         tuple[QuantizedState, dict]:
     """Zero the cheapest ±1 codes until ``size_fn(qs) <= target_bytes`` (decimal bytes).
@@ -89,18 +149,12 @@ def prune_to_target(qs: QuantizedState, size_fn: Callable[[QuantizedState], int]
     """
     target_bytes = parse_byte_target(target_bytes)
     before = size_fn(qs)
-    cands = prune_candidates(qs)
-    names = [c[0] for c in cands]
-    flat_name = np.concatenate([np.full(len(c[1]), i, dtype=np.int64) for i, c in enumerate(cands)]) \
-        if cands else np.zeros(0, np.int64)
-    flat_idx = np.concatenate([c[1] for c in cands]) if cands else np.zeros(0, np.int64)
-    flat_cost = np.concatenate([c[2] for c in cands]) if cands else np.zeros(0)
-    perm = np.lexsort((flat_idx, flat_name, flat_cost))  # by cost, ties by tensor then position
-    which, flat = flat_name[perm], flat_idx[perm]
-    info = {"target_bytes": target_bytes, "bytes_before": before, "candidates": int(perm.size), "probes": 1}
+    names, which, flat = _sorted_candidates(qs)
+    info = {"rule": "search", "target_bytes": target_bytes, "bytes_before": before, "candidates": int(which.size),
+            "probes": 1}
     if before <= target_bytes:
         return qs, {**info, "bytes_after": before, "pruned": 0}
-    lo, hi = 0, int(perm.size)
+    lo, hi = 0, int(which.size)
     best = pruned(qs, names, which, flat, hi)
     size_hi = size_fn(best)
     info["probes"] += 1
