@@ -1,4 +1,4 @@
-"""Calibration for GPTQ: input Hessians ``H = XᵀX / n`` from forward hooks (SPEC §3.B5, §3.B6, §3.B8).
+"""Calibration for GPTQ: input Hessians ``H = Σ XᵀX / n_batches`` from forward hooks (SPEC §3.B5, §3.B6, §3.B8).
 
 :class:`HessianCollector` hooks every ``nn.Linear`` (``CastedLinear``) of a model and accumulates, per weight name
 (``"blocks.0.attn.c_q.weight"``), the sum of ``xᵀx`` over *every* call: a module reused by depth recurrence gets the
@@ -7,8 +7,15 @@ inputs of all its virtual layers. The logit projection of a tied model is not a 
 name (``tok_emb.weight`` when tied, ``lm_head.weight`` otherwise) — GPTQ on the embedding (#1394).
 
 Calibration data: :func:`train_batches` (training tokens; must finish inside the training budget, SPEC trap 8,
-so the caller times it) or :func:`ar_batches`, sequences the model samples itself (#1019: temperature 0.8, fixed
-seed, first token uniform) so quantization touches neither train nor val data.
+so the caller times it; optionally without document ids, #1855's dense calibration) or :func:`ar_batches`,
+sequences the model samples itself (#1019: temperature 0.8, fixed seed, first token uniform) so quantization
+touches neither train nor val data; :func:`ar_calibration_inputs` feeds them one sequence at a time without its last
+token, as #1019's Hessian model reads ``seq[:, :-1]``.
+
+Normalization: like every record, ``H`` is the sum over calibration batches (for AR: sequences) divided by their
+number (#1394 → #1855 ``/ n_calibration_batches``, #1019 ``/ num_seqs``), so that equal activations give the records'
+Hessians bit for bit. (Until issue 11 golflib divided by the number of rows; GPTQ, SDClip-H and L²QER are invariant
+to that scale.)
 """
 
 from __future__ import annotations
@@ -62,18 +69,29 @@ class HessianCollector:
             h.remove()
         self._handles.clear()
 
-    def hessians(self, distributed: bool = False) -> dict[str, Tensor]:
-        """``{weight name: H = Σxᵀx / n}`` (float32 on CPU). With ``distributed``, sums and counts are first
+    def hessians(self, distributed: bool = False, divisor: int | None = None) -> dict[str, Tensor]:
+        """``{weight name: H = Σxᵀx / n}`` (float32 on CPU): ``n`` is ``divisor`` (e.g. the number of calibration
+        batches) or, when None, the number of input rows. With ``distributed``, sums and ``n`` are first
         all-reduced over ranks (every rank must call this with the same set of names)."""
         out = {}
         for name in sorted(self.sums):
             s = self.sums[name]
-            n = torch.tensor([float(self.counts[name])], device=s.device)
+            n = torch.tensor([float(self.counts[name] if divisor is None else divisor)], device=s.device)
             if distributed:
                 all_reduce_sum(s)
                 all_reduce_sum(n)
             out[name] = (s / n.clamp_min(1.0)).cpu()
         return out
+
+
+def add_damping(h: Tensor, rel: float, floor: float = 1e-6) -> Tensor:
+    """``H + rel·max(mean(diag H), floor)·I`` in H's dtype — the damping #1019 adds when it collects a Hessian,
+    before GPTQ's own (so a dead input column is no longer dead). ``rel = 0`` returns ``h`` itself."""
+    if rel == 0:
+        return h
+    h = h.clone()
+    h += rel * torch.diag(h).mean().clamp_min(floor) * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    return h
 
 
 def head_weight_name(model: nn.Module) -> str:
@@ -84,18 +102,20 @@ def head_weight_name(model: nn.Module) -> str:
 
 @torch.no_grad()
 def collect_hessians(model: nn.Module, batches: Iterable[Tensor], *, distributed: bool = False,
-                     autocast_ctx=None) -> tuple[dict[str, Tensor], dict]:
+                     autocast_ctx=None, head: bool = True) -> tuple[dict[str, Tensor], dict]:
     """Run ``model.hidden(x)`` for every ``x`` (int64 ``[B, T]`` token ids, or a pair ``(x, doc_ids)`` from a
     document-packing loader, so calibration sees the same attention masks as training) and return
     ``(hessians, stats)``.
 
-    ``hessians`` maps weight names to ``H`` ``[in, in]`` (CPU float32), including the head (final-norm output).
-    ``stats``: ``{"batches", "tokens", "seconds"}`` (wall time of the forward passes, including reading the
-    batches from the iterator). The model's train/eval mode is restored afterwards.
+    ``hessians`` maps weight names to ``H = Σ XᵀX / n_batches`` ``[in, in]`` (CPU float32; with ``distributed``
+    sums and batch counts all-reduced), including the head (final-norm output) unless ``head`` is False (no GPTQ on
+    the embedding, #1019/#1487). ``stats``: ``{"batches", "tokens", "seconds"}`` (wall time of the forward passes,
+    including reading the batches from the iterator; batches and tokens of this rank). The model's train/eval mode
+    is restored afterwards.
     """
     was_training = model.training
     model.eval()
-    head = head_weight_name(model)
+    head_name = head_weight_name(model)
     t0 = time.perf_counter()
     n_batches = n_tokens = 0
     col = HessianCollector(model)
@@ -108,22 +128,25 @@ def collect_hessians(model: nn.Module, batches: Iterable[Tensor], *, distributed
                         h = model.hidden(x, doc_ids=doc_ids)
                 else:
                     h = model.hidden(x, doc_ids=doc_ids)
-                col.add(head, h)
+                if head:
+                    col.add(head_name, h)
                 n_batches += 1
                 n_tokens += x.numel()
     finally:
         model.train(was_training)
-    hs = col.hessians(distributed=distributed)
+    hs = col.hessians(distributed=distributed, divisor=n_batches)
     return hs, {"batches": n_batches, "tokens": n_tokens, "seconds": time.perf_counter() - t0}
 
 
-def train_batches(loader, n_batches: int, batch_tokens: int, seq_len: int, accum: int = 1) -> Iterator:
+def train_batches(loader, n_batches: int, batch_tokens: int, seq_len: int, accum: int = 1, *,
+                  doc_ids: bool = True) -> Iterator:
     """``n_batches`` input batches from a training loader with the training step's micro-batch shape
     (``loader.next_batch(batch_tokens, seq_len, accum)`` → ``(x, y, doc_ids)``): ``x``, or ``(x, doc_ids)`` when
-    the loader packs documents."""
+    the loader packs documents and ``doc_ids`` is True (False: dense causal attention over the packed rows, as
+    #1855 calibrates)."""
     for _ in range(n_batches):
-        x, _y, doc_ids = loader.next_batch(batch_tokens, seq_len, accum)
-        yield x if doc_ids is None else (x, doc_ids)
+        x, _y, ids = loader.next_batch(batch_tokens, seq_len, accum)
+        yield x if ids is None or not doc_ids else (x, ids)
 
 
 @torch.no_grad()
@@ -154,3 +177,11 @@ def ar_batches(model: nn.Module, n_seqs: int, seq_len: int, *, batch_seqs: int =
             yield ids.to(device)
     finally:
         model.train(was_training)
+
+
+def ar_calibration_inputs(model: nn.Module, n_seqs: int, seq_len: int, **kw) -> list[Tensor]:
+    """#1019's calibration inputs: every :func:`ar_batches` sequence (same arguments), generated **before** any
+    Hessian hook is installed (a lazy generator would run its sampling forwards under the hooks), then one at a time
+    as ``[1, seq_len − 1]`` without the last sampled token (the record's Hessian model reads ``seq[:, :-1]``), so
+    :func:`collect_hessians` divides by the number of sequences as the record does."""
+    return [batch[i:i + 1, :-1] for batch in ar_batches(model, n_seqs, seq_len, **kw) for i in range(batch.shape[0])]

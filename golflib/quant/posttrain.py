@@ -9,6 +9,7 @@ data was read, against the cap. Then GPTQ + SDClip (+ LQER, pruning) → artifac
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ import torch
 
 from golflib.config import Config
 from golflib.quant.budget import artifact_budget
-from golflib.quant.calib import ar_batches, collect_hessians, train_batches
+from golflib.quant.calib import add_damping, ar_calibration_inputs, collect_hessians, train_batches
 from golflib.quant.export import export_mixed, load_artifact_model
 from golflib.quant.mixed import scheme_tag
 
@@ -40,6 +41,21 @@ def reserve_ms(cfg: Config) -> float:
     return 1000.0 * r
 
 
+def calibration_loader(cfg: Config, new_loader: Callable, device: torch.device, distributed: bool):
+    """The loader GPTQ calibrates on (``GPTQ_CALIB_LOADER``): ``train`` — a fresh training loader from
+    ``new_loader()`` (restarted at the stream start); ``shuffled`` — a fresh ``ShuffledSequenceLoader`` of this
+    rank (#1855 calibrates on it whatever it trains on; its draws depend on the rank only)."""
+    if cfg.quant.gptq_calib_loader == "train":
+        return new_loader()
+    import torch.distributed as dist
+
+    from golflib.data.loaders import make_loader
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    return make_loader("shuffled", cfg.data.train_glob, rank, world, device, cfg.model.vocab_size,
+                       bos_id=cfg.model.bos_id)
+
+
 def calibrate(cfg: Config, model: torch.nn.Module, *, new_loader: Callable, accum: int, device: torch.device,
               distributed: bool, train_ms: float, autocast_ctx=None, log: Callable[[str], None] = print) -> \
         tuple[dict, dict]:
@@ -49,14 +65,20 @@ def calibrate(cfg: Config, model: torch.nn.Module, *, new_loader: Callable, accu
     (training-clock ms when the last calibration batch was read: ``train_ms`` + calibration time) and
     ``within_budget`` (against ``MAX_WALLCLOCK_SECONDS``; None when uncapped)."""
     q, tc = cfg.quant, cfg.train
+    gen_s = 0.0
     if q.gptq_calibration == "train":
-        batches = train_batches(new_loader(), q.gptq_calibration_batches, tc.train_batch_tokens, tc.train_seq_len,
-                                accum)
+        batches = train_batches(calibration_loader(cfg, new_loader, device, distributed), q.gptq_calibration_batches,
+                                tc.train_batch_tokens, tc.train_seq_len, accum, doc_ids=not q.gptq_calib_dense)
     else:
-        batches = ar_batches(model, q.gptq_ar_seqs, tc.train_seq_len, temperature=q.gptq_ar_temperature,
-                             seed=tc.seed, device=device)
-    hessians, stats = collect_hessians(model, batches, distributed=distributed, autocast_ctx=autocast_ctx)
+        t0 = time.perf_counter()
+        batches = ar_calibration_inputs(model, q.gptq_ar_seqs, tc.train_seq_len, temperature=q.gptq_ar_temperature,
+                                        seed=tc.seed, device=device)
+        gen_s = time.perf_counter() - t0
+    hessians, stats = collect_hessians(model, batches, distributed=distributed and q.gptq_hessian_allreduce,
+                                       autocast_ctx=autocast_ctx, head=q.embed_gptq)
+    hessians = {n: add_damping(h, q.gptq_hessian_damp) for n, h in hessians.items()}
     stats["source"] = q.gptq_calibration
+    stats["hessians"] = "all-reduced" if distributed and q.gptq_hessian_allreduce else "rank-local"
     if q.gptq_calibration == "train":
         last = train_ms + 1000.0 * stats["seconds"]
         cap = 1000.0 * tc.max_wallclock_seconds if tc.max_wallclock_seconds > 0 else None
@@ -67,8 +89,10 @@ def calibrate(cfg: Config, model: torch.nn.Module, *, new_loader: Callable, accu
             f"cap_ms:{'none' if cap is None else f'{cap:.0f}'} reserve_ms:{reserve_ms(cfg):.0f} "
             f"within_budget:{stats['within_budget']}")
     else:
+        stats["generate_seconds"] = gen_s
         log(f"gptq:calibration source:ar seqs:{cfg.quant.gptq_ar_seqs} tokens:{stats['tokens']} "
-            f"temperature:{q.gptq_ar_temperature} seconds:{stats['seconds']:.2f} (no train/val data read)")
+            f"temperature:{q.gptq_ar_temperature} generate_seconds:{gen_s:.2f} seconds:{stats['seconds']:.2f} "
+            f"(no train/val data read)")
     return hessians, stats
 
 
