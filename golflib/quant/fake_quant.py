@@ -6,14 +6,31 @@ to fp16): the forward pass sees exactly the weights the artifact will hold after
 pass is the identity (straight-through estimator). Pure tensor code without Python branches on tensor values, so
 it traces under ``torch.compile``; toggle it with a graph input or a recompile, never a class attribute that
 ``torch.compile`` may constant-fold (SPEC §7.2 trap 2).
+
+``clip="rowmax_floor"`` is the records' own late-QAT quantizer (#287/#414/#461/#549/#1019 ``CastedLinear``):
+``s = max(rowmax/qmax, 1/qmax)`` in float32 (no fp16 rounding), codes ``clamp(round(w/s), −qmax−1, qmax)``
+(int6: −32..31), then the same straight-through estimator. It is not an export rule (the export's int6 scales are
+fp16): late QAT of those records fake-quantizes with it.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from golflib.quant.clip import ClipRule, parse_clip_rule, row_scales
-from golflib.quant.intn import dequantize_rows, quantize_rows
+from golflib.quant.intn import dequantize_rows, qmax, quantize_rows
+
+
+ROWMAX_FLOOR = "rowmax_floor"
+
+
+def rowmax_floor_quantize(w: Tensor, bits: int) -> Tensor:
+    """The records' late-QAT ``Q(w)`` (module docstring) of ``w`` ``[rows, cols]``: float32, no gradient path."""
+    m = qmax(bits)
+    w32 = w.detach().float()
+    scale = (w32.abs().amax(dim=1) / m).clamp_min(1.0 / m)
+    return torch.clamp(torch.round(w32 / scale[:, None]), -(m + 1), m) * scale[:, None]
 
 
 def quantize_dequantize(w: Tensor, bits: int, clip: ClipRule | str = "sdclip:12.85", *,
@@ -31,7 +48,8 @@ def fake_quant(w: Tensor, bits: int, clip: ClipRule | str = "sdclip:12.85", *, l
         w: weight ``[rows, cols]`` (any float dtype; rows = output features, one scale per row).
         bits: code width in [2, 8] (int6 → codes in [-31, 31]).
         clip: clip rule string or :class:`~golflib.quant.clip.ClipRule` (``sdclip:K``, ``percentile:P``,
-            ``absmax``, ``search``; ``hsdclip`` is export-only since it needs a Hessian).
+            ``absmax``, ``search``; ``hsdclip`` is export-only since it needs a Hessian), or ``"rowmax_floor"``
+            for the records' late-QAT quantizer (module docstring; ``legacy_floor`` does not apply).
         legacy_floor: floor the scale at ``1/qmax`` like the pre-GPTQ exporters.
 
     Returns:
@@ -42,6 +60,8 @@ def fake_quant(w: Tensor, bits: int, clip: ClipRule | str = "sdclip:12.85", *, l
     """
     if w.ndim != 2:
         raise ValueError(f"fake_quant expects a 2-D weight [rows, cols], got shape {tuple(w.shape)}")
+    if clip == ROWMAX_FLOOR:
+        return w + (rowmax_floor_quantize(w, bits).to(w.dtype) - w).detach()
     rule = parse_clip_rule(clip)
     if rule.needs_hessian:
         raise ValueError(f"clip rule {rule.spec} needs a Hessian and cannot be used for fake quantization")
@@ -62,7 +82,8 @@ def set_late_qat(model, bits: int, clip: ClipRule | str = "absmax", modules: tup
 
     from golflib.model.layers import CastedLinear
 
-    fn = partial(fake_quant, bits=bits, clip=parse_clip_rule(clip)) if bits else None
+    fn = partial(fake_quant, bits=bits, clip=clip if clip == ROWMAX_FLOOR else parse_clip_rule(clip)) if bits \
+        else None
     n = 0
     for name, m in model.named_modules():
         if not isinstance(m, CastedLinear):
