@@ -53,15 +53,23 @@ def test_percentile_absmax_search_and_floor():
     np.testing.assert_allclose(s_abs.numpy(), (w.abs().amax(1) / 127).half().float().numpy())
     s_p = row_scales(w, 8, "percentile:99.9")
     assert (s_p <= s_abs).all() and s_p[3] < s_abs[3]  # the outlier row is clipped
-    s_search = row_scales(w, 4, "search")
+    s_row = row_scales(w, 4, "search_row")
+    s_tensor = row_scales(w, 4, "search")
     mse = lambda s: ((dequantize_rows(quantize_rows(w, s, 4), s) - w) ** 2).sum(1)  # noqa: E731
-    for p in (99.9, 99.99, 100.0):  # the search is never worse than any of its candidates
-        assert (mse(s_search) <= mse(row_scales(w, 4, f"percentile:{p}")) + 1e-9).all()
+    for p in (0.999, 0.9999, 1.0):  # the row search is never worse than any of its candidates, row by row
+        cand = row_scales(w, 4, "absmax") if p == 1.0 else _finish_quantile(w, p, 4)
+        assert (mse(s_row) <= mse(cand) + 1e-9).all()
+        assert mse(s_tensor).sum() <= mse(cand).sum() + 1e-9  # the tensor search over the whole matrix
+    assert (mse(s_row) <= mse(s_tensor) + 1e-9).all()
     tiny = torch.randn(4, 50) * 1e-3
     assert torch.allclose(row_scales(tiny, 6, "sdclip:12.85", legacy_floor=True), torch.full((4,), 1 / 31), rtol=1e-3)
     assert (row_scales(tiny, 6, "sdclip:12.85") < 1e-3).all()
     zero = row_scales(torch.zeros(2, 8), 6, "sdclip:12.85")
     assert (zero > 0).all() and (quantize_rows(torch.zeros(2, 8), zero, 6) == 0).all()
+
+
+def _finish_quantile(w, p, bits):
+    return (torch.quantile(w.abs(), p, dim=1) / qmax(bits)).half().float()
 
 
 def test_parse_clip_rule_and_bits_errors():
@@ -84,7 +92,7 @@ def test_fake_quant_equals_export_round_trip_and_is_straight_through(bits, clip)
     # the export path: quantize_mixed (round-to-nearest, no GPTQ) then dequantize, as loaded from an artifact
     cfg = QuantConfig(matrix_bits=bits, quant_clip_rule=clip.split(":")[0], gptq_enabled=False,
                       matrix_clip_sigmas=float(clip.split(":")[1]) if clip.startswith("sdclip") else 12.85,
-                      int8_clip_percentile=99.99984)
+                      int8_clip_percentile=99.99984, keep_float_max_numel=0)
     exported = dequantize(quantize_mixed({"blocks.0.extra.weight": w.detach()}, cfg))["blocks.0.extra.weight"]
     assert torch.equal(out.detach(), exported)
     assert torch.equal(out.detach(), quantize_dequantize(w, bits, clip))
@@ -108,7 +116,7 @@ def test_mixed_classes_bits_and_per_tensor_vectors():
           "blocks.0.mlp.fc.weight": torch.randn(64, 32), "blocks.0.attn_scale": torch.randn(32),
           "blocks.0.attn_gate_w": torch.randn(4, 32), "big_vector": torch.randn(70_000), "small_vector": torch.randn(8)}
     cfg = QuantConfig(gptq_enabled=False, attn_bits=5, mlp_bits=4, embed_bits=7, mlp_clip_sigmas=9.0,
-                      gated_attn_quant_gate=True)
+                      gated_attn_quant_gate=True, keep_float_max_numel=100)
     qs = quantize_mixed(sd, cfg)
     meta = qs.meta["tensors"]
     got = {n: (e["kind"], e.get("bits"), e.get("clip"), e["class"]) for n, e in meta.items()}

@@ -35,9 +35,12 @@ def small_model(seed=0, dim=64, layers=2):
     return m
 
 
+SMALL = 256  # KEEP_FLOAT_MAX_NUMEL of these width-64 models: block matrices (>= 2,048 elements) are quantized
+
+
 def mixed_state(lqer=True, **kw):
     m = small_model()
-    cfg = QuantConfig(gptq_enabled=False, lqer_enabled=lqer, lqer_top_k=2, **kw)
+    cfg = QuantConfig(gptq_enabled=False, lqer_enabled=lqer, lqer_top_k=2, keep_float_max_numel=SMALL, **kw)
     qs = quantize_mixed(m.state_dict(), cfg)
     qs.meta["model"] = {"num_layers": 2}
     return m, qs
@@ -227,9 +230,11 @@ def test_pruning_lands_at_or_under_a_decimal_target(codec):
 
 def test_export_mixed_with_prune_target_counts_code_bytes(tmp_path):
     m = small_model()
-    free = export_mixed(m.state_dict(), tmp_path / "free.golf", QuantConfig(gptq_enabled=False), m.cfg)[0]
+    free = export_mixed(m.state_dict(), tmp_path / "free.golf", QuantConfig(gptq_enabled=False,
+                                                                            keep_float_max_numel=SMALL), m.cfg)[0]
     target = free.artifact_bytes + 5000 - 400  # total with 5,000 code bytes must drop 400 bytes
     info, extras = export_mixed(m.state_dict(), tmp_path / "p.golf",
-                                QuantConfig(gptq_enabled=False, prune_target_bytes=target), m.cfg, code_bytes=5000)
+                                QuantConfig(gptq_enabled=False, prune_target_bytes=target, keep_float_max_numel=SMALL),
+                                m.cfg, code_bytes=5000)
     assert info.artifact_bytes + 5000 <= target and extras["prune"]["pruned"] > 0
     assert load_artifact_model(tmp_path / "p.golf").cfg == m.cfg

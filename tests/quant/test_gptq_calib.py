@@ -74,8 +74,9 @@ def test_gptq_error_measured_on_the_activations_themselves(trained):
     e_rtn = err(dequantize_rows(quantize_rows(w, s, 4), s))
     e_gptq = err(dequantize_rows(gptq_quantize(w, hs[name], s, 4), s))
     assert e_gptq < e_rtn
-    assert e_gptq / X.shape[0] == pytest.approx(output_error(w, dequantize_rows(gptq_quantize(w, hs[name], s, 4), s),
-                                                             hs[name]), rel=1e-3)
+    # H = Σ XᵀX / n_batches (the records' normalization): output_error is the squared output error per batch
+    assert e_gptq / 8 == pytest.approx(output_error(w, dequantize_rows(gptq_quantize(w, hs[name], s, 4), s),
+                                                    hs[name]), rel=1e-3)
 
 
 def test_gptq_on_tied_embedding_uses_final_norm_output(trained):

@@ -20,7 +20,7 @@ def test_training_wrote_both_artifacts_side_by_side(quant_run):
     mixed = res["mixed_artifact"]
     assert mixed["path"] == "final_model.int6e8_entropy.golf" and mixed["codec"] == "entropy"
     assert mixed["artifact_bytes"] == (quant_run / mixed["path"]).stat().st_size
-    assert mixed["artifact_bytes"] < 0.5 * res["artifact"]["artifact_bytes"]  # int6+entropy vs int8+zlib
+    assert mixed["artifact_bytes"] < 0.6 * res["artifact"]["artifact_bytes"]  # int6+entropy vs int8+zlib
     assert mixed["bytes_total"] == mixed["artifact_bytes"] + res["code_bytes"]
     assert abs(mixed["standard"]["val_bpb"] - res["quantized"]["standard"]["val_bpb"]) < 0.05
     assert sum(mixed["classes"].values()) + mixed["header_bytes"] == mixed["artifact_bytes"]
@@ -35,8 +35,9 @@ def test_training_wrote_both_artifacts_side_by_side(quant_run):
 
 
 def test_golf_eval_scores_either_artifact(quant_run):
-    assert find_artifact(quant_run).name == "final_model.int8_zlib.golf"  # the primary one
     res = load_result(quant_run)
+    scored = res["mixed_artifact"] if res.get("scored_artifact") == "mixed" else res["artifact"]
+    assert find_artifact(quant_run).name == scored["path"]  # the one its protocols scored
     out = score_artifact(quant_run / res["mixed_artifact"]["path"], stride=0)
     assert out["standard"]["val_bpb"] == pytest.approx(res["mixed_artifact"]["standard"]["val_bpb"], abs=1e-9)
 
