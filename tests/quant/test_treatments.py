@@ -203,3 +203,33 @@ def test_new_fields_validate_and_round_trip_through_the_artifact_metadata():
     assert qs.meta["tensors"]["tok_emb.weight"]["kind"] == "passthrough"
     deq = dequantize(qs)["ve_shared.embed.weight"]
     assert deq.shape == (8, 4) and qs.meta["tensors"]["ve_shared.embed.weight"]["rounding"] == "fp32"
+
+
+def test_calibration_loader_dense_and_rank_local_options(tiny_cfg):
+    from golflib.data.loaders import make_loader
+    from golflib.model.gpt import GPT
+    from golflib.quant.posttrain import calibrate
+
+    torch.manual_seed(0)
+    model = GPT(tiny_cfg.model)
+    base = {"MIXED_EXPORT": 1, "GPTQ_CALIBRATION_BATCHES": 2, "TRAIN_LOADER": "packed"}
+    tc = tiny_cfg.train
+
+    def run(**kw):
+        cfg = tiny_cfg.replace({**base, **kw})
+        new = lambda: make_loader(cfg.train.train_loader, cfg.data.train_glob, 0, 1, "cpu",  # noqa: E731
+                                  cfg.model.vocab_size, bos_id=cfg.model.bos_id)
+        return calibrate(cfg, model, new_loader=new, accum=1, device=torch.device("cpu"), distributed=False,
+                         train_ms=0.0, log=lambda s: None)
+
+    packed, st = run()
+    dense, _ = run(GPTQ_CALIB_DENSE=1)
+    shuffled, _ = run(GPTQ_CALIB_LOADER="shuffled", GPTQ_HESSIAN_ALLREDUCE=0, EMBED_GPTQ=0, GPTQ_HESSIAN_DAMP=0.01)
+    assert st["hessians"] == "rank-local" and st["batches"] == 2
+    name = "blocks.1.attn.proj.weight"  # attention output: depends on the document mask
+    assert not torch.equal(packed[name], dense[name])
+    ref, _ = collect_hessians(model, train_batches(make_loader("shuffled", tiny_cfg.data.train_glob, 0, 1, "cpu",
+                                                               tiny_cfg.model.vocab_size), 2,
+                                                   tc.train_batch_tokens, tc.train_seq_len), head=False)
+    assert set(shuffled) == set(ref) and "tok_emb.weight" not in shuffled
+    assert all(torch.equal(shuffled[k], add_damping(ref[k], 0.01)) for k in ref)
