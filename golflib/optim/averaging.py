@@ -85,8 +85,10 @@ class Averager:
 
     @property
     def source(self) -> str:
-        """Which weights :meth:`export_state` returns: ``swa``, ``ema`` or ``live``."""
-        if self.swa is not None and self.swa.count > 0:
+        """Which weights :meth:`export_state` returns: ``swa`` (at least two snapshots: a one-snapshot "average" is
+        just an earlier point of the run, and #461 applies its SWA only when ``swa_count > 1``), ``ema`` or
+        ``live``."""
+        if self.swa is not None and self.swa.count > 1:
             return "swa"
         return "ema" if self.ema is not None else "live"
 

@@ -73,7 +73,7 @@ def build_optimizers(model, cfg: OptimConfig, tie_embeddings: bool) -> list[torc
     if groups["matrix"]:
         muon = Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
                     backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd, row_norm=cfg.muon_row_normalize,
-                    coeffs=cfg.muon_ns_coeffs)
+                    coeffs=cfg.muon_ns_coeffs, banked=cfg.muon_banked)
         for g in muon.param_groups:
             g["base_lr"] = cfg.matrix_lr
             g["base_wd"] = cfg.muon_wd

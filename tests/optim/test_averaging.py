@@ -54,5 +54,8 @@ def test_swa_of_ema_and_fallbacks():
     assert avg.export_state(m)["weight"][0, 0].item() == pytest.approx(1.75)
     only_ema = Averager(m, ema_decay=0.5)
     assert only_ema.source == "ema"
+    one = Averager(m, ema_decay=0.0, swa_every=1, swa_start_lr_mult=2.0)
+    one.after_step(m, 1, 1.0)  # a single snapshot is not applied (#461: swa_count > 1)
+    assert one.swa.count == 1 and one.source == "live"
     assert Averager(m).source == "live"
     assert torch.equal(Averager(m).export_state(m)["weight"], m.weight.detach())

@@ -129,3 +129,28 @@ def test_muon_decoupled_wd_row_norm_and_polar_express():
     assert err["polar_express"] < err["ns5"]
     with pytest.raises(ValueError, match="MUON_NS_COEFFS"):
         ns_coefficients("cubic", 5)
+
+
+def test_banked_muon_arithmetic_is_the_bank_records():
+    """MUON_BANKED (#399 banks: #549, #1019, #1855): bf16 gradient, momentum buffer and Nesterov sum; Newton-Schulz
+    normalised after the transpose with b·A + c·(A·A); the shape scale in the step size — written out by hand."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(12, 6))
+    g = torch.randn(12, 6)
+    w0 = w.detach().clone()
+    opt = Muon([w], lr=0.1, momentum=0.9, banked=True, row_norm=True)
+    w.grad = g.clone()
+    opt.step()
+    assert opt.state[w]["momentum_buffer"].dtype == torch.bfloat16
+    gb = g.bfloat16()
+    buf = torch.zeros_like(gb).mul_(0.9).add_(gb)
+    u = gb.add(buf, alpha=0.9)
+    u = u / u.float().norm(dim=1, keepdim=True).clamp_min(1e-7).to(u.dtype)
+    x = u[None].mT  # as one slice of a bank [B, M, N]
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    a, b, c = 3.4445, -4.7750, 2.0315
+    for _ in range(5):
+        A = x @ x.mT
+        x = a * x + (b * A + c * (A @ A)) @ x
+    expected = w0.clone().add_(x.mT[0].float(), alpha=-0.1 * (12 / 6) ** 0.5)
+    assert torch.equal(w.detach(), expected)
