@@ -89,12 +89,20 @@ def cmd_train(a) -> int:
     from golflib.workbook.launch import launch_training
     from golflib.workbook.training import check_preset
 
+    from golflib.presets import resolve
+    from golflib.workbook.quant_cli import bundle_code_bytes
+    from golflib.workbook.runs import scored_section
+
     overrides = _kv_pairs(a.set)
     check_preset(a.preset, overrides, scale=a.scale)
+    if "COUNTED_CODE_BYTES" not in {k.upper() for k in overrides}:  # the pre-flight counts the submission's code
+        overrides["COUNTED_CODE_BYTES"] = str(bundle_code_bytes(resolve(a.preset, overrides, scale=a.scale))[0])
     run_dir = Path(a.run_dir) if a.run_dir else create_run_dir(a.runs_root, slug=a.preset)
     result = launch_training(run_dir, a.preset, overrides, nproc=a.nproc, scale=a.scale)
-    print(json.dumps({"run_dir": str(run_dir), "bytes_total": result.get("bytes_total"),
-                      "val_bpb": result["quantized"]["standard"]["val_bpb"]}, indent=2))
+    scored = scored_section(result)
+    print(json.dumps({"run_dir": str(run_dir), "scored_artifact": result.get("scored_artifact"),
+                      "bytes_total": scored.get("bytes_total", result.get("bytes_total")),
+                      "val_bpb": scored["standard"]["val_bpb"]}, indent=2))
     return 0
 
 

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from golflib.codesize import code_bytes, code_bytes_source, core_source
+from golflib.codesize import BUNDLED, code_bytes, code_bytes_source, core_source
 from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
 from golflib.data.loaders import make_loader
 from golflib.data.luts import build_sentencepiece_luts, load_sentencepiece
 from golflib.eval.bpb import EvalResult, eval_standard
+from golflib.eval.doc_eval import eval_doc_isolated
 from golflib.eval.ngram_eval import run_configured_ngram
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_configured_ttt
@@ -42,7 +43,9 @@ from golflib.optim.schedule import loop_phase, lr_multiplier, muon_momentum, tra
 from golflib.presets import resolve
 from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
+from golflib.quant.mixed import scheme_tag
 from golflib.quant.posttrain import mixed_export, reserve_ms
+from golflib.quant.preflight import ESTIMATE_BAND, preflight_budget, preflight_line
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger, create_run_dir, write_json
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
@@ -160,6 +163,42 @@ def load_init_checkpoint(model: torch.nn.Module, path: str) -> None:
         model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
 
 
+def counted_code(cfg: Config) -> tuple[int, str]:
+    """``(bytes, what)`` of the code a submission of this run counts: ``COUNTED_CODE_BYTES`` when given (``golf
+    train`` passes the bundled ``train_gpt.py``'s), else this training core's own (the package: its module
+    sources); a bundled script always counts its own file. The byte budget, the pruning target and
+    ``bytes_total`` use it."""
+    if cfg.train.counted_code_bytes and not BUNDLED:
+        return cfg.train.counted_code_bytes, "COUNTED_CODE_BYTES (the bundled train_gpt.py of this config)"
+    return code_bytes(), code_bytes_source()
+
+
+def preflight_check(cfg: Config, rt: Runtime, log: RunLogger) -> dict | None:
+    """Log the pre-flight byte budget (:func:`golflib.quant.preflight.preflight_budget`: the scored artifact of this
+    config exported from Gaussian-row weights, plus :func:`counted_code` bytes) before the
+    first step, on rank 0, and refuse to train — on every rank — when the estimate is over the limit by more than
+    the estimate's error band (``ESTIMATE_BAND``), unless ``ALLOW_OVER_BUDGET=1``. Returns the report (rank 0)."""
+    rep, verdict = None, [None]
+    if rt.master:
+        n_code, source = counted_code(cfg)
+        rep = preflight_budget(cfg, code_bytes=n_code, code_source=source)
+        log.log(preflight_line(rep) + f" seconds:{rep['seconds']:.1f}")
+        if rep["bytes_total"] > SIZE_LIMIT * (1 + ESTIMATE_BAND):
+            verdict[0] = (f"pre-flight: {rep['bytes_total']:,} bytes estimated ({rep['weights']} weights), over the "
+                          f"{SIZE_LIMIT:,}-byte limit by more than the estimate's {ESTIMATE_BAND:.0%} band; change the "
+                          f"export recipe, or set ALLOW_OVER_BUDGET=1 to train anyway")
+        elif not rep["fits"]:
+            log.log(f"preflight:warning estimate over the limit by {-rep['headroom']:,} bytes, inside the estimate's "
+                    f"{ESTIMATE_BAND:.0%} band: check with golf budget --checkpoint after training")
+    if rt.distributed:
+        dist.broadcast_object_list(verdict, src=0)
+    if verdict[0] and not cfg.train.allow_over_budget:
+        raise SystemExit(verdict[0])
+    if verdict[0]:
+        log.log("preflight:ALLOW_OVER_BUDGET=1 — training although " + verdict[0].removeprefix("pre-flight: "))
+    return rep
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -205,6 +244,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
     muon = next((o for o in optimizers if isinstance(o, Muon)), None)
     n_params = count_params(base_model)
     log.log(f"model_params:{n_params}")
+    if tc.preflight_budget:
+        preflight_check(cfg, rt, log)
     log.log(f"world_size:{rt.world_size} grad_accum_steps:{accum} device:{rt.device} compile:{compiled}")
     log.log(f"attention_mode:gqa num_heads:{mc.num_heads} num_kv_heads:{mc.num_kv_heads}")
     log.log(f"train_batch_tokens:{tc.train_batch_tokens} train_seq_len:{tc.train_seq_len} iterations:{tc.iterations} "
@@ -279,6 +320,15 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
                 f"modules:{n_qat}" + (" (after this step's backward)" if tc.late_qat_after_backward else ""))
         return True
     eval_kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
+
+    def val_eval(model) -> EvalResult:
+        """The standard val_bpb: non-overlapping TRAIN_SEQ_LEN windows, or #1855's doc-isolated flat batches
+        (EVAL_DOC_ISOLATED=1: segments at every BOS and every EVAL_SEQ_LEN from a document's start)."""
+        if cfg.eval.eval_doc_isolated:
+            return eval_doc_isolated(model, val_tokens, luts, seq_len=eval_len, batch_tokens=tc.val_batch_size,
+                                     grad_accum_steps=accum, bos_id=mc.bos_id, **eval_kw)
+        return eval_standard(model, val_tokens, luts, seq_len=tc.train_seq_len, batch_tokens=tc.val_batch_size,
+                             **eval_kw)
     train_ms, step, stop_after = 0.0, 0, None
     last_val: EvalResult | None = None
     synchronize(rt.device)
@@ -289,10 +339,9 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         if last or (tc.val_loss_every > 0 and step % tc.val_loss_every == 0):
             synchronize(rt.device)
             train_ms += 1000.0 * (time.perf_counter() - t0)
-            last_val = eval_standard(base_model, val_tokens, luts, seq_len=tc.train_seq_len,
-                                     batch_tokens=tc.val_batch_size, **eval_kw)
+            last_val = val_eval(base_model)
             log.log(f"step:{step}/{tc.iterations} val_loss:{last_val.val_loss:.4f} val_bpb:{last_val.val_bpb:.4f} "
-                    f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms eval_mode=standard")
+                    f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms eval_mode={last_val.mode}")
             log.metric(kind="val", step=step, val_loss=last_val.val_loss, val_bpb=last_val.val_bpb,
                        train_time_ms=train_ms, tokens=step * tc.train_batch_tokens)
             synchronize(rt.device)
@@ -354,16 +403,15 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
     live_val = last_val  # the last step's validation of the live weights (what every record logs at its last step)
     if averager.source != "live":  # the averaged weights are the ones exported and scored (SPEC trap 3)
         base_model.load_state_dict(averager.export_state(base_model), strict=True)
-        last_val = eval_standard(base_model, val_tokens, luts, seq_len=tc.train_seq_len,
-                                 batch_tokens=tc.val_batch_size, **eval_kw)
+        last_val = val_eval(base_model)
         log.log(f"pre-quantization post-{averager.source} val_loss:{last_val.val_loss:.8f} "
-                f"val_bpb:{last_val.val_bpb:.8f} eval_mode=standard"
+                f"val_bpb:{last_val.val_bpb:.8f} eval_mode={last_val.mode}"
                 + (f" swa_snapshots:{averager.swa.count}" if averager.source == "swa" else ""))
     log.log(f"export_weights:{averager.source}")
 
     # ---- export, reload from disk, score -----------------------------------------------------------------------
     artifact = run_dir / f"final_model.int8_{cfg.quant.artifact_codec}.golf"
-    n_code = code_bytes()
+    n_code, code_source = counted_code(cfg)
     info = None
     if rt.master:
         from safetensors.torch import save_file
@@ -373,7 +421,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         info = export_int8(base_model.state_dict(), artifact, cfg.quant, mc)
         log.log(f"Serialized model int8+{info.codec}: {info.artifact_bytes} bytes (payload:{info.payload_bytes} "
                 f"raw_state:{info.raw_bytes} payload_ratio:{info.raw_bytes / max(info.payload_bytes, 1):.2f}x)")
-        log.log(f"Code size: {n_code} bytes ({code_bytes_source()})")
+        log.log(f"Code size: {n_code} bytes ({code_source})")
         log.log(f"Total submission size int8+{info.codec}: {info.artifact_bytes + n_code} bytes "
                 f"(limit {SIZE_LIMIT})")
     if rt.distributed:
@@ -381,35 +429,41 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
     q_model = load_artifact_model(artifact, mc, rt.device)
     cast_model_for_device(q_model, rt.device, CONTROL_PATTERNS)
     tag = f"final_int8_{cfg.quant.artifact_codec}"
-    q_std = eval_standard(q_model, val_tokens, luts, seq_len=tc.train_seq_len, batch_tokens=tc.val_batch_size,
-                          **eval_kw)
+    q_std = val_eval(q_model)
     log.log(f"{tag}_roundtrip val_loss:{q_std.val_loss:.4f} val_bpb:{q_std.val_bpb:.4f} "
-            f"eval_time:{1000 * q_std.seconds:.0f}ms eval_mode=standard")
-    log.log(f"{tag}_roundtrip_exact val_loss:{q_std.val_loss:.8f} val_bpb:{q_std.val_bpb:.8f} eval_mode=standard")
+            f"eval_time:{1000 * q_std.seconds:.0f}ms eval_mode={q_std.mode}")
+    log.log(f"{tag}_roundtrip_exact val_loss:{q_std.val_loss:.8f} val_bpb:{q_std.val_bpb:.8f} eval_mode={q_std.mode}")
+    mixed, mixed_model = mixed_export(  # MIXED_EXPORT=1: int-k/SDClip/GPTQ artifact with MIXED_CODEC, reloaded
+        cfg, base_model, run_dir, master=rt.master, distributed=rt.distributed, device=rt.device,
+        new_loader=new_loader, accum=accum, train_ms=train_ms, code_bytes=n_code, log=log.log,
+        evaluate=val_eval,
+        prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
+        barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
+    # the artifact a submission would ship is the one every other protocol scores: the records' format when it was
+    # exported (MIXED_EXPORT=1), else the baseline int8 one
+    scored_model, scored_tag = (mixed_model, f"final_{scheme_tag(cfg.quant)}_{cfg.quant.mixed_codec}") if mixed \
+        else (q_model, tag)
     q_slide = None
     if cfg.eval.eval_stride > 0:
         if eval_len != tc.train_seq_len:  # a different window length re-truncates the stream (SPEC §1.2)
             slide_tokens = load_validation_tokens(cfg.data.val_glob, eval_len, mc.vocab_size, tc.val_max_tokens)
         else:
             slide_tokens = val_tokens
-        q_slide = eval_sliding(q_model, slide_tokens, luts, seq_len=eval_len, stride=cfg.eval.eval_stride,
-                               batch_seqs=cfg.eval.eval_batch_seqs, **eval_kw)
-        log.log(f"{tag}_sliding_window val_loss:{q_slide.val_loss:.4f} val_bpb:{q_slide.val_bpb:.4f} "
+        q_slide = eval_sliding(scored_model, slide_tokens, luts, seq_len=eval_len, stride=cfg.eval.eval_stride,
+                               batch_seqs=cfg.eval.eval_batch_seqs, window_set=cfg.eval.eval_windows, **eval_kw)
+        log.log(f"{scored_tag}_sliding_window val_loss:{q_slide.val_loss:.4f} val_bpb:{q_slide.val_bpb:.4f} "
                 f"stride:{cfg.eval.eval_stride} eval_seq_len:{eval_len} eval_time:{1000 * q_slide.seconds:.0f}ms "
                 f"eval_mode=sliding")
-        log.log(f"{tag}_sliding_window_exact val_loss:{q_slide.val_loss:.8f} val_bpb:{q_slide.val_bpb:.8f} "
+        log.log(f"{scored_tag}_sliding_window_exact val_loss:{q_slide.val_loss:.8f} val_bpb:{q_slide.val_bpb:.8f} "
                 f"stride:{cfg.eval.eval_stride} eval_mode=sliding")
-    mixed = mixed_export(  # MIXED_EXPORT=1: int-k/SDClip/GPTQ artifact with MIXED_CODEC, reloaded and scored
-        cfg, base_model, run_dir, master=rt.master, distributed=rt.distributed, device=rt.device,
-        new_loader=new_loader, accum=accum, train_ms=train_ms, code_bytes=n_code, log=log.log,
-        evaluate=lambda m: eval_standard(m, val_tokens, luts, seq_len=tc.train_seq_len,
-                                         batch_tokens=tc.val_batch_size, **eval_kw),
-        prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
-        barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
-    ttt = run_configured_ttt(cfg, q_model, luts, rt, log, reference=q_slide)  # score-first TTT kinds; None if off
+    if mixed:
+        mixed["sliding"] = q_slide.to_dict() if q_slide else None
+    if qat_on and tc.late_qat_in_ttt:  # #549's class flag stays set: its TTT steps train through the fake quantizer
+        set_late_qat(scored_model, tc.qat_bits, tc.qat_clip, modules=tc.late_qat_modules)
+    ttt = run_configured_ttt(cfg, scored_model, luts, rt, log, reference=q_slide)  # score-first TTT; None if off
     ngram = None
     if NGRAM_IN_CORE:  # folded away by the minifier in a bundle without the mixer (see NGRAM_IN_CORE)
-        ngram = run_configured_ngram(cfg, q_model, luts, rt, log, reference=q_slide, ttt=ttt)  # None if off
+        ngram = run_configured_ngram(cfg, scored_model, luts, rt, log, reference=q_slide, ttt=ttt)  # None if off
     eval_wallclock = time.perf_counter() - t_post
     log.log(f"total_eval_time:{eval_wallclock:.1f}s (wall-clock after the training loop: export, round-trips and "
             f"every scoring pass)")
@@ -425,7 +479,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
         "virtual_layers": base_model.virtual_layers(),
         "pre_quant": last_val.to_dict() if last_val else None,  # the exported (averaged) weights
         "pre_quant_live": live_val.to_dict() if live_val else None,
-        "quantized": {"standard": q_std.to_dict(), "sliding": q_slide.to_dict() if q_slide else None},
+        "quantized": {"standard": q_std.to_dict(), "sliding": None if mixed or not q_slide else q_slide.to_dict()},
+        "scored_artifact": "mixed" if mixed else "int8",  # the artifact sliding, TTT and n-gram scored
         "ttt": ttt,
         "val_tokens": int(val_tokens.numel() - 1),
         "val_max_tokens": tc.val_max_tokens,
@@ -443,7 +498,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
             "artifact": {"path": artifact.name, "scheme": info.scheme, "codec": info.codec,
                          "artifact_bytes": info.artifact_bytes, "payload_bytes": info.payload_bytes},
             "code_bytes": n_code,
-            "code_bytes_source": code_bytes_source(),
+            "code_bytes_source": code_source,
             "bytes_total": info.artifact_bytes + n_code,
             "size_limit": SIZE_LIMIT,
             "under_limit": info.artifact_bytes + n_code < SIZE_LIMIT,

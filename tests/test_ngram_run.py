@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from golflib.workbook.runs import load_result
+from golflib.workbook.runs import load_result, scored_section
 from golflib.workbook.training import score_table, summarize
 
 pytestmark = pytest.mark.slow
@@ -16,8 +16,9 @@ def test_result_json_carries_the_ngram_protocols(ttt_run):
     res = load_result(ttt_run)
     ng = res["ngram"]
     assert set(ng) == {"sliding", "chunked", "lora", "seconds"}
-    n = res["quantized"]["sliding"]["tokens"]
-    refs = {"sliding": res["quantized"]["sliding"], "chunked": res["ttt"]["chunked"], "lora": res["ttt"]["lora"]}
+    slide = scored_section(res)["sliding"]  # the mixed artifact's (cpu-tiny's scored artifact)
+    n = slide["tokens"]
+    refs = {"sliding": slide, "chunked": res["ttt"]["chunked"], "lora": res["ttt"]["lora"]}
     for protocol, mode in (("sliding", "sliding+ngram"), ("chunked", "ttt_chunked+ngram"), ("lora", "ttt_lora+ngram")):
         e = ng[protocol]
         rep = e["ledger"]
@@ -44,7 +45,7 @@ def test_result_json_carries_the_ngram_protocols(ttt_run):
         assert f"{label}_ledger legal:1" in log and f"{label}_mixer schedule:{schedule} " in log
     s = summarize(ttt_run)
     assert s["ngram_sliding_legal"] and s["val_bpb_ngram_chunked"] == ng["chunked"]["val_bpb"]
-    assert "int8 sliding + n-gram mix" in score_table(s)
+    assert "int6e8+entropy sliding + n-gram mix" in score_table(s)  # the scored (mixed) artifact
 
 
 def test_bench_ngram_on_a_run(ttt_run):
@@ -77,6 +78,6 @@ def test_record_checks_cover_ngram_scores(ttt_run):
     assert "ngram_sliding_exact" in checks["scored line in the log"].detail
     bad = copy.deepcopy(run)
     bad.result["ngram"]["lora"]["ledger"]["legal"] = False  # planted: an unclaimed n-gram protocol broke a rule
-    checks = {c.name: c for c in check_seed(bad, "quantized/sliding", 1000, track="non_record_16mb")}
+    checks = {c.name: c for c in check_seed(bad, "mixed/sliding", 1000, track="non_record_16mb")}
     assert not checks["legality reports clean (C1-C4)"].ok
     assert "ngram/lora: legal=False" in checks["legality reports clean (C1-C4)"].detail

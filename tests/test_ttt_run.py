@@ -11,16 +11,19 @@ import pytest
 
 from conftest import REPO
 from golflib.workbook.audit import audit_run
-from golflib.workbook.runs import load_result
+from golflib.workbook.runs import load_result, scored_section
 
 pytestmark = pytest.mark.slow
 
 
 def test_result_json_carries_every_protocol_with_its_ledger(ttt_run):
     res = load_result(ttt_run)
-    n = res["quantized"]["sliding"]["tokens"]  # the stream truncated at EVAL_SEQ_LEN (256), as TTT's
+    # cpu-tiny exports the records' format (MIXED_EXPORT): sliding, TTT and n-gram score that artifact
+    assert res["scored_artifact"] == "mixed" and res["quantized"]["sliding"] is None
+    slide = scored_section(res)["sliding"]
+    n = slide["tokens"]  # the stream truncated at EVAL_SEQ_LEN (256), as TTT's
     assert n == 3840 and res["val_tokens"] == 4032  # VAL_MAX_TOKENS=4096 truncated at 256 / at TRAIN_SEQ_LEN=64
-    for entry in (res["pre_quant"], res["quantized"]["standard"], res["quantized"]["sliding"]):
+    for entry in (res["pre_quant"], res["quantized"]["standard"], res["mixed_artifact"]["standard"], slide):
         assert entry["ledger"]["legal"] and entry["ledger"]["n_scored"] == entry["tokens"] == entry["ledger"]["n_targets"]
         assert entry["ledger"]["n_updates"] == 0 and entry["ledger"]["stream_order"]
     ttt = res["ttt"]
@@ -31,7 +34,7 @@ def test_result_json_carries_every_protocol_with_its_ledger(ttt_run):
         assert e["mode"] == mode and rep["legal"] and rep["violations"] == []
         assert rep["n_scored"] == rep["n_targets"] == e["tokens"] == n and rep["n_updates"] > 0
         assert rep["stream_order"] == (kind == "chunked") and 2 in rep["conditions_checked"]
-        assert e["delta_bpb_vs_sliding"] == pytest.approx(e["val_bpb"] - res["quantized"]["sliding"]["val_bpb"])
+        assert e["delta_bpb_vs_sliding"] == pytest.approx(e["val_bpb"] - slide["val_bpb"])
     assert ttt["chunked"]["details"]["epochs"] == 2 and len(ttt["phased"]["details"]["phases"]) == 2
     assert ttt["seconds"] == pytest.approx(sum(ttt[k]["seconds"] for k in ("chunked", "lora", "phased")))
     log = (ttt_run / "train.log").read_text()
@@ -48,17 +51,17 @@ def test_golf_audit_rechecks_reports_and_runs_the_perturbation_test(ttt_run):
     lines = []
     out = audit_run(ttt_run, perturb=True, slice_tokens=1024, cuts=1, echo=lines.append)
     v = {k: p["verdict"] for k, p in out["protocols"].items()}
-    assert v == {"pre_quant": "PASS", "quantized/standard": "PASS", "quantized/sliding": "PASS",
-                 "ttt/chunked": "PASS", "ttt/lora": "PASS (declared order)", "ttt/phased": "PASS (declared order)",
+    assert v == {"pre_quant": "PASS", "pre_quant_live": "PASS", "quantized/standard": "PASS", "mixed/standard": "PASS",
+                 "mixed/sliding": "PASS", "ttt/chunked": "PASS", "ttt/lora": "PASS (declared order)", "ttt/phased": "PASS (declared order)",
                  "ngram/sliding": "PASS", "ngram/chunked": "PASS", "ngram/lora": "PASS (declared order)"}
     p = out["protocols"]
     assert p["ttt/chunked"]["perturbation"]["causal"] and p["ttt/chunked"]["perturbation"]["mode"] == "rows"
     assert 257 in p["ttt/chunked"]["perturbation"]["cuts"]  # one target past the first (slice-scaled) chunk edge
-    assert p["ttt/lora"]["perturbation"]["causal"] and p["quantized/sliding"]["perturbation"]["causal"]
+    assert p["ttt/lora"]["perturbation"]["causal"] and p["mixed/sliding"]["perturbation"]["causal"]
     assert all(c["ok"] for c in p["ttt/phased"]["checks"])
     assert p["ngram/sliding"]["perturbation"]["causal"] and p["ngram/chunked"]["perturbation"]["causal"]
     assert p["ngram/chunked"]["perturbation"]["mode"] == "rows"
-    assert len(lines) == 1 + 9 and any("ttt/chunked" in line and "PASS" in line for line in lines)
+    assert len(lines) == 1 + 11 and any("ttt/chunked" in line and "PASS" in line for line in lines)
     assert json.loads(open(out["written_to"]).read())["protocols"].keys() == out["protocols"].keys()
 
 
@@ -68,13 +71,13 @@ def test_golf_audit_fails_a_tampered_report(ttt_run, tmp_path):
     for name in ("config.json", "result.json"):
         shutil.copy(ttt_run / name, bad / name)
     res = json.loads((bad / "result.json").read_text())
-    res["quantized"]["sliding"]["bytes"] += 1  # accounting no longer matches the val stream
+    res["mixed_artifact"]["sliding"]["bytes"] += 1  # accounting no longer matches the val stream
     res["ttt"]["chunked"]["ledger"]["violation_counts"]["C3"] = 2  # and an inconsistent report
     (bad / "result.json").write_text(json.dumps(res))
     proc = subprocess.run([sys.executable, "-m", "golflib.cli", "audit", str(bad)], capture_output=True, text=True,
                           cwd=REPO)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    out = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith(("quantized", "ttt"))}
-    assert "FAIL" in out["quantized/sliding"] and "accounting" in out["quantized/sliding"]
+    out = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith(("mixed", "ttt"))}
+    assert "FAIL" in out["mixed/sliding"] and "accounting" in out["mixed/sliding"]
     assert "FAIL" in out["ttt/chunked"] and "C3" in out["ttt/chunked"]
     assert out["ttt/lora"].split()[-3:] == ["PASS", "(declared", "order)"]

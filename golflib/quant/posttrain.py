@@ -136,7 +136,7 @@ def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, *, master: 
     prepare_model(q_model)
     res = evaluate(q_model)
     log(f"final_{tag}_roundtrip val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
-        f"eval_time:{1000 * res.seconds:.0f}ms eval_mode=standard")
-    log(f"final_{tag}_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} eval_mode=standard")
+        f"eval_time:{1000 * res.seconds:.0f}ms eval_mode={res.mode}")
+    log(f"final_{tag}_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} eval_mode={res.mode}")
     out["standard"] = res.to_dict()
     return out, q_model

@@ -1,14 +1,17 @@
 """Per-seed results of a record: which (artifact, evaluation protocol) is scored, and the per-seed table.
 
-A run's ``result.json`` holds several scores: the int8 artifact under the standard, sliding-window and TTT
-protocols, and the mixed artifact (``MIXED_EXPORT=1``) under the standard protocol. A record claims exactly one of
-them for every seed (chosen before looking at the numbers, the same for all seeds). Score keys:
+A run's ``result.json`` holds several scores: the int8 artifact under the standard protocol, the mixed artifact
+(``MIXED_EXPORT=1``, the records' format) under the standard protocol, and — on the artifact the run scores
+(``result["scored_artifact"]``: the mixed one when it was exported, else int8) — the sliding-window, TTT and n-gram
+protocols. A record claims exactly one of them for every seed (chosen before looking at the numbers, the same for
+all seeds). Score keys:
 
-``quantized/standard`` · ``quantized/sliding`` · ``ttt/<kind>`` (chunked | lora | phased) · ``ngram/<protocol>``
-(sliding | chunked | lora | phased, with the normalised n-gram mixer, ``NGRAM_ENABLED=1``) — all on the int8
-artifact (``result["artifact"]``) — and ``mixed/standard`` on the mixed artifact (``result["mixed_artifact"]``).
-Every key a run scored has its legality report checked by :mod:`golflib.record.compliance`, claimed or not.
-``auto`` = the one TTT kind when exactly one ran, else sliding when it ran, else standard (int8 artifact).
+``quantized/standard`` · ``quantized/sliding`` (int8 artifact, ``result["artifact"]``) · ``mixed/standard`` ·
+``mixed/sliding`` (mixed artifact, ``result["mixed_artifact"]``) · ``ttt/<kind>`` (chunked | lora | phased) ·
+``ngram/<protocol>`` (sliding | chunked | lora | phased, with the normalised n-gram mixer, ``NGRAM_ENABLED=1``) —
+the last two on the scored artifact. Every key a run scored has its legality report checked by
+:mod:`golflib.record.compliance`, claimed or not. ``auto`` = the one TTT kind when exactly one ran, else the scored
+artifact's sliding window when it ran, else its standard round trip.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from golflib.config import Config
 from golflib.workbook.runs import load_json
 
 SCORE_KEYS = ("quantized/standard", "quantized/sliding", "ttt/chunked", "ttt/lora", "ttt/phased", "ngram/sliding",
-              "ngram/chunked", "ngram/lora", "ngram/phased", "mixed/standard")
+              "ngram/chunked", "ngram/lora", "ngram/phased", "mixed/standard", "mixed/sliding")
 
 
 @dataclass
@@ -77,21 +80,18 @@ def resolve_score_key(result: dict, score: str = "auto") -> str:
                          f"score=ttt/<kind> (the same for every seed)")
     if ttt:
         return f"ttt/{ttt[0]}"
-    if isinstance((result.get("quantized") or {}).get("sliding"), dict):
-        return "quantized/sliding"
-    return "quantized/standard"
+    group = "mixed" if result.get("scored_artifact") == "mixed" else "quantized"
+    scored = result.get("mixed_artifact" if group == "mixed" else "quantized") or {}
+    return f"{group}/sliding" if isinstance(scored.get("sliding"), dict) else f"{group}/standard"
 
 
 def score_entry(result: dict, key: str) -> tuple[dict, dict]:
     """``(entry, artifact)`` of a score key: the EvalResult dict and ``{"path", "artifact_bytes"}`` of the artifact
     it scored. Raises ``ValueError`` when the run did not score it."""
     group, _, name = key.partition("/")
-    if group == "mixed":
-        art = result.get("mixed_artifact")
-        entry = (art or {}).get(name)
-    else:
-        art = result.get("artifact")
-        entry = (result.get(group) or {}).get(name)
+    on_mixed = group == "mixed" or (group in ("ttt", "ngram") and result.get("scored_artifact") == "mixed")
+    art = result.get("mixed_artifact") if on_mixed else result.get("artifact")
+    entry = (art or {}).get(name) if group == "mixed" else (result.get(group) or {}).get(name)
     if not isinstance(entry, dict) or "val_bpb" not in entry or not isinstance(art, dict):
         raise ValueError(f"score {key}: not in this run's result.json (run dir {result.get('run_dir')})")
     return entry, {"path": art["path"], "artifact_bytes": int(art["artifact_bytes"])}

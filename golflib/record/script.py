@@ -20,7 +20,10 @@ from golflib.record.minify import CODECS, compress_stub, extract, minify
 FORMS = ("compressed", "readable")
 SCRIPT_NAME = "train_gpt.py"
 READABLE_NAME = "train_gpt_readable.py"
-MAX_COMPRESSED_BYTES = 60_000  # issue 7: the official baseline script is 47,642 raw bytes
+# issue 7 set 60,000 (the official baseline script is 47,642 raw bytes); issue 11's record-exact loaders, export
+# recipes, scoring protocols and pre-flight budget made the core ~9 KB larger compressed (57,154 -> ~66,000 for
+# cpu-tiny without the n-gram mixer). Issue 13 shapes the bundle by the config so a record carries only its own code.
+MAX_COMPRESSED_BYTES = 72_000
 
 
 @dataclass

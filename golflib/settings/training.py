@@ -59,6 +59,7 @@ class OptimConfig:
     wd_taper_start_frac: float = 1.0  # Muon WD multiplier 1 until this training fraction, then linear... [#1729]
     wd_taper_final_mult: float = 1.0  # ...to this multiplier at the end
     embed_proj_optimizer: str = "muon"  # bigram.proj/ve_shared.proj: muon (#287, #414) | adam (scalar AdamW: #549)
+    muon_banked: bool = False  # the parameter-bank records' Muon arithmetic: bf16 momentum, b*A + c*(A@A) (#549, #1855)
 
     def __post_init__(self) -> None:
         for name in ("embed_lr", "head_lr", "tied_embed_lr", "matrix_lr", "scalar_lr", "grad_clip_norm"):
@@ -108,11 +109,14 @@ class TrainConfig:
     swa_start_frac: float = 0.2  # SWA snapshots once the LR multiplier is below this ("tight SWA", #461 name)
     late_qat_threshold: float = 0.0  # enable STE fake-quant once the LR multiplier falls below this; 0 = off [B3]
     qat_bits: int = 6  # bits of the fake quantizer (per-row symmetric)
-    qat_clip: str = "absmax"  # clip rule of the fake quantizer: absmax (records' rowmax/qmax) | sdclip:K | percentile:P
+    qat_clip: str = "absmax"  # fake quantizer: absmax | rowmax_floor (#287-#1019's own) | sdclip:K | percentile:P
     late_qat_modules: tuple[str, ...] = ()  # names (substrings) of the fake-quantized linears; () = all but lm_head
     late_qat_after_backward: bool = False  # switch on after the crossing step's backward (#461), not before it
     late_qat_in_ttt: bool = False  # keep the fake quantizer on for TTT training steps (#549 never clears its flag)
     init_checkpoint: str = ""  # safetensors state dict loaded over the init before training ("" = the model's init)
+    preflight_budget: bool = True  # estimate the scored artifact's bytes before the first step (golflib.quant.preflight)
+    counted_code_bytes: int = 0  # code bytes a submission counts (golf train: the bundle's); 0 = this core's own
+    allow_over_budget: bool = False  # train even when the pre-flight estimate is clearly over 16,000,000 bytes
 
     def __post_init__(self) -> None:
         check_field(self.iterations >= 1, "iterations", "must be >= 1", self.iterations)
@@ -129,6 +133,8 @@ class TrainConfig:
         check_field(self.val_loss_every >= 0, "val_loss_every", "must be >= 0", self.val_loss_every)
         check_field(self.train_log_every >= 0, "train_log_every", "must be >= 0", self.train_log_every)
         check_field(self.val_max_tokens >= 0, "val_max_tokens", "must be >= 0", self.val_max_tokens)
+        check_field(self.counted_code_bytes >= 0, "counted_code_bytes", "must be >= 0 (decimal bytes; 0 = this "
+                    "training core's own code bytes)", self.counted_code_bytes)
         check_field(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda", self.device)
         check_field(self.use_compile in ("auto", "0", "1"), "use_compile", "must be auto, 0 or 1", self.use_compile)
         check_field(self.train_loader in ("sequential", "coprime", "shuffled", "packed"), "train_loader",
@@ -142,8 +148,9 @@ class TrainConfig:
         check_field(self.swa_every >= 0, "swa_every", "must be >= 0", self.swa_every)
         check_field(self.late_qat_threshold >= 0, "late_qat_threshold", "must be >= 0", self.late_qat_threshold)
         check_field(2 <= self.qat_bits <= 8, "qat_bits", "must be in [2, 8]", self.qat_bits)
-        check_field(re.fullmatch(r"absmax|search|(sdclip|percentile):[0-9.]+", self.qat_clip) is not None, "qat_clip",
-                    "must be absmax, search, sdclip:K or percentile:P", self.qat_clip)
+        check_field(re.fullmatch(r"absmax|rowmax_floor|search|(sdclip|percentile):[0-9.]+", self.qat_clip) is not None,
+                    "qat_clip",
+                    "must be absmax, rowmax_floor, search, sdclip:K or percentile:P", self.qat_clip)
 
 
 # sliding-window sets (golflib.eval.sliding): fixed = #1218; legacy = every start < N (#287/#414/#549/#1019);

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from golflib.presets import resolve
 from golflib.workbook.launch import launch_training
-from golflib.workbook.runs import load_result
+from golflib.workbook.runs import load_result, scored_section
 
 
 def variant_name(change: Mapping[str, Any]) -> str:
@@ -72,7 +72,7 @@ def run_ablation(run_dir: str | os.PathLike, base: str, changes: Sequence[Mappin
                 launch_training(point, base, {**overrides, **change, "SEED": seed}, nproc=nproc, scale=scale,
                                 echo=None)
             r = load_result(point)
-            q = r["quantized"]
+            q = scored_section(r)  # the artifact the run scores (the records' format with MIXED_EXPORT=1)
             rows.append({"variant": name, "change": change, "seed": seed, "run": str(point),
                          "val_bpb": q["standard"]["val_bpb"], "val_loss": q["standard"]["val_loss"],
                          "sliding_val_bpb": q["sliding"]["val_bpb"] if q.get("sliding") else None,

@@ -38,7 +38,8 @@ DECLARED_ORDER_KINDS = ("ttt_lora", "ttt_phased")  # length-sorted document queu
 
 
 def protocol_entries(result: dict) -> dict[str, dict]:
-    """``{"quantized/sliding": entry, "ttt/chunked": entry, ...}``: every scored entry of a ``result.json``."""
+    """``{"quantized/standard": entry, "mixed/sliding": entry, "ttt/chunked": entry, ...}``: every scored entry of a
+    ``result.json`` (the score keys of :mod:`golflib.record.results`, plus ``pre_quant`` / ``pre_quant_live``)."""
     out: dict[str, dict] = {}
 
     def walk(node, path):
@@ -49,8 +50,9 @@ def protocol_entries(result: dict) -> dict[str, dict]:
             for k, v in node.items():
                 walk(v, path + [str(k)])
 
-    for key in ("pre_quant", "quantized", "ttt", "ngram"):
-        walk(result.get(key), [key])
+    for key, name in (("pre_quant", "pre_quant"), ("pre_quant_live", "pre_quant_live"), ("quantized", "quantized"),
+                      ("mixed_artifact", "mixed"), ("ttt", "ttt"), ("ngram", "ngram")):
+        walk(result.get(key), [name])
     return out
 
 

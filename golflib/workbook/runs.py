@@ -45,6 +45,14 @@ def load_metrics(run_dir: str | os.PathLike) -> list[dict]:
     return out
 
 
+def scored_section(result: dict) -> dict:
+    """The ``result.json`` section of the artifact a run scores (``{"standard", "sliding", ...}``): the mixed
+    artifact's when ``scored_artifact`` is ``mixed`` (MIXED_EXPORT=1), else the int8 one (``quantized``)."""
+    if result.get("scored_artifact") == "mixed":
+        return result.get("mixed_artifact") or {}
+    return result.get("quantized") or {}
+
+
 def update_result(run_dir: str | os.PathLike, **sections: Any) -> dict:
     """Merge top-level keys into ``result.json`` (e.g. reference scores computed by a notebook)."""
     result = load_result(run_dir)
@@ -62,12 +70,15 @@ def list_runs(root: str | os.PathLike = "runs") -> list[Path]:
 
 
 def find_artifact(run_dir: str | os.PathLike) -> Path:
-    """The run's primary ``*.golf`` artifact (``result.json["artifact"]["path"]`` when recorded, else the first by
-    name); raises ``FileNotFoundError`` when there is none. Other artifacts (e.g. the mixed one) are scored by
-    passing their file."""
+    """The run's scored ``*.golf`` artifact — the one its sliding, TTT and n-gram protocols scored: the mixed one
+    (``result.json["mixed_artifact"]``) when ``scored_artifact`` is ``mixed``, else ``result.json["artifact"]``;
+    the first by name when no result is recorded. Raises ``FileNotFoundError`` when there is none. Other artifacts
+    are scored by passing their file."""
     res = Path(run_dir) / "result.json"
     if res.is_file():
-        primary = (json.loads(res.read_text(encoding="utf-8")).get("artifact") or {}).get("path")
+        result = json.loads(res.read_text(encoding="utf-8"))
+        key = "mixed_artifact" if result.get("scored_artifact") == "mixed" else "artifact"
+        primary = (result.get(key) or {}).get("path")
         if primary and (Path(run_dir) / primary).is_file():
             return Path(run_dir) / primary
     found = sorted(Path(run_dir).glob("*.golf"))

@@ -12,7 +12,7 @@ from golflib.data.shards import list_shards, load_shard
 from golflib.eval.bpb import unigram_bpb
 from golflib.presets import resolve
 from golflib.runlog import create_run_dir
-from golflib.workbook.runs import load_config, load_json, load_result, update_result
+from golflib.workbook.runs import load_config, load_json, load_result, scored_section, update_result
 
 # Smoke runs (tests/CI): the same code path in ~20 s of training on a smaller shape and a val slice.
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -83,6 +83,7 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Headline numbers of a finished run (what ``golf demo`` prints)."""
     r = load_result(run_dir)
     q = r["quantized"]
+    scored = scored_section(r)
     out = {
         "run_dir": str(run_dir),
         "steps": r["steps"],
@@ -90,7 +91,8 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
         "tokens_per_second": round(r["tokens_per_second"], 1),
         "val_bpb_pre_quant": r["pre_quant"]["val_bpb"] if r.get("pre_quant") else None,
         "val_bpb_post_quant": q["standard"]["val_bpb"],
-        "val_bpb_sliding": q["sliding"]["val_bpb"] if q.get("sliding") else None,
+        "scored_artifact": r.get("scored_artifact", "int8"),
+        "val_bpb_sliding": scored["sliding"]["val_bpb"] if scored.get("sliding") else None,
         **ttt_summary(r.get("ttt")),
         **ngram_summary(r.get("ngram")),
         "unigram_val_bpb": r.get("reference", {}).get("unigram_val_bpb"),
@@ -135,14 +137,16 @@ def ngram_summary(ngram: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def score_table(summary: Mapping[str, Any]) -> dict[str, float]:
     """``{label: val_bpb}`` of the scores present in a :func:`summarize` dict, reference first."""
+    art = summary.get("mixed_scheme", "mixed") if summary.get("scored_artifact") == "mixed" else "int8"
     labels = (("unigram_val_bpb", "unigram (reference)"), ("val_bpb_pre_quant", "pre-quant"),
-              ("val_bpb_post_quant", "int8 round trip"), ("val_bpb_sliding", "int8 sliding window"),
+              ("val_bpb_post_quant", "int8 round trip"),
               ("val_bpb_post_quant_mixed", f"{summary.get('mixed_scheme', 'mixed')} round trip"),
-              ("val_bpb_ttt_chunked", "int8 + legal chunked TTT"), ("val_bpb_ttt_lora", "int8 + doc-LoRA TTT"),
-              ("val_bpb_ttt_phased", "int8 + phased TTT"), ("val_bpb_ngram_sliding", "int8 sliding + n-gram mix"),
-              ("val_bpb_ngram_chunked", "int8 + chunked TTT + n-gram mix"),
-              ("val_bpb_ngram_lora", "int8 + doc-LoRA TTT + n-gram mix"),
-              ("val_bpb_ngram_phased", "int8 + phased TTT + n-gram mix"))
+              ("val_bpb_sliding", f"{art} sliding window"),
+              ("val_bpb_ttt_chunked", f"{art} + legal chunked TTT"), ("val_bpb_ttt_lora", f"{art} + doc-LoRA TTT"),
+              ("val_bpb_ttt_phased", f"{art} + phased TTT"), ("val_bpb_ngram_sliding", f"{art} sliding + n-gram mix"),
+              ("val_bpb_ngram_chunked", f"{art} + chunked TTT + n-gram mix"),
+              ("val_bpb_ngram_lora", f"{art} + doc-LoRA TTT + n-gram mix"),
+              ("val_bpb_ngram_phased", f"{art} + phased TTT + n-gram mix"))
     return {label: summary[key] for key, label in labels if summary.get(key) is not None}
 
 
