@@ -7,19 +7,23 @@ counted code bytes. The weights are either
 * a trained checkpoint (``weights="checkpoint"``) — the number is exact for the recipe, given the same GPTQ
   Hessians (without calibration data GPTQ cannot run and round-to-nearest codes are used; the result says so); or
 * an estimate (``weights="gaussian"``): every tensor the recipe quantizes per row is replaced by rows of
-  ``N(0, 1)`` draws, everything else keeps the model's init. Init weights themselves are no estimate — projections
-  start at zero and compress to almost nothing (the top stack's init weights come to 9.66 MB against its record's
-  15.90 MB) — while SDClip (``c = k·σ(row)``) is scale-invariant per row, so Gaussian rows give the codes a trained
-  Gaussian-like row would (measured in docs/LOG.md against trained checkpoints). Rules that are not
-  scale-invariant per row (``percentile``, ``search``, ``absmax``) get the same Gaussian rows; their estimate is
-  rougher.
+  ``N(0, σ_t²)`` draws, everything else keeps the model's init. Init weights themselves are no estimate —
+  projections start at zero and compress to almost nothing (the top stack's init weights come to 9.66 MB against
+  its record's 15.90 MB). SDClip (``c = k·σ(row)``) is scale-invariant per row, so any σ gives the codes of a
+  Gaussian-like trained row. The older rules are not: with the records' 1/31 scale floor (``LEGACY_SCALE_FLOOR``)
+  a row whose clip is below 1 is quantized with a step of 1/31 whatever its range, so the codes depend on the
+  weights' absolute size. ``σ_t`` = :data:`TRAINED_ROW_STD` is that size for the 600-second records, read off a
+  record's own log: #1019 reports 4,207,533 of its 25,952,256 int6 codes at ±1 before pruning, which a Gaussian
+  quantized with the binding 1/31 step gives at σ = 0.155. docs/LOG.md compares the estimate with every record's
+  published artifact and with trained checkpoints.
 
-With ``PRUNE_TARGET_BYTES`` set, ±1 pruning runs as in the export, so the estimate is after pruning (and an error
-if pruning cannot reach the target). All byte counts are decimal; the limit is strict (``<``).
+With ``PRUNE_TARGET_BYTES`` set, ±1 pruning runs as in the export, so the estimate is after pruning (when even
+pruning every ±1 code cannot reach the target, the unpruned bytes are reported, with the reason under ``prune``). All byte counts are decimal; the limit is strict (``<``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -34,14 +38,16 @@ from golflib.quant.int8 import quantize_int8
 from golflib.quant.prune import SIZE_LIMIT
 
 WEIGHT_SOURCES = ("gaussian", "checkpoint")
+TRAINED_ROW_STD = 0.155  # entry std of the records' trained block matrices (module docstring)
 # Relative error of the Gaussian-rows estimate against trained checkpoints (docs/LOG.md): a config whose estimate is
 # over the limit by more than this cannot fit; one over by less may.
 ESTIMATE_BAND = 0.02
 
 
 def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) -> dict[str, torch.Tensor]:
-    """``state`` with every tensor the recipe quantizes per row replaced by ``N(0, 1)`` rows (float32, a fixed
-    seed); other tensors are kept. For the int8 export, every 2-D float tensor above ``KEEP_FLOAT_MAX_NUMEL``."""
+    """``state`` with every tensor the recipe quantizes per row replaced by ``N(0, TRAINED_ROW_STD²)`` rows
+    (float32, a fixed seed); other tensors are kept. For the int8 export, every 2-D float tensor above
+    ``KEEP_FLOAT_MAX_NUMEL``."""
     g = torch.Generator().manual_seed(seed)
     policies = class_policies(cfg.quant)
     overrides = [parse_override(e) for e in cfg.quant.quant_overrides]
@@ -52,7 +58,7 @@ def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) ->
             per_row = pol.kind == "per_row"
         else:
             per_row = t.is_floating_point() and t.ndim == 2 and t.numel() > cfg.quant.keep_float_max_numel
-        out[name] = torch.randn(t.shape, generator=g) if per_row else t
+        out[name] = torch.randn(t.shape, generator=g) * TRAINED_ROW_STD if per_row else t
     return out
 
 
@@ -79,7 +85,7 @@ def preflight_budget(cfg: Config, *, code_bytes: int, code_source: str, state: d
         :func:`golflib.quant.budget.artifact_budget`).
 
     Raises:
-        ValueError: ``state`` does not match the model's parameters, or pruning cannot reach its target.
+        ValueError: ``state`` does not match the model's parameters.
     """
     t0 = time.perf_counter()
     model = GPT(cfg.model)
@@ -98,7 +104,12 @@ def preflight_budget(cfg: Config, *, code_bytes: int, code_source: str, state: d
     codec = scored_codec(cfg)
     extras: dict = {}
     if cfg.quant.mixed_export:
-        qs, extras = mixed_state(weights, cfg.quant, cfg.model, hessians, code_bytes=code_bytes)
+        try:
+            qs, extras = mixed_state(weights, cfg.quant, cfg.model, hessians, code_bytes=code_bytes)
+        except ValueError as e:  # pruning cannot reach PRUNE_TARGET_BYTES: report the unpruned bytes (over target)
+            quant = dataclasses.replace(cfg.quant, prune_target_bytes=0)
+            qs, extras = mixed_state(weights, quant, cfg.model, hessians, code_bytes=code_bytes)
+            extras["prune"] = {"error": str(e)}
     else:
         qs = quantize_int8(weights, cfg.quant)
     blob = encode_artifact(qs, codec)
@@ -114,7 +125,7 @@ def preflight_budget(cfg: Config, *, code_bytes: int, code_source: str, state: d
 
 def preflight_line(rep: dict) -> str:
     """One log line: ``preflight:budget weights:gaussian artifact:... code:... total:... limit:... fits:...``."""
-    how = {"gaussian": "estimate from N(0,1) rows", "checkpoint": "checkpoint"}[rep["weights"]]
+    how = {"gaussian": f"estimate from N(0, {TRAINED_ROW_STD}^2) rows", "checkpoint": "checkpoint"}[rep["weights"]]
     how += ", GPTQ" if rep["gptq"] else ", round-to-nearest"
     return (f"preflight:budget weights:{rep['weights']} ({how}) scheme:{rep['scheme']} codec:{rep['codec']} "
             f"artifact:{rep['artifact_bytes']} code:{rep['code_bytes']} ({rep['code_source']}) "

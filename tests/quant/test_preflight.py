@@ -1,0 +1,79 @@
+"""The pre-flight byte budget (issue 11): ``golf budget`` and the line ``golf train`` prints before its first step."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import REPO
+from golflib.model.gpt import GPT
+from golflib.presets import resolve
+from golflib.quant.artifact import encode_artifact
+from golflib.quant.export import mixed_state
+from golflib.quant.preflight import TRAINED_ROW_STD, gaussian_rows, preflight_budget, preflight_line
+from golflib.train import main as train_main
+
+
+def test_gaussian_rows_replace_exactly_the_per_row_tensors():
+    cfg = resolve("pr549", environ={}, scale=0.125)
+    own = GPT(cfg.model).state_dict()
+    est = gaussian_rows(own, cfg)
+    changed = {k for k in own if not torch.equal(own[k], est[k])}
+    # quantized per row: block matrices and the embedding tables; fp16 passthrough (<= KEEP_FLOAT_MAX_NUMEL, scaled
+    # to 1,024 here) and control tensors keep their init
+    assert "blocks.0.attn.c_q.weight" in changed and "tok_emb.weight" in changed
+    assert "blocks.0.attn_scale" not in changed and "skip_weights" not in changed
+    w = est["blocks.3.mlp.fc.weight"]
+    assert abs(float(w.std()) - TRAINED_ROW_STD) < 0.01 * TRAINED_ROW_STD * 10
+
+
+def test_checkpoint_budget_is_the_export_of_that_checkpoint():
+    """With the weights given, the pre-flight bytes are exactly the mixed artifact's (same recipe, same codec)."""
+    cfg = resolve("pr1394", {"GPTQ_ENABLED": 0}, environ={}, scale=0.125)
+    torch.manual_seed(0)
+    state = {k: v + 0.02 * torch.randn_like(v) for k, v in GPT(cfg.model).state_dict().items()}
+    rep = preflight_budget(cfg, code_bytes=12_345, code_source="test", state=state)
+    qs, _ = mixed_state(state, cfg.quant, cfg.model)
+    assert rep["weights"] == "checkpoint" and rep["artifact_bytes"] == len(encode_artifact(qs, "brotli+bshf2"))
+    assert rep["bytes_total"] == rep["artifact_bytes"] + 12_345 and rep["fits"]
+    assert sum(c["bytes"] for c in rep["classes"].values()) + rep["header_bytes"] == rep["artifact_bytes"]
+    assert "weights:checkpoint" in preflight_line(rep) and "total:" in preflight_line(rep)
+    with pytest.raises(ValueError, match="does not match the configured model"):
+        preflight_budget(cfg, code_bytes=0, code_source="test", state={"tok_emb.weight": state["tok_emb.weight"]})
+
+
+@pytest.mark.slow
+def test_golf_budget_cli_with_a_checkpoint(tmp_path):
+    cfg_over = {"GPTQ_ENABLED": "0"}
+    cfg = resolve("pr414", cfg_over, environ={}, scale=0.125)
+    ckpt = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in GPT(cfg.model).state_dict().items()}, str(ckpt))
+    args = [sys.executable, "-m", "golflib.cli", "budget", "--preset", "pr414", "--scale", "0.125", "--set",
+            "GPTQ_ENABLED=0", "--checkpoint", str(ckpt), "--code-bytes", "70000", "--json"]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rep = json.loads(out.stdout)
+    assert rep["weights"] == "checkpoint" and rep["codec"] == "zstd" and rep["code_bytes"] == 70_000
+    over = subprocess.run(args[:-3] + ["--code-bytes", "15999999"], capture_output=True, text=True, cwd=REPO)
+    assert over.returncode == 1 and "OVER" in over.stdout
+
+
+@pytest.mark.slow
+def test_train_refuses_a_recipe_that_cannot_fit(tmp_path, embedded_data):
+    """Full-size #287 with the baseline's int8+zlib export instead of its own recipe: ~24.8 MB estimated, refused
+    before the first step; the run directory keeps its log."""
+    run = tmp_path / "over"
+    args = ["--preset", "pr287", "--run-dir", str(run), "--set", "MIXED_EXPORT=0",
+            "--set", f"DATA_PATH={embedded_data['data_path']}", "--set",
+            f"TOKENIZER_PATH={embedded_data['tokenizer_path']}", "--set", "VAL_MAX_TOKENS=4096",
+            "--set", "COUNTED_CODE_BYTES=70000"]
+    with pytest.raises(SystemExit, match="pre-flight: .* over the 16,000,000-byte limit"):
+        train_main(args)
+    log = (run / "train.log").read_text()
+    line = next(x for x in log.splitlines() if x.startswith("preflight:budget"))
+    assert "codec:zlib" in line and "fits:False" in line
+    total = int(line.split("total:")[1].split()[0])
+    assert 20_000_000 < total < 30_000_000
