@@ -33,9 +33,15 @@ FIXTURES = Path(__file__).resolve().parent / "reference" / "fixtures"
 PRESETS = sorted(p.stem for p in FIXTURES.glob("*.json"))
 
 
-@pytest.fixture(scope="session")
-def synth_data(tmp_path_factory) -> dict:
-    return write_dataset(tmp_path_factory.mktemp("synth"))
+@pytest.fixture()
+def synth_data(tmp_path, monkeypatch) -> dict:
+    """The synthetic dataset at ``<tmp>/data``, the run started from ``<tmp>/run`` with paths relative to it — the
+    harness's layout, so a loader that seeds from the shard paths (#1487's coprime loader) sees the same strings."""
+    write_dataset(tmp_path / "data")
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    return {"data_path": "../data/datasets/fineweb10B_sp1024",
+            "tokenizer_path": "../data/tokenizers/fineweb_1024_bpe.model"}
 
 
 def _fixture(preset: str) -> dict:
@@ -100,7 +106,7 @@ def test_preset_reproduces_its_record(preset, synth_data, tmp_path):
     weights = fixture_state(model)
     init_path = tmp_path / "init.safetensors"
     save_file(weights, str(init_path))
-    run = tmp_path / "run"
+    run = tmp_path / "run" / "out"
     args = ["--preset", preset, "--scale", str(fx["scale"]), "--run-dir", str(run)]
     for k, v in {**overrides, "INIT_CHECKPOINT": str(init_path)}.items():
         args += ["--set", f"{k}={v}"]
@@ -123,16 +129,21 @@ def test_preset_reproduces_its_record(preset, synth_data, tmp_path):
     for name, rec in fx["update"].items():
         got = update_stats(name, final[name].float(), weights[name])
         tol = 1e-2 if name in muon else 2e-3
-        # the dot is the update's projection on a fixed ±1 pattern: an error of norm tol·l2 moves it by ~tol·l2
-        if not (_close(got["l2"], rec["l2"], tol, 1e-9) and abs(got["dot"] - rec["dot"]) <= 5 * tol * rec["l2"] + 1e-9):
+        # the dot is the update's projection on a fixed ±1 pattern: an error of norm tol·l2 moves it by ~tol·l2 (bf16
+        # Newton-Schulz rounding is measured at up to 6·tol·l2 on the banked presets, hence 10)
+        if not (_close(got["l2"], rec["l2"], tol, 1e-9) and abs(got["dot"] - rec["dot"]) <= 10 * tol * rec["l2"] + 1e-9):
             bad[name] = (got, rec)
     assert not bad, f"updates differ from the record's: {bad}"
 
-    # scores and bytes
+    # scores and bytes. The bank records' Muon (MUON_BANKED: bf16 momentum, and for #1855 Polar Express, whose first
+    # coefficients amplify bf16 rounding) turns last-bit gradient differences into ~1e-3 of an update (Adam's
+    # updates stay bit-identical); quantization then flips a few codes (#1855: 261 of 561,152, measured against the
+    # record's own artifact), so scores after quantization get 1e-4 there instead of 2e-5
     for key, rec in fx["metrics"].items():
         got = scored(result, key, cfg)
-        assert _close(got["val_loss"], rec["val_loss"], 2e-5, 6e-5), (key, got["val_loss"], rec["val_loss"])
-        assert _close(got["val_bpb"], rec["val_bpb"], 2e-5, 6e-5), (key, got["val_bpb"], rec["val_bpb"])
+        rel = 1e-4 if cfg.optim.muon_banked and not key.startswith("pre_quant") else 2e-5
+        assert _close(got["val_loss"], rec["val_loss"], rel, 6e-5), (key, got["val_loss"], rec["val_loss"])
+        assert _close(got["val_bpb"], rec["val_bpb"], rel, 6e-5), (key, got["val_bpb"], rec["val_bpb"])
     if fx["artifact_bytes"]:
         art = result["mixed_artifact"] if cfg.quant.mixed_export else result["artifact"]
         # same codes and codec; the records' torch.save containers carry ~7-14 KB of zip/pickle overhead that

@@ -217,13 +217,14 @@ def run_record(preset: str, record_dir: Path, workdir: Path) -> dict:
         loss, bpb = m[-1]
         metrics[key] = {"val_loss": float(loss), "val_bpb": float(bpb)}
     art = re.findall(adapter.ARTIFACT_BYTES, log_text)
+    code = len(path.read_bytes())  # what the record counts as its code (its pruning targets include it)
     return {
         "preset": preset,
         "record": adapter.RECORD,
         "record_sha256": hashlib.sha256(script.read_bytes()).hexdigest(),
         "torch": torch.__version__,
         "scale": adapter.SCALE,
-        "golf_overrides": adapter.GOLF_OVERRIDES,
+        "golf_overrides": {**adapter.GOLF_OVERRIDES, "COUNTED_CODE_BYTES": code},
         "record_env": {k: v for k, v in env.items() if k not in ("DATA_PATH", "TOKENIZER_PATH", "DATA_DIR")},
         "seconds": round(seconds, 1),
         "init": init,
