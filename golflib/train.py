@@ -45,7 +45,7 @@ from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.mixed import scheme_tag
 from golflib.quant.posttrain import mixed_export, reserve_ms
-from golflib.quant.preflight import ESTIMATE_BAND, preflight_budget, preflight_line
+from golflib.quant.preflight import preflight_budget, preflight_line
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger, create_run_dir, write_json
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
@@ -177,19 +177,20 @@ def preflight_check(cfg: Config, rt: Runtime, log: RunLogger) -> dict | None:
     """Log the pre-flight byte budget (:func:`golflib.quant.preflight.preflight_budget`: the scored artifact of this
     config exported from Gaussian-row weights, plus :func:`counted_code` bytes) before the
     first step, on rank 0, and refuse to train — on every rank — when the estimate is over the limit by more than
-    the estimate's error band (``ESTIMATE_BAND``), unless ``ALLOW_OVER_BUDGET=1``. Returns the report (rank 0)."""
+    the estimate's error band (2% for scale-invariant recipes, 15% otherwise: :mod:`golflib.quant.preflight`),
+    unless ``ALLOW_OVER_BUDGET=1``. Returns the report (rank 0)."""
     rep, verdict = None, [None]
     if rt.master:
         n_code, source = counted_code(cfg)
         rep = preflight_budget(cfg, code_bytes=n_code, code_source=source)
         log.log(preflight_line(rep) + f" seconds:{rep['seconds']:.1f}")
-        if rep["bytes_total"] > SIZE_LIMIT * (1 + ESTIMATE_BAND):
+        if rep["bytes_total"] > SIZE_LIMIT * (1 + rep["band"]):
             verdict[0] = (f"pre-flight: {rep['bytes_total']:,} bytes estimated ({rep['weights']} weights), over the "
-                          f"{SIZE_LIMIT:,}-byte limit by more than the estimate's {ESTIMATE_BAND:.0%} band; change the "
+                          f"{SIZE_LIMIT:,}-byte limit by more than the estimate's {rep['band']:.0%} band; change the "
                           f"export recipe, or set ALLOW_OVER_BUDGET=1 to train anyway")
         elif not rep["fits"]:
             log.log(f"preflight:warning estimate over the limit by {-rep['headroom']:,} bytes, inside the estimate's "
-                    f"{ESTIMATE_BAND:.0%} band: check with golf budget --checkpoint after training")
+                    f"{rep['band']:.0%} band: check with golf budget --checkpoint after training")
     if rt.distributed:
         dist.broadcast_object_list(verdict, src=0)
     if verdict[0] and not cfg.train.allow_over_budget:

@@ -64,8 +64,9 @@ def recheck(entry: dict, n_targets: int, n_bytes: int) -> list[tuple[str, bool, 
     counts = rep.get("violation_counts", {})
     viol = rep.get("violations", [])
     rows = [("ledger report present", True, f"{rep.get('n_score_calls')} score / {rep.get('n_updates')} update calls"),
-            ("report consistent", bool(rep["legal"]) == (not viol) and (sum(counts.values()) == 0) == (not viol),
-             f"legal={rep['legal']} violations={len(viol)} counts={counts}")]
+            ("report consistent", bool(rep["legal"]) == (not viol and not rep.get("declared"))
+             and (sum(counts.values()) == 0) == (not viol),
+             f"legal={rep['legal']} violations={len(viol)} counts={counts} declared={len(rep.get('declared') or [])}")]
     for c, name in ((1, "C1 causal"), (2, "C2 normalized"), (3, "C3 score before update"), (4, "C4 single pass")):
         n = counts.get(f"C{c}", 0)
         first = next((v for v in viol if v["condition"] == c), None)
