@@ -182,8 +182,8 @@ def pr549() -> dict[str, Any]:
     bigram.proj / ve_shared.proj orthogonal with gain 1 (no 1/√(2L)); those two projections train in the scalar
     AdamW group (``EMBED_PROJ_OPTIMIZER=adam``) and are the only fake-quantized layers of its late QAT
     (``LATE_QAT_MODULES``), which stays on for the TTT steps (its class flag is never cleared). Parallel Muon
-    itself (sharded reduce-scatter, all-gather) is a systems change not reproduced: the same per-matrix math. Export: GPTQ-lite int6 per tensor, the
-    baseline int8 rule for the three tables, fp16 below 65,536 elements, lzma preset 6. Scored by score-first SGD
+    itself (sharded reduce-scatter, all-gather) is a systems change not reproduced: the same per-matrix math.
+    Export: GPTQ-lite int6 per tensor, the baseline int8 rule for the three tables, fp16 below 65,536 elements, lzma preset 6. Scored by score-first SGD
     TTT (lr 0.002, 3 epochs, 32,768-token chunks, freeze 0) over the ``legacy_stride`` window set.
     Published: legal TTT val_bpb 1.11922988 (seed 1337; mean 1.11937967), 26,928,220 parameters,
     15,977,386 bytes (seed 1337: model 15,887,928 + code 89,458).
@@ -328,8 +328,8 @@ def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
     ``scale`` in (0, 1]: ``MODEL_DIM`` → a multiple of 16 near ``scale·MODEL_DIM`` (heads halved until head_dim
     ≥ 8, GQA ratio kept where possible), vocab 1024 on the embedded corpus, seq 128, 2,048 tokens/step, table
     widths capped (``VE_DIM`` scaled, so it stays below the KV width as at full size), the size thresholds
-    ``ORTHO_INIT_MIN_DIM`` (× scale), ``KEEP_FLOAT_MAX_NUMEL`` and ``PRUNE_MAGNITUDE_MIN_NUMEL`` (× scale²) scaled, no wall-clock cap or compile
-    warm-up, 60 iterations; step-based recurrence starts at step 20 and an
+    ``ORTHO_INIT_MIN_DIM`` (× scale), ``KEEP_FLOAT_MAX_NUMEL`` and ``PRUNE_MAGNITUDE_MIN_NUMEL`` (× scale²) scaled,
+    no wall-clock cap or compile warm-up, 60 iterations; step-based recurrence starts at step 20 and an
     EMA decays at 0.9 (time scales shrink with the run); TTT keeps its kinds and learning rates with chunks of at
     most 1,024 tokens, 8 sequences per step, LoRA rank ≤ 8, 16 docs per LoRA batch and 16 phased prefix docs.
     Raises :class:`ConfigError` for a scale outside (0, 1].
@@ -352,7 +352,8 @@ def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
         **EMBEDDED_DATA, "VOCAB_SIZE": 1024, "MODEL_DIM": dim, "NUM_HEADS": heads, "NUM_KV_HEADS": kv,
         "ROPE_DIMS": min(m.rope_dims, hd) // 2 * 2, "GATE_WINDOW": min(m.gate_window, dim),
         "BIGRAM_VOCAB_SIZE": min(m.bigram_vocab_size, 512), "BIGRAM_DIM": min(m.bigram_dim, 32),
-        "VE_DIM": max(8, int(round(m.ve_dim * scale))), "TRAIN_SEQ_LEN": seq, "EVAL_SEQ_LEN": seq, "TRAIN_BATCH_TOKENS": 2048,
+        "VE_DIM": max(8, int(round(m.ve_dim * scale))), "TRAIN_SEQ_LEN": seq, "EVAL_SEQ_LEN": seq,
+        "TRAIN_BATCH_TOKENS": 2048,
         "GLOBAL_MICROBATCHES": 2, "VAL_BATCH_SIZE": 16384, "WARMUP_STEPS": 0, "MAX_WALLCLOCK_SECONDS": 0.0,
         "ITERATIONS": 60, "WARMDOWN_ITERS": 20, "MUON_MOMENTUM_WARMUP_STEPS": 20, "VAL_LOSS_EVERY": 0,
         "TRAIN_LOG_EVERY": 10, "EVAL_BATCH_SEQS": 32, "SWA_EVERY": min(t.swa_every, 2),

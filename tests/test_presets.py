@@ -55,10 +55,11 @@ def test_presets_of_ttt_records_enable_their_ttt():
 def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data):
     run = tmp_path / name
     args = ["--preset", name, "--scale", "0.125", "--run-dir", str(run),
-            "--set", f"DATA_PATH={embedded_data['data_path']}", "--set", f"TOKENIZER_PATH={embedded_data['tokenizer_path']}",
+            "--set", f"DATA_PATH={embedded_data['data_path']}",
+            "--set", f"TOKENIZER_PATH={embedded_data['tokenizer_path']}",
             "--set", "ITERATIONS=24", "--set", "VAL_LOSS_EVERY=24", "--set", "VAL_MAX_TOKENS=4096",
             "--set", "EVAL_STRIDE=0", "--set", "TRAIN_LOG_EVERY=24", "--set", "TRAIN_SEQ_LEN=64",
-            "--set", "EVAL_SEQ_LEN=64", "--set", "TRAIN_BATCH_TOKENS=1024"]
+            "--set", "EVAL_SEQ_LEN=64", "--set", "TRAIN_BATCH_TOKENS=1024", "--set", "VAL_BATCH_SIZE=2048"]
     if name == "cpu-tiny":
         args[3] = "1.0"  # already CPU-sized
     assert train_main(args) == 0

@@ -24,7 +24,8 @@ def test_result_json_carries_every_protocol_with_its_ledger(ttt_run):
     n = slide["tokens"]  # the stream truncated at EVAL_SEQ_LEN (256), as TTT's
     assert n == 3840 and res["val_tokens"] == 4032  # VAL_MAX_TOKENS=4096 truncated at 256 / at TRAIN_SEQ_LEN=64
     for entry in (res["pre_quant"], res["quantized"]["standard"], res["mixed_artifact"]["standard"], slide):
-        assert entry["ledger"]["legal"] and entry["ledger"]["n_scored"] == entry["tokens"] == entry["ledger"]["n_targets"]
+        led = entry["ledger"]
+        assert led["legal"] and led["n_scored"] == entry["tokens"] == led["n_targets"]
         assert entry["ledger"]["n_updates"] == 0 and entry["ledger"]["stream_order"]
     ttt = res["ttt"]
     assert set(ttt) == {"chunked", "lora", "phased", "seconds"}
@@ -52,7 +53,8 @@ def test_golf_audit_rechecks_reports_and_runs_the_perturbation_test(ttt_run):
     out = audit_run(ttt_run, perturb=True, slice_tokens=1024, cuts=1, echo=lines.append)
     v = {k: p["verdict"] for k, p in out["protocols"].items()}
     assert v == {"pre_quant": "PASS", "pre_quant_live": "PASS", "quantized/standard": "PASS", "mixed/standard": "PASS",
-                 "mixed/sliding": "PASS", "ttt/chunked": "PASS", "ttt/lora": "PASS (declared order)", "ttt/phased": "PASS (declared order)",
+                 "mixed/sliding": "PASS", "ttt/chunked": "PASS", "ttt/lora": "PASS (declared order)",
+                 "ttt/phased": "PASS (declared order)",
                  "ngram/sliding": "PASS", "ngram/chunked": "PASS", "ngram/lora": "PASS (declared order)"}
     p = out["protocols"]
     assert p["ttt/chunked"]["perturbation"]["causal"] and p["ttt/chunked"]["perturbation"]["mode"] == "rows"

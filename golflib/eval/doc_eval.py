@@ -68,7 +68,8 @@ def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_le
     ``ledger`` (strict, stream order when None), the truncated tail is declared there with
     :meth:`golflib.eval.ledger.Ledger.skip`; ``nll_out`` (float ``[n_targets]``) receives this rank's NLLs.
     Returns the all-reduced :class:`EvalResult` (mode ``standard_doc``; ``details``: batch sequences, dropped
-    targets). Raises ``ValueError`` when a rank's batch holds no whole sequence (as the record).
+    targets). Raises ``ValueError`` when a rank's batch holds no whole sequence (as the record) or a rank's share of
+    val holds no whole batch (the record would score nothing).
     """
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -87,6 +88,11 @@ def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_le
     if not kept.all():
         ledger.skip(np.flatnonzero(~kept), DOC_EVAL_TRUNCATION)
     s0, s1 = ranges[rank]
+    if s1 <= s0:
+        raise ValueError(f"VAL_BATCH_SIZE={batch_tokens}: each rank's batch holds {per_batch} sequences of "
+                         f"EVAL_SEQ_LEN={seq_len} but rank {rank} holds only {(n // seq_len) // world_size} whole "
+                         f"sequences of the {n:,} val targets, so nothing would be scored; lower VAL_BATCH_SIZE "
+                         f"(or raise VAL_MAX_TOKENS)")
     luts = luts.to(device)
     acc = BPBAccumulator(device)
     was_training = model.training

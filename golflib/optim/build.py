@@ -1,11 +1,11 @@
 """The baseline optimizer split (SPEC §2.4).
 
-| group            | params                                                  | optimizer | LR / WD                       |
-|------------------|---------------------------------------------------------|-----------|-------------------------------|
-| token embedding  | ``tok_emb`` (+ BigramHash / VE tables)                  | AdamW     | TIED_EMBED_LR or EMBED_LR / EMBED_WD |
-| untied head      | ``lm_head.weight``                                      | AdamW     | HEAD_LR / EMBED_WD            |
-| matrices         | other 2-D params not matching a control name            | Muon      | MATRIX_LR / MUON_WD           |
-| scalars/control  | vectors, gains, gates, lambdas, skip weights            | AdamW     | SCALAR_LR / ADAM_WD           |
+| group           | params                                          | optimizer | LR / WD                              |
+|-----------------|-------------------------------------------------|-----------|--------------------------------------|
+| token embedding | ``tok_emb`` (+ BigramHash / VE tables)          | AdamW     | TIED_EMBED_LR or EMBED_LR / EMBED_WD |
+| untied head     | ``lm_head.weight``                              | AdamW     | HEAD_LR / EMBED_WD                   |
+| matrices        | other 2-D params not matching a control name    | Muon      | MATRIX_LR / MUON_WD                  |
+| scalars/control | vectors, gains, gates, lambdas, skip weights    | AdamW     | SCALAR_LR / ADAM_WD                  |
 
 ``EMBED_PROJ_OPTIMIZER=adam`` moves the BigramHash / value-embedding projections (``bigram.proj``,
 ``ve_shared.proj``) from Muon to the scalar AdamW group, as #549 and #1019 do (their Muon only sees the four

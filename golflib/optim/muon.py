@@ -44,7 +44,8 @@ def ns_coefficients(kind: str, steps: int) -> list[tuple[float, float, float]]:
 
 
 def zeropower_via_newtonschulz5(g: Tensor, steps: int = 5, eps: float = 1e-7,
-                                dtype: torch.dtype = torch.bfloat16, coeffs: str = "ns5", banked: bool = False) -> Tensor:
+                                dtype: torch.dtype = torch.bfloat16, coeffs: str = "ns5",
+                                banked: bool = False) -> Tensor:
     """Approximate the orthogonal polar factor ``U Vᵀ`` of a 2-D matrix ``g`` ([rows, cols]).
 
     ``X = g/(‖g‖_F + eps)`` in ``dtype`` (bf16 like the records; pass fp32 for exact tests), transposed so that

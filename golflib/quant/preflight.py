@@ -18,7 +18,8 @@ counted code bytes. The weights are either
   published artifact and with trained checkpoints.
 
 With ``PRUNE_TARGET_BYTES`` set, ±1 pruning runs as in the export, so the estimate is after pruning (when even
-pruning every ±1 code cannot reach the target, the unpruned bytes are reported, with the reason under ``prune``). All byte counts are decimal; the limit is strict (``<``).
+pruning every ±1 code cannot reach the target, the unpruned bytes are reported, with the reason under ``prune``).
+All byte counts are decimal; the limit is strict (``<``).
 """
 
 from __future__ import annotations

@@ -139,7 +139,8 @@ def check_seed(run: SeedRun, key: str, code_bytes: int, *, track: str = "10min_1
         if not isinstance(rep, dict):
             bad.append(f"{name}: no legality report")
             continue
-        declared_only = not rep.get("legal") and rep.get("legal_except_declared") and not rep.get("violations")
+        declared_only = (not rep.get("legal") and rep.get("legal_except_declared") and rep.get("declared")
+                         and not rep.get("violations"))
         if declared_only and name != key:  # a record's known deviation in a protocol the record does not claim
             noted.append(f"{name}: declared {[d['kind'] for d in rep.get('declared', [])]}")
         elif not rep.get("legal") or rep.get("violations") or rep.get("n_scored") != rep.get("n_targets"):

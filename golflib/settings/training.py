@@ -114,7 +114,7 @@ class TrainConfig:
     late_qat_after_backward: bool = False  # switch on after the crossing step's backward (#461), not before it
     late_qat_in_ttt: bool = False  # keep the fake quantizer on for TTT training steps (#549 never clears its flag)
     init_checkpoint: str = ""  # safetensors state dict loaded over the init before training ("" = the model's init)
-    preflight_budget: bool = True  # estimate the scored artifact's bytes before the first step (golflib.quant.preflight)
+    preflight_budget: bool = True  # estimate the scored artifact's bytes before step 1 (golflib.quant.preflight)
     counted_code_bytes: int = 0  # code bytes a submission counts (golf train: the bundle's); 0 = this core's own
     allow_over_budget: bool = False  # train even when the pre-flight estimate is clearly over 16,000,000 bytes
 

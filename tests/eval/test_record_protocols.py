@@ -202,6 +202,9 @@ def test_doc_isolated_eval_rank_split_and_errors():
     assert [p.tokens for p in parts] == [256, 256] and whole.tokens == 512
     with pytest.raises(ValueError, match="less than one sequence"):
         eval_doc_isolated(model, toks, luts(), seq_len=32, batch_tokens=64, grad_accum_steps=4)
+    # 18 sequences per rank, 32 per batch: the record would score nothing; refused, naming the field
+    with pytest.raises(ValueError, match=r"VAL_BATCH_SIZE=1024: each rank's batch holds 32 sequences .* only 18"):
+        eval_doc_isolated(model, toks, luts(), seq_len=32, batch_tokens=1024)
 
 
 # ---- #1855 phased TTT ----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from conftest import REPO, TINY, run_golf_train, set_args
 from golflib.record.compliance import ComplianceError, check_record, require_compliant
 from golflib.record.minify import extract
 from golflib.record.script import MAX_COMPRESSED_BYTES, make_script
+from golflib.record.results import resolve_score_key, score_entry
 from golflib.record.seeds import collect_seeds
 from golflib.config import Config
 
@@ -77,7 +78,8 @@ def test_package_and_bundle_are_equivalent(tmp_path, embedded_data):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     a = json.loads((pkg_run / "result.json").read_text())
     b = json.loads((empty / "run" / "result.json").read_text())
-    for path in (("pre_quant",), ("quantized", "standard"), ("mixed_artifact", "standard"), ("mixed_artifact", "sliding")):
+    for path in (("pre_quant",), ("quantized", "standard"), ("mixed_artifact", "standard"),
+                 ("mixed_artifact", "sliding")):
         ea, eb = a, b
         for k in path:
             ea, eb = ea[k], eb[k]
@@ -108,8 +110,13 @@ def test_seeds_runner_keeps_every_seed(seeds_dir):
     for run, row in zip(s.runs, rows):
         res = run.result
         assert res["code_bytes"] == script.stat().st_size  # each seed counted the script that ran it
-        assert res["bytes_total"] == res["artifact"]["artifact_bytes"] + script.stat().st_size == row["bytes_total"]
-        assert row["val_bpb"] == res["quantized"]["standard"]["val_bpb"] and row["eval_mode"] == "standard"
+        assert res["bytes_total"] == res["artifact"]["artifact_bytes"] + script.stat().st_size  # the int8 artifact
+        # the row is the scored artifact (cpu-tiny exports the records' mixed format) under its standard round trip
+        assert res["scored_artifact"] == "mixed" and resolve_score_key(res) == "mixed/standard"
+        mixed = res["mixed_artifact"]
+        assert row["bytes_total"] == mixed["artifact_bytes"] + script.stat().st_size == mixed["bytes_total"]
+        assert row["val_bpb"] == mixed["standard"]["val_bpb"] and row["eval_mode"] == "standard"
+        assert row["quantized_bpb"] == res["quantized"]["standard"]["val_bpb"]
         assert res["val_max_tokens"] == 0 and run.meta["bundled"] is True
     assert rows[0]["val_bpb"] != rows[1]["val_bpb"]  # different seeds, different runs
     summary = plan["table"]["summary"]
@@ -154,8 +161,9 @@ def test_record_folder_runs_from_inside(seeds_dir, tmp_path, embedded_data):
                           text=True, timeout=600, env={**os.environ, **_poison(tmp_path)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rerun = json.loads((folder / "rerun" / "result.json").read_text())
-    assert rerun["quantized"]["standard"]["val_bpb"] == pytest.approx(per[0]["val_bpb"], abs=1e-9)
-    assert rerun["bytes_total"] == per[0]["bytes_total"]
+    entry, art = score_entry(rerun, resolve_score_key(rerun))
+    assert entry["val_bpb"] == pytest.approx(per[0]["val_bpb"], abs=1e-9)
+    assert art["artifact_bytes"] + sub["bytes_code"] == per[0]["bytes_total"]
     # never overwritten
     proc = _golf(["record", str(seeds_dir), "--name", "TinySmoke", "--records-root", str(records),
                   "--date", "2026-01-02"], cwd=REPO)
