@@ -178,13 +178,13 @@ def pr549() -> dict[str, Any]:
     """#549 (abaybektursun) [R:2026-03-23_LeakyReLU_LegalTTT_ParallelMuon], as run (README command): #414 with
     LeakyReLU(0.5)², BigramHash 1536×128, 9,000 iterations. Its parameter banks (#399) change three things that are
     kept here: the block Q/K/V/MLP-up matrices are orthogonal at any shape (``ORTHO_INIT_BANKED``), Muon keeps
-    its momentum in bf16 (``MUON_BANKED``), and
-    bigram.proj / ve_shared.proj orthogonal with gain 1 (no 1/√(2L)); those two projections train in the scalar
-    AdamW group (``EMBED_PROJ_OPTIMIZER=adam``) and are the only fake-quantized layers of its late QAT
-    (``LATE_QAT_MODULES``), which stays on for the TTT steps (its class flag is never cleared). Parallel Muon
-    itself (sharded reduce-scatter, all-gather) is a systems change not reproduced: the same per-matrix math.
-    Export: GPTQ-lite int6 per tensor, the baseline int8 rule for the three tables, fp16 below 65,536 elements, lzma preset 6. Scored by score-first SGD
-    TTT (lr 0.002, 3 epochs, 32,768-token chunks, freeze 0) over the ``legacy_stride`` window set.
+    its momentum in bf16 (``MUON_BANKED``), and bigram.proj / ve_shared.proj are orthogonal with gain 1 (no
+    1/√(2L)); those two projections train in the scalar AdamW group (``EMBED_PROJ_OPTIMIZER=adam``) and are the
+    only fake-quantized layers of its late QAT (``LATE_QAT_MODULES``), which stays on for the TTT steps (its class
+    flag is never cleared). Parallel Muon itself (sharded reduce-scatter, all-gather) is a systems change not
+    reproduced: the same per-matrix math. Export: GPTQ-lite int6 per tensor, the baseline int8 rule for the three
+    tables, fp16 below 65,536 elements, lzma preset 6. Scored by score-first SGD TTT (lr 0.002, 3 epochs,
+    32,768-token chunks, freeze 0) over the ``legacy_stride`` window set.
     Published: legal TTT val_bpb 1.11922988 (seed 1337; mean 1.11937967), 26,928,220 parameters,
     15,977,386 bytes (seed 1337: model 15,887,928 + code 89,458).
     """

@@ -33,6 +33,7 @@ from golflib.eval.doc_eval import eval_doc_isolated
 from golflib.eval.ngram_eval import run_configured_ngram
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_configured_ttt
+from golflib.model.attention import DENSE_MASK_MAX_ELEMENTS, FLASH_VARLEN_FN, cu_seqlens_padded
 from golflib.model.gpt import GPT, count_params
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.optim.build import build_optimizers
@@ -236,6 +237,13 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
     base_model = base_model.to(rt.device)
     cast_model_for_device(base_model, rt.device, CONTROL_PATTERNS)
     compiled = should_compile(tc.use_compile, rt.device)
+    if compiled and tc.train_loader == "packed" and not (rt.is_cuda and FLASH_VARLEN_FN is not None):
+        row = tc.train_batch_tokens // (rt.world_size * accum)  # one flat row per rank and micro-step
+        if row * row > DENSE_MASK_MAX_ELEMENTS:
+            raise ValueError(f"TRAIN_LOADER=packed with USE_COMPILE on {rt.device} and no FlashAttention varlen "
+                             f"kernel: a compiled step would attend through a dense [{row}, {row}] mask (rows of "
+                             f"TRAIN_BATCH_TOKENS / (world · microbatches) = {row} tokens); install flash_attn, "
+                             f"set USE_COMPILE=0, or lower TRAIN_BATCH_TOKENS")
     model = torch.compile(base_model, dynamic=False, fullgraph=True) if compiled else base_model
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -257,7 +265,7 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
 
     def new_loader():
         return make_loader(tc.train_loader, cfg.data.train_glob, rt.rank, rt.world_size, rt.device, mc.vocab_size,
-                           seed=tc.seed, bos_id=mc.bos_id)
+                           bos_id=mc.bos_id)
 
     def zero_grad() -> None:
         for o in optimizers:
@@ -269,8 +277,11 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
             if rt.distributed:
                 model.require_backward_grad_sync = micro == accum - 1
             x, y, doc_ids = loader.next_batch(tc.train_batch_tokens, tc.train_seq_len, accum)
+            doc_kw = {}
+            if doc_ids is not None:  # varlen boundaries computed here, outside the compiled graph (as #1855)
+                doc_kw = dict(doc_ids=doc_ids, cu_seqlens=cu_seqlens_padded(doc_ids), max_seqlen=tc.train_seq_len)
             with autocast(rt.device):
-                loss = model(x, y, doc_ids=doc_ids)
+                loss = model(x, y, **doc_kw)
             total += loss.detach()
             (loss * grad_scale).backward()
         return total / accum

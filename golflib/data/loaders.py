@@ -291,8 +291,12 @@ class DocumentPackingLoader:
         if self.file_idx == 0 and hasattr(self, "tokens"):
             self.epochs += 1
         self.tokens = load_shard(self.files[self.file_idx], self.vocab_size)
-        bos = np.flatnonzero(np.asarray(self.tokens) == self.bos)
-        self.pos = int(bos[0]) if bos.size else 0
+        self.pos = 0
+        for a in range(0, self.tokens.size, 1 << 20):  # the first BOS, read in 1M-token pieces (shards: 100M)
+            hit = np.flatnonzero(np.asarray(self.tokens[a:a + (1 << 20)]) == self.bos)
+            if hit.size:
+                self.pos = a + int(hit[0])
+                break
 
     def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int):
         """``(x, y, doc_ids)``, each int64 ``[1, local]``."""
@@ -314,13 +318,12 @@ class DocumentPackingLoader:
 
 
 def make_loader(kind: str, pattern: str, rank: int, world_size: int, device="cpu", vocab_size: int | None = None,
-                seed: int | None = None, bos_id: int = 1):
+                bos_id: int = 1):
     """Construct the ``TRAIN_LOADER`` named ``kind`` (sequential | coprime | shuffled | packed).
 
-    ``seed`` is accepted and ignored: no record's loader depends on SEED (coprime: the shard path hash; shuffled:
-    the rank), so golflib's do not either. Raises ``ValueError`` for an unknown kind.
+    No loader takes SEED: no record's does (coprime: the shard path hash; shuffled: the rank). Raises
+    ``ValueError`` for an unknown kind.
     """
-    del seed
     if kind == "sequential":
         return DistributedTokenLoader(pattern, rank, world_size, device, vocab_size)
     if kind == "coprime":

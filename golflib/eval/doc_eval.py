@@ -7,8 +7,8 @@ inside each of those pieces, every ``max_len`` tokens from the piece's start. At
 :func:`eval_doc_isolated`: the target stream is viewed as ``N // L`` sequences of ``L = seq_len`` targets, split
 contiguously across ranks, and each rank's range is truncated to a whole number of batches of
 ``batch_tokens // (world_size · grad_accum_steps) // L`` sequences (#1855 drops the rest: ~0.4 % of sp8192 val at
-full size). Each batch is ONE row of ``batches · L`` tokens segmented as above, so a document that crosses a sequence
-boundary keeps its context. The dropped positions are declared in the ledger (``Ledger.skip``).
+full size). Each batch is ONE row of ``batch_seqs · L`` tokens segmented as above, so a document that crosses a
+sequence boundary keeps its context. The dropped positions are declared in the ledger (``Ledger.skip``).
 """
 
 from __future__ import annotations
@@ -87,12 +87,14 @@ def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_le
         kept[a * seq_len:b * seq_len] = True
     if not kept.all():
         ledger.skip(np.flatnonzero(~kept), DOC_EVAL_TRUNCATION)
-    s0, s1 = ranges[rank]
-    if s1 <= s0:
+    short = [r for r, (a, b) in enumerate(ranges) if b <= a]
+    if short:  # every rank decides the same (the ranges are computed for all): no rank waits in the all-reduce
+        held = (n // seq_len) * (short[0] + 1) // world_size - (n // seq_len) * short[0] // world_size
         raise ValueError(f"VAL_BATCH_SIZE={batch_tokens}: each rank's batch holds {per_batch} sequences of "
-                         f"EVAL_SEQ_LEN={seq_len} but rank {rank} holds only {(n // seq_len) // world_size} whole "
-                         f"sequences of the {n:,} val targets, so nothing would be scored; lower VAL_BATCH_SIZE "
-                         f"(or raise VAL_MAX_TOKENS)")
+                         f"EVAL_SEQ_LEN={seq_len} but rank {short[0]} holds only {held} whole sequences of the "
+                         f"{n:,} val targets, so nothing would be scored; lower VAL_BATCH_SIZE (or raise "
+                         f"VAL_MAX_TOKENS)")
+    s0, s1 = ranges[rank]
     luts = luts.to(device)
     acc = BPBAccumulator(device)
     was_training = model.training

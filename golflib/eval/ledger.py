@@ -17,7 +17,7 @@ Positions are *target positions*: target position ``t`` is scored by the distrib
   positions never scored (#568, #713, #991).
 
 In strict mode the first violation raises :class:`LegalityError` naming the condition, the position and the call,
-before the ledger's state changes. A protocol that reproduces a record's *known* deviation declares it instead of
+before the offending call's positions are recorded (only the call counter has moved). A protocol that reproduces a record's *known* deviation declares it instead of
 hiding it: ``score(..., repeat=reason)`` for positions the record scores again (the pre-#1218 sliding tail, SPEC
 §3.A1 ⚠) and :meth:`Ledger.skip` for positions it never scores (#1855's truncation of its diagnostic eval to whole
 batches). Declared deviations do not raise, are listed apart from the violations, and make the report not
@@ -69,7 +69,8 @@ class Ledger:
 
     ``order``: optional int array ``[n_targets]``, the rank of each target in the evaluation order (default:
     stream order, rank = position). ``strict``: raise :class:`LegalityError` at the first violation; otherwise
-    violations are collected for :meth:`report`. Memory: one byte per target (+ 8 bytes with ``order``).
+    violations are collected for :meth:`report`. Memory: two bytes per target (+ 8 bytes with ``order``, + 1 per
+    declared repeat reason).
     """
 
     def __init__(self, n_targets: int, strict: bool = True, order=None):
@@ -142,6 +143,20 @@ class Ledger:
             dup = np.zeros(pos.size, dtype=bool)
             dup[srt[1:]] = pos[srt[1:]] == pos[srt[:-1]]
             seen |= dup
+        # C1: the state already consumed a position ranked at or after this one
+        state = self._state_max() if check_state else None
+        bad = self._rank(pos) <= state[0] if state is not None else None
+        # both checks flag (strict: raise) before this call's positions are recorded anywhere
+        if seen.any() and not repeat:
+            i = int(np.flatnonzero(seen)[0])
+            self._flag(4, int(pos[i]), call, f"position scored again (single pass); {int(seen.sum())} repeated "
+                       f"position(s) in this call", int(seen.sum()))
+        if bad is not None and bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            self._flag(1, int(pos[i]), call,
+                       f"scored after the adaptive state was updated with position {state[1]} (rank {state[0]} "
+                       f">= rank {int(self._rank(pos[i:i + 1])[0])} of the scored position); "
+                       f"{int(bad.sum())} such position(s) in this call", int(bad.sum()))
         if seen.any() and repeat:
             entry = self._declared.setdefault(("repeat", repeat), {"positions": 0, "scores": 0, "_mask": None})
             if entry["_mask"] is None:
@@ -151,19 +166,6 @@ class Ledger:
             entry["scores"] += int(seen.sum())
         elif seen.any():
             self._repeats += int(seen.sum())
-            i = int(np.flatnonzero(seen)[0])
-            self._flag(4, int(pos[i]), call, f"position scored again (single pass); {int(seen.sum())} repeated "
-                       f"position(s) in this call", int(seen.sum()))
-        # C1: the state already consumed a position ranked at or after this one
-        state = self._state_max() if check_state else None
-        if state is not None:
-            bad = self._rank(pos) <= state[0]
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                self._flag(1, int(pos[i]), call,
-                           f"scored after the adaptive state was updated with position {state[1]} (rank {state[0]} "
-                           f">= rank {int(self._rank(pos[i:i + 1])[0])} of the scored position); "
-                           f"{int(bad.sum())} such position(s) in this call", int(bad.sum()))
         np.add.at(self._scored, pos[self._scored[pos] < 255], 1)
 
     def update(self, positions, persistent: bool = False) -> None:

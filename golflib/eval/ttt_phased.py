@@ -44,11 +44,14 @@ from golflib.runtime import autocast
 
 def phase_boundaries(prefix_docs: int, num_phases: int, n_docs: int) -> list[int]:
     """Document counts ``P·(i + 1) // num_phases`` for ``i < num_phases`` with ``P = min(prefix_docs, n_docs)``,
-    in order, repeats and zeros kept as #1855 keeps them (each is one phase); ``[]`` when ``P = 0``."""
+    in order, repeats and zeros kept as #1855 keeps them (each is one phase); ``[]`` when ``P = 0``. Raises
+    ``ValueError`` for ``num_phases < 1`` (PHASED_TTT_NUM_PHASES)."""
+    if num_phases < 1:
+        raise ValueError(f"PHASED_TTT_NUM_PHASES={num_phases}: expected >= 1")
     prefix = min(prefix_docs, n_docs)
     if prefix <= 0:
         return []
-    return [prefix * (i + 1) // num_phases for i in range(max(1, num_phases))]
+    return [prefix * (i + 1) // num_phases for i in range(num_phases)]
 
 
 def phase_documents(scored: np.ndarray, segments: np.ndarray, boundary: int) -> np.ndarray:

@@ -4,8 +4,9 @@
 ``H_kv < H``) and returns ``[B, T, H, D]``. With ``doc_ids`` (int ``[B, T]``, non-decreasing along T) attention is
 also restricted to keys of the same document (VarLen-style isolation, SPEC §3.D6). The backend is automatic:
 FlashAttention 3 (``flash_attn_interface``) or 2 (``flash_attn``) for CUDA tensors in fp16/bf16 (varlen kernel when
-``doc_ids`` is given); PyTorch SDPA everywhere else — the tested fallback — which with ``doc_ids`` runs each document
-segment as one row of a padded batch (a dense block-diagonal mask only inside a compiled graph).
+``doc_ids`` is given; inside a compiled graph with the boundaries precomputed by :func:`cu_seqlens_padded`, as
+#1855); PyTorch SDPA everywhere else — the tested fallback — which with ``doc_ids`` runs each document segment as
+one row of a padded batch (a dense block-diagonal mask only inside a compiled graph, refused when it is huge).
 """
 
 from __future__ import annotations
@@ -41,40 +42,85 @@ def attention_backend(q: Tensor) -> str:
     return "sdpa"
 
 
+CU_BUCKET = 64  # #1855 pads cu_seqlens to a multiple of 64 entries: a handful of shapes, so few recompiles
+DENSE_MASK_MAX_ELEMENTS = 1 << 27  # a compiled graph without varlen attention: refuse a mask above 128 M entries
+
+
+def cu_seqlens_padded(doc_ids: Tensor, bucket: int = CU_BUCKET) -> Tensor:
+    """The FlashAttention varlen boundaries of a packed batch, computed eagerly (outside a compiled graph), as
+    #1855's ``_build_cu_seqlens``: int32 ``[P]`` flat start offsets of every segment (maximal run of one id inside
+    a row of ``doc_ids`` int ``[B, T]``) then ``B·T``, padded with ``B·T`` (empty trailing segments) to ``P``, the
+    next multiple of ``bucket``. Pass it to the model with ``max_seqlen`` (the segment length cap, TRAIN_SEQ_LEN)
+    so a compiled graph calls the varlen kernel with static shapes."""
+    if doc_ids.dim() != 2:
+        raise ValueError(f"cu_seqlens_padded: expected doc_ids [B, T], got shape {tuple(doc_ids.shape)}")
+    b, t = doc_ids.shape
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    flat = starts.reshape(-1).nonzero().squeeze(-1).to(torch.int32)
+    n = flat.numel() + 1
+    padded = -(-n // bucket) * bucket
+    cu = torch.full((padded,), b * t, dtype=torch.int32, device=doc_ids.device)
+    cu[:flat.numel()] = flat
+    return cu
+
+
 class Segments:
     """Document ids ``[B, T]`` of a packed batch with the derived attention structures, computed once per forward
     and shared by every layer: the segments (maximal runs of one id inside a row) as flat start/length arrays, a
     gather index that packs them into a right-padded ``[S, L_max]`` batch for SDPA, ``cu_seqlens`` for the
-    FlashAttention varlen kernel, and (for a compiled graph, where shapes must not depend on the data) a boolean
-    ``[B, 1, T, T]`` mask (key s visible from query t iff ``s <= t`` and same document)."""
+    FlashAttention varlen kernel, and (for a compiled graph without varlen attention, where shapes must not depend
+    on the data) a boolean ``[B, 1, T, T]`` mask (key s visible from query t iff ``s <= t`` and same document).
 
-    def __init__(self, doc_ids: Tensor):
+    ``cu_seqlens`` (int32, :func:`cu_seqlens_padded`) and ``max_len`` (the longest segment, an upper bound is
+    enough) may be given precomputed, as a compiled training step must: the varlen kernel then runs inside the
+    graph, as #1855's. Without them they are derived eagerly (the exact longest segment)."""
+
+    def __init__(self, doc_ids: Tensor, cu_seqlens: Tensor | None = None, max_len: int = 0):
         self.doc_ids = doc_ids
         self._mask: Tensor | None = None
         self._cu: tuple[Tensor, int] | None = None
+        if cu_seqlens is not None:
+            if max_len <= 0:
+                raise ValueError(f"Segments: precomputed cu_seqlens need max_len > 0 (the segment length cap), "
+                                 f"got {max_len}")
+            self._cu = (cu_seqlens, int(max_len))
         self._packing: tuple[Tensor, Tensor, Tensor] | None = None
 
     @property
+    def precomputed(self) -> bool:
+        """True when ``cu_seqlens`` came with the batch (usable inside a compiled graph)."""
+        return self._cu is not None
+
+    @property
     def mask(self) -> Tensor:
+        """Boolean ``[B, 1, T, T]`` block-diagonal causal mask. Raises ``ValueError`` above
+        :data:`DENSE_MASK_MAX_ELEMENTS` entries (a flat packed row of 98,304 tokens would need 9.7 GB)."""
         if self._mask is None:
-            t = self.doc_ids.size(1)
+            b, t = self.doc_ids.shape
+            if b * t * t > DENSE_MASK_MAX_ELEMENTS:
+                raise ValueError(f"document-isolated attention inside a compiled graph without the FlashAttention "
+                                 f"varlen kernel needs a dense [{b}, 1, {t}, {t}] mask ({b * t * t:,} entries, over "
+                                 f"{DENSE_MASK_MAX_ELEMENTS:,}): install flash_attn (3 on Hopper), or set USE_COMPILE=0 "
+                                 f"(eager attention packs the segments), or use shorter rows")
             causal = torch.ones(t, t, dtype=torch.bool, device=self.doc_ids.device).tril()
             self._mask = (causal[None] & (self.doc_ids[:, :, None] == self.doc_ids[:, None, :]))[:, None]
         return self._mask
 
     def _starts(self) -> Tensor:
-        b, t = self.doc_ids.shape
         starts = torch.ones_like(self.doc_ids, dtype=torch.bool)
         starts[:, 1:] = self.doc_ids[:, 1:] != self.doc_ids[:, :-1]
         return starts.reshape(-1).nonzero().squeeze(-1)
 
     @property
     def cu_seqlens(self) -> tuple[Tensor, int]:
+        """``(cu_seqlens int32 [S + 1 or padded], max_len)`` for the varlen kernel (eager: the exact longest
+        segment; precomputed: as given)."""
         if self._cu is None:
             b, t = self.doc_ids.shape
             flat = self._starts().to(torch.int32)
             cu = torch.cat([flat, torch.tensor([b * t], dtype=torch.int32, device=flat.device)])
-            self._cu = (cu, t)  # segments never exceed a row: T is a static upper bound (no .item())
+            self._cu = (cu, int((cu[1:] - cu[:-1]).max()))
         return self._cu
 
     @property
@@ -123,7 +169,8 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, doc_ids: Tensor | Segments
         doc_ids = Segments(doc_ids)
     backend = attention_backend(q)
     if backend != "sdpa":
-        if doc_ids is not None and not torch.compiler.is_compiling():  # nonzero() has a data-dependent shape
+        # inside a compiled graph only precomputed boundaries (nonzero() has a data-dependent shape)
+        if doc_ids is not None and (doc_ids.precomputed or not torch.compiler.is_compiling()):
             return _varlen(q, k, v, doc_ids)
         if doc_ids is None:
             out = FLASH_FN(q, k, v, causal=True)

@@ -95,7 +95,8 @@ class GPT(nn.Module):
         zero; with ``ORTHO_INIT`` every other linear whose two dims are ``>= ORTHO_INIT_MIN_DIM`` is orthogonal with
         gain 1, and with ``ORTHO_PROJ_SCALE`` one named ``*.proj`` (the bigram/VE projections, whose zero init it
         overrides, as #287/#414/#461 do) is scaled by ``1/sqrt(2L)``; with ``ORTHO_INIT_BANKED`` the block Q/K/V/MLP-up
-        matrices are orthogonal whatever their shape (#549/#1855 initialise their parameter banks slice by slice);
+        matrices are orthogonal whatever their shape (#549/#1855 initialise their parameter banks slice by slice;
+        it needs ``ORTHO_INIT``, refused otherwise);
         ``PROJ_INIT=scaled`` output projections are orthogonal with gain ``1/sqrt(2L)``; the rest keeps PyTorch's
         default."""
         cfg = self.cfg
@@ -109,13 +110,13 @@ class GPT(nn.Module):
             in_bank = cfg.ortho_init_banked and name.startswith("blocks.") and name.endswith(banked)
             if getattr(m, "_zero_init", False):
                 nn.init.zeros_(m.weight)
+            elif getattr(m, "_scaled_init", False):  # PROJ_INIT=scaled, whatever ORTHO_INIT / ORTHO_PROJ_SCALE
+                nn.init.orthogonal_(m.weight, gain=scale)
             elif cfg.ortho_init and (in_bank or min(m.weight.shape) >= cfg.ortho_init_min_dim):
                 nn.init.orthogonal_(m.weight, gain=1.0)
                 if cfg.ortho_proj_scale and name.endswith(".proj"):  # #162/#287: output-side projections
                     with torch.no_grad():
                         m.weight.mul_(scale)
-            elif getattr(m, "_scaled_init", False):
-                nn.init.orthogonal_(m.weight, gain=scale)
 
     def _scale_shared_core_grads(self) -> None:
         """#461: a core used by n logical layers gets its gradient scaled by 1/n."""
@@ -177,12 +178,15 @@ class GPT(nn.Module):
             x = self.smear(x, input_ids)
         return x
 
-    def hidden(self, input_ids: Tensor, adapter: Adapter | None = None, doc_ids: Tensor | None = None) -> Tensor:
+    def hidden(self, input_ids: Tensor, adapter: Adapter | None = None, doc_ids: Tensor | None = None,
+               cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
         """Final-norm output ``[B, T, model_dim]`` (the input of the logit projection). ``doc_ids`` (int
-        ``[B, T]``) restricts attention to each token's own document."""
+        ``[B, T]``) restricts attention to each token's own document; ``cu_seqlens`` (int32, from
+        :func:`golflib.model.attention.cu_seqlens_padded`) with ``max_seqlen`` (the segment length cap) are its
+        precomputed varlen boundaries, which a compiled training step passes (as #1855)."""
         cfg = self.cfg
-        if doc_ids is not None:
-            doc_ids = Segments(doc_ids)  # mask / cu_seqlens built once, shared by every layer
+        if doc_ids is not None:  # mask / cu_seqlens built once, shared by every layer
+            doc_ids = Segments(doc_ids, cu_seqlens, max_seqlen)
         x = self.embed(input_ids)
         x0 = x
         ve_base = self.ve_shared(input_ids) if self.ve_shared is not None else None
@@ -268,9 +272,10 @@ class GPT(nn.Module):
         c = self.cfg.logit_softcap
         return c * torch.tanh(z.float() / c)
 
-    def logits(self, input_ids: Tensor, adapter: Adapter | None = None, doc_ids: Tensor | None = None) -> Tensor:
-        """Soft-capped fp32 logits ``[B, T, vocab]``."""
-        return self.logits_from_hidden(self.hidden(input_ids, adapter, doc_ids), adapter)
+    def logits(self, input_ids: Tensor, adapter: Adapter | None = None, doc_ids: Tensor | None = None,
+               cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
+        """Soft-capped fp32 logits ``[B, T, vocab]`` (arguments as :meth:`hidden`)."""
+        return self.logits_from_hidden(self.hidden(input_ids, adapter, doc_ids, cu_seqlens, max_seqlen), adapter)
 
     def token_nll(self, input_ids: Tensor, target_ids: Tensor, adapter: Adapter | None = None,
                   doc_ids: Tensor | None = None) -> Tensor:
@@ -280,9 +285,10 @@ class GPT(nn.Module):
                                reduction="none").view_as(target_ids)
 
     def forward(self, input_ids: Tensor, target_ids: Tensor | None = None, adapter: Adapter | None = None,
-                doc_ids: Tensor | None = None) -> Tensor:
-        """Mean cross-entropy (nats/token, fp32 scalar) if ``target_ids`` is given, else logits ``[B, T, V]``."""
-        logits = self.logits(input_ids, adapter, doc_ids)
+                doc_ids: Tensor | None = None, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
+        """Mean cross-entropy (nats/token, fp32 scalar) if ``target_ids`` is given, else logits ``[B, T, V]``
+        (document arguments as :meth:`hidden`)."""
+        logits = self.logits(input_ids, adapter, doc_ids, cu_seqlens, max_seqlen)
         if target_ids is None:
             return logits
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction="mean")

@@ -161,6 +161,8 @@ def parse_override(entry: str) -> tuple[str, dict]:
                 out["floor"] = float(f[6:])
             except ValueError:
                 raise ValueError(f"QUANT_OVERRIDES entry {entry!r}: floor={f[6:]!r} is not a number") from None
+            if not out["floor"] > 0:  # also refuses nan
+                raise ValueError(f"QUANT_OVERRIDES entry {entry!r}: floor={f[6:]} must be a positive scale")
         elif f == "fp32":
             out["rounding"], out["gptq"] = "fp32", False
         elif f == "nogptq":

@@ -55,6 +55,7 @@ def byte_shuffle(data: bytes, stride: int) -> bytes:
 
 
 def byte_unshuffle(data: bytes, stride: int) -> bytes:
+    """Inverse of :func:`byte_shuffle` for the same ``stride``."""
     if stride <= 1:
         return data
     n = len(data) // stride * stride
@@ -72,7 +73,9 @@ def bshf_shuffle(data: bytes, stride: int) -> bytes:
 
 
 def bshf_unshuffle(data: bytes) -> bytes:
-    """Inverse of :func:`bshf_shuffle`: data without the ``BSHF`` header is returned unchanged."""
+    """Inverse of :func:`bshf_shuffle`: data without the ``BSHF`` header is returned unchanged (as the records: a
+    short unframed payload that itself began with ``BSHF`` would be misread; golflib's artifacts start with their
+    own magic, so theirs never does)."""
     if len(data) < 5 or data[:4] != BSHF_MAGIC:
         return data
     stride = data[4]

@@ -9,7 +9,9 @@ Steps (all in this module): dead columns (``H_jj = 0``: the input never fires) g
 damping ``H += damp·mean(diag H)·I``; optional act-order (columns by descending ``diag H``); ``U = chol(H⁻¹)``
 upper-triangular; columns in blocks of ``block_size`` with the in-block update ``W[:, j:] -= e ⊗ U[j, j:]`` where
 ``e = (w_j − q_j s)/U_jj``, then the lazy block update ``W[:, i2:] -= E · U[i1:i2, i2:]``; un-permute. The
-per-row scales ``s`` are fixed before the sweep (from the clip rule, :mod:`golflib.quant.clip`).
+scales ``s`` are fixed before the sweep: per row from the clip rule (:mod:`golflib.quant.clip`) in
+:func:`gptq_quantize`, per element on a given grid in :func:`gptq_quantize_grid` (LQER's grouped ``B``);
+:func:`gptq_search` runs the sweep for several clip candidates and keeps the best (#1019).
 """
 
 from __future__ import annotations

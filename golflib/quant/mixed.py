@@ -9,7 +9,8 @@ large vectors get one per-tensor int8 scale (percentile clip, as the baseline). 
 ``LQER_TOP_K`` matrices with the largest error get quantized low-rank corrections (refit, or #1855's plain
 factors). The result is a :class:`~golflib.quant.int8.QuantizedState` whose metadata records, per tensor, its
 class, bits, clip rule, floor, rounding, method (gptq/rtn), search choice and LQER packing, and globally the scheme
-settings — so the artifact is self-describing.
+settings (``SCHEME_FIELDS``) — so the artifact decodes on its own. How the Hessians were collected (loader, damping,
+all-reduce) and the pruning rule are in the run's ``config.json``, not in the artifact.
 """
 
 from __future__ import annotations

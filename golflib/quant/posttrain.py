@@ -4,7 +4,8 @@ Order (SPEC §3.B5, trap 8): the training loop stops :func:`reserve_ms` earlier 
 data; right after training, the Hessians are collected on ``GPTQ_CALIBRATION_BATCHES`` training micro-batches
 (or on AR self-generated sequences, #1019) and the log states the training-clock time at which the last training
 data was read, against the cap. Then GPTQ + SDClip (+ LQER, pruning) → artifact with ``MIXED_CODEC`` → reloaded
-**from disk** into a fresh model → standard val_bpb. Returns the ``result.json`` section.
+**from disk** into a fresh model → standard val_bpb. :func:`mixed_export` returns the ``result.json`` section and
+the reloaded model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from golflib.quant.mixed import scheme_tag
 
 
 def calibrates_on_train_data(cfg: Config) -> bool:
+    """True when GPTQ reads training data after the loop (``MIXED_EXPORT``, ``GPTQ_ENABLED``,
+    ``GPTQ_CALIBRATION=train``): that read counts against the training budget."""
     q = cfg.quant
     return q.mixed_export and q.gptq_enabled and q.gptq_calibration == "train"
 
@@ -104,7 +107,8 @@ def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, *, master: 
     """Run the mixed export of a trained ``model`` (module docstring); ``(None, None)`` when ``MIXED_EXPORT=0``.
 
     ``evaluate(model)`` returns an EvalResult (standard eval on val); ``prepare_model`` casts a reloaded model for
-    the device; ``barrier`` synchronizes ranks. Every rank calibrates (Hessians are all-reduced); rank 0 writes
+    the device; ``barrier`` synchronizes ranks. Every rank calibrates (Hessians all-reduced, or rank-local with
+    ``GPTQ_HESSIAN_ALLREDUCE=0`` as #1855: rank 0's then decide the codes); rank 0 writes
     the artifact; every rank reloads it and evaluates. Returns the ``result.json`` section and the model reloaded
     from the artifact (the one the other protocols score when the mixed artifact is the submission)."""
     q = cfg.quant

@@ -7,9 +7,9 @@ counted code bytes. The weights are either
 * a trained checkpoint (``weights="checkpoint"``) — the number is exact for the recipe, given the same GPTQ
   Hessians (without calibration data GPTQ cannot run and round-to-nearest codes are used; the result says so); or
 * an estimate (``weights="gaussian"``): every tensor the recipe quantizes per row is replaced by rows of
-  ``N(0, σ_t²)`` draws, everything else keeps the model's init. Init weights themselves are no estimate —
-  projections start at zero and compress to almost nothing (the top stack's init weights come to 9.66 MB against
-  its record's 15.90 MB). SDClip (``c = k·σ(row)``) is scale-invariant per row, so any σ gives the codes of a
+  ``N(0, σ_t²)`` draws, every other float tensor by its init plus noise (:func:`gaussian_rows`). Init weights
+  themselves are no estimate — projections start at zero and compress to almost nothing (the top stack's init
+  weights come to 9.66 MB against its record's 15.90 MB). SDClip (``c = k·σ(row)``) is scale-invariant per row, so any σ gives the codes of a
   Gaussian-like trained row. The older rules are not: with the records' 1/31 scale floor (``LEGACY_SCALE_FLOOR``)
   a row whose clip is below 1 is quantized with a step of 1/31 whatever its range, so the codes depend on the
   weights' absolute size. ``σ_t`` = :data:`TRAINED_ROW_STD` is that size for the 600-second records, read off a
@@ -36,7 +36,7 @@ from golflib.quant.budget import artifact_budget
 from golflib.quant.classes import class_policies, parse_override, treatment_for
 from golflib.quant.export import mixed_state
 from golflib.quant.int8 import quantize_int8
-from golflib.quant.prune import SIZE_LIMIT
+from golflib.quant.prune import SIZE_LIMIT, PruneTargetError
 
 WEIGHT_SOURCES = ("gaussian", "checkpoint")
 TRAINED_ROW_STD = 0.155  # entry std of the records' trained block matrices (module docstring)
@@ -47,13 +47,19 @@ TRAINED_ROW_STD = 0.155  # entry std of the records' trained block matrices (mod
 # percentile / absmax / search clips) within -13.4% (the baseline: no weight decay, its trained weights are larger
 # than the records' 0.155) to +5.4% (#287).
 ESTIMATE_BAND = 0.02
+# Float tensors the recipe keeps as floats (or quantizes per tensor) start as constants (ones, zeros) that compress
+# to nothing; trained, their mantissas are noise: a trained cpu-tiny run stores its control tensors at 16.6 bits per
+# parameter, their init 2.9 (docs/LOG.md). Init + this noise restores the trained size.
+FLOAT_NOISE_REL, FLOAT_NOISE_ABS = 0.1, 0.01
 ESTIMATE_BAND_SCALE_DEPENDENT = 0.15
 
 
 def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) -> dict[str, torch.Tensor]:
     """``state`` with every tensor the recipe quantizes per row replaced by ``N(0, TRAINED_ROW_STD²)`` rows
-    (float32, a fixed seed); other tensors are kept. For the int8 export, every 2-D float tensor above
-    ``KEEP_FLOAT_MAX_NUMEL``."""
+    (float32, a fixed seed; for the int8 export, every 2-D float tensor above ``KEEP_FLOAT_MAX_NUMEL``) and every
+    other float tensor by its init plus noise of std ``FLOAT_NOISE_REL·|init| + FLOAT_NOISE_ABS`` (control
+    tensors, gates, vectors, small matrices: after training they are no longer the constants they start as);
+    integer tensors are kept."""
     g = torch.Generator().manual_seed(seed)
     policies = class_policies(cfg.quant)
     overrides = [parse_override(e) for e in cfg.quant.quant_overrides]
@@ -64,7 +70,13 @@ def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) ->
             per_row = pol.kind == "per_row"
         else:
             per_row = t.is_floating_point() and t.ndim == 2 and t.numel() > cfg.quant.keep_float_max_numel
-        out[name] = torch.randn(t.shape, generator=g) * TRAINED_ROW_STD if per_row else t
+        if per_row:
+            out[name] = torch.randn(t.shape, generator=g) * TRAINED_ROW_STD
+        elif t.is_floating_point():  # trained values are no longer constant: incompressible fp16/fp32 mantissas
+            noise = torch.randn(t.shape, generator=g)
+            out[name] = t + noise * (FLOAT_NOISE_REL * t.abs() + FLOAT_NOISE_ABS)
+        else:
+            out[name] = t
     return out
 
 
@@ -84,6 +96,7 @@ def preflight_budget(cfg: Config, *, code_bytes: int, code_source: str, state: d
         state: trained weights (``{name: tensor}``, e.g. a ``final_model.safetensors``); None = Gaussian rows.
         hessians: GPTQ Hessians for ``state`` (:func:`golflib.quant.calib.collect_hessians`); None = RTN.
         limit: decimal bytes; ``fits`` means ``bytes_total < limit``.
+        seed: seed of the Gaussian rows and the float-tensor noise (:func:`gaussian_rows`).
 
     Returns:
         ``{"weights", "band", "gptq", "scheme", "codec", "artifact_bytes", "code_bytes", "code_source",
@@ -113,7 +126,7 @@ def preflight_budget(cfg: Config, *, code_bytes: int, code_source: str, state: d
     if cfg.quant.mixed_export:
         try:
             qs, extras = mixed_state(weights, cfg.quant, cfg.model, hessians, code_bytes=code_bytes)
-        except ValueError as e:  # pruning cannot reach PRUNE_TARGET_BYTES: report the unpruned bytes (over target)
+        except PruneTargetError as e:  # pruning cannot reach PRUNE_TARGET_BYTES: report the unpruned (over) bytes
             quant = dataclasses.replace(cfg.quant, prune_target_bytes=0)
             qs, extras = mixed_state(weights, quant, cfg.model, hessians, code_bytes=code_bytes)
             extras["prune"] = {"error": str(e)}

@@ -139,13 +139,17 @@ def prune_oneshot(qs: QuantizedState, size_fn: Callable[[QuantizedState], int], 
     return (pruned(qs, names, which, flat, n) if n else qs), info
 
 
+class PruneTargetError(ValueError):
+    """Pruning every ±1 code still leaves the artifact over its byte target."""
+
+
 def prune_to_target(qs: QuantizedState, size_fn: Callable[[QuantizedState], int], target_bytes: int) -> \
         tuple[QuantizedState, dict]:
     """Zero the cheapest ±1 codes until ``size_fn(qs) <= target_bytes`` (decimal bytes).
 
     Binary search over the count (each probe calls ``size_fn``, e.g. the encoded artifact length). Returns the
-    pruned state and ``{"target_bytes", "bytes_before", "bytes_after", "pruned", "candidates", "probes"}``.
-    Raises ``ValueError`` when even pruning every ±1 code does not reach the target.
+    pruned state and ``{"rule", "target_bytes", "bytes_before", "bytes_after", "pruned", "candidates", "probes"}``.
+    Raises :class:`PruneTargetError` (a ``ValueError``) when even pruning every ±1 code does not reach the target.
     """
     target_bytes = parse_byte_target(target_bytes)
     before = size_fn(qs)
@@ -159,8 +163,8 @@ def prune_to_target(qs: QuantizedState, size_fn: Callable[[QuantizedState], int]
     size_hi = size_fn(best)
     info["probes"] += 1
     if size_hi > target_bytes:
-        raise ValueError(f"pruning all {hi:,} ±1 codes gives {size_hi:,} bytes, still over the target "
-                         f"{target_bytes:,}: lower the bits or raise the SDClip k instead")
+        raise PruneTargetError(f"pruning all {hi:,} ±1 codes gives {size_hi:,} bytes, still over the target "
+                               f"{target_bytes:,}: lower the bits or raise the SDClip k instead")
     best_size = size_hi
     while hi - lo > 1:
         mid = (lo + hi) // 2

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from golflib.quant.clip import ClipRule, num, parse_clip_rule, row_clip, row_scales, search_candidates, \
+from golflib.quant.clip import FP16_TINY, ClipRule, num, parse_clip_rule, row_clip, row_scales, search_candidates, \
     search_tensor, SEARCH_FRACTIONS
 from golflib.quant.gptq import gptq_quantize, gptq_search
 from golflib.quant.intn import fp16_exact, qmax, quantize_rows
@@ -27,13 +27,13 @@ ROUNDINGS = ("fp16", "fp32")
 
 def fp32_scale_rows(w: Tensor, clip: Tensor, bits: int, floor: float) -> tuple[Tensor, Tensor]:
     """The records' int8 rounding (module docstring): ``w`` ``[rows, cols]`` clipped at ``±clip`` (``[rows]``),
-    codes from the fp32 scale ``max(clip/qmax, floor)``. Returns ``(codes int8 [rows, cols], stored scale float32
-    [rows], fp16-exact)``."""
+    codes from the fp32 scale ``max(clip/qmax, floor, 2^-24)``. Returns ``(codes, scale)``: codes int8
+    ``[rows, cols]``, the stored scale float32 ``[rows]`` holding fp16-exact values."""
     m = qmax(bits)
     w = w.float()
     c = clip.float()[:, None]
     clipped = torch.maximum(torch.minimum(w, c), -c)
-    s32 = (clip.float() / m).clamp_min(floor)
+    s32 = (clip.float() / m).clamp_min(max(floor, FP16_TINY))  # a stored fp16 scale is never 0
     q = torch.clamp(torch.round(clipped / s32[:, None]), -m, m).to(torch.int8)
     return q, fp16_exact(s32)
 

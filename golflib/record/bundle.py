@@ -359,8 +359,10 @@ def portable_config(cfg: Config, data_root: str = "./data") -> Config:
 
 def baked_config(cfg: Config) -> dict:
     """``{ENV_NAME: value}`` of the fields where ``cfg`` differs from the defaults (``RUN_ID`` cleared: a bundle
-    must be runnable more than once). ``Config.from_dict`` of it gives back ``cfg``."""
-    cfg = cfg.replace({"RUN_ID": ""})
+    must be runnable more than once; ``COUNTED_CODE_BYTES`` cleared: a bundle counts its own bytes, and the number
+    ``golf train`` counted is this bundle's without it). ``Config.from_dict`` of it gives back ``cfg`` with those
+    two fields cleared."""
+    cfg = cfg.replace({"RUN_ID": "", "COUNTED_CODE_BYTES": 0})
     default = Config().flat()
     baked = {k: v for k, v in cfg.flat().items() if default[k] != v}
     if Config.from_dict(baked) != cfg:

@@ -35,7 +35,7 @@ class ModelConfig:
     bigram_hash: str = "xor"  # xor: (36313*cur ^ 27191*prev) % (B-1), pos 0 -> B-1 | mul92821: (prev*92821+cur) % B
     ortho_init: bool = False  # orthogonal init of linears with both dims >= ORTHO_INIT_MIN_DIM [C5, #162/#198]
     ortho_init_min_dim: int = 64  # smallest dimension an orthogonal-initialised linear may have (records: 64)
-    ortho_init_banked: bool = False  # block Q/K/V/MLP-up matrices orthogonal at any shape (#399 banks: #549, #1855)
+    ortho_init_banked: bool = False  # with ORTHO_INIT: block Q/K/V/MLP-up orthogonal at any shape (#549, #1855)
     ortho_proj_scale: bool = True  # orthogonal linears named *.proj (bigram/VE projections) x1/sqrt(2L) (#287)
     proj_init: str = "zero"  # attn/MLP output projections: zero | scaled (orthogonal × 1/sqrt(2L))
     xsa_last_n: int = 0  # exclusive self-attention on the last N (physical / core) layers [C7]
@@ -88,6 +88,8 @@ class ModelConfig:
                     "must be 0 (off) or >= 2", self.bigram_vocab_size)
         check_field(self.bigram_hash in ("xor", "mul92821"), "bigram_hash", "must be xor or mul92821", self.bigram_hash)
         check_field(self.proj_init in ("zero", "scaled"), "proj_init", "must be zero or scaled", self.proj_init)
+        check_field(self.ortho_init or not self.ortho_init_banked, "ortho_init_banked",
+                    "needs ORTHO_INIT=1 (it widens the orthogonal init to every bank slice)", self.ortho_init_banked)
         n_cores = self.unique_layers or self.num_layers
         check_field(0 <= self.xsa_last_n <= n_cores, "xsa_last_n", f"must be in [0, {n_cores}] (layers or cores)",
                     self.xsa_last_n)

@@ -94,13 +94,17 @@ class QuantConfig:
             check_field(getattr(self, name) in allowed, name, f"must be {' or '.join(allowed)}", getattr(self, name))
         check_field(self.embed_scale_rounding == "fp16" or (self.embed_clip_rule or self.quant_clip_rule) not in
                     ("search", "search_row"), "embed_scale_rounding",
-                    "fp32 needs a closed-form embedding clip rule (EMBED_CLIP_RULE percentile, sdclip or absmax)",
+                    "fp32 needs a closed-form embedding clip rule (EMBED_CLIP_RULE percentile, sdclip, hsdclip or "
+                    "absmax)",
                     self.embed_scale_rounding)
         for entry in self.quant_overrides:
             check_field(bool(re.fullmatch(OVERRIDE_RE, entry)), "quant_overrides",
                         f"entry {entry!r} must be PATTERN=fp16|fp32|keep or PATTERN=int<2-8>[:<clip rule>]"
                         "[+floor[=X]][+fp32][+nogptq], e.g. ve_shared.embed=int8:percentile:99.99984+floor+fp32",
                         self.quant_overrides)
+            for x in re.findall(r"\+floor=([^+]+)", entry):
+                check_field(float(x) > 0, "quant_overrides", f"entry {entry!r}: floor={x} must be a positive scale",
+                            self.quant_overrides)
         check_field(0 <= self.prune_magnitude_frac < 1, "prune_magnitude_frac", "must be in [0, 1)",
                     self.prune_magnitude_frac)
         check_field(self.prune_magnitude_min_numel >= 0, "prune_magnitude_min_numel", "must be >= 0",

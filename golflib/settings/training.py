@@ -109,7 +109,7 @@ class TrainConfig:
     swa_start_frac: float = 0.2  # SWA snapshots once the LR multiplier is below this ("tight SWA", #461 name)
     late_qat_threshold: float = 0.0  # enable STE fake-quant once the LR multiplier falls below this; 0 = off [B3]
     qat_bits: int = 6  # bits of the fake quantizer (per-row symmetric)
-    qat_clip: str = "absmax"  # fake quantizer: absmax | rowmax_floor (#287-#1019's own) | sdclip:K | percentile:P
+    qat_clip: str = "absmax"  # fake quantizer: absmax | rowmax_floor (#287-#1019) | search | sdclip:K | percentile:P
     late_qat_modules: tuple[str, ...] = ()  # names (substrings) of the fake-quantized linears; () = all but lm_head
     late_qat_after_backward: bool = False  # switch on after the crossing step's backward (#461), not before it
     late_qat_in_ttt: bool = False  # keep the fake quantizer on for TTT training steps (#549 never clears its flag)

@@ -1,4 +1,6 @@
-"""``golf quant budget`` and ``golf quant codecs``: reading artifacts of a run directory or a lone file."""
+"""``golf quant budget`` and ``golf quant codecs`` (reading the artifacts of a run directory or a lone file) and
+``golf budget`` (the pre-flight byte budget of a config: :func:`preflight_main`, with the bundle's code bytes and,
+for a checkpoint, GPTQ Hessians collected as a run collects them)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+import torch
 
 from golflib.quant.artifact import read_artifact
 from golflib.quant.budget import budget_report, format_budget
@@ -70,8 +74,8 @@ def codecs_main(target: str, out=None) -> int:
 
 
 def bundle_code_bytes(cfg, form: str = "compressed", codec: str = "brotli") -> tuple[int, str]:
-    """Counted bytes of the single-file ``train_gpt.py`` bundled for ``cfg`` (:func:`golflib.record.script
-    .make_script`) and a description."""
+    """Counted bytes of the single-file ``train_gpt.py`` bundled for ``cfg``
+    (:func:`golflib.record.script.make_script`) and a description."""
     from golflib.record.script import make_script
 
     script = make_script(cfg, form=form, codec=codec)
@@ -80,35 +84,30 @@ def bundle_code_bytes(cfg, form: str = "compressed", codec: str = "brotli") -> t
 
 
 def checkpoint_hessians(cfg, state: dict, log=print) -> dict | None:
-    """GPTQ Hessians of a checkpoint the way the run collects them: ``GPTQ_CALIBRATION_BATCHES`` training
-    micro-batches from ``TRAIN_LOADER`` (``GPTQ_CALIBRATION=train``; one process, so one micro-batch per step of
-    ``TRAIN_BATCH_TOKENS / GLOBAL_MICROBATCHES`` tokens) or AR self-generated sequences (``ar``). Returns None, with
-    a log line, when the recipe has no GPTQ or no training shards are at ``DATA_PATH``."""
+    """GPTQ Hessians of a checkpoint collected as a run collects them (:func:`golflib.quant.posttrain.calibrate`:
+    ``GPTQ_CALIBRATION`` train | ar, ``GPTQ_CALIB_LOADER``, ``GPTQ_CALIB_DENSE``, ``EMBED_GPTQ``,
+    ``GPTQ_HESSIAN_DAMP``), in one process on CPU: one rank's micro-batches of
+    ``TRAIN_BATCH_TOKENS / GLOBAL_MICROBATCHES`` tokens, rank-local Hessians. Returns None when the recipe has no
+    GPTQ, and None with a log line when it calibrates on training data and no shards match ``DATA_PATH``."""
     import glob
 
     from golflib.data.loaders import make_loader
     from golflib.model.gpt import GPT
-    from golflib.quant.calib import ar_batches, collect_hessians, train_batches
+    from golflib.quant.posttrain import calibrate
 
     q, tc = cfg.quant, cfg.train
     if not (q.mixed_export and q.gptq_enabled):
         return None
+    if q.gptq_calibration == "train" and not glob.glob(cfg.data.train_glob):
+        log(f"budget: no training shards match {cfg.data.train_glob}: GPTQ not run, round-to-nearest codes")
+        return None
     model = GPT(cfg.model)
     model.load_state_dict(state, strict=True)
-    if q.gptq_calibration == "train":
-        if not glob.glob(cfg.data.train_glob):
-            log(f"budget: no training shards match {cfg.data.train_glob}: GPTQ not run, round-to-nearest codes")
-            return None
-        loader = make_loader(tc.train_loader, cfg.data.train_glob, 0, 1, "cpu", cfg.model.vocab_size, seed=tc.seed,
-                             bos_id=cfg.model.bos_id)
-        batches = train_batches(loader, q.gptq_calibration_batches, tc.train_batch_tokens, tc.train_seq_len,
-                                tc.global_microbatches)
-    else:
-        batches = ar_batches(model, q.gptq_ar_seqs, tc.train_seq_len, temperature=q.gptq_ar_temperature,
-                             seed=tc.seed)
-    hessians, stats = collect_hessians(model, batches)
-    log(f"budget: GPTQ Hessians from {q.gptq_calibration} ({stats['batches']} batches, {stats['tokens']} tokens, "
-        f"{stats['seconds']:.1f}s)")
+    hessians, stats = calibrate(cfg, model, new_loader=lambda: make_loader(
+        tc.train_loader, cfg.data.train_glob, 0, 1, "cpu", cfg.model.vocab_size, bos_id=cfg.model.bos_id),
+        accum=tc.global_microbatches, device=torch.device("cpu"), distributed=False, train_ms=0.0, log=log)
+    log(f"budget: GPTQ Hessians from {stats['source']} ({stats['batches']} batches, {stats['tokens']} tokens, "
+        f"{stats['seconds']:.1f}s, {stats['hessians']})")
     return hessians
 
 

@@ -258,6 +258,8 @@ def test_phase_documents_are_the_shortest_scored_in_length_order():
     assert list(lengths[docs]) == sorted(lengths[scored])[:3]
     assert phase_boundaries(8, 4, 14) == [2, 4, 6, 8] and phase_boundaries(2, 3, 14) == [0, 1, 2]
     assert phase_boundaries(0, 3, 14) == [] and phase_boundaries(2500, 3, 50000) == [833, 1666, 2500]
+    with pytest.raises(ValueError, match="PHASED_TTT_NUM_PHASES=0"):
+        phase_boundaries(8, 0, 14)
     cat, reveal = concat_documents(toks, segs[docs])
     # each document with its trailing BOS: "BOS ... BOS BOS ..." at every junction; markers reveal nothing
     assert int(cat[0]) == BOS and cat.numel() == int((lengths[docs] + 1).sum())

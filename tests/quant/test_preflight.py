@@ -21,13 +21,17 @@ def test_gaussian_rows_replace_exactly_the_per_row_tensors():
     cfg = resolve("pr549", environ={}, scale=0.125)
     own = GPT(cfg.model).state_dict()
     est = gaussian_rows(own, cfg)
-    changed = {k for k in own if not torch.equal(own[k], est[k])}
-    # quantized per row: block matrices and the embedding tables; fp16 passthrough (<= KEEP_FLOAT_MAX_NUMEL, scaled
-    # to 1,024 here) and control tensors keep their init
-    assert "blocks.0.attn.c_q.weight" in changed and "tok_emb.weight" in changed
-    assert "blocks.0.attn_scale" not in changed and "skip_weights" not in changed
+    # quantized per row: block matrices and the embedding tables, replaced by N(0, 0.155^2) rows
     w = est["blocks.3.mlp.fc.weight"]
-    assert abs(float(w.std()) - TRAINED_ROW_STD) < 0.01 * TRAINED_ROW_STD * 10
+    assert abs(float(w.std()) - TRAINED_ROW_STD) < 0.01 * TRAINED_ROW_STD * 10 and abs(float(w.mean())) < 0.01
+    assert not torch.equal(est["tok_emb.weight"], own["tok_emb.weight"])
+    # every other float tensor (fp16 passthrough <= KEEP_FLOAT_MAX_NUMEL, control tensors): init + noise of std
+    # 0.1·|init| + 0.01, so the standardised difference is N(0, 1)
+    kept = [k for k in own if own[k].is_floating_point() and own[k].numel() <= cfg.quant.keep_float_max_numel
+            and "blocks" in k and ("scale" in k or "resid_mix" in k)]
+    assert "blocks.0.attn_scale" in kept and "blocks.0.resid_mix" in kept
+    z = torch.cat([((est[k] - own[k]) / (0.1 * own[k].abs() + 0.01)).flatten() for k in kept])
+    assert z.numel() > 500 and 0.9 < float(z.std()) < 1.1 and abs(float(z.mean())) < 0.1
 
 
 def test_checkpoint_budget_is_the_export_of_that_checkpoint():
@@ -77,3 +81,28 @@ def test_train_refuses_a_recipe_that_cannot_fit(tmp_path, embedded_data):
     assert "codec:zlib" in line and "fits:False" in line
     total = int(line.split("total:")[1].split()[0])
     assert 20_000_000 < total < 30_000_000
+
+
+@pytest.mark.slow
+def test_checkpoint_budget_with_gptq_is_the_runs_own_artifact(quant_run):
+    """`golf budget --checkpoint` on a trained run's weights, GPTQ calibrated as the run calibrates (fresh training
+    loader, GPTQ_CALIBRATION_BATCHES micro-batches, damping, the head): the bytes of the run's own mixed artifact,
+    exactly. The Gaussian-rows estimate of the same config is printed for docs/LOG.md."""
+    from safetensors.torch import load_file
+
+    from golflib.config import Config
+    from golflib.workbook.quant_cli import checkpoint_hessians
+
+    cfg = Config.from_json_file(quant_run / "config.json")
+    result = json.loads((quant_run / "result.json").read_text())
+    state = load_file(str(quant_run / "final_model.safetensors"))
+    logs: list[str] = []
+    hessians = checkpoint_hessians(cfg, state, log=logs.append)
+    assert hessians and any("gptq:calibration source:train batches:8" in x for x in logs)
+    rep = preflight_budget(cfg, code_bytes=result["code_bytes"], code_source="run", state=state, hessians=hessians)
+    mixed = result["mixed_artifact"]
+    assert rep["gptq"] and rep["artifact_bytes"] == mixed["artifact_bytes"]
+    est = preflight_budget(cfg, code_bytes=result["code_bytes"], code_source="run")
+    print(f"trained {mixed['artifact_bytes']:,} B; gaussian estimate {est['artifact_bytes']:,} B "
+          f"({est['artifact_bytes'] / mixed['artifact_bytes'] - 1:+.1%}, band ±{est['band']:.0%}); classes "
+          f"trained {rep['classes']}; estimate {est['classes']}")

@@ -169,6 +169,9 @@ def test_edit_module_removes_golflib_imports_keeps_layout():
     assert format_baked({"NUM_LAYERS": 2, "TTT_KINDS": ("chunked",)}) == (
         'BAKED_CONFIG: dict | None = {\n    "NUM_LAYERS": 2,\n    "TTT_KINDS": (\'chunked\',),\n}')
     assert baked_config(Config()) == {}
+    # a run's counted code bytes and run id are not baked: the bundle counts itself and runs more than once
+    assert baked_config(Config().replace({"COUNTED_CODE_BYTES": 66_000, "RUN_ID": "x", "NUM_LAYERS": 3})) == {
+        "NUM_LAYERS": 3}
 
 
 def test_minify_preserves_behaviour():
