@@ -40,18 +40,19 @@ from golflib.quant.prune import SIZE_LIMIT, PruneTargetError
 
 WEIGHT_SOURCES = ("gaussian", "checkpoint")
 TRAINED_ROW_STD = 0.155  # entry std of the records' trained block matrices (module docstring)
-# Relative error band of the Gaussian-rows estimate (docs/LOG.md, against the records' published artifacts): a
-# config whose estimate is over the limit by more than its band cannot fit; one over by less may. Scale-invariant
-# recipes (every per-row tensor SDClip-clipped and no scale at a floor) came within 0.4% of their records (#1394,
-# #1855); recipes whose codes depend on the weights' absolute size or tail shape (a 1/31 or 1/127 floor that binds,
-# percentile / absmax / search clips) within -13.4% (the baseline: no weight decay, its trained weights are larger
-# than the records' 0.155) to +5.4% (#287).
-ESTIMATE_BAND = 0.02
+# Relative error band of the Gaussian-rows estimate (docs/LOG.md, against the records' published artifacts and a
+# trained run's own): a config whose estimate is over the limit by more than its band cannot fit; one over by less
+# may. Scale-invariant recipes (SDClip rows, no scale at a floor) came within +0.0% (#1394), +0.6% (#1855), -5.0%
+# (#1487) of their records and +6.6% of a trained cpu-tiny artifact (its short-trained embedding); recipes whose
+# codes depend on the weights' absolute size or tail shape (a 1/31 or 1/127 floor that binds, percentile / absmax /
+# search clips) within -12.9% (the baseline: no weight decay, its trained weights are larger than the records'
+# 0.155) to +3.5% (#461).
+ESTIMATE_BAND = 0.07
+ESTIMATE_BAND_SCALE_DEPENDENT = 0.15
 # Float tensors the recipe keeps as floats (or quantizes per tensor) start as constants (ones, zeros) that compress
 # to nothing; trained, their mantissas are noise: a trained cpu-tiny run stores its control tensors at 16.6 bits per
-# parameter, their init 2.9 (docs/LOG.md). Init + this noise restores the trained size.
+# parameter, their init 2.9 (docs/LOG.md). Init + this noise restores the trained size (15.4 bits).
 FLOAT_NOISE_REL, FLOAT_NOISE_ABS = 0.1, 0.01
-ESTIMATE_BAND_SCALE_DEPENDENT = 0.15
 
 
 def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -144,19 +145,22 @@ def preflight_budget(cfg: Config, *, code_bytes: int, code_source: str, state: d
             "prune": extras.get("prune"), "seconds": time.perf_counter() - t0}
 
 
-def scale_invariant(qs) -> bool:
-    """True when every per-row tensor of a quantized state is SDClip-clipped (``c = k·σ(row)``) and no row's scale
-    sits at a floor — then the codes of Gaussian rows do not depend on the rows' size, and the estimate's band is
-    :data:`ESTIMATE_BAND`."""
+def scale_invariant(qs, tolerance: float = 0.01) -> bool:
+    """True when at most ``tolerance`` of the per-row parameters of a quantized state are in tensors that are not
+    SDClip-clipped (``c = k·σ(row)``) or have a row whose scale sits at a floor — then the codes of Gaussian rows do
+    not depend on the rows' size, and the estimate's band is :data:`ESTIMATE_BAND` (a few small tensors, like
+    #1855's absmax attention gates, 88 rows of 12, do not move the total)."""
+    total = dependent = 0
     for name, e in qs.meta["tensors"].items():
         if e.get("kind") != "per_row":
             continue
-        if not str(e.get("clip", "")).startswith(("sdclip", "hsdclip")):
-            return False
+        n = int(qs.tensors[name + ".q"].numel()) if name + ".q" in qs.tensors else 0
+        total += n
         floor = e.get("floor")
-        if floor and bool((qs.tensors[name + ".scale"].float() <= float(floor) * (1 + 1e-3)).any()):
-            return False
-    return True
+        if not str(e.get("clip", "")).startswith(("sdclip", "hsdclip")) or (
+                floor and bool((qs.tensors[name + ".scale"].float() <= float(floor) * (1 + 1e-3)).any())):
+            dependent += n
+    return dependent <= tolerance * max(total, 1)
 
 
 def preflight_line(rep: dict) -> str:

@@ -106,3 +106,19 @@ def test_checkpoint_budget_with_gptq_is_the_runs_own_artifact(quant_run):
     print(f"trained {mixed['artifact_bytes']:,} B; gaussian estimate {est['artifact_bytes']:,} B "
           f"({est['artifact_bytes'] / mixed['artifact_bytes'] - 1:+.1%}, band ±{est['band']:.0%}); classes "
           f"trained {rep['classes']}; estimate {est['classes']}")
+
+
+def test_band_follows_the_recipes_clip_rules():
+    """The estimate's band: 7% when (all but <= 1% of) the per-row parameters are SDClip rows with no scale at a
+    floor — #1855's 88 absmax attention-gate rows do not count — 15% for #549's search clips with the 1/31 floor."""
+    from golflib.quant.preflight import scale_invariant
+
+    bands = {}
+    for name in ("pr1855_arch", "pr549"):
+        cfg = resolve(name, environ={}, scale=0.25)
+        qs, _ = mixed_state(gaussian_rows(GPT(cfg.model).state_dict(), cfg), cfg.quant, cfg.model)
+        gates = [k for k, e in qs.meta["tensors"].items() if e.get("kind") == "per_row" and "attn_gate" in k]
+        assert bool(gates) == (name == "pr1855_arch")
+        bands[name] = scale_invariant(qs)
+        assert scale_invariant(qs, tolerance=0.0) is False  # strictly: the gates (#1855) / everything (#549)
+    assert bands == {"pr1855_arch": True, "pr549": False}
