@@ -41,7 +41,7 @@ def cmd_data_prepare(a) -> int:
     from golflib.data.prepare import prepare_dataset
 
     entry = prepare_dataset(a.root, corpus=a.corpus, vocab_size=a.vocab_size, val_fraction=a.val_fraction,
-                            shard_size=a.shard_size, force=a.force)
+                            shard_size=a.shard_size, force=a.force, caseops=a.caseops)
     print(json.dumps({"dataset": entry["name"], "path": str(Path(a.root) / entry["path"]), **entry["stats"]},
                      indent=2))
     return 0
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--val-fraction", type=float, default=0.05)
     dp.add_argument("--shard-size", type=int, default=10**8, help="tokens per shard")
     dp.add_argument("--force", action="store_true", help="rebuild even if an identical export exists")
+    dp.add_argument("--caseops", action="store_true",
+                    help="CaseOps (#1729): case-transform before SentencePiece, write the val byte sidecar")
     dp.set_defaults(fn=cmd_data_prepare)
     di = d.add_parser("info", help="header and token statistics of one shard")
     di.add_argument("path")

@@ -77,15 +77,25 @@ class DistributedTokenLoader:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), None
 
 
+SIDECAR_NOT_SCORED = ("a CaseOps dataset: its val_bpb counts the original bytes of the byte sidecar, which "
+                      "golflib's scoring protocols do not read yet (issue 12); refused rather than reporting a "
+                      "val_bpb over transformed bytes")
+
+
 def load_validation_tokens(pattern: str, seq_len: int, vocab_size: int | None = None,
-                           max_tokens: int = 0) -> torch.Tensor:
+                           max_tokens: int = 0, allow_sidecar: bool = False) -> torch.Tensor:
     """The val stream, truncated like every record (SPEC §1.2): keeps ``floor((N-1)/L)*L + 1`` tokens so the
     number of targets is a multiple of ``seq_len``; up to ``L-1`` tail tokens are never scored.
 
     Returns an int64 tensor of shape ``[n_targets + 1]``. ``max_tokens > 0`` first cuts the stream to that many
     tokens (smoke tests only; such a number is not a val_bpb). Raises ``ValueError`` when the split is shorter than
-    one sequence.
+    one sequence, and — unless ``allow_sidecar`` (callers that do not count bytes) — when byte sidecars
+    (``*_val_bytes_*``, a CaseOps dataset) sit among the val shards: the LUT byte rule would be wrong there.
     """
+    if not allow_sidecar:
+        sidecars = [p for p in _glob(pattern) if "_bytes_" in Path(p).name]
+        if sidecars:
+            raise ValueError(f"{sidecars[0]}: {SIDECAR_NOT_SCORED}")
     files = list_shards(pattern)
     tokens = np.concatenate([np.asarray(load_shard(f, vocab_size)) for f in files])
     if max_tokens > 0:
@@ -101,3 +111,42 @@ def count_shard_tokens(pattern: str) -> int:
     from golflib.data.shards import read_header
 
     return sum(read_header(Path(f)).num_tokens for f in list_shards(pattern))
+
+
+def load_val_byte_sidecar(val_pattern: str, sidecar_pattern: str, n_tokens: int, bos_id: int = 1,
+                          max_tokens: int = 0) -> torch.Tensor:
+    """The CaseOps val byte sidecar (SPEC §1.4) aligned with :func:`load_validation_tokens`: int64
+    ``[n_tokens]``, entry ``i`` the original UTF-8 bytes token ``i`` accounts for (target ``i`` scores
+    ``sidecar[i + 1]`` bytes). ``n_tokens``: the length of the (truncated) val token stream; ``max_tokens`` as
+    there.
+
+    The sidecar shards are checked against the val token shards before use: the same number of files, each pair
+    the same length, and 0 at every BOS. Raises ``ValueError`` naming the file and what differs."""
+    val_files, side_files = list_shards(val_pattern), sorted(Path(p) for p in _glob(sidecar_pattern))
+    if len(side_files) != len(val_files):
+        raise ValueError(f"byte sidecar {sidecar_pattern!r}: {len(side_files)} files for {len(val_files)} val "
+                         f"token shards ({val_pattern!r}); expected one sidecar per val shard")
+    parts = []
+    for vf, sf in zip(val_files, side_files):
+        toks, side = load_shard(vf), load_shard(sf)
+        if toks.size != side.size:
+            raise ValueError(f"{sf}: {side.size:,} sidecar entries for {toks.size:,} tokens in {vf}; they must be "
+                             f"aligned one to one")
+        bad = np.flatnonzero((np.asarray(toks) == bos_id) & (np.asarray(side) != 0))
+        if bad.size:
+            raise ValueError(f"{sf}: position {int(bad[0])} is a BOS in {vf} but counts {int(side[bad[0]])} bytes "
+                             f"(BOS must count 0)")
+        parts.append(np.asarray(side, dtype=np.int64))
+    side = np.concatenate(parts)
+    if max_tokens > 0:
+        side = side[:max_tokens]
+    if n_tokens > side.size:
+        raise ValueError(f"byte sidecar {sidecar_pattern!r}: {side.size:,} entries, fewer than the {n_tokens:,} "
+                         f"val tokens")
+    return torch.from_numpy(side[:n_tokens])
+
+
+def _glob(pattern: str) -> list[str]:
+    import glob
+
+    return glob.glob(pattern)

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from golflib.data import caseops as caseops_mod
+from golflib.data.caseops import TRANSFORM_NAME as TRANSFORM
 from golflib.data.corpus import Document, load_corpus, split_docs
 from golflib.data.luts import build_sentencepiece_luts, count_stream_bytes, load_sentencepiece
 from golflib.data.shards import write_shard
@@ -49,6 +51,21 @@ def _encode_docs(sp, docs: Sequence[Document], bos_id: int, desc: str, batch: in
                 out.append(arr)
             bar.update(len(chunk))
     return out
+
+
+def _encode_docs_caseops(sp, docs: Sequence[Document], bos_id: int, desc: str, *, sidecar: bool) -> \
+        tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """``[BOS] + encode(caseops.encode(text))`` per document and, with ``sidecar``, the aligned per-token original
+    UTF-8 byte counts (BOS 0, operators 0; SPEC §1.4 CaseOps sidecar) from the pieces' surface spans."""
+    toks: list[np.ndarray] = []
+    counts: list[np.ndarray] | None = [] if sidecar else None
+    for d in tqdm(docs, desc=desc, unit="doc", leave=False, mininterval=1.0):
+        proto = sp.encode_as_proto(caseops_mod.encode(d.text))
+        toks.append(np.asarray([bos_id] + [p.id for p in proto.pieces], dtype=np.int32))
+        if counts is not None:
+            counts.append(np.asarray([0] + caseops_mod.original_byte_counts(p.surface for p in proto.pieces),
+                                     dtype=np.int32))
+    return toks, counts
 
 
 def _write_split(encoded: list[np.ndarray], out_dir: Path, prefix: str, split: str, shard_size: int) -> tuple[int, int]:
@@ -110,7 +127,7 @@ def _merge_entry(items: list[dict[str, Any]], entry: dict[str, Any]) -> list[dic
 
 def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", vocab_size: int = 1024,
                     val_fraction: float = 0.05, shard_size: int = 10**8, force: bool = False,
-                    trainer_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                    trainer_overrides: dict[str, Any] | None = None, caseops: bool = False) -> dict[str, Any]:
     """Tokenize ``corpus`` into shards under ``root`` and write/merge the manifest; returns the dataset entry.
 
     Skips all work when the manifest already holds this dataset built with identical settings and every file
@@ -118,15 +135,28 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
     every val target by the SPEC §1.4 LUT rule), ``utf8_bytes_val`` (UTF-8 bytes of the raw val documents) and
     ``decoded_utf8_bytes_val`` (UTF-8 bytes of the val documents decoded from their tokens — SentencePiece's NFKC
     normalisation makes this differ slightly from the raw text; ``bytes_val`` must equal it).
+
+    ``caseops=True`` (#1729, SPEC §3.F3): every document goes through :func:`golflib.data.caseops.encode` first,
+    the tokenizer is trained on the transformed train documents with the four operators as user-defined symbols
+    (#1855's tokenizer: the official settings, NFKC included, plus those symbols), and the val split gets its byte
+    sidecar ``<corpus>_val_bytes_NNNNNN.bin`` (same header, one uint16 per val token: the original UTF-8 bytes it
+    accounts for; BOS and operators 0), cut at the same shard boundaries and named in the manifest
+    (``val_bytes_glob``; the tokenizer entry carries ``text_transform``). Then ``bytes_val`` is the sidecar's total,
+    and ``sidecar_unaccounted_bytes_val`` the raw bytes no piece covers (a document's leading/trailing whitespace,
+    which the tokenizer drops).
     """
     root = Path(root)
     corpus_name, docs, license_note = load_corpus(corpus)
-    dataset_name = f"{corpus_name}_sp{vocab_size}"
-    tokenizer_name = f"{corpus_name}_{vocab_size}_bpe"
+    suffix = "_caseops" if caseops else ""
+    dataset_name = f"{corpus_name}_sp{vocab_size}{suffix}"
+    tokenizer_name = f"{corpus_name}_{vocab_size}_bpe{suffix}"
+    if caseops:
+        trainer_overrides = {**(trainer_overrides or {}),
+                             "user_defined_symbols": list(caseops_mod.OPERATORS)}
     settings = {"prepare_version": PREPARE_VERSION, "corpus": corpus, "vocab_size": vocab_size,
                 "val_fraction": val_fraction, "shard_size": shard_size, "n_docs": len(docs),
                 "docs_sha256": hashlib.sha256("\x00".join(d.text for d in docs).encode()).hexdigest(),
-                "trainer_overrides": trainer_overrides or {}}
+                "trainer_overrides": trainer_overrides or {}, "text_transform": TRANSFORM if caseops else "identity"}
     key = _settings_key(settings)
     manifest_path = root / MANIFEST_NAME
     manifest: dict[str, Any] = {}
@@ -142,8 +172,8 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
 
     train_docs, val_docs = split_docs(docs, val_fraction)
     tok_dir = root / "tokenizers"
-    model_path = train_sentencepiece([d.text for d in train_docs], tok_dir / tokenizer_name, vocab_size,
-                                     trainer_overrides)
+    texts = [caseops_mod.encode(d.text) if caseops else d.text for d in train_docs]
+    model_path = train_sentencepiece(texts, tok_dir / tokenizer_name, vocab_size, trainer_overrides)
     sp = load_sentencepiece(model_path)
     bos_id, eos_id = int(sp.bos_id()), int(sp.eos_id())
     if bos_id < 0:
@@ -152,9 +182,14 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
     out_dir = root / "datasets" / dataset_name
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in list(out_dir.glob(f"{corpus_name}_train_*.bin")) + list(out_dir.glob(f"{corpus_name}_val_*.bin")):
-        stale.unlink()
-    enc_val = _encode_docs(sp, val_docs, bos_id, "encode val")
-    enc_train = _encode_docs(sp, train_docs, bos_id, "encode train")
+        stale.unlink()  # (the val glob also takes old sidecars)
+    side_val = None
+    if caseops:
+        enc_val, side_val = _encode_docs_caseops(sp, val_docs, bos_id, "encode val", sidecar=True)
+        enc_train, _ = _encode_docs_caseops(sp, train_docs, bos_id, "encode train", sidecar=False)
+    else:
+        enc_val = _encode_docs(sp, val_docs, bos_id, "encode val")
+        enc_train = _encode_docs(sp, train_docs, bos_id, "encode train")
     files_val, tokens_val = _write_split(enc_val, out_dir, corpus_name, "val", shard_size)
     files_train, tokens_train = _write_split(enc_train, out_dir, corpus_name, "train", shard_size)
 
@@ -162,7 +197,18 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
     val_stream = np.concatenate(enc_val)
     bytes_val = count_stream_bytes(val_stream, luts)
     utf8_val = sum(len(d.text.encode("utf-8")) for d in val_docs)
-    decoded_val = sum(len(t.encode("utf-8")) for t in sp.decode([e[1:].tolist() for e in enc_val]))
+    decoded = sp.decode([e[1:].tolist() for e in enc_val])
+    if caseops:
+        decoded = [caseops_mod.decode(t) for t in decoded]
+    decoded_val = sum(len(t.encode("utf-8")) for t in decoded)
+    extra_stats: dict[str, Any] = {}
+    if side_val is not None:
+        files_side, _ = _write_split(side_val, out_dir, corpus_name, "val_bytes", shard_size)
+        if files_side != files_val:  # same lengths, same cuts: a bug if not
+            raise RuntimeError(f"{out_dir}: {files_side} sidecar shards for {files_val} val shards")
+        side_total = int(np.concatenate(side_val).sum())
+        extra_stats = {"bytes_val_lut": bytes_val, "sidecar_unaccounted_bytes_val": utf8_val - side_total}
+        bytes_val = side_total
 
     rel = lambda p: Path(os.path.relpath(p, root)).as_posix()  # noqa: E731
     tok_entry = {
@@ -172,6 +218,7 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
                         "trainer_settings": OFFICIAL_SP_SETTINGS, "trainer_overrides": trainer_overrides or {},
                         "trained_on": "train documents only"},
         "model_path": rel(model_path), "vocab_path": rel(model_path.with_suffix(".vocab")),
+        "text_transform": TRANSFORM if caseops else "identity",
     }
     ds_entry = {
         "name": dataset_name, "tokenizer_name": tokenizer_name, "tokenizer_kind": "sentencepiece_bpe",
@@ -183,11 +230,15 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
             "files_total": files_val + files_train, "files_val": files_val, "files_train": files_train,
             "tokens_total": tokens_val + tokens_train, "tokens_val": tokens_val, "tokens_train": tokens_train,
             "bytes_val": bytes_val, "utf8_bytes_val": utf8_val, "decoded_utf8_bytes_val": decoded_val,
+            **extra_stats,
         },
         "split": {"rule": "sha256(salt + NUL + text) as [0,1) < val_fraction", "salt": "golflib-split-v1",
                   "val_fraction": val_fraction, "order": "val docs first (own shards), then train; title order"},
         "corpus": corpus, "license": license_note, "prepare_key": key, "prepare_settings": settings,
     }
+    if caseops:
+        ds_entry["val_bytes_glob"] = rel(out_dir / f"{corpus_name}_val_bytes_*.bin")
+        ds_entry["text_transform"] = TRANSFORM
     manifest.setdefault("version", "golflib-1")
     manifest.setdefault("shard_size", shard_size)
     manifest.setdefault("append_eos", False)
@@ -204,7 +255,9 @@ def _files_present(root: Path, entry: dict[str, Any], manifest: dict[str, Any]) 
     import glob
 
     stats = entry.get("stats", {})
-    n_val = len(glob.glob(str(root / entry["val_glob"])))
+    n_val = len([f for f in glob.glob(str(root / entry["val_glob"])) if "_bytes_" not in Path(f).name])
+    if entry.get("val_bytes_glob") and len(glob.glob(str(root / entry["val_bytes_glob"]))) != stats.get("files_val"):
+        return False
     n_train = len(glob.glob(str(root / entry["train_glob"])))
     tok = next((t for t in manifest.get("tokenizers", []) if t.get("name") == entry.get("tokenizer_name")), None)
     return (tok is not None and (root / tok["model_path"]).is_file() and n_val == stats.get("files_val")

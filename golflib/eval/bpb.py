@@ -139,14 +139,16 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: i
     return acc.result("standard", time.perf_counter() - t0, report)
 
 
-def unigram_bpb(train_tokens, val_tokens: torch.Tensor, luts: ByteLUTs, vocab_size: int) -> float:
+def unigram_bpb(train_tokens, val_tokens: torch.Tensor, luts: ByteLUTs, vocab_size: int,
+                sidecar: torch.Tensor | None = None) -> float:
     """val_bpb of an add-one-smoothed unigram model fitted on ``train_tokens`` and scored on the val targets
-    (``val_tokens[1:]``), as a scale reference for what "learned something" means."""
+    (``val_tokens[1:]``), as a scale reference for what "learned something" means. Bytes by the LUT rule, or from
+    a CaseOps byte ``sidecar`` (int ``[len(val_tokens)]``; target ``i`` counts ``sidecar[i + 1]``)."""
     import numpy as np
 
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size)[:vocab_size] + 1.0
     logp = np.log(counts / counts.sum())
     v = val_tokens.to(torch.int64)
     nll = -logp[v[1:].numpy()]
-    n_bytes = float(luts.target_bytes(v[:-1], v[1:]).sum())
+    n_bytes = float(luts.target_bytes(v[:-1], v[1:]).sum() if sidecar is None else sidecar[1:].sum())
     return float(nll.sum() / (LN2 * n_bytes))

@@ -68,8 +68,12 @@ def test_round_trip_on_the_embedded_corpus():
     assert n_ops > 100_000  # English Wikipedia: capitals everywhere
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.text(alphabet=st.one_of(st.characters(), st.sampled_from(list(OPERATORS) + list("aZqQ \n")))))
+TEXT = st.text(alphabet=st.one_of(st.characters(exclude_categories=("Cs",)),  # lone surrogates are not text
+                                   st.sampled_from(list(OPERATORS) + list("aZqQ \n"))))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)  # the same 400 strings on every machine
+@given(TEXT)
 def test_decode_inverts_encode_on_any_text(s):
     t = encode(s)
     assert decode(t) == s

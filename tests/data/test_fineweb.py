@@ -116,3 +116,34 @@ def test_fetch_keeps_other_datasets_and_skip_manifest(tmp_path, hub):
     fetch_fineweb("sp1024", 1, local, repo_id="owner/pg", endpoint=hub["endpoint"], cache_dir=hub["cache"],
                   echo=None, skip_manifest=True)
     assert hub["requests"] == []  # everything local: no request at all
+
+
+def test_fetch_caseops_dataset_brings_its_byte_sidecar(tmp_path):
+    """A CaseOps-shaped hub (#1729's `romeerp/parameter-golf-caseops-v1` layout): the manifest declares
+    ``val_bytes_glob``, the sidecars come down with the val shards, and they load aligned with the val stream."""
+    from golflib.data.loader import load_val_byte_sidecar, load_validation_tokens
+
+    name = "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+    remote = tmp_path / "remote"
+    manifest = make_remote(remote, name=name, files_train=1, files_val=2, tokens=64)
+    ds = remote / "datasets" / "datasets" / name
+    for i in range(2):
+        toks = np.arange(64) % 1024
+        toks[::16] = 1  # documents open with BOS
+        write_shard(ds / f"fineweb_val_{i:06d}.bin", toks)
+        write_shard(ds / f"fineweb_val_bytes_{i:06d}.bin", np.where(toks == 1, 0, 3))
+    manifest["datasets"][0]["val_bytes_glob"] = f"datasets/{name}/fineweb_val_bytes_*.bin"
+    (remote / "datasets" / "manifest.json").write_text(json.dumps(manifest))
+    endpoint, _, server = serve_repo(remote)
+    try:
+        local = tmp_path / "data"
+        fetch_fineweb("sp8192_lossless_caps_caseops_v1_reserved", 1, local, repo_id="romeerp/pg", endpoint=endpoint,
+                      cache_dir=str(tmp_path / "hfcache"), echo=None)
+    finally:
+        server.shutdown()
+    got = local / "datasets" / name
+    assert sorted(p.name for p in got.glob("fineweb_val_bytes_*.bin")) == ["fineweb_val_bytes_000000.bin",
+                                                                           "fineweb_val_bytes_000001.bin"]
+    val = load_validation_tokens(str(got / "fineweb_val_*.bin"), 16, allow_sidecar=True)  # skips sidecars
+    side = load_val_byte_sidecar(str(got / "fineweb_val_*.bin"), str(got / "fineweb_val_bytes_*.bin"), val.numel())
+    assert val.numel() == 113 and int(side.sum()) == 3 * int((val != 1).sum())
