@@ -17,8 +17,8 @@ Positions are *target positions*: target position ``t`` is scored by the distrib
   positions never scored (#568, #713, #991).
 
 In strict mode the first violation raises :class:`LegalityError` naming the condition, the position and the call,
-before the offending call's positions are recorded (only the call counter has moved). A protocol that reproduces a record's *known* deviation declares it instead of
-hiding it: ``score(..., repeat=reason)`` for positions the record scores again (the pre-#1218 sliding tail, SPEC
+before the offending call's positions are recorded (only the call counter has moved). A protocol that reproduces a
+record's *known* deviation declares it instead of hiding it: ``score(..., repeat=reason)`` for positions the record scores again (the pre-#1218 sliding tail, SPEC
 §3.A1 ⚠) and :meth:`Ledger.skip` for positions it never scores (#1855's truncation of its diagnostic eval to whole
 batches). Declared deviations do not raise, are listed apart from the violations, and make the report not
 ``legal`` (C4 is still broken) but ``legal_except_declared``.

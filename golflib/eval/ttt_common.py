@@ -79,7 +79,8 @@ def cosine_lr(lr: float, chunk: int, n_chunks: int) -> float:
 def rank_steps(n_seqs: int, batch_seqs: int, world_size: int) -> list[list[tuple[int, int]]]:
     """The optimizer steps of one epoch over ``n_seqs`` sequences: rank ``r`` owns sequences ``[n·r/W, n·(r+1)/W)``
     and steps through them ``batch_seqs`` at a time (#461/#549 chunked TTT, #1855 global SGD). Returns, per step,
-    each rank's ``(first, end)`` sequence range (empty when that rank's share is used up; the records assume equal step counts)."""
+    each rank's ``(first, end)`` sequence range (empty when that rank's share is used up; the records assume equal
+    step counts)."""
     shares = [(n_seqs * r // world_size, n_seqs * (r + 1) // world_size) for r in range(world_size)]
     n_steps = max(-(-(e - s) // batch_seqs) for s, e in shares) if n_seqs > 0 else 0
     return [[(min(s + k * batch_seqs, e), min(s + (k + 1) * batch_seqs, e)) for s, e in shares]

@@ -101,8 +101,8 @@ class Segments:
             if b * t * t > DENSE_MASK_MAX_ELEMENTS:
                 raise ValueError(f"document-isolated attention inside a compiled graph without the FlashAttention "
                                  f"varlen kernel needs a dense [{b}, 1, {t}, {t}] mask ({b * t * t:,} entries, over "
-                                 f"{DENSE_MASK_MAX_ELEMENTS:,}): install flash_attn (3 on Hopper), or set USE_COMPILE=0 "
-                                 f"(eager attention packs the segments), or use shorter rows")
+                                 f"{DENSE_MASK_MAX_ELEMENTS:,}): install flash_attn (3 on Hopper), or set "
+                                 f"USE_COMPILE=0 (eager attention packs the segments), or use shorter rows")
             causal = torch.ones(t, t, dtype=torch.bool, device=self.doc_ids.device).tril()
             self._mask = (causal[None] & (self.doc_ids[:, :, None] == self.doc_ids[:, None, :]))[:, None]
         return self._mask

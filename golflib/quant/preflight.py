@@ -9,10 +9,10 @@ counted code bytes. The weights are either
 * an estimate (``weights="gaussian"``): every tensor the recipe quantizes per row is replaced by rows of
   ``N(0, σ_t²)`` draws, every other float tensor by its init plus noise (:func:`gaussian_rows`). Init weights
   themselves are no estimate — projections start at zero and compress to almost nothing (the top stack's init
-  weights come to 9.66 MB against its record's 15.90 MB). SDClip (``c = k·σ(row)``) is scale-invariant per row, so any σ gives the codes of a
-  Gaussian-like trained row. The older rules are not: with the records' 1/31 scale floor (``LEGACY_SCALE_FLOOR``)
-  a row whose clip is below 1 is quantized with a step of 1/31 whatever its range, so the codes depend on the
-  weights' absolute size. ``σ_t`` = :data:`TRAINED_ROW_STD` is that size for the 600-second records, read off a
+  weights come to 9.66 MB against its record's 15.90 MB). SDClip (``c = k·σ(row)``) is scale-invariant per row,
+  so any σ gives the codes of a Gaussian-like trained row. The older rules are not: with the records' 1/31 scale
+  floor (``LEGACY_SCALE_FLOOR``) a row whose clip is below 1 is quantized with a step of 1/31 whatever its range,
+  so the codes depend on the weights' absolute size. ``σ_t`` = :data:`TRAINED_ROW_STD` is that size for the 600-second records, read off a
   record's own log: #1019 reports 4,207,533 of its 25,952,256 int6 codes at ±1 before pruning, which a Gaussian
   quantized with the binding 1/31 step gives at σ = 0.155. docs/LOG.md compares the estimate with every record's
   published artifact and with trained checkpoints.

@@ -6,7 +6,8 @@ scalars ``1 + 0.25·N(0, 1)``. Nothing is zero, so every gate, lambda and projec
 
 ``init_stats(t)`` classifies a freshly initialised tensor (zero / constant / a few levels / orthogonal with its
 gain / random with its std / per-element values of a vector) so the records' init rules can be compared without
-their random draws; ``update_stats(new, old)`` reduces an update to its L2 norm and its projection on a fixed ±1 pattern.
+their random draws; ``update_stats(new, old)`` reduces an update to its L2 norm and its projection on a fixed ±1
+pattern.
 """
 
 from __future__ import annotations
