@@ -7,6 +7,7 @@ call takes ``world * (local + 1)`` contiguous tokens and rank ``r`` uses the r-t
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def load_validation_tokens(pattern: str, seq_len: int, vocab_size: int | None = 
     (``*_val_bytes_*``, a CaseOps dataset) sit among the val shards: the LUT byte rule would be wrong there.
     """
     if not allow_sidecar:
-        sidecars = [p for p in _glob(pattern) if "_bytes_" in Path(p).name]
+        sidecars = [p for p in glob.glob(pattern) if "_bytes_" in Path(p).name]
         if sidecars:
             raise ValueError(f"{sidecars[0]}: {SIDECAR_NOT_SCORED}")
     files = list_shards(pattern)
@@ -122,7 +123,7 @@ def load_val_byte_sidecar(val_pattern: str, sidecar_pattern: str, n_tokens: int,
 
     The sidecar shards are checked against the val token shards before use: the same number of files, each pair
     the same length, and 0 at every BOS. Raises ``ValueError`` naming the file and what differs."""
-    val_files, side_files = list_shards(val_pattern), sorted(Path(p) for p in _glob(sidecar_pattern))
+    val_files, side_files = list_shards(val_pattern), sorted(Path(p) for p in glob.glob(sidecar_pattern))
     if len(side_files) != len(val_files):
         raise ValueError(f"byte sidecar {sidecar_pattern!r}: {len(side_files)} files for {len(val_files)} val "
                          f"token shards ({val_pattern!r}); expected one sidecar per val shard")
@@ -144,9 +145,3 @@ def load_val_byte_sidecar(val_pattern: str, sidecar_pattern: str, n_tokens: int,
         raise ValueError(f"byte sidecar {sidecar_pattern!r}: {side.size:,} entries, fewer than the {n_tokens:,} "
                          f"val tokens")
     return torch.from_numpy(side[:n_tokens])
-
-
-def _glob(pattern: str) -> list[str]:
-    import glob
-
-    return glob.glob(pattern)

@@ -55,9 +55,7 @@ def cu_seqlens_padded(doc_ids: Tensor, bucket: int = CU_BUCKET) -> Tensor:
     if doc_ids.dim() != 2:
         raise ValueError(f"cu_seqlens_padded: expected doc_ids [B, T], got shape {tuple(doc_ids.shape)}")
     b, t = doc_ids.shape
-    starts = torch.ones_like(doc_ids, dtype=torch.bool)
-    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
-    flat = starts.reshape(-1).nonzero().squeeze(-1).to(torch.int32)
+    flat = Segments(doc_ids)._starts().to(torch.int32)
     n = flat.numel() + 1
     padded = -(-n // bucket) * bucket
     cu = torch.full((padded,), b * t, dtype=torch.int32, device=doc_ids.device)
