@@ -18,6 +18,11 @@ EMBEDDED_DATA = {
     "DATA_PATH": "./data/datasets/wikivital_sp1024",
     "TOKENIZER_PATH": "./data/tokenizers/wikivital_1024_bpe.model",
 }
+# `golf data prepare --caseops`: the embedded corpus through the CaseOps transform, with its val byte sidecar
+EMBEDDED_CASEOPS_DATA = {
+    "DATA_PATH": "./data/datasets/wikivital_sp1024_caseops",
+    "TOKENIZER_PATH": "./data/tokenizers/wikivital_1024_bpe_caseops.model",
+}
 
 
 def preset(name: str):
@@ -82,6 +87,13 @@ SP8192_DATA = {
     "DATA_PATH": "./data/datasets/fineweb10B_sp8192",
     "TOKENIZER_PATH": "./data/tokenizers/fineweb_8192_bpe.model",
     "VOCAB_SIZE": 8192,
+}
+# #1729's CaseOps export (`golf data fetch sp8192_lossless_caps_caseops_v1_reserved --repo-id
+# romeerp/parameter-golf-caseops-v1`): tokens of the transformed text plus the val byte sidecar, which is required
+SP8192_CASEOPS_DATA = {
+    "DATA_PATH": "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
+    "TOKENIZER_PATH": "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+    "VOCAB_SIZE": 8192, "CASEOPS_ENABLED": True,
 }
 
 # Shared by the #287 → #1019 lineage (11 layers, seq 2048, 786,432 tokens/step, int6 era), as their code has it.
@@ -269,7 +281,8 @@ def pr1487_arch() -> dict[str, Any]:
 @preset("pr1855_arch")
 def pr1855_arch() -> dict[str, Any]:
     """#1855 (codemath3000), the top stack [R:2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611]
-    (SPEC §6.1), as run (its seed logs' hyperparameters; the script's defaults differ), without CaseOps: sp8192,
+    (SPEC §6.1), as run (its seed logs' hyperparameters; the script's defaults differ), without CaseOps (the
+    ``pr1855`` preset is the record with it): sp8192,
     11L × 512, MLP 4× LeakyReLU², XSA all, partial RoPE 16, LN scale, QK gain 5.0, SmearGate v3 with BOS mask,
     sparse attention gate (window 12, κ 0.5), sigmoid skip gates, layers 3-5 looped twice more (17 virtual) from
     35%, routed two-lane parallel residuals from layer 8 (lanes split before the U-Net skip, which feeds lane 0;
@@ -309,6 +322,18 @@ def pr1855_arch() -> dict[str, Any]:
             "TTT_LORA_LAST_WINDOW": "doc_end"}
 
 
+@preset("pr1855")
+def pr1855() -> dict[str, Any]:
+    """#1855 as submitted: ``pr1855_arch`` on #1729's CaseOps data (SPEC §3.F3) — sp8192 tokens of the
+    case-transformed text (TITLE / ALLCAPS / CAPNEXT / ESC as user-defined pieces), scored in original UTF-8 bytes
+    through the val byte sidecar (``CASEOPS_ENABLED``: a dataset without one is an error; log line
+    ``val_bpb:byte_sidecar:enabled``). ``--scale`` runs it on the embedded corpus's CaseOps export
+    (``golf data prepare --caseops``).
+    Published: val_bpb 1.05989454 (seed 42; mean 1.06107587), 35,945,671 parameters, 15,897,259 bytes (seed 42).
+    """
+    return {**pr1855_arch(), **SP8192_CASEOPS_DATA}
+
+
 def preset_names() -> list[str]:
     return sorted(PRESETS)
 
@@ -326,7 +351,8 @@ def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
     seconds.
 
     ``scale`` in (0, 1]: ``MODEL_DIM`` → a multiple of 16 near ``scale·MODEL_DIM`` (heads halved until head_dim
-    ≥ 8, GQA ratio kept where possible), vocab 1024 on the embedded corpus, seq 128, 2,048 tokens/step, table
+    ≥ 8, GQA ratio kept where possible), vocab 1024 on the embedded corpus (its CaseOps export when
+    ``CASEOPS_ENABLED``), seq 128, 2,048 tokens/step, table
     widths capped (``VE_DIM`` scaled, so it stays below the KV width as at full size), the size thresholds
     ``ORTHO_INIT_MIN_DIM`` (× scale), ``KEEP_FLOAT_MAX_NUMEL`` and ``PRUNE_MAGNITUDE_MIN_NUMEL`` (× scale²) scaled,
     no wall-clock cap or compile warm-up, 60 iterations; step-based recurrence starts at step 20 and an
@@ -349,7 +375,8 @@ def scale_overrides(cfg: Config, scale: float) -> dict[str, Any]:
     hd = dim // heads
     seq = 128
     out: dict[str, Any] = {
-        **EMBEDDED_DATA, "VOCAB_SIZE": 1024, "MODEL_DIM": dim, "NUM_HEADS": heads, "NUM_KV_HEADS": kv,
+        **(EMBEDDED_CASEOPS_DATA if cfg.data.caseops_enabled else EMBEDDED_DATA), "VOCAB_SIZE": 1024,
+        "MODEL_DIM": dim, "NUM_HEADS": heads, "NUM_KV_HEADS": kv,
         "ROPE_DIMS": min(m.rope_dims, hd) // 2 * 2, "GATE_WINDOW": min(m.gate_window, dim),
         "BIGRAM_VOCAB_SIZE": min(m.bigram_vocab_size, 512), "BIGRAM_DIM": min(m.bigram_dim, 32),
         "VE_DIM": max(8, int(round(m.ve_dim * scale))), "TRAIN_SEQ_LEN": seq, "EVAL_SEQ_LEN": seq,

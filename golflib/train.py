@@ -25,9 +25,10 @@ import torch.distributed as dist
 
 from golflib.codesize import BUNDLED, code_bytes, code_bytes_source, core_source
 from golflib.config import Config
+from golflib.data.bytecount import is_sidecar, load_byte_counter, sidecar_path_note
 from golflib.data.loader import load_validation_tokens
 from golflib.data.loaders import make_loader
-from golflib.data.luts import build_sentencepiece_luts, load_sentencepiece
+from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import EvalResult, eval_standard
 from golflib.eval.doc_eval import eval_doc_isolated
 from golflib.eval.ngram_eval import run_configured_ngram
@@ -223,10 +224,13 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
     if int(sp.vocab_size()) != mc.vocab_size:
         raise ValueError(f"VOCAB_SIZE={mc.vocab_size} does not match tokenizer {cfg.data.tokenizer_path} "
                          f"vocab_size={int(sp.vocab_size())}")
-    luts = build_sentencepiece_luts(sp, mc.vocab_size)
+    luts = load_byte_counter(cfg.data, mc.vocab_size, int(sp.bos_id()))
     eval_len = cfg.eval.eval_seq_len or tc.train_seq_len
     val_tokens = load_validation_tokens(cfg.data.val_glob, tc.train_seq_len, mc.vocab_size, tc.val_max_tokens)
     log.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={cfg.data.tokenizer_path}")
+    if is_sidecar(luts):  # CaseOps: original bytes per token (SPEC §1.4); the LUTs would count transformed text
+        luts.check_stream(val_tokens.numel())
+        log.log(sidecar_path_note(luts))
     log.log(f"val_loader:shards pattern={cfg.data.val_glob} tokens:{val_tokens.numel() - 1}"
             + (f" (truncated by VAL_MAX_TOKENS={tc.val_max_tokens}: not a val_bpb)" if tc.val_max_tokens else ""))
 

@@ -39,6 +39,16 @@ def embedded_data(tmp_path_factory) -> dict:
     return {"root": root, "entry": entry, "data_path": data_path, "tokenizer_path": tok_path}
 
 
+@pytest.fixture(scope="session")
+def caseops_data(tmp_path_factory) -> tuple:
+    """The embedded corpus's CaseOps export (`golf data prepare --caseops`), once per session:
+    ``(root, entry, data_path, tokenizer_path)``."""
+    root = tmp_path_factory.mktemp("caseops")
+    entry = prepare_dataset(root, caseops=True)
+    data_path, tok_path = dataset_paths(root, entry["name"])
+    return root, entry, data_path, tok_path
+
+
 @pytest.fixture()
 def tiny_overrides(embedded_data) -> dict:
     return {**TINY, "DATA_PATH": str(embedded_data["data_path"]),

@@ -22,6 +22,7 @@ PUBLISHED_PARAMS = {
     "pr1394": 35_943_512,
     "pr1487_arch": 37_022_812,
     "pr1855_arch": 35_945_671,
+    "pr1855": 35_945_671,
 }
 
 
@@ -52,11 +53,12 @@ def test_presets_of_ttt_records_enable_their_ttt():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data):
+def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data, caseops_data):
     run = tmp_path / name
+    caseops = resolve(name, environ={}).data.caseops_enabled
+    data_path, tok_path = caseops_data[2:] if caseops else (embedded_data["data_path"], embedded_data["tokenizer_path"])
     args = ["--preset", name, "--scale", "0.125", "--run-dir", str(run),
-            "--set", f"DATA_PATH={embedded_data['data_path']}",
-            "--set", f"TOKENIZER_PATH={embedded_data['tokenizer_path']}",
+            "--set", f"DATA_PATH={data_path}", "--set", f"TOKENIZER_PATH={tok_path}",
             "--set", "ITERATIONS=24", "--set", "VAL_LOSS_EVERY=24", "--set", "VAL_MAX_TOKENS=4096",
             "--set", "EVAL_STRIDE=0", "--set", "TRAIN_LOG_EVERY=24", "--set", "TRAIN_SEQ_LEN=64",
             "--set", "EVAL_SEQ_LEN=64", "--set", "TRAIN_BATCH_TOKENS=1024", "--set", "VAL_BATCH_SIZE=2048"]
@@ -82,5 +84,14 @@ def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data):
             # val stream, and the last chunk is never trained on
             assert rep["n_updates"] > 0 or (name, kind) == ("cpu-tiny", "chunked"), (kind, rep)
             assert res["ttt"][kind]["val_bpb"] < res["quantized"]["standard"]["val_bpb"] + 0.1
+    if caseops:  # #1855 with CaseOps: every protocol counted the sidecar's original bytes of the targets it scored
+        from golflib.data.loader import load_val_byte_sidecar
+
+        assert "val_bpb:byte_sidecar:enabled" in (run / "train.log").read_text()
+        val_glob = str(data_path / "*_val_*.bin")
+        side = load_val_byte_sidecar(val_glob, str(data_path / "*_val_bytes_*.bin"), 4097)
+        scored = [res["quantized"]["standard"]] + [res["ttt"][k] for k in ttt.ttt_kinds]
+        for entry in scored:  # the doc-isolated standard eval and phased TTT score a prefix of the val targets
+            assert entry["bytes"] == int(side[1:entry["tokens"] + 1].sum()), entry["mode"]
     assert res["export_weights"] == {"pr461": "swa"}.get(name, "ema" if resolve(name, environ={}).train.ema_decay
                                                           else "live")

@@ -78,25 +78,16 @@ class DistributedTokenLoader:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), None
 
 
-SIDECAR_NOT_SCORED = ("a CaseOps dataset: its val_bpb counts the original bytes of the byte sidecar, which "
-                      "golflib's scoring protocols do not read yet (issue 12); refused rather than reporting a "
-                      "val_bpb over transformed bytes")
-
-
 def load_validation_tokens(pattern: str, seq_len: int, vocab_size: int | None = None,
-                           max_tokens: int = 0, allow_sidecar: bool = False) -> torch.Tensor:
+                           max_tokens: int = 0) -> torch.Tensor:
     """The val stream, truncated like every record (SPEC §1.2): keeps ``floor((N-1)/L)*L + 1`` tokens so the
     number of targets is a multiple of ``seq_len``; up to ``L-1`` tail tokens are never scored.
 
     Returns an int64 tensor of shape ``[n_targets + 1]``. ``max_tokens > 0`` first cuts the stream to that many
-    tokens (smoke tests only; such a number is not a val_bpb). Raises ``ValueError`` when the split is shorter than
-    one sequence, and — unless ``allow_sidecar`` (callers that do not count bytes) — when byte sidecars
-    (``*_val_bytes_*``, a CaseOps dataset) sit among the val shards: the LUT byte rule would be wrong there.
+    tokens (smoke tests only; such a number is not a val_bpb). Byte sidecars (``*_val_bytes_*``, a CaseOps dataset)
+    matching ``pattern`` are not token shards and are skipped; :func:`golflib.data.bytecount.load_byte_counter`
+    reads them. Raises ``ValueError`` when the split is shorter than one sequence.
     """
-    if not allow_sidecar:
-        sidecars = [p for p in glob.glob(pattern) if "_bytes_" in Path(p).name]
-        if sidecars:
-            raise ValueError(f"{sidecars[0]}: {SIDECAR_NOT_SCORED}")
     files = list_shards(pattern)
     tokens = np.concatenate([np.asarray(load_shard(f, vocab_size)) for f in files])
     if max_tokens > 0:

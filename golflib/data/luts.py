@@ -36,10 +36,16 @@ class ByteLUTs:
     def to(self, device: torch.device | str) -> "ByteLUTs":
         return ByteLUTs(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
 
-    def target_bytes(self, prev_ids: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
-        """Bytes charged for each target: int64 tensor shaped like ``tgt_ids`` (``prev_ids`` same shape)."""
+    def target_bytes(self, prev_ids: torch.Tensor, tgt_ids: torch.Tensor, positions=None) -> torch.Tensor:
+        """Bytes charged for each target: int64 tensor shaped like ``tgt_ids`` (``prev_ids`` same shape).
+        ``positions`` (the targets' stream indices) is accepted for the common byte-counter interface
+        (:class:`golflib.data.bytecount.ByteSidecar` needs it) and not used: the LUT rule reads the ids."""
         b = self.base_bytes[tgt_ids].to(torch.int64)
         return b + (self.has_leading_space[tgt_ids] & ~self.is_boundary[prev_ids]).to(torch.int64)
+
+    def stream_bytes(self, tokens) -> int:
+        """Σ bytes over every target of a token stream (:func:`count_stream_bytes`)."""
+        return count_stream_bytes(tokens, self)
 
 
 def load_sentencepiece(path: str | os.PathLike):
@@ -54,14 +60,28 @@ def load_sentencepiece(path: str | os.PathLike):
     return spm.SentencePieceProcessor(model_file=path)
 
 
-def build_sentencepiece_luts(sp, vocab_size: int) -> ByteLUTs:
+CASEOPS_PIECES = ("\ue001", "\ue002", "\ue003", "\ue004")  # TITLE, ALLCAPS, CAPNEXT, ESC (SPEC §3.F3)
+
+
+def build_sentencepiece_luts(sp, vocab_size: int, *, transformed_ok: bool = False) -> ByteLUTs:
     """Build :class:`ByteLUTs` from a ``SentencePieceProcessor`` (or a path to a ``.model``).
 
     ``vocab_size`` is the model's embedding size; ids beyond the SentencePiece vocab are boundary tokens with 0
-    bytes. Raises ``ValueError`` if the SentencePiece vocab is larger than ``vocab_size``.
+    bytes. Raises ``ValueError`` if the SentencePiece vocab is larger than ``vocab_size``, and for a CaseOps
+    tokenizer (one with the case-operator pieces): its tokens spell transformed text, so these tables would count
+    every operator as 3 bytes and its val_bpb needs the original-byte sidecar
+    (:func:`golflib.data.bytecount.load_byte_counter`). ``transformed_ok=True`` builds them anyway (to measure
+    that difference).
     """
+    name = str(sp) if isinstance(sp, (str, os.PathLike)) else "tokenizer"
     if isinstance(sp, (str, os.PathLike)):
         sp = load_sentencepiece(sp)
+    if not transformed_ok:
+        ops = sorted({sp.id_to_piece(i) for i in range(int(sp.vocab_size()))} & set(CASEOPS_PIECES))
+        if ops:
+            raise ValueError(f"{name}: a CaseOps tokenizer (case-operator pieces {[hex(ord(p)) for p in ops]}); "
+                             "byte LUTs would count transformed text. Score it through the val byte sidecar "
+                             "(*_val_bytes_*.bin, `golf data prepare --caseops`)")
     sp_vocab = int(sp.vocab_size())
     if sp_vocab > vocab_size:
         raise ValueError(f"tokenizer has {sp_vocab} pieces but VOCAB_SIZE={vocab_size}; ids would overflow the "

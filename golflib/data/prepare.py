@@ -28,10 +28,10 @@ from golflib.data.caseops import TRANSFORM_NAME as TRANSFORM
 from golflib.data.corpus import Document, load_corpus, split_docs
 from golflib.data.luts import build_sentencepiece_luts, count_stream_bytes, load_sentencepiece
 from golflib.data.shards import write_shard
-from golflib.data.tokenizer import OFFICIAL_SP_SETTINGS, train_sentencepiece
+from golflib.data.tokenizer import OFFICIAL_SP_SETTINGS, canonical_texts, train_sentencepiece
 
 MANIFEST_NAME = "manifest.json"
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2  # 2: documents in SentencePiece normal form before tokenization (canonical_texts)
 
 
 def recommended_bigram_vocab_size(vocab_size: int) -> int:
@@ -131,10 +131,14 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
     """Tokenize ``corpus`` into shards under ``root`` and write/merge the manifest; returns the dataset entry.
 
     Skips all work when the manifest already holds this dataset built with identical settings and every file
-    exists (``force=True`` rebuilds). Stats recorded: docs/tokens/files per split, ``bytes_val`` (Σ bytes over
-    every val target by the SPEC §1.4 LUT rule), ``utf8_bytes_val`` (UTF-8 bytes of the raw val documents) and
-    ``decoded_utf8_bytes_val`` (UTF-8 bytes of the val documents decoded from their tokens — SentencePiece's NFKC
-    normalisation makes this differ slightly from the raw text; ``bytes_val`` must equal it).
+    exists (``force=True`` rebuilds). The split is drawn on the raw text; then every document is put in
+    SentencePiece's normal form for the trainer settings (:func:`golflib.data.tokenizer.canonical_texts`: NFKC,
+    whitespace runs collapsed), which is what the tokenizer would see anyway — so every tokenization of the corpus
+    (sp1024, CaseOps, another vocab) scores the same bytes, the canonical documents' UTF-8 bytes. Stats recorded:
+    docs/tokens/files per split, ``bytes_val`` (Σ bytes over every val target by the SPEC §1.4 LUT rule),
+    ``utf8_bytes_val`` (UTF-8 bytes of the canonical val documents), ``raw_utf8_bytes_val`` (of the raw ones, before
+    normalization) and ``decoded_utf8_bytes_val`` (of the val documents decoded from their tokens); on canonical
+    documents the three first and the last agree.
 
     ``caseops=True`` (#1729, SPEC §3.F3): every document goes through :func:`golflib.data.caseops.encode` first,
     the tokenizer is trained on the transformed train documents with the four operators as user-defined symbols
@@ -170,7 +174,13 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
             if entry and entry.get("prepare_key") == key and _files_present(root, entry, manifest):
                 return entry
 
-    train_docs, val_docs = split_docs(docs, val_fraction)
+    train_docs, val_docs = split_docs(docs, val_fraction)  # (split on the raw text)
+    raw_utf8_val = sum(len(d.text.encode("utf-8")) for d in val_docs)
+    # Every tokenizer normalizes its input; storing the documents in that normal form first makes the bytes any
+    # tokenization scores (LUT rule or CaseOps sidecar) the documents' own UTF-8 bytes (issue 12).
+    train_docs, val_docs = ([Document(d.doc_id, t) for d, t in zip(ds, canonical_texts([d.text for d in ds],
+                                                                                       trainer_overrides))]
+                            for ds in (train_docs, val_docs))
     tok_dir = root / "tokenizers"
     texts = [caseops_mod.encode(d.text) if caseops else d.text for d in train_docs]
     model_path = train_sentencepiece(texts, tok_dir / tokenizer_name, vocab_size, trainer_overrides)
@@ -193,7 +203,7 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
     files_val, tokens_val = _write_split(enc_val, out_dir, corpus_name, "val", shard_size)
     files_train, tokens_train = _write_split(enc_train, out_dir, corpus_name, "train", shard_size)
 
-    luts = build_sentencepiece_luts(sp, vocab_size)
+    luts = build_sentencepiece_luts(sp, vocab_size, transformed_ok=True)  # the CaseOps LUT count is a stat
     val_stream = np.concatenate(enc_val)
     bytes_val = count_stream_bytes(val_stream, luts)
     utf8_val = sum(len(d.text.encode("utf-8")) for d in val_docs)
@@ -230,6 +240,7 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
             "files_total": files_val + files_train, "files_val": files_val, "files_train": files_train,
             "tokens_total": tokens_val + tokens_train, "tokens_val": tokens_val, "tokens_train": tokens_train,
             "bytes_val": bytes_val, "utf8_bytes_val": utf8_val, "decoded_utf8_bytes_val": decoded_val,
+            "raw_utf8_bytes_val": raw_utf8_val,
             **extra_stats,
         },
         "split": {"rule": "sha256(salt + NUL + text) as [0,1) < val_fraction", "salt": "golflib-split-v1",

@@ -65,3 +65,22 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str | os.PathLike, v
     if not model.is_file():
         raise RuntimeError(f"SentencePiece did not write {model}")
     return model
+
+
+def canonical_texts(texts: Iterable[str], overrides: Mapping[str, Any] | None = None) -> list[str]:
+    """``texts`` in SentencePiece's own normal form for the trainer settings (:data:`OFFICIAL_SP_SETTINGS` +
+    ``overrides``): the normalization rule (``nmt_nfkc``: NFKC, control characters dropped, newlines and tabs to
+    spaces) and ``remove_extra_whitespaces`` (runs collapsed, ends stripped), through
+    ``sentencepiece.SentencePieceNormalizer``; no dummy prefix, spaces kept as spaces.
+
+    A tokenizer trained with those settings normalizes its input the same way, so tokenizing a canonical text
+    gives the same pieces, and the SPEC §1.4 LUT rule then counts exactly its UTF-8 bytes — as does a CaseOps byte
+    sidecar of the same text. That is what lets two tokenizations of one corpus score the same bytes.
+    """
+    import sentencepiece as spm
+
+    kw = {**OFFICIAL_SP_SETTINGS, **(overrides or {})}
+    norm = spm.SentencePieceNormalizer(rule_name=kw.get("normalization_rule_name", "nmt_nfkc"),
+                                       add_dummy_prefix=False, escape_whitespaces=False,
+                                       remove_extra_whitespaces=bool(kw.get("remove_extra_whitespaces", True)))
+    return [norm.normalize(t) for t in texts]

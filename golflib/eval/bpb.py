@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.runtime import all_reduce_sum, autocast, synchronize
 
@@ -52,11 +52,16 @@ class BPBAccumulator:
     def __init__(self, device: torch.device | str = "cpu"):
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
 
-    def add(self, nll: torch.Tensor, prev_ids: torch.Tensor, tgt_ids: torch.Tensor, luts: ByteLUTs) -> None:
-        """Add targets: ``nll`` fp32 NLL per target; ``prev_ids``/``tgt_ids`` int64 of the same shape."""
+    def add(self, nll: torch.Tensor, prev_ids: torch.Tensor, tgt_ids: torch.Tensor, luts: ByteCounter,
+            positions) -> None:
+        """Add targets: ``nll`` fp32 NLL per target; ``prev_ids``/``tgt_ids`` int64 of the same shape;
+        ``positions`` their target indices in the val stream (numpy or torch, same number of elements, the same
+        order), which a CaseOps byte sidecar counts by (:mod:`golflib.data.bytecount`)."""
+        if len(positions) != tgt_ids.numel():
+            raise ValueError(f"{len(positions)} positions for {tgt_ids.numel()} targets")
         self.sums[0] += nll.to(torch.float64).sum()
         self.sums[1] += float(tgt_ids.numel())
-        self.sums[2] += luts.target_bytes(prev_ids, tgt_ids).to(torch.float64).sum()
+        self.sums[2] += luts.target_bytes(prev_ids, tgt_ids, positions).to(torch.float64).sum()
 
     def all_reduce(self) -> "BPBAccumulator":
         all_reduce_sum(self.sums)
@@ -95,7 +100,7 @@ def finish_ledger(ledger: Ledger, local_positions, device: torch.device, world_s
 
 
 @torch.no_grad()
-def eval_standard(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, batch_tokens: int,
+def eval_standard(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, batch_tokens: int,
                   rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                   ledger: Ledger | None = None, nll_out: torch.Tensor | None = None) -> EvalResult:
     """Non-overlapping evaluation of the (already truncated) val stream, as the baseline's ``eval_val``.
@@ -131,7 +136,7 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: i
             ledger.score(positions)
             if nll_out is not None:
                 nll_out[b0 * seq_len:b1 * seq_len] = nll.float().reshape(-1).cpu()
-            acc.add(nll.float(), x, y, luts)
+            acc.add(nll.float(), x, y, luts, positions)
     model.train(was_training)
     acc.all_reduce()
     report = finish_ledger(ledger, lambda: np.arange(s0 * seq_len, s1 * seq_len), device, world_size)
@@ -139,16 +144,15 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: i
     return acc.result("standard", time.perf_counter() - t0, report)
 
 
-def unigram_bpb(train_tokens, val_tokens: torch.Tensor, luts: ByteLUTs, vocab_size: int,
-                sidecar: torch.Tensor | None = None) -> float:
+def unigram_bpb(train_tokens, val_tokens: torch.Tensor, luts: ByteCounter, vocab_size: int) -> float:
     """val_bpb of an add-one-smoothed unigram model fitted on ``train_tokens`` and scored on the val targets
-    (``val_tokens[1:]``), as a scale reference for what "learned something" means. Bytes by the LUT rule, or from
-    a CaseOps byte ``sidecar`` (int ``[len(val_tokens)]``; target ``i`` counts ``sidecar[i + 1]``)."""
+    (``val_tokens[1:]``), as a scale reference for what "learned something" means. Bytes from ``luts`` (the LUT
+    rule, or a CaseOps :class:`golflib.data.bytecount.ByteSidecar`)."""
     import numpy as np
 
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size)[:vocab_size] + 1.0
     logp = np.log(counts / counts.sum())
     v = val_tokens.to(torch.int64)
     nll = -logp[v[1:].numpy()]
-    n_bytes = float(luts.target_bytes(v[:-1], v[1:]).sum() if sidecar is None else sidecar[1:].sum())
+    n_bytes = float(luts.stream_bytes(v))
     return float(nll.sum() / (LN2 * n_bytes))

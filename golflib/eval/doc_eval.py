@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult, finish_ledger
 from golflib.eval.ledger import Ledger
 from golflib.runtime import autocast, synchronize
@@ -54,7 +54,7 @@ def doc_eval_ranges(n_targets: int, seq_len: int, batch_seqs: int, rank: int, wo
 
 
 @torch.no_grad()
-def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, batch_tokens: int,
+def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, batch_tokens: int,
                       grad_accum_steps: int = 1, bos_id: int = 1, rank: int = 0, world_size: int = 1,
                       device: torch.device | str = "cpu", ledger: Ledger | None = None,
                       nll_out: torch.Tensor | None = None) -> EvalResult:
@@ -106,10 +106,11 @@ def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_le
         ids = bos_segment_ids(x, bos_id, seq_len)
         with autocast(device):
             nll = model.token_nll(x[None], y[None], doc_ids=ids[None])[0].float()
-        ledger.score(np.arange(b0 * seq_len, b1 * seq_len))
+        positions = np.arange(b0 * seq_len, b1 * seq_len)
+        ledger.score(positions)
         if nll_out is not None:
             nll_out[b0 * seq_len:b1 * seq_len] = nll.cpu()
-        acc.add(nll, x, y, luts)
+        acc.add(nll, x, y, luts, positions)
     model.train(was_training)
     acc.all_reduce()
     report = finish_ledger(ledger, lambda: np.arange(s0 * seq_len, s1 * seq_len), device, world_size)

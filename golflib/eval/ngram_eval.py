@@ -18,7 +18,7 @@ import torch
 
 from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import EvalResult
 from golflib.eval.ledger import Ledger
 from golflib.eval.ngram import NgramMixer, mixer_from_config
@@ -29,7 +29,7 @@ NGRAM_LABELS = {"sliding": "ngram_sliding", "chunked": "ngram_ttt", "lora": "ngr
                 "phased": "ngram_ttt_phased"}
 
 
-def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg: Config,
+def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCounter, cfg: Config,
                     mixer: NgramMixer | None = None, *, rank: int = 0, world_size: int = 1,
                     device: torch.device | str = "cpu", ledger: Ledger | None = None,
                     scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None) -> EvalResult:
@@ -75,7 +75,7 @@ def ngram_log_lines(protocol: str, res: EvalResult) -> list[str]:
             f"updates:{rep.get('n_updates')} c2_rows:{rep.get('c2_rows_checked')} order:{rep.get('order')}"]
 
 
-def run_configured_ngram(cfg: Config, model, luts: ByteLUTs, rt, log, reference: EvalResult | None = None,
+def run_configured_ngram(cfg: Config, model, luts: ByteCounter, rt, log, reference: EvalResult | None = None,
                          ttt: dict | None = None, val_tokens: torch.Tensor | None = None) -> dict | None:
     """Training integration: when ``NGRAM_ENABLED``, score every protocol of ``NGRAM_PROTOCOLS`` with a fresh mixer
     on a fresh copy of ``model`` (the dequantized artifact model) over the val stream truncated at the TTT/eval

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult, finish_ledger
 from golflib.eval.ledger import Ledger
 from golflib.runtime import autocast, synchronize
@@ -131,7 +131,7 @@ def score_window_batch(model, val_tokens: torch.Tensor, batch: list[Window], dev
 
 
 @torch.no_grad()
-def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, stride: int, batch_seqs: int = 32,
+def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, stride: int, batch_seqs: int = 32,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                  ledger: Ledger | None = None, nll_out: torch.Tensor | None = None, mixer=None,
                  window_set: str = "fixed") -> EvalResult:
@@ -172,7 +172,7 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: in
                 nll_s, _ = mixer(positions, rows, ys, ledger)
                 if nll_out is not None:
                     nll_out[torch.from_numpy(positions)] = nll_s.cpu()
-                acc.add(nll_s, xs, ys, luts)
+                acc.add(nll_s, xs, ys, luts, positions)
                 continue
             x, y, mask, positions = window_tensors(val_tokens, batch, device, seq_len if legacy else 0)
             with autocast(device):
@@ -180,7 +180,7 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: in
             ledger.score(positions, repeat=repeat)
             if nll_out is not None:
                 nll_out[torch.from_numpy(positions)] = nll[mask].cpu()
-            acc.add(nll[mask], x[mask], y[mask], luts)
+            acc.add(nll[mask], x[mask], y[mask], luts, positions)
     model.train(was_training)
     acc.all_reduce()
     report = finish_ledger(ledger, lambda: scored_positions(mine) if mine else np.zeros(0, np.int64), device,

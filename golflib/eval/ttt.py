@@ -24,7 +24,7 @@ import torch
 
 from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import EvalResult
 from golflib.eval.ledger import Ledger
 from golflib.eval.ttt_chunked import eval_ttt_chunked
@@ -39,7 +39,7 @@ def ttt_seq_len(cfg: Config) -> int:
     return cfg.eval.eval_seq_len or cfg.train.train_seq_len
 
 
-def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteLUTs, cfg: Config, *, rank: int = 0,
+def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteCounter, cfg: Config, *, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu", ledger: Ledger | None = None,
                  scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
                  bos_id: int | None = None, mixer=None) -> EvalResult:
@@ -93,7 +93,7 @@ def log_lines(kind: str, res: EvalResult) -> list[str]:
             f"updates:{rep.get('n_updates')} order:{rep.get('order')}"]
 
 
-def run_configured_ttt(cfg: Config, model, luts: ByteLUTs, rt, log, reference: EvalResult | None = None,
+def run_configured_ttt(cfg: Config, model, luts: ByteCounter, rt, log, reference: EvalResult | None = None,
                        val_tokens: torch.Tensor | None = None) -> dict | None:
     """Training integration: when ``TTT_ENABLED``, run every kind of ``TTT_KINDS`` on a fresh copy of ``model``
     (the dequantized artifact model) over the val stream truncated at the TTT window length, log each result, and

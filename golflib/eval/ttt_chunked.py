@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.sliding import LEGACY_REPEAT, score_window_batch, sliding_windows, window_batches
@@ -57,7 +57,7 @@ def train_sequences(chunk: int, n_targets: int, seq_len: int, chunk_tokens: int)
     return cs, (ce - cs) // seq_len
 
 
-def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, stride: int,
+def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, stride: int,
                      chunk_tokens: int, epochs: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
                      freeze_blocks: int = 0, batch_seqs: int = 32, grad_clip: float = 1.0,
                      eval_batch_seqs: int = 32, rank: int = 0, world_size: int = 1,
@@ -119,7 +119,7 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len
                     nll, rows = mixer(pos, rows, yt, ledger, rows=scores_out is not None and scores_out.dim() == 2)
                 if scores_out is not None:
                     write_scores(scores_out, pos, nll, rows)
-                acc.add(nll, xp, yt, luts)
+                acc.add(nll, xp, yt, luts, pos)
         if world_size > 1:
             record_other_ranks(ledger, np.concatenate(local) if local else np.zeros(0, np.int64), device,
                                repeat=repeat)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from golflib.settings.scoring import LORA_ADAPTER_KINDS, LORA_LAST_WINDOWS, LORA_SITES
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segments, masked_nll, running_bpb,
@@ -160,7 +160,7 @@ def lora_order(segments: np.ndarray, batches: list[np.ndarray], chunk_size: int,
     return order
 
 
-def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: int, chunk_size: int,
+def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteCounter, *, window: int, chunk_size: int,
                   batch_docs: int, lora_rank: int, lr: float, lora_alpha: float = 0.0, beta1: float = 0.0,
                   beta2: float = 0.999, weight_decay: float = 0.5, warm_start_a: bool = False, bos_id: int = 1,
                   sites: tuple[str, ...] = SITES, rank: int = 0, world_size: int = 1,
@@ -304,7 +304,7 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
             if mixer is not None:  # mixed log-prob rows pass through write_scores' log_softmax unchanged
                 sel, rows = mixer(positions, rows, y[scored], ledger,
                                   rows=scores_out is not None and scores_out.dim() == 2)
-            acc.add(sel, x[scored], y[scored], luts)
+            acc.add(sel, x[scored], y[scored], luts, positions)
             if scores_out is not None:
                 write_scores(scores_out, positions, sel, rows if scores_out.dim() == 2 else None)
             if c == 0:

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import EvalResult
 from golflib.eval.doc_eval import bos_segment_ids
 from golflib.eval.ledger import Ledger
@@ -130,7 +130,7 @@ def global_sgd(model, val_tokens: torch.Tensor, segments: np.ndarray, *, seq_len
     return {"chunks": n_chunks, "steps": steps, "tokens": int(cat.numel()), "seconds": time.perf_counter() - t0}
 
 
-def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, window: int, chunk_size: int,
+def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteCounter, *, window: int, chunk_size: int,
                     batch_docs: int, lora_rank: int, lr: float, prefix_docs: int, num_phases: int, global_lr: float,
                     global_momentum: float = 0.9, global_epochs: int = 1, global_chunk_tokens: int = 32768,
                     global_batch_seqs: int = 32, global_grad_clip: float = 1.0, lora_alpha: float = 0.0,

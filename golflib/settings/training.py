@@ -18,6 +18,8 @@ class DataConfig:
     tokenizer_path: str = "./data/tokenizers/fineweb_1024_bpe.model"  # SentencePiece .model used for byte LUTs
     train_files: str = ""  # glob of train shards; "" = <data_path>/*_train_*.bin
     val_files: str = ""  # glob of val shards; "" = <data_path>/*_val_*.bin (sidecars *_val_bytes_* excluded)
+    val_bytes_files: str = ""  # CaseOps byte sidecar glob; "" = <data_path>/*_val_bytes_*.bin (used when present)
+    caseops_enabled: bool = False  # #1855's CASEOPS_ENABLED: the byte sidecar is required (error when missing)
 
     def __post_init__(self) -> None:
         check_field(bool(self.data_path), "data_path", "must name a folder of shards", self.data_path)

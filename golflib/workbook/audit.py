@@ -4,9 +4,10 @@ on a slice of its val stream (SPEC §4.8 items 2, 4, 5). Prints one verdict per 
 
 Stored-report checks per protocol (every ``result.json`` entry with a ``ledger``): the report is internally
 consistent; no C1-C4 violation; every target scored exactly once; the scored target count and byte total equal
-those recomputed from the val shards and the tokenizer's byte tables (the accounting check); the logged val_bpb
-follows from its own val_loss, tokens and bytes; the evaluation order is stream order, or a declared order for
-the document-sorted kinds accepted in #1610/#1626 (verdict ``PASS (declared order)``).
+those recomputed from the val shards and the tokenizer's byte tables — or, for a CaseOps dataset, its byte
+sidecar, itself checked document by document against the UTF-8 bytes of the decoded original text (the accounting
+checks); the logged val_bpb follows from its own val_loss, tokens and bytes; the evaluation order is stream order,
+or a declared order for the document-sorted kinds accepted in #1610/#1626 (verdict ``PASS (declared order)``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import numpy as np
 import torch
 
 from golflib.config import Config
+from golflib.data.bytecount import (is_sidecar, load_byte_counter, original_text_decoder, sidecar_path_note,
+                                    sidecar_text_audit)
 from golflib.data.loader import load_validation_tokens
-from golflib.data.luts import build_sentencepiece_luts, count_stream_bytes
+from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import eval_standard
 from golflib.eval.ledger import perturbation_test
 from golflib.eval.ngram_eval import eval_with_mixer
@@ -177,11 +180,20 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
     result = load_result(run_dir)
     cfg = Config.from_json_file(run_dir / "config.json")
     mc, tc = cfg.model, cfg.train
-    luts = build_sentencepiece_luts(cfg.data.tokenizer_path, mc.vocab_size)
+    luts = load_byte_counter(cfg.data, mc.vocab_size, mc.bos_id)
     streams = {}
     for L in {tc.train_seq_len, ttt_seq_len(cfg)}:
         v = load_validation_tokens(cfg.data.val_glob, L, mc.vocab_size, tc.val_max_tokens)
-        streams[L] = (v.numel() - 1, count_stream_bytes(v.numpy(), luts))
+        streams[L] = (v.numel() - 1, luts.stream_bytes(v))
+    side_row = None
+    if is_sidecar(luts):  # CaseOps: the sidecar itself is checked against the decoded original text
+        sp = load_sentencepiece(cfg.data.tokenizer_path)
+        whole = load_validation_tokens(cfg.data.val_glob, 1, mc.vocab_size, tc.val_max_tokens)
+        a = sidecar_text_audit(whole, luts, sp, original_text_decoder(sp), mc.bos_id)
+        side_row = ("byte sidecar = decoded original text", a["ok"],
+                    f"sidecar {a['sidecar_bytes']} vs decoded {a['decoded_bytes']} bytes over {a['docs']} documents, "
+                    f"{a['mismatched_docs']} mismatched" + (f" (first {a['first_mismatch']})" if not a["ok"] else ""))
+        echo(f"[audit] {sidecar_path_note(luts)}; {side_row[2]}")
     entries = protocol_entries(result)
     perturbation: dict[str, dict] = {}
     if perturb:
@@ -198,7 +210,7 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
     out: dict = {"run_dir": str(run_dir), "protocols": {}}
     for name, entry in entries.items():
         L = tc.train_seq_len if entry["mode"] == "standard" else ttt_seq_len(cfg)
-        rows = recheck(entry, *streams[L])
+        rows = recheck(entry, *streams[L]) + ([side_row] if side_row else [])
         declared = not (entry.get("ledger") or {}).get("stream_order", True)
         p = perturbation.get(perturb_key(entry["mode"]))
         v = verdict(rows, declared, p)

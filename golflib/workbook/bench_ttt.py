@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from golflib.config import Config
+from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
-from golflib.data.luts import ByteLUTs, build_sentencepiece_luts
+from golflib.data.luts import ByteLUTs
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
 from golflib.eval.ttt_common import doc_segments
@@ -56,7 +57,7 @@ def bench_ttt(run_dir: str | None = None, preset: str = "cpu-tiny", val_tokens: 
     L = ttt_seq_len(cfg)
     try:
         toks = load_validation_tokens(cfg.data.val_glob, L, cfg.model.vocab_size, val_tokens + 1)
-        luts = build_sentencepiece_luts(cfg.data.tokenizer_path, cfg.model.vocab_size)
+        luts = load_byte_counter(cfg.data, cfg.model.vocab_size, cfg.model.bos_id)
         data = cfg.data.val_glob
     except (FileNotFoundError, ValueError):
         toks, luts = _synthetic(val_tokens, cfg.model.vocab_size)

@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from golflib.data.bytecount import load_byte_counter
 from golflib.data.corpus import EMBEDDED_NAME
-from golflib.data.loader import load_val_byte_sidecar, load_validation_tokens
-from golflib.data.luts import build_sentencepiece_luts
+from golflib.data.loader import load_validation_tokens
 from golflib.data.prepare import dataset_paths, find_dataset, load_manifest, prepare_dataset
 from golflib.data.shards import list_shards, load_shard
 from golflib.data.stats import doc_lengths
 from golflib.eval.bpb import unigram_bpb
+from golflib.settings.training import DataConfig
 
 
 def dataset_name(corpus: str, vocab_size: int) -> str:
@@ -37,11 +38,12 @@ def dataset_report(data_root: str | os.PathLike, entry: dict[str, Any]) -> dict[
     val_glob, train_glob = str(data_path / "*_val_*.bin"), str(data_path / "*_train_*.bin")
     bos = int(entry.get("bos_id", 1))
     val_len, train_len = doc_lengths(val_glob, bos), doc_lengths(train_glob, bos)
-    val = load_validation_tokens(val_glob, 1, entry["vocab_size"], allow_sidecar=True)  # token counts only
-    luts = build_sentencepiece_luts(tok_path, entry["vocab_size"])
-    sidecar = None
-    if entry.get("val_bytes_glob"):  # CaseOps: original bytes from the sidecar (SPEC §1.4)
-        sidecar = load_val_byte_sidecar(val_glob, str(Path(data_root) / entry["val_bytes_glob"]), val.numel())
+    val = load_validation_tokens(val_glob, 1, entry["vocab_size"])
+    side_glob = str(Path(data_root) / entry["val_bytes_glob"]) if entry.get("val_bytes_glob") else ""
+    # CaseOps: original bytes from the sidecar (SPEC §1.4); else the tokenizer's LUTs
+    luts = load_byte_counter(DataConfig(str(data_path), str(tok_path), val_files=val_glob,
+                                        val_bytes_files=side_glob, caseops_enabled=bool(side_glob)),
+                             entry["vocab_size"], bos)
     report = {
         "dataset": entry["name"],
         "data_path": str(data_path),
@@ -50,8 +52,7 @@ def dataset_report(data_root: str | os.PathLike, entry: dict[str, Any]) -> dict[
         "val_bytes_per_token": stats["bytes_val"] / max(stats["tokens_val"] - 1, 1) if "bytes_val" in stats else None,
         "val_doc_len_mean": float(val_len.mean()),
         "train_doc_len_mean": float(train_len.mean()),
-        "unigram_val_bpb": unigram_bpb(load_shard(list_shards(train_glob)[0]), val, luts, entry["vocab_size"],
-                                       sidecar),
+        "unigram_val_bpb": unigram_bpb(load_shard(list_shards(train_glob)[0]), val, luts, entry["vocab_size"]),
         "license": entry.get("license"),
     }
     return {"report": report, "val_doc_lengths": val_len, "train_doc_lengths": train_len}

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from golflib.data.luts import ByteLUTs
+from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator
 from golflib.eval.implied import implied_rows
 from golflib.eval.ledger import Ledger
@@ -117,7 +117,7 @@ def window_batches_940(model, val_tokens: torch.Tensor, *, seq_len: int, stride:
     model.train(was_training)
 
 
-def score_940(batches, val_tokens: torch.Tensor, luts: ByteLUTs, *, buckets: int = 4_194_304, min_count: int = 2,
+def score_940(batches, val_tokens: torch.Tensor, luts: ByteCounter, *, buckets: int = 4_194_304, min_count: int = 2,
               mass_rows: int = 4) -> dict:
     """The #940 evaluation over ``batches`` of ``(positions, logits_rows, targets, segment_lengths)`` (see
     :func:`window_batches_940`): the val_bpb the blend *reports*, plus its implied mass ``Σ_v`` at ``mass_rows``
@@ -159,7 +159,7 @@ def score_940(batches, val_tokens: torch.Tensor, luts: ByteLUTs, *, buckets: int
             ledger.update(pos[seg], persistent=True)
             a = b
         t = torch.from_numpy(np.asarray(pos, dtype=np.int64))
-        acc.add(torch.from_numpy(nll).float(), toks[t], toks[t + 1], luts)
+        acc.add(torch.from_numpy(nll).float(), toks[t], toks[t + 1], luts, t)
     res = acc.result("sliding+ngram940", time.perf_counter() - t0, ledger.report())
     return {"val_bpb": res.val_bpb, "val_loss": res.val_loss, "tokens": res.tokens, "bytes": res.bytes,
             "masses": np.concatenate(masses) if masses else np.zeros(0),
@@ -168,7 +168,7 @@ def score_940(batches, val_tokens: torch.Tensor, luts: ByteLUTs, *, buckets: int
             "load_factor": n / buckets, "seconds": res.seconds}
 
 
-def eval_sliding_940(model, val_tokens: torch.Tensor, luts: ByteLUTs, *, seq_len: int, stride: int,
+def eval_sliding_940(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, stride: int,
                      batch_seqs: int = 32, buckets: int = 4_194_304, min_count: int = 2, mass_rows: int = 4,
                      device: torch.device | str = "cpu") -> dict:
     """#940's sliding-window evaluation of ``model`` on ``val_tokens``: :func:`score_940` over

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from golflib.config import Config
+from golflib.data.bytecount import ByteCounter, load_byte_counter
 from golflib.data.loader import load_validation_tokens
-from golflib.data.luts import ByteLUTs, build_sentencepiece_luts
 from golflib.eval.bpb import BPBAccumulator
 from golflib.eval.ledger import Ledger
 from golflib.eval.ngram import NgramMixer
@@ -45,7 +45,7 @@ class Source:
     run_dir: Path
     cfg: Config
     model: torch.nn.Module
-    luts: ByteLUTs
+    luts: ByteCounter
     tokens: torch.Tensor
 
     @property
@@ -64,7 +64,7 @@ def load_source(run_dir, val_max_tokens: int = 0, overrides: dict | None = None)
                                     val_max_tokens or cfg.train.val_max_tokens)
     cfg = slice_config(cfg, tokens.numel() - 1, len(doc_segments(tokens, cfg.model.bos_id)))
     return Source(run_dir, cfg, load_artifact_model(find_artifact(run_dir)),
-                  build_sentencepiece_luts(cfg.data.tokenizer_path, cfg.model.vocab_size), tokens)
+                  load_byte_counter(cfg.data, cfg.model.vocab_size, cfg.model.bos_id), tokens)
 
 
 class LogitRecorder:

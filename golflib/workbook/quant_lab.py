@@ -21,8 +21,8 @@ import torch
 
 from golflib.config import Config
 from golflib.settings.quant import QuantConfig
+from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import DistributedTokenLoader, load_validation_tokens
-from golflib.data.luts import build_sentencepiece_luts
 from golflib.eval.bpb import EvalResult, eval_standard
 from golflib.model.gpt import GPT
 from golflib.quant.artifact import encode_artifact
@@ -68,7 +68,7 @@ def load_checkpoint(run_dir: str | os.PathLike, val_max_tokens: int | None = Non
     val = luts = None
     if with_val:
         val = load_validation_tokens(cfg.data.val_glob, cfg.train.train_seq_len, cfg.model.vocab_size, vmax)
-        luts = build_sentencepiece_luts(cfg.data.tokenizer_path, cfg.model.vocab_size)
+        luts = load_byte_counter(cfg.data, cfg.model.vocab_size, cfg.model.bos_id)
     code = None
     if (run_dir / "result.json").is_file():
         code = json.loads((run_dir / "result.json").read_text()).get("code_bytes")

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from golflib.config import Config
+from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
-from golflib.data.luts import build_sentencepiece_luts
 from golflib.eval.bpb import eval_standard
 from golflib.eval.sliding import eval_sliding
 from golflib.quant.export import load_artifact_model
@@ -36,7 +36,7 @@ def score_artifact(target: str | os.PathLike, *, stride: int | None = None,
     model = load_artifact_model(artifact)
     mc, tc = model.cfg, cfg.train
     max_tokens = tc.val_max_tokens if val_max_tokens is None else val_max_tokens
-    luts = build_sentencepiece_luts(cfg.data.tokenizer_path, mc.vocab_size)
+    luts = load_byte_counter(cfg.data, mc.vocab_size, mc.bos_id)
     val = load_validation_tokens(cfg.data.val_glob, tc.train_seq_len, mc.vocab_size, max_tokens)
     out = {"artifact": str(artifact), "artifact_bytes": artifact.stat().st_size, "val_max_tokens": max_tokens}
     out["standard"] = eval_standard(model, val, luts, seq_len=tc.train_seq_len, batch_tokens=tc.val_batch_size) \

@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from golflib.data.luts import build_sentencepiece_luts
+from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
 from golflib.data.shards import list_shards, load_shard
 from golflib.eval.bpb import unigram_bpb
 from golflib.presets import resolve
 from golflib.runlog import create_run_dir
+from golflib.settings.training import DataConfig
 from golflib.workbook.runs import load_config, load_json, load_result, scored_section, update_result
 
 # Smoke runs (tests/CI): the same code path in ~20 s of training on a smaller shape and a val slice.
@@ -72,7 +73,7 @@ def add_reference_scores(run_dir: str | os.PathLike) -> dict:
     val_glob = data["val_files"] or os.path.join(data["data_path"], "*_val_*.bin")
     train_glob = data["train_files"] or os.path.join(data["data_path"], "*_train_*.bin")
     val = load_validation_tokens(val_glob, train["train_seq_len"], model["vocab_size"], train["val_max_tokens"])
-    luts = build_sentencepiece_luts(data["tokenizer_path"], model["vocab_size"])
+    luts = load_byte_counter(DataConfig(**data), model["vocab_size"], model["bos_id"])
     first_train = load_shard(list_shards(train_glob)[0])
     ref = {"unigram_val_bpb": unigram_bpb(first_train, val, luts, model["vocab_size"]),
            "unigram_fit": "add-one smoothed counts of the first train shard"}

@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping
 import torch
 
 from golflib.config import Config
+from golflib.data.bytecount import ByteCounter, load_byte_counter
 from golflib.data.loader import load_validation_tokens
-from golflib.data.luts import ByteLUTs, build_sentencepiece_luts
 from golflib.eval.ledger import LegalityError
 from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
 from golflib.quant.export import load_artifact_model
@@ -75,7 +75,7 @@ class SweepContext:
     run_dir: Path
     model: torch.nn.Module
     cfg: Config
-    luts: ByteLUTs
+    luts: ByteCounter
     val_tokens: torch.Tensor
     context: str
 
@@ -90,7 +90,7 @@ def load_context(run_dir: str | os.PathLike, *, val_max_tokens: int | None = Non
     model = load_artifact_model(find_artifact(run_dir))
     vmax = cfg.train.val_max_tokens if val_max_tokens is None else val_max_tokens
     val = load_validation_tokens(cfg.data.val_glob, ttt_seq_len(cfg), cfg.model.vocab_size, vmax)
-    luts = build_sentencepiece_luts(cfg.data.tokenizer_path, cfg.model.vocab_size)
+    luts = load_byte_counter(cfg.data, cfg.model.vocab_size, cfg.model.bos_id)
     context = json.dumps({"artifact": find_artifact(run_dir).name, "val_targets": int(val.numel() - 1),
                           "base": dict(sorted((base_overrides or {}).items()))}, sort_keys=True, default=str)
     return SweepContext(run_dir, model, cfg, luts, val, context)

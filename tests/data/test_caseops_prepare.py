@@ -15,14 +15,6 @@ from golflib.data.prepare import dataset_paths, prepare_dataset
 from golflib.data.shards import list_shards, load_shard, write_shard
 
 
-@pytest.fixture(scope="module")
-def caseops_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("caseops")
-    entry = prepare_dataset(root, caseops=True)
-    data_path, tok_path = dataset_paths(root, entry["name"])
-    return root, entry, data_path, tok_path
-
-
 def test_caseops_dataset_layout_and_manifest(caseops_data, embedded_data):
     root, entry, data_path, tok_path = caseops_data
     assert entry["name"] == "wikivital_sp1024_caseops" and entry["text_transform"] == caseops.TRANSFORM_NAME
@@ -53,8 +45,11 @@ def test_sidecar_counts_each_documents_original_bytes(caseops_data):
     _, val_docs = split_docs(load_embedded_docs(), 0.05)
     assert starts.size == len(val_docs) and (side[starts] == 0).all()
     ends = list(starts[1:]) + [toks.size]
-    for d, a, b in zip(val_docs, starts, ends):
-        assert int(side[a:b].sum()) == len(d.text.encode("utf-8"))
+    import sentencepiece as spm
+
+    norm = spm.SentencePieceNormalizer(rule_name="nmt_nfkc", add_dummy_prefix=False, escape_whitespaces=False)
+    for d, a, b in zip(val_docs, starts, ends):  # the documents in SentencePiece normal form are what is counted
+        assert int(side[a:b].sum()) == len(norm.normalize(d.text).encode("utf-8"))
     sp = load_sentencepiece(tok_path)
     ops = [sp.piece_to_id(o) for o in caseops.OPERATORS[:3]]
     assert (side[np.isin(toks, ops)] == 0).all() and np.isin(toks, ops).sum() > 1000
@@ -63,7 +58,7 @@ def test_sidecar_counts_each_documents_original_bytes(caseops_data):
 def test_sidecar_loader_aligns_and_refuses_mismatches(caseops_data, tmp_path):
     root, entry, data_path, tok_path = caseops_data
     val_glob, side_glob = str(root / entry["val_glob"]), str(root / entry["val_bytes_glob"])
-    tokens = load_validation_tokens(val_glob, 64, allow_sidecar=True)
+    tokens = load_validation_tokens(val_glob, 64)
     side = load_val_byte_sidecar(val_glob, side_glob, tokens.numel())
     assert side.shape == tokens.shape and int(side[tokens == 1].abs().sum()) == 0
     # a sidecar one entry short, and one with bytes on a BOS
@@ -92,21 +87,53 @@ def test_caseops_prepare_is_idempotent(caseops_data):
     assert again["prepare_key"] == entry["prepare_key"] and side.stat().st_mtime_ns == mtime
 
 
-def test_lut_scoring_refuses_a_caseops_dataset_and_the_report_uses_the_sidecar(caseops_data):
-    """Until every protocol reads the sidecar, a val_bpb over transformed bytes is refused, not reported; the data
-    report's unigram val_bpb already counts the sidecar's original bytes."""
+def test_caseops_dataset_is_scored_through_its_sidecar_and_luts_are_refused(caseops_data):
+    """The byte counter of a CaseOps dataset is its sidecar; the LUTs of a CaseOps tokenizer are refused (they would
+    count each operator piece as its 3 UTF-8 bytes: more bytes, a lower, wrong bpb); the data report's unigram
+    val_bpb counts the sidecar."""
+    from golflib.data.bytecount import ByteSidecar, load_byte_counter
     from golflib.data.luts import build_sentencepiece_luts
     from golflib.eval.bpb import unigram_bpb
+    from golflib.settings.training import DataConfig
     from golflib.workbook.datasets import dataset_report
 
     root, entry, data_path, tok_path = caseops_data
-    with pytest.raises(ValueError, match="_val_bytes_000000.bin: a CaseOps dataset: .* refused"):
-        load_validation_tokens(str(data_path / "*_val_*.bin"), 64)
+    counter = load_byte_counter(DataConfig(str(data_path), str(tok_path)), 1024)
+    assert isinstance(counter, ByteSidecar)
+    val = load_validation_tokens(str(data_path / "*_val_*.bin"), 1)
+    assert counter.stream_bytes(val) == entry["stats"]["bytes_val"] == entry["stats"]["utf8_bytes_val"]
+    with pytest.raises(ValueError, match=r"a CaseOps tokenizer \(case-operator pieces .*byte LUTs would count"):
+        build_sentencepiece_luts(tok_path, 1024)
     rep = dataset_report(root, entry)["report"]
-    val = load_validation_tokens(str(data_path / "*_val_*.bin"), 1, allow_sidecar=True)
-    side = load_val_byte_sidecar(str(data_path / "*_val_*.bin"), str(root / entry["val_bytes_glob"]), val.numel())
     train0 = load_shard(list_shards(str(data_path / "*_train_*.bin"))[0])
-    luts = build_sentencepiece_luts(tok_path, 1024)
-    assert rep["unigram_val_bpb"] == unigram_bpb(train0, val, luts, 1024, side)
-    # the LUT rule counts each operator piece as its 3 UTF-8 bytes: more bytes, a lower (wrong) bpb
-    assert unigram_bpb(train0, val, luts, 1024) < 0.95 * rep["unigram_val_bpb"]
+    assert rep["unigram_val_bpb"] == unigram_bpb(train0, val, counter, 1024)
+    wrong = build_sentencepiece_luts(tok_path, 1024, transformed_ok=True)
+    assert wrong.stream_bytes(val) == entry["stats"]["bytes_val_lut"] > 1.05 * entry["stats"]["bytes_val"]
+    assert unigram_bpb(train0, val, wrong, 1024) < 0.95 * rep["unigram_val_bpb"]
+    # CASEOPS_ENABLED=1 on a dataset without sidecars is an error, not a silent LUT count
+    with pytest.raises(FileNotFoundError, match="CASEOPS_ENABLED=1 but no byte sidecar matches"):
+        load_byte_counter(DataConfig(str(root / "nowhere"), str(tok_path), caseops_enabled=True), 1024)
+
+
+def test_sp1024_and_caseops_score_the_same_bytes_the_documents_utf8(caseops_data, embedded_data):
+    """Issue 12: the two preparations of the embedded val documents count exactly the same bytes — the LUT rule
+    on sp1024, the sidecar on CaseOps — and both equal the UTF-8 bytes of the documents in SentencePiece normal
+    form (NFKC; computed here with sentencepiece's own normalizer on the raw split)."""
+    import sentencepiece as spm
+
+    from golflib.data.bytecount import load_byte_counter
+    from golflib.settings.training import DataConfig
+
+    root, entry, data_path, tok_path = caseops_data
+    plain_val = load_validation_tokens(str(embedded_data["data_path"] / "*_val_*.bin"), 1)
+    plain = load_byte_counter(DataConfig(str(embedded_data["data_path"]), str(embedded_data["tokenizer_path"])),
+                              1024)
+    case_val = load_validation_tokens(str(data_path / "*_val_*.bin"), 1)
+    case = load_byte_counter(DataConfig(str(data_path), str(tok_path)), 1024)
+    _, val_docs = split_docs(load_embedded_docs(), 0.05)
+    norm = spm.SentencePieceNormalizer(rule_name="nmt_nfkc", add_dummy_prefix=False, escape_whitespaces=False)
+    utf8 = sum(len(norm.normalize(d.text).encode("utf-8")) for d in val_docs)
+    assert plain.stream_bytes(plain_val) == case.stream_bytes(case_val) == utf8
+    assert case_val.numel() > 1.05 * plain_val.numel()  # the same bytes, more tokens
+    raw = sum(len(d.text.encode("utf-8")) for d in val_docs)
+    assert entry["stats"]["raw_utf8_bytes_val"] == raw > utf8  # NFKC and the whitespace rule shorten the raw text

@@ -144,6 +144,6 @@ def test_fetch_caseops_dataset_brings_its_byte_sidecar(tmp_path):
     got = local / "datasets" / name
     assert sorted(p.name for p in got.glob("fineweb_val_bytes_*.bin")) == ["fineweb_val_bytes_000000.bin",
                                                                            "fineweb_val_bytes_000001.bin"]
-    val = load_validation_tokens(str(got / "fineweb_val_*.bin"), 16, allow_sidecar=True)  # skips sidecars
+    val = load_validation_tokens(str(got / "fineweb_val_*.bin"), 16)  # skips sidecars
     side = load_val_byte_sidecar(str(got / "fineweb_val_*.bin"), str(got / "fineweb_val_bytes_*.bin"), val.numel())
     assert val.numel() == 113 and int(side.sum()) == 3 * int((val != 1).sum())

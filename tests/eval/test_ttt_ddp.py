@@ -63,3 +63,11 @@ def test_two_process_record_protocols(runs):
     assert one["doc"]["tokens"] == seqs // 4 * 4 * 32 and two["doc"]["tokens"] == sum(k // 2 * 2 for k in shares) * 32
     rep = two["doc"]["ledger"]
     assert rep["legal_except_declared"] and rep["n_scored"] + rep["declared"][0]["positions"] == rep["n_targets"]
+
+
+def test_two_process_protocols_count_the_byte_sidecar_by_position(runs):
+    """Each rank adds the sidecar bytes of the positions it scored; the all-reduced total is the whole stream's."""
+    one, two = runs
+    for kind in ("sidecar_sliding", "sidecar_chunked", "sidecar_lora"):
+        assert two[kind]["bytes"] == one[kind]["bytes"] == one["sidecar_total"], kind
+        assert two[kind]["val_loss"] == pytest.approx(one[kind]["val_loss"], abs=1e-5), kind

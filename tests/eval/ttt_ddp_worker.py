@@ -8,6 +8,7 @@ import sys
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_byte_sidecar import random_sidecar  # noqa: E402
 from test_ttt import CHUNK, LORA, luts, periodic_stream, tiny_model  # noqa: E402
 
 from golflib.eval.doc_eval import eval_doc_isolated  # noqa: E402
@@ -37,6 +38,13 @@ out["phased_record"] = eval_ttt_phased(tiny_model(), toks, luts(), lr=0.03, pref
                                        global_lr=0.05, global_chunk_tokens=128, global_batch_seqs=2, lora_alpha=8.0,
                                        warm_start_a=True, adapters="per_slot", last_window="doc_end", seed=3,
                                        **LORA, **kw).to_dict()
+# a CaseOps-style byte sidecar (random bytes per position): each rank counts the positions it scored
+side = random_sidecar(toks, seed=5)
+out["sidecar_total"] = int(side.per_token[1:].sum())
+out["sidecar_sliding"] = eval_sliding(tiny_model(), toks, side, seq_len=32, stride=16, batch_seqs=4, **kw).to_dict()
+out["sidecar_chunked"] = eval_ttt_chunked(tiny_model(), toks, side, epochs=1, lr=0.05,
+                                          **{**CHUNK, "batch_seqs": int(sys.argv[2])}, **kw).to_dict()
+out["sidecar_lora"] = eval_ttt_lora(tiny_model(), toks, side, lr=0.03, **LORA, **kw).to_dict()
 doc_toks = toks[:(toks.numel() - 1) // 32 * 32 + 1]
 out["doc"] = eval_doc_isolated(tiny_model(), doc_toks, luts(), seq_len=32, batch_tokens=128, **kw).to_dict()
 if rt.master:
