@@ -44,11 +44,12 @@ class ByteSidecar:
         not needed). Raises ``ValueError`` without positions or for a position the sidecar does not cover."""
         if positions is None:
             raise ValueError("a CaseOps byte sidecar counts bytes by target position; the protocol passed none")
-        pos = torch.as_tensor(np.asarray(positions) if not torch.is_tensor(positions) else positions,
-                              dtype=torch.int64, device=self.per_token.device).reshape(-1) + 1
-        if pos.numel() and int(pos.max()) >= self.per_token.numel():
-            raise ValueError(f"byte sidecar {self.source}: target position {int(pos.max()) - 1} is past its "
-                             f"{self.per_token.numel():,} entries")
+        if not torch.is_tensor(positions):  # host positions (every protocol's): checked before any transfer
+            positions = np.asarray(positions, dtype=np.int64)
+            if positions.size and int(positions.max()) + 1 >= self.per_token.numel():
+                raise ValueError(f"byte sidecar {self.source}: target position {int(positions.max())} is past its "
+                                 f"{self.per_token.numel():,} entries")
+        pos = torch.as_tensor(positions, dtype=torch.int64, device=self.per_token.device).reshape(-1) + 1
         return self.per_token[pos].to(torch.int64)
 
     def stream_bytes(self, tokens) -> int:
@@ -122,15 +123,6 @@ def sidecar_text_audit(tokens, counter: ByteSidecar, sp, decode_text, bos_id: in
             first = first or {"doc_start": a, "sidecar_bytes": n_side, "decoded_bytes": n_dec}
     return {"docs": len(bounds), "sidecar_bytes": side_total, "decoded_bytes": dec_total, "mismatched_docs": bad,
             "first_mismatch": first, "ok": bad == 0}
-
-
-def original_text_decoder(sp):
-    """The inverse text transform of SentencePiece tokenizer ``sp``: :func:`golflib.data.caseops.decode` for a
-    CaseOps tokenizer (one with the case-operator pieces), else the identity."""
-    from golflib.data import caseops
-
-    pieces = {sp.id_to_piece(i) for i in range(int(sp.vocab_size()))}
-    return caseops.decode if pieces & set(caseops.OPERATORS) else (lambda s: s)
 
 
 def sidecar_path_note(counter: ByteCounter) -> str:

@@ -156,3 +156,10 @@ def original_byte_counts(surfaces: Iterable[str]) -> list[int]:
     if escape:
         raise CaseOpsError("dangling ESC at the end of the last piece")
     return counts
+
+
+def original_text_decoder(sp):
+    """The inverse text transform of SentencePiece tokenizer ``sp``: :func:`decode` for a CaseOps tokenizer (one
+    with the case-operator pieces), else the identity."""
+    pieces = {sp.id_to_piece(i) for i in range(int(sp.vocab_size()))}
+    return decode if pieces & set(OPERATORS) else (lambda s: s)

@@ -23,8 +23,8 @@ from typing import Callable
 import torch
 
 from golflib.config import Config
-from golflib.data.loader import load_validation_tokens
 from golflib.data.bytecount import ByteCounter
+from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
 from golflib.eval.ledger import Ledger
 from golflib.eval.ttt_chunked import eval_ttt_chunked

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from golflib.settings.scoring import LORA_ADAPTER_KINDS, LORA_LAST_WINDOWS, LORA_SITES
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segments, masked_nll, running_bpb,
                                      set_all_requires_grad, write_scores)
 from golflib.runtime import autocast, synchronize
+from golflib.settings.scoring import LORA_ADAPTER_KINDS, LORA_LAST_WINDOWS, LORA_SITES
 
 SITES = LORA_SITES  # q, k, v, o, mlp, head (TTT_LORA_SITES picks a subset)
 DRAW_ORDER = ("head", "q", "v", "k", "mlp", "o")  # #1855 BatchedTTTLoRA's module order (its A draws follow it)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from golflib.config import Config
-from golflib.data.bytecount import (is_sidecar, load_byte_counter, original_text_decoder, sidecar_path_note,
-                                    sidecar_text_audit)
+from golflib.data.bytecount import is_sidecar, load_byte_counter, sidecar_path_note, sidecar_text_audit
+from golflib.data.caseops import original_text_decoder
 from golflib.data.loader import load_validation_tokens
 from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import eval_standard

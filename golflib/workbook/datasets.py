@@ -16,18 +16,21 @@ from golflib.eval.bpb import unigram_bpb
 from golflib.settings.training import DataConfig
 
 
-def dataset_name(corpus: str, vocab_size: int) -> str:
-    """Name ``golf data prepare`` gives a corpus export (``wikivital_sp1024`` for the embedded corpus)."""
+def dataset_name(corpus: str, vocab_size: int, caseops: bool = False) -> str:
+    """Name ``golf data prepare`` gives a corpus export (``wikivital_sp1024`` for the embedded corpus,
+    ``wikivital_sp1024_caseops`` for its CaseOps export)."""
     stem = EMBEDDED_NAME if corpus == "embedded" else Path(corpus).stem
-    return f"{stem}_sp{vocab_size}"
+    return f"{stem}_sp{vocab_size}" + ("_caseops" if caseops else "")
 
 
 def load_or_prepare(data_root: str | os.PathLike, corpus: str = "embedded", vocab_size: int = 1024,
-                    val_fraction: float = 0.05, prepare: bool = True) -> dict[str, Any]:
-    """The manifest entry of the dataset, exporting it first when ``prepare`` (a no-op if already up to date)."""
+                    val_fraction: float = 0.05, prepare: bool = True, caseops: bool = False) -> dict[str, Any]:
+    """The manifest entry of the dataset, exporting it first when ``prepare`` (a no-op if already up to date);
+    ``caseops``: the CaseOps export with its val byte sidecar (:func:`golflib.data.prepare.prepare_dataset`)."""
     if prepare:
-        return prepare_dataset(data_root, corpus=corpus, vocab_size=vocab_size, val_fraction=val_fraction)
-    return find_dataset(load_manifest(data_root), dataset_name(corpus, vocab_size))
+        return prepare_dataset(data_root, corpus=corpus, vocab_size=vocab_size, val_fraction=val_fraction,
+                               caseops=caseops)
+    return find_dataset(load_manifest(data_root), dataset_name(corpus, vocab_size, caseops))
 
 
 def dataset_report(data_root: str | os.PathLike, entry: dict[str, Any]) -> dict[str, Any]:

@@ -137,3 +137,12 @@ def test_sp1024_and_caseops_score_the_same_bytes_the_documents_utf8(caseops_data
     assert case_val.numel() > 1.05 * plain_val.numel()  # the same bytes, more tokens
     raw = sum(len(d.text.encode("utf-8")) for d in val_docs)
     assert entry["stats"]["raw_utf8_bytes_val"] == raw > utf8  # NFKC and the whitespace rule shorten the raw text
+
+
+def test_the_data_notebook_finds_the_caseops_export(caseops_data):
+    """notebooks/00_data's ``caseops`` parameter: load_or_prepare(..., caseops=True) returns the CaseOps entry."""
+    from golflib.workbook.datasets import dataset_name, load_or_prepare
+
+    root, entry, _, _ = caseops_data
+    assert dataset_name("embedded", 1024, caseops=True) == entry["name"]
+    assert load_or_prepare(root, prepare=False, caseops=True)["prepare_key"] == entry["prepare_key"]
