@@ -143,7 +143,7 @@ def replay(recording: Recording, source: Source, mixer: NgramMixer | None = None
         else:  # the mixer records the scoring block by block
             nll, _ = mixer(pos, logits, y, ledger)
         t = torch.from_numpy(pos)
-        acc.add(nll, toks[t], toks[t + 1], source.luts)
+        acc.add(nll, toks[t], toks[t + 1], source.luts, t)
     rep = ledger.report()
     res = acc.result("replay", time.perf_counter() - t0, rep)
     return {"val_bpb": res.val_bpb, "val_loss": res.val_loss, "tokens": res.tokens, "bytes": res.bytes,
@@ -197,7 +197,7 @@ def bucket_gains(recording: Recording, source: Source, **settings) -> list[dict]
     replay(recording, source, mixer)
     rec = mixer.recorded()
     t = torch.from_numpy(rec["positions"].astype(np.int64))
-    nbytes = source.luts.target_bytes(source.tokens[t], source.tokens[t + 1]).double().numpy()
+    nbytes = source.luts.target_bytes(source.tokens[t], source.tokens[t + 1], t).double().numpy()
     total_bytes = nbytes.sum()
     top = max(mixer.counts.orders)
 
