@@ -101,7 +101,7 @@ _LINEAGE_287 = {
     "NUM_LAYERS": 11, "MLP_MULT": 3.0, "TRAIN_SEQ_LEN": 2048, "TRAIN_BATCH_TOKENS": 786_432, "EVAL_SEQ_LEN": 2048,
     "EVAL_STRIDE": 64, "BIGRAM_VOCAB_SIZE": 2048, "BIGRAM_DIM": 128, "SMEAR_GATE": 2, "SMEAR_BOS_MASK": False,
     "ORTHO_INIT": True,
-    # the #287-#1019 Rotary hard-codes train_seq_len=1024, so the NTK rescale is active at 2048 (research §3.4)
+    # the #287-#1019 Rotary hard-codes train_seq_len=1024, so the NTK rescale is active at 2048 (SPEC §3.A2)
     "ROPE_TRAIN_SEQ_LEN": 1024, "EMA_DECAY": 0.997, "MUON_WD": 0.04, "ADAM_WD": 0.04, "EMBED_WD": 0.04,
     "MATRIX_LR": 0.025, "SCALAR_LR": 0.025, "TIED_EMBED_LR": 0.035, "MUON_MOMENTUM": 0.99,
     "MUON_MOMENTUM_WARMUP_START": 0.92, "MUON_MOMENTUM_WARMUP_STEPS": 1500, "GRAD_CLIP_NORM": 0.3,
