@@ -86,19 +86,18 @@ def cmd_presets(a) -> int:
 
 def cmd_train(a) -> int:
     from golflib.runlog import create_run_dir
-    from golflib.workbook.launch import launch_training
-    from golflib.workbook.training import check_preset
-
     from golflib.presets import resolve
+    from golflib.workbook.launch import launch_training
     from golflib.workbook.quant_cli import bundle_code_bytes
     from golflib.workbook.runs import scored_section
 
     overrides = _kv_pairs(a.set)
-    check_preset(a.preset, overrides, scale=a.scale)
+    cfg = resolve(a.preset, overrides, scale=a.scale)  # once: the training runs on this config (--config)
     if "COUNTED_CODE_BYTES" not in {k.upper() for k in overrides}:  # the pre-flight counts the submission's code
-        overrides["COUNTED_CODE_BYTES"] = str(bundle_code_bytes(resolve(a.preset, overrides, scale=a.scale))[0])
+        cfg = cfg.replace({"COUNTED_CODE_BYTES": bundle_code_bytes(cfg)[0]}, source="golf train")
     run_dir = Path(a.run_dir) if a.run_dir else create_run_dir(a.runs_root, slug=a.preset)
-    result = launch_training(run_dir, a.preset, overrides, nproc=a.nproc, scale=a.scale)
+    result = launch_training(run_dir, cfg, nproc=a.nproc,
+                             meta={"preset": a.preset, "scale": a.scale, "overrides": overrides})
     scored = scored_section(result)
     print(json.dumps({"run_dir": str(run_dir), "scored_artifact": result.get("scored_artifact"),
                       "bytes_total": scored.get("bytes_total", result.get("bytes_total")),

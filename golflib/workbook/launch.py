@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from golflib.config import Config
+from golflib.presets import resolve
+from golflib.runlog import write_json
 from golflib.workbook.runs import load_result
 
 
@@ -51,14 +54,42 @@ def script_command(script: str | os.PathLike, run_dir: str | os.PathLike, nproc:
             str(script), "--run-dir", str(run_dir)]
 
 
-def launch_training(run_dir: str | os.PathLike, preset: str = "cpu-tiny", overrides: Mapping[str, Any] | None = None,
-                    nproc: int = 1, echo: Callable[[str], None] | None = print, env: Mapping[str, str] | None = None,
-                    cwd: str | os.PathLike | None = None, scale: float = 1.0) -> dict:
-    """Run the training subprocess, echo each output line as it arrives (also saved to ``console.log`` in the run
-    directory), and return the run's ``result.json``. Raises :class:`TrainingFailed` with the last lines of output
-    when the process fails."""
-    return run_training_command(torchrun_command(run_dir, preset, overrides, nproc, scale=scale), run_dir,
-                                echo=echo, env=env, cwd=cwd)
+def config_command(run_dir: str | os.PathLike, config_path: str | os.PathLike, nproc: int = 1,
+                   python: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=N -m golflib.train --config C --run-dir D``:
+    training on an already resolved config (no preset, scale or ``--set`` applied again)."""
+    if not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc={nproc!r}: expected an integer >= 1")
+    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "golflib.train", "--config", str(config_path), "--run-dir", str(run_dir)]
+
+
+def launch_training(run_dir: str | os.PathLike, preset: str | Config = "cpu-tiny",
+                    overrides: Mapping[str, Any] | None = None, nproc: int = 1,
+                    echo: Callable[[str], None] | None = print, env: Mapping[str, str] | None = None,
+                    cwd: str | os.PathLike | None = None, scale: float = 1.0, meta: Mapping[str, Any] | None = None) \
+        -> dict:
+    """Resolve the config once, here — ``preset`` is a preset name (resolved with ``overrides``, ``scale`` and the
+    environment ``env``, default ``os.environ``) or an already resolved :class:`Config` (``overrides`` applied on
+    top) — write it to ``<run_dir>/config.json`` and train on exactly that file (``--config``), so what a
+    notebook printed is what trains. ``meta`` (preset name, scale, overrides) is recorded with it; the training
+    adds its own (git commit, versions, device). Runs the subprocess, echoes each output line as it arrives (also
+    saved to ``console.log``) and returns the run's ``result.json``. Raises :class:`TrainingFailed` with the last
+    lines of output when the process fails, ``FileExistsError`` when the run directory already holds a run."""
+    run_dir = Path(run_dir)
+    if isinstance(preset, Config):
+        cfg, name = preset.replace(dict(overrides or {}), source="override"), None
+    else:
+        cfg, name = resolve(preset, overrides or {}, environ=os.environ if env is None else env, scale=scale), preset
+    for f in ("train.log", "result.json"):
+        if (run_dir / f).exists():
+            raise FileExistsError(f"{run_dir / f} exists: a run directory is never overwritten; use a new one")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"preset": name, "scale": scale, "overrides": {k: _fmt(v) for k, v in (overrides or {}).items()},
+            **dict(meta or {})}
+    path = run_dir / "config.json"
+    write_json(path, {"config": cfg.to_dict(), "meta": info})
+    return run_training_command(config_command(run_dir, path, nproc), run_dir, echo=echo, env=env, cwd=cwd)
 
 
 def run_training_command(cmd: list[str], run_dir: str | os.PathLike, echo: Callable[[str], None] | None = print,

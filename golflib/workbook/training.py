@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from golflib.config import Config
 from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
 from golflib.data.shards import list_shards, load_shard
@@ -63,6 +64,13 @@ def train_overrides(overrides: Mapping[str, Any] | None, *, preset: str = "cpu-t
 def check_preset(preset: str, overrides: Mapping[str, Any], scale: float = 1.0) -> dict:
     """Resolve the config in this process first, so a typo fails in the notebook, not in a subprocess."""
     return resolve(preset, overrides, scale=scale).flat()
+
+
+def resolve_run(preset: str, overrides: Mapping[str, Any], scale: float = 1.0) -> Config:
+    """The one resolution of a notebook's training config (preset → ``scale`` → environment → ``overrides``);
+    :func:`golflib.workbook.launch.launch_training` writes exactly this to the run's ``config.json`` and trains on
+    it. Raises :class:`golflib.settings.base.ConfigError` naming a bad field here, not in the subprocess."""
+    return resolve(preset, overrides, scale=scale)
 
 
 def add_reference_scores(run_dir: str | os.PathLike) -> dict:

@@ -32,6 +32,12 @@ def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, m
     assert (tmp_path / "figures" / "10_train" / "training_curves.png").is_file()
     assert (tmp_path / "figures" / "00_data" / "doc_token_lengths.png").is_file()
     result = load_result(run_dir)
+    # resolved once, in the notebook: the training ran on the file it wrote (--config), preset kept in the meta
+    import json
+
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["meta"]["preset"] == "cpu-tiny" and saved["meta"]["config_file"] == str(run_dir / "config.json")
+    assert "--config" in (run_dir / "console.log").read_text().splitlines()[0]
     demo = result["demo"]
     assert demo == {k: summary[k] for k in demo}
     for key in ("tokens_trained", "val_bpb_pre_quant", "val_bpb_post_quant", "val_bpb_sliding", "unigram_val_bpb",

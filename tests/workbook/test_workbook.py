@@ -41,6 +41,34 @@ def test_torchrun_command():
         torchrun_command("runs/x", nproc=0)
 
 
+def test_launch_resolves_once_and_trains_on_the_written_config(tmp_path, monkeypatch):
+    """launch_training writes the resolved config to <run_dir>/config.json and runs `golf.train --config` on it:
+    no preset, scale or --set is applied a second time in the subprocess."""
+    import json
+
+    import golflib.workbook.launch as launch
+    from golflib.config import Config
+    from golflib.presets import resolve
+
+    seen = {}
+    monkeypatch.setattr(launch, "run_training_command", lambda cmd, run_dir, **kw: seen.update(cmd=cmd) or {})
+    cfg = resolve("pr1855_arch", {"ITERATIONS": 7}, environ={}, scale=0.125)
+    launch.launch_training(tmp_path / "r", cfg, nproc=2, meta={"preset": "pr1855_arch", "scale": 0.125})
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--config") + 1] == str(tmp_path / "r" / "config.json") and "--preset" not in cmd
+    assert "--set" not in cmd and "--scale" not in cmd and "--nproc_per_node=2" in cmd
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert Config.from_json_file(tmp_path / "r" / "config.json").to_dict() == cfg.to_dict()
+    assert saved["meta"]["preset"] == "pr1855_arch" and saved["meta"]["scale"] == 0.125
+    # a preset name is resolved here, with the given environment, exactly once
+    launch.launch_training(tmp_path / "s", "cpu-tiny", {"NUM_LAYERS": 2}, env={"MODEL_DIM": "96"})
+    got = Config.from_json_file(tmp_path / "s" / "config.json")
+    assert (got.model.num_layers, got.model.model_dim) == (2, 96)
+    (tmp_path / "s" / "train.log").write_text("x")
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        launch.launch_training(tmp_path / "s", "cpu-tiny")
+
+
 def test_run_ids_unique(tmp_path):
     a, b = create_run_dir(tmp_path, "x"), create_run_dir(tmp_path, "x")
     assert a != b and a.is_dir() and b.is_dir()
