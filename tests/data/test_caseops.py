@@ -79,3 +79,11 @@ def test_decode_inverts_encode_on_any_text(s):
     assert decode(t) == s
     cut = len(t) // 2
     assert sum(original_byte_counts([t[:cut], t[cut:]])) == len(s.encode("utf-8"))
+
+
+def test_the_lut_guard_knows_the_same_operators():
+    """golflib.data.luts refuses CaseOps tokenizers by these pieces (kept there so the training core need not
+    import the transform): they must be exactly the transform's operators."""
+    from golflib.data.luts import CASEOPS_PIECES
+
+    assert CASEOPS_PIECES == OPERATORS == (TITLE, ALLCAPS, CAPNEXT, ESC)
