@@ -105,6 +105,9 @@ def test_sidecar_text_audit_locates_the_document():
     off.per_token[5] = 2
     a = sidecar_text_audit(toks, off, SP(), decode)
     assert not a["ok"] and a["first_mismatch"] == {"doc_start": 4, "sidecar_bytes": 2, "decoded_bytes": 1}
+    # a stream cut inside its last document compares the complete ones only
+    a = sidecar_text_audit(toks, off, SP(), decode, last_complete=False)
+    assert a["ok"] and a["docs"] == 1
 
 
 def test_the_decoder_follows_the_tokenizer(caseops_data, embedded_data):

@@ -97,14 +97,16 @@ def is_sidecar(counter: ByteCounter) -> bool:
     return isinstance(counter, ByteSidecar)
 
 
-def sidecar_text_audit(tokens, counter: ByteSidecar, sp, decode_text, bos_id: int = 1) -> dict:
+def sidecar_text_audit(tokens, counter: ByteSidecar, sp, decode_text, bos_id: int = 1,
+                       last_complete: bool = True) -> dict:
     """Check the sidecar against the decoded original text: split the val stream ``tokens`` (int ``[n]``) at BOS,
     decode every document with SentencePiece ``sp`` and the inverse transform ``decode_text`` (e.g.
     :func:`golflib.data.caseops.decode`), and compare its UTF-8 length with the sidecar entries of its tokens.
 
     Returns ``{"docs", "sidecar_bytes", "decoded_bytes", "mismatched_docs", "first_mismatch", "ok"}`` (bytes over
-    the whole documents covered by ``tokens``; a document cut by the stream's end is decoded from the tokens it
-    has, so it still compares like with like)."""
+    the documents compared). ``last_complete=False`` (a stream cut by ``VAL_MAX_TOKENS``) leaves the last document
+    out: cut inside a byte-fallback sequence, its decoded text would hold a replacement character the sidecar
+    rightly does not count."""
     t = np.asarray(tokens, dtype=np.int64)
     counter.check_stream(t.size)
     side = counter.per_token[:t.size].cpu().numpy().astype(np.int64)
@@ -112,6 +114,8 @@ def sidecar_text_audit(tokens, counter: ByteSidecar, sp, decode_text, bos_id: in
     if not starts or starts[0] != 0:
         starts = [0] + starts
     bounds = list(zip(starts, starts[1:] + [t.size]))
+    if not last_complete and len(bounds) > 1:
+        bounds = bounds[:-1]
     texts = sp.decode([[int(i) for i in t[a:b] if i != bos_id] for a, b in bounds])
     side_total = dec_total = bad = 0
     first = None

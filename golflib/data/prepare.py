@@ -137,8 +137,8 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
     (sp1024, CaseOps, another vocab) scores the same bytes, the canonical documents' UTF-8 bytes. Stats recorded:
     docs/tokens/files per split, ``bytes_val`` (Σ bytes over every val target by the SPEC §1.4 LUT rule),
     ``utf8_bytes_val`` (UTF-8 bytes of the canonical val documents), ``raw_utf8_bytes_val`` (of the raw ones, before
-    normalization) and ``decoded_utf8_bytes_val`` (of the val documents decoded from their tokens); on canonical
-    documents the three first and the last agree.
+    normalization) and ``decoded_utf8_bytes_val`` (of the val documents decoded from their tokens);
+    ``bytes_val``, ``utf8_bytes_val`` and ``decoded_utf8_bytes_val`` agree (for CaseOps through the sidecar).
 
     ``caseops=True`` (#1729, SPEC §3.F3): every document goes through :func:`golflib.data.caseops.encode` first,
     the tokenizer is trained on the transformed train documents with the four operators as user-defined symbols

@@ -189,7 +189,8 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
     if is_sidecar(luts):  # CaseOps: the sidecar itself is checked against the decoded original text
         sp = load_sentencepiece(cfg.data.tokenizer_path)
         whole = load_validation_tokens(cfg.data.val_glob, 1, mc.vocab_size, tc.val_max_tokens)
-        a = sidecar_text_audit(whole, luts, sp, original_text_decoder(sp), mc.bos_id)
+        a = sidecar_text_audit(whole, luts, sp, original_text_decoder(sp), mc.bos_id,
+                               last_complete=not tc.val_max_tokens)
         side_row = ("byte sidecar = decoded original text", a["ok"],
                     f"sidecar {a['sidecar_bytes']} vs decoded {a['decoded_bytes']} bytes over {a['docs']} documents, "
                     f"{a['mismatched_docs']} mismatched" + (f" (first {a['first_mismatch']})" if not a["ok"] else ""))
