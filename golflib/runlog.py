@@ -47,6 +47,14 @@ def create_run_dir(root: str | os.PathLike = "runs", slug: str = "run", run_id: 
     raise FileExistsError(f"could not create a fresh run directory under {root}")
 
 
+def refuse_used_run_dir(path: str | os.PathLike) -> None:
+    """Raise ``FileExistsError`` when ``path`` already holds a run (its ``train.log`` or ``result.json``): a run
+    directory is never overwritten."""
+    for f in ("train.log", "result.json"):
+        if (Path(path) / f).exists():
+            raise FileExistsError(f"{Path(path) / f} exists: a run directory is never overwritten; use a new one")
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)

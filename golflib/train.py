@@ -35,7 +35,7 @@ from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.mixed import scheme_tag
 from golflib.quant.posttrain import mixed_export
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
-from golflib.runlog import RunLogger, create_run_dir, write_json
+from golflib.runlog import RunLogger, create_run_dir, refuse_used_run_dir, write_json
 from golflib.runtime import Runtime, autocast, cast_model_for_device, describe_device, init_runtime
 from golflib.trainer import LoopResult, Trainer, counted_code
 
@@ -135,9 +135,7 @@ def _setup_run_dir(args: argparse.Namespace, cfg: Config, rt: Runtime) -> Path:
         if args.run_dir:
             d = Path(args.run_dir)
             d.mkdir(parents=True, exist_ok=True)
-            for f in ("train.log", "result.json"):
-                if (d / f).exists():
-                    raise FileExistsError(f"{d / f} exists: a run directory is never overwritten; use a new one")
+            refuse_used_run_dir(d)
         else:
             d = create_run_dir(args.runs_root, slug=args.preset or "train_gpt", run_id=cfg.train.run_id or None)
         path[0] = str(d)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -129,9 +128,7 @@ def sidecar_text_audit(tokens, counter: ByteSidecar, sp, decode_text, bos_id: in
             "first_mismatch": first, "ok": bad == 0}
 
 
-def sidecar_path_note(counter: ByteCounter) -> str:
-    """One log line describing where the bytes come from."""
-    if is_sidecar(counter):
-        files = sorted(Path(p).name for p in glob.glob(counter.source))
-        return f"{SIDECAR_MARKER} files:{len(files)} entries:{counter.per_token.numel()} pattern={counter.source}"
-    return "val_bpb:byte_luts"
+def sidecar_path_note(counter: ByteSidecar) -> str:
+    """The log line of a sidecar-scored run: the records' marker, the sidecar's file and entry counts, its glob."""
+    n_files = len(glob.glob(counter.source))
+    return f"{SIDECAR_MARKER} files:{n_files} entries:{counter.per_token.numel()} pattern={counter.source}"

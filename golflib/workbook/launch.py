@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from golflib.config import Config
 from golflib.presets import resolve
-from golflib.runlog import write_json
+from golflib.runlog import refuse_used_run_dir, write_json
 from golflib.workbook.runs import load_result
 
 
@@ -81,9 +81,7 @@ def launch_training(run_dir: str | os.PathLike, preset: str | Config = "cpu-tiny
         cfg, name = preset.replace(dict(overrides or {}), source="override"), None
     else:
         cfg, name = resolve(preset, overrides or {}, environ=os.environ if env is None else env, scale=scale), preset
-    for f in ("train.log", "result.json"):
-        if (run_dir / f).exists():
-            raise FileExistsError(f"{run_dir / f} exists: a run directory is never overwritten; use a new one")
+    refuse_used_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"preset": name, "scale": scale, "overrides": {k: _fmt(v) for k, v in (overrides or {}).items()},
             **dict(meta or {})}
