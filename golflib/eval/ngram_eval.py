@@ -12,7 +12,6 @@ run proves that the cache, like the adapted weights, only ever learned from scor
 from __future__ import annotations
 
 import copy
-from typing import Callable
 
 import torch
 
@@ -20,8 +19,8 @@ from golflib.config import Config
 from golflib.data.bytecount import ByteCounter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
-from golflib.eval.ledger import Ledger
-from golflib.eval.ngram import NgramMixer, mixer_from_config
+from golflib.eval.context import ScoringContext
+from golflib.eval.ngram import mixer_from_config
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
 
@@ -30,16 +29,17 @@ NGRAM_LABELS = {"sliding": "ngram_sliding", "chunked": "ngram_ttt", "lora": "ngr
 
 
 def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCounter, cfg: Config,
-                    mixer: NgramMixer | None = None, *, rank: int = 0, world_size: int = 1,
-                    device: torch.device | str = "cpu", ledger: Ledger | None = None,
-                    scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None) -> EvalResult:
+                    ctx: ScoringContext | None = None) -> EvalResult:
     """Score ``val_tokens`` (int64 ``[n_targets + 1]``) with ``protocol`` (sliding | chunked | lora | phased) and the
-    n-gram ``mixer`` (built from ``cfg.ngram`` when None). TTT kinds adapt ``model`` in place (pass a copy) with
-    ``cfg.ttt`` settings; sliding uses ``EVAL_SEQ_LEN``/``EVAL_STRIDE``. ``scores_out``: ``[n_targets]`` NLLs
-    (sliding, TTT kinds) or ``[n_targets, V]`` mixed log-prob rows (TTT kinds) for the perturbation test. Under
-    torchrun each rank's cache holds the targets that rank scored (legal, weaker than one shared cache). Returns the
-    protocol's :class:`EvalResult` with mode ``<mode>+ngram`` and ``details["ngram"]`` = the mixer's summary.
-    Raises ``ValueError`` for an unknown protocol."""
+    n-gram mixer ``ctx.mixer`` (built from ``cfg.ngram`` when None), in ``ctx``
+    (:class:`golflib.eval.context.ScoringContext`; None: single process on the CPU). TTT kinds adapt ``model`` in
+    place (pass a copy) with ``cfg.ttt`` settings; sliding uses ``EVAL_SEQ_LEN``/``EVAL_STRIDE``.
+    ``ctx.scores_out``: ``[n_targets]`` NLLs (sliding, TTT kinds) or ``[n_targets, V]`` mixed log-prob rows (TTT
+    kinds) for the perturbation test. Under torchrun each rank's cache holds the targets that rank scored (legal,
+    weaker than one shared cache). Returns the protocol's :class:`EvalResult` with mode ``<mode>+ngram`` and
+    ``details["ngram"]`` = the mixer's summary. Raises ``ValueError`` for an unknown protocol."""
+    ctx = ctx or ScoringContext()
+    mixer, scores_out = ctx.mixer, ctx.scores_out
     if mixer is None:
         mixer = mixer_from_config(cfg.ngram, val_tokens, cfg.model.vocab_size, cfg.model.bos_id)
     L = ttt_seq_len(cfg)
@@ -47,15 +47,14 @@ def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCo
         if scores_out is not None and scores_out.dim() != 1:
             raise ValueError("sliding+ngram writes per-target NLLs: scores_out must be [n_targets]")
         res = eval_sliding(model, val_tokens, luts, seq_len=L, stride=cfg.eval.eval_stride or L,
-                           batch_seqs=cfg.eval.eval_batch_seqs, rank=rank, world_size=world_size, device=device,
-                           ledger=ledger, nll_out=scores_out, mixer=mixer)
+                           batch_seqs=cfg.eval.eval_batch_seqs, rank=ctx.rank, world_size=ctx.world_size,
+                           device=ctx.device, ledger=ctx.ledger, nll_out=scores_out, mixer=mixer)
     elif protocol in ("chunked", "lora", "phased"):
-        res = run_ttt_kind(protocol, model, val_tokens, luts, cfg, rank=rank, world_size=world_size, device=device,
-                           ledger=ledger, scores_out=scores_out, log=log, mixer=mixer)
+        res = run_ttt_kind(protocol, model, val_tokens, luts, cfg, ctx.replace(mixer=mixer))
     else:
         raise ValueError(f"unknown n-gram protocol {protocol!r}; expected sliding, chunked, lora or phased")
     res.mode = f"{res.mode}+ngram"
-    res.details = {**res.details, "ngram": mixer.summary(), "world_size": world_size}
+    res.details = {**res.details, "ngram": mixer.summary(), "world_size": ctx.world_size}
     return res
 
 
@@ -76,38 +75,37 @@ def ngram_log_lines(protocol: str, res: EvalResult) -> list[str]:
 
 
 def run_configured_ngram(cfg: Config, model, luts: ByteCounter, rt, log, reference: EvalResult | None = None,
-                         ttt: dict | None = None, val_tokens: torch.Tensor | None = None) -> dict | None:
+                         ttt: dict | None = None, val_tokens: torch.Tensor | None = None) -> dict:
     """Training integration: when ``NGRAM_ENABLED``, score every protocol of ``NGRAM_PROTOCOLS`` with a fresh mixer
     on a fresh copy of ``model`` (the dequantized artifact model) over the val stream truncated at the TTT/eval
-    window length, log each result and return ``{protocol: EvalResult.to_dict() + reference_mode +
-    delta_bpb_vs_reference}`` plus ``"seconds"``; the reference is the same protocol without the mixer — the
-    sliding-window result ``reference`` for ``sliding``, ``ttt[kind]`` for a TTT kind. A TTT kind the TTT pass did
-    not score (``TTT_ENABLED=0`` or not in ``TTT_KINDS``) is skipped (logged), so every entry has its reference.
-    Returns None when disabled. ``rt``: :class:`golflib.runtime.Runtime`; ``log``: a
-    :class:`golflib.runlog.RunLogger`."""
+    window length and log each result. Returns ``{"scores": {"ngram/<protocol>": EvalResult}, "references":
+    {"ngram/<protocol>": {"mode", "delta_bpb"}}, "seconds"}``; the reference is the same protocol without the
+    mixer — the sliding-window result ``reference`` for ``sliding``, ``ttt["ttt/<kind>"]`` (the TTT pass's scores)
+    for a TTT kind. A TTT kind the TTT pass did not score (``TTT_ENABLED=0`` or not in ``TTT_KINDS``) is skipped
+    (logged), so every entry has its reference. Empty scores when disabled. ``rt``:
+    :class:`golflib.runtime.Runtime`; ``log``: a :class:`golflib.runlog.RunLogger`."""
+    out: dict = {"scores": {}, "references": {}, "seconds": 0.0}
     if not cfg.ngram.ngram_enabled:
-        return None
+        return out
     if val_tokens is None:
         val_tokens = load_validation_tokens(cfg.data.val_glob, ttt_seq_len(cfg), cfg.model.vocab_size,
                                             cfg.train.val_max_tokens)
-    out: dict = {"seconds": 0.0}
+    ttt = ttt or {}
     for protocol in cfg.ngram.ngram_protocols:
-        if protocol != "sliding" and protocol not in (ttt or {}):
+        if protocol != "sliding" and f"ttt/{protocol}" not in ttt:
             log.log(f"ngram:skip protocol={protocol} (a TTT kind is mixed only when the TTT pass scored it too: "
                     f"TTT_ENABLED=1 and TTT_KINDS includes it)")
             continue
         log.log(f"ngram:start protocol={protocol} orders={','.join(map(str, cfg.ngram.ngram_orders))} "
                 f"schedule={cfg.ngram.ngram_alpha_schedule} tilt_beta={cfg.ngram.ngram_tilt_beta} "
                 f"targets:{val_tokens.numel() - 1}")
-        res = eval_with_mixer(protocol, copy.deepcopy(model), val_tokens, luts, cfg, rank=rt.rank,
-                              world_size=rt.world_size, device=rt.device, log=log.log)
+        ctx = ScoringContext(device=rt.device, rank=rt.rank, world_size=rt.world_size, log=log.log)
+        res = eval_with_mixer(protocol, copy.deepcopy(model), val_tokens, luts, cfg, ctx)
         for line in ngram_log_lines(protocol, res):
             log.log(line)
-        entry = res.to_dict()
-        ref = reference.to_dict() if protocol == "sliding" and reference is not None else (ttt or {}).get(protocol)
+        ref = reference if protocol == "sliding" else ttt.get(f"ttt/{protocol}")
+        out["scores"][f"ngram/{protocol}"] = res
         if ref is not None:
-            entry["reference_mode"] = ref["mode"]
-            entry["delta_bpb_vs_reference"] = res.val_bpb - ref["val_bpb"]
-        out[protocol] = entry
+            out["references"][f"ngram/{protocol}"] = {"mode": ref.mode, "delta_bpb": res.val_bpb - ref.val_bpb}
         out["seconds"] += res.seconds
     return out

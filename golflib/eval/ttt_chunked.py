@@ -22,14 +22,16 @@ reached an unscored target; a legacy window set declares its repeated tail there
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
+from golflib.eval.context import ScoringContext
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.sliding import LEGACY_REPEAT, score_window_batch, sliding_windows, window_batches
 from golflib.eval.ttt_common import (all_reduce_grads, build_optimizer, check_rows, clip_and_step,
@@ -57,34 +59,78 @@ def train_sequences(chunk: int, n_targets: int, seq_len: int, chunk_tokens: int)
     return cs, (ce - cs) // seq_len
 
 
-def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, stride: int,
-                     chunk_tokens: int, epochs: int, lr: float, optimizer: str = "sgd", momentum: float = 0.9,
-                     freeze_blocks: int = 0, batch_seqs: int = 32, grad_clip: float = 1.0,
-                     eval_batch_seqs: int = 32, rank: int = 0, world_size: int = 1,
-                     device: torch.device | str = "cpu", ledger: Ledger | None = None,
-                     scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
-                     log_every: int = 0, mixer=None, window_set: str = "fixed") -> EvalResult:
-    """Run chunked score-first TTT on ``model`` (adapted in place) over ``val_tokens`` (int64 ``[n_targets + 1]``).
+@dataclass(frozen=True)
+class ChunkedTTTSettings:
+    """Hyperparameters of chunked score-first TTT (env names of :class:`golflib.settings.scoring.TTTConfig`).
 
-    ``seq_len``/``stride``: sliding-window shape used for scoring (``stride = seq_len`` scores non-overlapping
-    windows); training sequences have ``seq_len`` targets. ``window_set``: fixed | legacy | legacy_stride
-    (``TTT_WINDOWS``; #461/#549 score ``legacy_stride`` windows, ``eval_batch_seqs`` per zero-padded batch).
+    ``seq_len`` / ``stride``: sliding-window shape used for scoring, in tokens (``stride = seq_len`` scores
+    non-overlapping windows); training sequences have ``seq_len`` targets. ``chunk_tokens`` (``TTT_CHUNK_TOKENS``),
+    ``epochs`` (``TTT_EPOCHS``), ``lr`` (``TTT_LR``), ``optimizer`` (sgd | adamw, ``TTT_OPTIMIZER``), ``momentum``,
+    ``freeze_blocks`` (the first N blocks stay frozen), ``batch_seqs`` (training sequences per step and rank),
+    ``grad_clip`` (max grad norm), ``eval_batch_seqs`` (windows per scoring batch), ``log_every`` (a progress line
+    every N chunks; 0 = none), ``window_set``: fixed | legacy | legacy_stride (``TTT_WINDOWS``; #461/#549 score
+    ``legacy_stride`` windows, zero-padded batches). Raises ``ValueError`` for ``chunk_tokens <= 0``,
+    ``epochs < 0`` or ``seq_len``/``stride`` <= 0."""
+
+    seq_len: int
+    stride: int
+    chunk_tokens: int
+    epochs: int
+    lr: float
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    freeze_blocks: int = 0
+    batch_seqs: int = 32
+    grad_clip: float = 1.0
+    eval_batch_seqs: int = 32
+    log_every: int = 0
+    window_set: str = "fixed"
+
+    def __post_init__(self):
+        if self.chunk_tokens <= 0 or self.epochs < 0:
+            raise ValueError(f"TTT_CHUNK_TOKENS={self.chunk_tokens} must be > 0 and TTT_EPOCHS={self.epochs} >= 0")
+        if self.seq_len <= 0 or self.stride <= 0:
+            raise ValueError(f"chunked TTT window seq_len={self.seq_len} stride={self.stride}: both must be > 0")
+
+    @classmethod
+    def from_config(cls, cfg, n_targets: int) -> ChunkedTTTSettings:
+        """The settings a :class:`golflib.config.Config` asks for: windows of ``EVAL_SEQ_LEN`` (else
+        ``TRAIN_SEQ_LEN``) at ``EVAL_STRIDE`` (0: non-overlapping), ``TTT_WINDOWS`` (else ``EVAL_WINDOWS``), and
+        a progress line every tenth of the ``n_targets`` targets' chunks."""
+        t = cfg.ttt
+        L = cfg.eval.eval_seq_len or cfg.train.train_seq_len
+        return cls(seq_len=L, stride=cfg.eval.eval_stride or L, chunk_tokens=t.ttt_chunk_tokens, epochs=t.ttt_epochs,
+                   lr=t.ttt_lr, optimizer=t.ttt_optimizer, momentum=t.ttt_momentum, freeze_blocks=t.ttt_freeze_blocks,
+                   batch_seqs=t.ttt_batch_seqs, grad_clip=t.ttt_grad_clip, eval_batch_seqs=cfg.eval.eval_batch_seqs,
+                   log_every=max(1, -(-n_targets // t.ttt_chunk_tokens) // 10),
+                   window_set=t.ttt_windows or cfg.eval.eval_windows)
+
+
+def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, settings: ChunkedTTTSettings,
+                     ctx: ScoringContext | None = None) -> EvalResult:
+    """Run chunked score-first TTT (module docstring) on ``model`` (adapted in place) over ``val_tokens`` (int64
+    ``[n_targets + 1]``) with ``settings``, in ``ctx`` (:class:`golflib.eval.context.ScoringContext`; None:
+    single process on the CPU, a fresh strict ledger).
+
     Under torchrun each rank scores a contiguous share of each chunk's windows and trains on its contiguous share
     of the chunk's sequences (:func:`rank_steps`); each rank's loss is its batch mean, gradients are averaged
     across ranks, and the scored positions of all ranks are recorded in every rank's ledger before the step.
-    ``model(x, y)`` must return the mean training loss (:class:`golflib.model.gpt.GPT`). ``scores_out``
-    (optional, float) receives this rank's scores: per-target NLLs in nats if it is ``[n_targets]``,
-    log-probability rows if it is ``[n_targets, V]``. Returns an :class:`EvalResult` (mode ``ttt_chunked``) whose
-    ``details`` hold the settings and the running val_bpb after each chunk; raises
-    :class:`golflib.eval.ledger.LegalityError` if the protocol breaks a condition (strict ledger). ``mixer``
-    (optional, :class:`golflib.eval.ngram.NgramMixer`): mixes the adapted model's logits of each scored batch and
-    records their scoring in ``ledger`` (its NLLs and rows replace the model's).
+    ``model(x, y)`` must return the mean training loss (:class:`golflib.model.gpt.GPT`). ``ctx.scores_out``
+    receives this rank's scores (:func:`golflib.eval.ttt_common.write_scores`). Returns an :class:`EvalResult`
+    (mode ``ttt_chunked``) whose ``details`` are the settings plus ``n_chunks``, ``optimizer_steps``,
+    ``train_seconds``, ``world_size`` and the running val_bpb after each chunk (``curve``); raises
+    :class:`golflib.eval.ledger.LegalityError` if the protocol breaks a condition (strict ledger) and
+    ``ValueError`` for a legacy window set with a mixer. ``ctx.mixer`` mixes the adapted model's logits of each
+    scored batch and records their scoring in the ledger (its NLLs and rows replace the model's).
     """
-    device = torch.device(device)
+    ctx = ctx or ScoringContext()
+    s = settings
+    seq_len, stride, chunk_tokens, epochs, lr = s.seq_len, s.stride, s.chunk_tokens, s.epochs, s.lr
+    batch_seqs, window_set = s.batch_seqs, s.window_set
+    rank, world_size, ledger, scores_out, mixer = ctx.rank, ctx.world_size, ctx.ledger, ctx.scores_out, ctx.mixer
+    device = ctx.torch_device
     t0 = time.perf_counter()
     n = val_tokens.numel() - 1
-    if chunk_tokens <= 0 or epochs < 0:
-        raise ValueError(f"TTT_CHUNK_TOKENS={chunk_tokens} must be > 0 and TTT_EPOCHS={epochs} >= 0")
     groups = chunk_windows(n, seq_len, stride, chunk_tokens, window_set)
     n_chunks = len(groups)
     legacy = window_set != "fixed"
@@ -92,8 +138,8 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_
         raise ValueError(f"TTT_WINDOWS={window_set}: the n-gram mixer needs the fixed window set")
     repeat = LEGACY_REPEAT if legacy else None
     ledger = Ledger(n) if ledger is None else ledger
-    params = select_trainable(model, freeze_blocks)
-    opt = build_optimizer(params, optimizer, lr, momentum)
+    params = select_trainable(model, s.freeze_blocks)
+    opt = build_optimizer(params, s.optimizer, lr, s.momentum)
     luts = luts.to(device)
     acc = BPBAccumulator(device)
     curve: list[dict] = []
@@ -106,7 +152,7 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_
         local: list[np.ndarray] = []
         model.eval()
         with torch.inference_mode():
-            for bi, batch in enumerate(window_batches(mine, eval_batch_seqs, padded=legacy)):
+            for bi, batch in enumerate(window_batches(mine, s.eval_batch_seqs, padded=legacy)):
                 want_rows = bi == 0 or mixer is not None or (scores_out is not None and scores_out.dim() == 2)
                 pos, nll, xp, yt, rows = score_window_batch(model, val_tokens, batch, device, rows=want_rows,
                                                             pad_to=seq_len if legacy else 0)
@@ -141,7 +187,7 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_
                             loss = model(x, y)  # mean cross-entropy of this rank's batch
                         loss.backward()
                     all_reduce_grads(params, average=True)
-                    clip_and_step(params, opt, grad_clip)
+                    clip_and_step(params, opt, s.grad_clip)
                     ledger.update(np.concatenate([consumed_positions(cs + a * seq_len, cs + b * seq_len)
                                                   for a, b in ranges if b > a]))
                     steps += 1
@@ -150,8 +196,8 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_
         bpb = running_bpb(acc.sums)
         scored += sum(w.length - w.score_from for w in cw)  # scores (a legacy tail counts each time)
         curve.append({"chunk": c, "scored_tokens": scored, "running_val_bpb": bpb, "lr": lr_c})
-        if log is not None and log_every and ((c + 1) % log_every == 0 or c == n_chunks - 1):
-            log(f"ttt_chunk:{c + 1}/{n_chunks} running_bpb:{bpb:.6f} lr:{lr_c:.6g} "
+        if s.log_every and ((c + 1) % s.log_every == 0 or c == n_chunks - 1):
+            ctx.say(f"ttt_chunk:{c + 1}/{n_chunks} running_bpb:{bpb:.6f} lr:{lr_c:.6g} "
                 f"time:{time.perf_counter() - t0:.1f}s")
     set_all_requires_grad(model, True)
     model.eval()
@@ -159,9 +205,6 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_
     report = checked_report(ledger)
     synchronize(device)
     res = acc.result("ttt_chunked", time.perf_counter() - t0, report)
-    res.details = {"seq_len": seq_len, "stride": stride, "chunk_tokens": chunk_tokens, "n_chunks": n_chunks,
-                   "epochs": epochs, "lr": lr, "optimizer": optimizer, "momentum": momentum,
-                   "freeze_blocks": freeze_blocks, "batch_seqs": batch_seqs, "grad_clip": grad_clip,
-                   "optimizer_steps": steps, "train_seconds": train_s, "world_size": world_size,
-                   "window_set": window_set, "curve": curve}
+    res.details = {**dataclasses.asdict(s), "n_chunks": n_chunks, "optimizer_steps": steps, "train_seconds": train_s,
+                   "world_size": world_size, "curve": curve}
     return res

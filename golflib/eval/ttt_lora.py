@@ -23,8 +23,10 @@ Evaluation order: documents are not processed in stream order, so the ledger is 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -33,6 +35,7 @@ from torch import nn
 
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
+from golflib.eval.context import ScoringContext
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segments, masked_nll, running_bpb,
                                      set_all_requires_grad, write_scores)
@@ -160,40 +163,84 @@ def lora_order(segments: np.ndarray, batches: list[np.ndarray], chunk_size: int,
     return order
 
 
-def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteCounter, *, window: int, chunk_size: int,
-                  batch_docs: int, lora_rank: int, lr: float, lora_alpha: float = 0.0, beta1: float = 0.0,
-                  beta2: float = 0.999, weight_decay: float = 0.5, warm_start_a: bool = False, bos_id: int = 1,
-                  sites: tuple[str, ...] = SITES, rank: int = 0, world_size: int = 1,
-                  device: torch.device | str = "cpu", ledger: Ledger | None = None,
-                  scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
-                  after_round: Callable | None = None, mode: str = "ttt_lora", seed: int = 0,
-                  mixer=None, adapters: str = "shared", last_window: str = "chunk") -> EvalResult:
-    """Doc-isolated LoRA TTT over ``val_tokens`` (int64 ``[n_targets + 1]``, documents opened by ``bos_id``).
+@dataclass(frozen=True)
+class LoRATTTSettings:
+    """Hyperparameters of per-document LoRA TTT (env names of :class:`golflib.settings.scoring.TTTConfig`).
+
+    ``window`` (tokens, ``TTT_EVAL_SEQ_LEN``), ``chunk_size`` (positions scored then learned per step,
+    ``TTT_CHUNK_SIZE``), ``batch_docs`` (documents per batch, ``TTT_BATCH_SIZE``), ``lora_rank``, ``lr``
+    (``TTT_LORA_LR``), ``lora_alpha`` (0: scale 1, else alpha / rank), ``beta1`` / ``beta2`` / ``weight_decay``
+    (AdamW), ``warm_start_a`` (keep ``A`` across batches, #1767), ``bos_id`` (the token opening a document),
+    ``sites`` (subset of q, k, v, o, mlp, head), ``adapters`` (shared | per_slot) and ``last_window`` (chunk |
+    doc_end) as in the module docstring, ``seed`` (seeds the adapters' ``A`` draws; ``per_slot``: #1855's
+    fixture seeds the global RNG with SEED at the TTT start). Raises ``ValueError`` for a window shorter than a
+    chunk or an unknown ``adapters`` / ``last_window``."""
+
+    window: int
+    chunk_size: int
+    batch_docs: int
+    lora_rank: int
+    lr: float
+    lora_alpha: float = 0.0
+    beta1: float = 0.0
+    beta2: float = 0.999
+    weight_decay: float = 0.5
+    warm_start_a: bool = False
+    bos_id: int = 1
+    sites: tuple[str, ...] = SITES
+    adapters: str = "shared"
+    last_window: str = "chunk"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.window < self.chunk_size:
+            raise ValueError(f"TTT_EVAL_SEQ_LEN={self.window} must be >= TTT_CHUNK_SIZE={self.chunk_size} (a chunk "
+                             "is scored inside one window)")
+        if self.adapters not in LORA_ADAPTER_KINDS:
+            raise ValueError(f"TTT_LORA_ADAPTERS={self.adapters!r}: expected one of {', '.join(LORA_ADAPTER_KINDS)}")
+        if self.last_window not in LORA_LAST_WINDOWS:
+            raise ValueError(f"TTT_LORA_LAST_WINDOW={self.last_window!r}: expected one of "
+                             f"{', '.join(LORA_LAST_WINDOWS)}")
+
+    @classmethod
+    def from_config(cls, cfg, bos_id: int | None = None) -> LoRATTTSettings:
+        """The settings a :class:`golflib.config.Config` asks for: windows of ``TTT_EVAL_SEQ_LEN`` (else
+        ``EVAL_SEQ_LEN``, else ``TRAIN_SEQ_LEN``); ``bos_id`` defaults to ``BOS_ID``; with
+        ``TTT_LORA_ADAPTERS=per_slot`` the adapters' draws are seeded with ``SEED``."""
+        t = cfg.ttt
+        L = cfg.eval.eval_seq_len or cfg.train.train_seq_len
+        return cls(window=t.ttt_eval_seq_len or L, chunk_size=t.ttt_chunk_size, batch_docs=t.ttt_batch_size,
+                   lora_rank=t.ttt_lora_rank, lr=t.ttt_lora_lr, lora_alpha=t.ttt_lora_alpha, beta1=t.ttt_beta1,
+                   beta2=t.ttt_beta2, weight_decay=t.ttt_weight_decay, warm_start_a=t.ttt_warm_start_a,
+                   bos_id=cfg.model.bos_id if bos_id is None else bos_id, sites=tuple(t.ttt_lora_sites),
+                   adapters=t.ttt_lora_adapters, last_window=t.ttt_lora_last_window,
+                   seed=cfg.train.seed if t.ttt_lora_adapters == "per_slot" else 0)
+
+
+def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteCounter, settings: LoRATTTSettings,
+                  ctx: ScoringContext | None = None, *, after_round: Callable | None = None,
+                  mode: str = "ttt_lora") -> EvalResult:
+    """Doc-isolated LoRA TTT (module docstring) over ``val_tokens`` (int64 ``[n_targets + 1]``, documents opened
+    by ``settings.bos_id``) with ``settings``, in ``ctx`` (:class:`golflib.eval.context.ScoringContext`; None:
+    single process on the CPU, a fresh strict ledger).
 
     Under torchrun batch ``k`` of the queue runs on rank ``k % world_size``, in rounds of ``world_size`` batches
     (#1855 hands batches out dynamically through a file counter; a fixed assignment keeps runs reproducible).
     ``after_round(round_index, docs_done, ledger, sync)`` (phased TTT) runs after every round on all ranks and
     returns True when it changed the base model; ``sync()`` records the other ranks' scored positions in this
-    rank's ledger. ``adapters`` (``TTT_LORA_ADAPTERS``: shared | per_slot) and ``last_window``
-    (``TTT_LORA_LAST_WINDOW``: chunk | doc_end) are described in the module docstring; ``seed`` seeds the adapters'
-    ``A`` draws (``per_slot``: #1855's fixture seeds the global RNG with SEED at the TTT start, so SEED reproduces
-    its draws). The base model is frozen (``requires_grad`` off) during the loop and restored afterwards.
-    ``ledger``, if given, must declare :func:`lora_order`; a fresh strict one is made otherwise. ``scores_out``
-    receives this rank's scores (``[n_targets]`` NLLs or ``[n_targets, V]`` log-prob rows, see
-    :func:`golflib.eval.ttt_common.write_scores`). Returns an :class:`EvalResult` (mode ``mode``) whose
-    ``details`` hold the settings and per-round curve. ``mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`):
-    mixes each scored chunk's adapted logits and records their scoring in ``ledger``; its NLLs are the score (the
-    adapters still train on the model's loss). Raises ``ValueError`` for a window shorter than a chunk or an
-    unknown ``adapters`` / ``last_window``.
+    rank's ledger. The base model is frozen (``requires_grad`` off) during the loop and restored afterwards.
+    ``ctx.ledger``, if given, must declare :func:`lora_order`; a fresh strict one is made otherwise.
+    ``ctx.scores_out`` receives this rank's scores (:func:`golflib.eval.ttt_common.write_scores`). Returns an
+    :class:`EvalResult` (mode ``mode``) whose ``details`` are the settings plus counts and the per-round curve.
+    ``ctx.mixer`` (optional, :class:`golflib.eval.ngram.NgramMixer`) mixes each scored chunk's adapted logits and
+    records their scoring in the ledger; its NLLs are the score (the adapters still train on the model's loss).
     """
-    device = torch.device(device)
-    if window < chunk_size:
-        raise ValueError(f"TTT_EVAL_SEQ_LEN={window} must be >= TTT_CHUNK_SIZE={chunk_size} (a chunk is scored "
-                         "inside one window)")
-    if adapters not in LORA_ADAPTER_KINDS:
-        raise ValueError(f"TTT_LORA_ADAPTERS={adapters!r}: expected one of {', '.join(LORA_ADAPTER_KINDS)}")
-    if last_window not in LORA_LAST_WINDOWS:
-        raise ValueError(f"TTT_LORA_LAST_WINDOW={last_window!r}: expected one of {', '.join(LORA_LAST_WINDOWS)}")
+    ctx = ctx or ScoringContext()
+    st = settings
+    chunk_size, batch_docs, lora_rank, bos_id = st.chunk_size, st.batch_docs, st.lora_rank, st.bos_id
+    lora_alpha, sites, seed, adapters, warm_start_a = st.lora_alpha, st.sites, st.seed, st.adapters, st.warm_start_a
+    rank, world_size, ledger = ctx.rank, ctx.world_size, ctx.ledger
+    device = ctx.torch_device
     t0 = time.perf_counter()
     n = val_tokens.numel() - 1
     segments = doc_segments(val_tokens, bos_id)
@@ -232,10 +279,7 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteCounter, *, window:
             else:
                 lora = reusable
                 lora.reset(warm_start_a)
-            steps += _run_batch(model, lora, val_tokens, segs, luts, acc, ledger, unsynced, scores_out,
-                                window=window, chunk_size=chunk_size, lr=lr, betas=(beta1, beta2),
-                                weight_decay=weight_decay, warm_start_a=warm_start_a, device=device, mixer=mixer,
-                                last_window=last_window)
+            steps += _run_batch(model, lora, val_tokens, segs, luts, acc, ledger, unsynced, st, ctx)
         docs_done += sum(len(b) for b in batches[r * world_size:(r + 1) * world_size])
         changed = after_round(r, docs_done, ledger, sync) if after_round is not None else False
         if changed and adapters == "per_slot":  # #1855: fresh adapters after every global phase
@@ -248,24 +292,23 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteCounter, *, window:
     report = checked_report(ledger)
     synchronize(device)
     res = acc.result(mode, time.perf_counter() - t0, report)
-    res.details = {"window": window, "chunk_size": chunk_size, "batch_docs": batch_docs, "lora_rank": lora_rank,
-                   "lora_alpha": lora_alpha, "lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": weight_decay,
-                   "warm_start_a": warm_start_a, "sites": list(sites), "adapters": adapters,
-                   "last_window": last_window, "fresh_adapter_sets": fresh, "n_docs": int(len(segments)),
-                   "n_batches": len(batches), "lora_steps": steps, "world_size": world_size,
+    res.details = {**dataclasses.asdict(st), "sites": list(sites), "fresh_adapter_sets": fresh,
+                   "n_docs": int(len(segments)), "n_batches": len(batches), "lora_steps": steps,
+                   "world_size": world_size,
                    "order": "length-sorted document batches (longest first), chunk-major within a batch",
                    "curve": curve}
     return res
 
 
-def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc, ledger: Ledger, unsynced, scores_out,
-               *, window: int, chunk_size: int, lr: float, betas, weight_decay: float, warm_start_a: bool,
-               device, mixer=None, last_window: str = "chunk") -> int:
+def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc, ledger: Ledger, unsynced,
+               st: LoRATTTSettings, ctx: ScoringContext) -> int:
     """One batch of documents on an already reset ``lora``: score chunk c of every active document, then step.
     Rows are ``min((c+1)·chunk, window)`` tokens wide (zero-padded, as #1855). Returns the number of optimizer
     steps."""
+    window, chunk_size, last_window, device = st.window, st.chunk_size, st.last_window, ctx.torch_device
+    scores_out, mixer = ctx.scores_out, ctx.mixer
     params = list(lora.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, betas=betas, eps=1e-10, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=st.lr, betas=(st.beta1, st.beta2), eps=1e-10, weight_decay=st.weight_decay)
     lengths = segs[:, 1] - segs[:, 0]
     n_chunks = -(-lengths // chunk_size)
     steps = 0
@@ -317,6 +360,6 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
             steps += 1
             used = [consumed_positions(segs[d, 0] + ws, segs[d, 0] + e, lo=segs[d, 0])
                     for d, e, t in zip(active, ends, train) if t]
-            ledger.update(np.concatenate(used), persistent=warm_start_a)
+            ledger.update(np.concatenate(used), persistent=st.warm_start_a)
     ledger.reset()  # the batch's adapters are discarded (A kept only with warm_start_a: a persistent update)
     return steps

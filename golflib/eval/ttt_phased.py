@@ -26,7 +26,9 @@ consumed target).
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -34,11 +36,12 @@ import torch
 
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import EvalResult
+from golflib.eval.context import ScoringContext
 from golflib.eval.doc_eval import bos_segment_ids
 from golflib.eval.ledger import Ledger
 from golflib.eval.ttt_common import (all_reduce_grads, clip_and_step, cosine_lr, doc_segments, rank_steps,
                                      set_all_requires_grad)
-from golflib.eval.ttt_lora import SITES, eval_ttt_lora, lora_schedule
+from golflib.eval.ttt_lora import LoRATTTSettings, eval_ttt_lora, lora_schedule
 from golflib.runtime import autocast
 
 
@@ -78,23 +81,84 @@ def concat_documents(val_tokens: torch.Tensor, segments: np.ndarray) -> tuple[to
     return toks, pos
 
 
-def global_sgd(model, val_tokens: torch.Tensor, segments: np.ndarray, *, seq_len: int, chunk_tokens: int,
-               batch_seqs: int, lr: float, momentum: float, epochs: int, grad_clip: float, bos_id: int = 1,
-               rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-               ledger: Ledger | None = None) -> dict:
+@dataclass(frozen=True)
+class GlobalSGDSettings:
+    """Hyperparameters of one global SGD pass of phased TTT (``GLOBAL_TTT_*`` of
+    :class:`golflib.settings.scoring.TTTConfig`): ``seq_len`` (tokens per training sequence and BOS segment cap;
+    0 = the LoRA window; #1855 uses EVAL_SEQ_LEN), ``chunk_tokens``, ``batch_seqs`` (sequences per step and rank),
+    ``lr``, ``momentum``, ``epochs`` (passes per chunk), ``grad_clip`` (max grad norm) and ``bos_id``. Raises
+    ``ValueError`` for ``chunk_tokens <= 0`` or ``batch_seqs <= 0``."""
+
+    lr: float
+    momentum: float = 0.9
+    epochs: int = 1
+    chunk_tokens: int = 32768
+    batch_seqs: int = 32
+    grad_clip: float = 1.0
+    seq_len: int = 0
+    bos_id: int = 1
+
+    def __post_init__(self):
+        if self.chunk_tokens <= 0 or self.batch_seqs <= 0:
+            raise ValueError(f"GLOBAL_TTT_CHUNK_TOKENS={self.chunk_tokens} and GLOBAL_TTT_BATCH_SEQS="
+                             f"{self.batch_seqs} must be > 0")
+
+
+@dataclass(frozen=True)
+class PhasedTTTSettings:
+    """Phased TTT: ``lora`` (the per-document protocol's :class:`~golflib.eval.ttt_lora.LoRATTTSettings`),
+    ``prefix_docs`` (``PHASED_TTT_PREFIX_DOCS``: documents the phases cover), ``num_phases``
+    (``PHASED_TTT_NUM_PHASES``) and ``global_sgd`` (:class:`GlobalSGDSettings`; its ``bos_id`` and a 0
+    ``seq_len`` are taken from ``lora``). Raises ``ValueError`` for ``num_phases < 1`` or ``prefix_docs < 0``."""
+
+    lora: LoRATTTSettings
+    prefix_docs: int
+    num_phases: int
+    global_sgd: GlobalSGDSettings
+
+    def __post_init__(self):
+        if self.num_phases < 1 or self.prefix_docs < 0:
+            raise ValueError(f"PHASED_TTT_NUM_PHASES={self.num_phases} must be >= 1 and PHASED_TTT_PREFIX_DOCS="
+                             f"{self.prefix_docs} >= 0")
+        g = self.global_sgd
+        object.__setattr__(self, "global_sgd", dataclasses.replace(g, bos_id=self.lora.bos_id,
+                                                                   seq_len=g.seq_len or self.lora.window))
+
+    @classmethod
+    def from_config(cls, cfg, bos_id: int | None = None) -> PhasedTTTSettings:
+        """The settings a :class:`golflib.config.Config` asks for; global SGD runs sequences of ``EVAL_SEQ_LEN``
+        (else ``TRAIN_SEQ_LEN``), as #1855 does (not TTT_EVAL_SEQ_LEN)."""
+        t = cfg.ttt
+        g = GlobalSGDSettings(lr=t.global_ttt_lr, momentum=t.global_ttt_momentum, epochs=t.global_ttt_epochs,
+                              chunk_tokens=t.global_ttt_chunk_tokens, batch_seqs=t.global_ttt_batch_seqs,
+                              grad_clip=t.global_ttt_grad_clip,
+                              seq_len=cfg.eval.eval_seq_len or cfg.train.train_seq_len)
+        return cls(lora=LoRATTTSettings.from_config(cfg, bos_id), prefix_docs=t.phased_ttt_prefix_docs,
+                   num_phases=t.phased_ttt_num_phases, global_sgd=g)
+
+
+def global_sgd(model, val_tokens: torch.Tensor, segments: np.ndarray, settings: GlobalSGDSettings,
+               ctx: ScoringContext | None = None) -> dict:
     """One global SGD pass (#1855) on every parameter of ``model`` over the documents ``segments`` (int64
-    ``[D, 2]`` position ranges, all already scored, in training order); see the module docstring. ``model(x, y,
-    doc_ids=ids)`` must return the mean cross-entropy of a ``[1, T]`` row. Each optimizer step is recorded as a
-    persistent update in ``ledger`` with the target positions of all ranks' sequences. Returns ``{"chunks",
-    "steps", "tokens", "seconds"}`` (``tokens``: length of the concatenation); leaves ``requires_grad`` off."""
+    ``[D, 2]`` position ranges, all already scored, in training order) with ``settings`` (its ``seq_len`` must be
+    > 0 here); see the module docstring. ``model(x, y, doc_ids=ids)`` must return the mean cross-entropy of a
+    ``[1, T]`` row. Each optimizer step is recorded as a persistent update in ``ctx.ledger`` (if any) with the
+    target positions of all ranks' sequences. Returns ``{"chunks", "steps", "tokens", "seconds"}`` (``tokens``:
+    length of the concatenation); leaves ``requires_grad`` off. Raises ``ValueError`` for ``seq_len <= 0``."""
+    ctx = ctx or ScoringContext()
+    g = settings
+    if g.seq_len <= 0:
+        raise ValueError(f"global SGD seq_len={g.seq_len}: expected > 0 tokens")
+    seq_len, chunk_tokens, epochs, bos_id = g.seq_len, g.chunk_tokens, g.epochs, g.bos_id
+    rank, world_size, ledger = ctx.rank, ctx.world_size, ctx.ledger
     t0 = time.perf_counter()
-    device = torch.device(device)
+    device = ctx.torch_device
     cat, reveal = concat_documents(val_tokens, segments)
     total = cat.numel() - 1
     n_chunks = max(0, -(-total // chunk_tokens))
     params = list(model.parameters())
     set_all_requires_grad(model, True)
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    opt = torch.optim.SGD(params, lr=g.lr, momentum=g.momentum)
     steps = 0
     for c in range(n_chunks):
         if c == n_chunks - 1 or epochs <= 0:  # the last chunk is never trained on
@@ -103,10 +167,10 @@ def global_sgd(model, val_tokens: torch.Tensor, segments: np.ndarray, *, seq_len
         n_seqs = (ce - cs) // seq_len
         if n_seqs <= 0:
             continue
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(lr, c, n_chunks)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(g.lr, c, n_chunks)
         model.train()
-        plan = rank_steps(n_seqs, batch_seqs, world_size)
+        plan = rank_steps(n_seqs, g.batch_seqs, world_size)
         for _ in range(epochs):
             for ranges in plan:
                 a, b = ranges[rank]
@@ -118,7 +182,7 @@ def global_sgd(model, val_tokens: torch.Tensor, segments: np.ndarray, *, seq_len
                         loss = model(x[None], y[None], doc_ids=ids[None])
                     loss.backward()
                 all_reduce_grads(params, average=True)
-                clip_and_step(params, opt, grad_clip)
+                clip_and_step(params, opt, g.grad_clip)
                 steps += 1
                 if ledger is not None:
                     used = np.concatenate([reveal[cs + a0 * seq_len:cs + b0 * seq_len + 1]
@@ -130,24 +194,20 @@ def global_sgd(model, val_tokens: torch.Tensor, segments: np.ndarray, *, seq_len
     return {"chunks": n_chunks, "steps": steps, "tokens": int(cat.numel()), "seconds": time.perf_counter() - t0}
 
 
-def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteCounter, *, window: int, chunk_size: int,
-                    batch_docs: int, lora_rank: int, lr: float, prefix_docs: int, num_phases: int, global_lr: float,
-                    global_momentum: float = 0.9, global_epochs: int = 1, global_chunk_tokens: int = 32768,
-                    global_batch_seqs: int = 32, global_grad_clip: float = 1.0, lora_alpha: float = 0.0,
-                    beta1: float = 0.0, beta2: float = 0.999, weight_decay: float = 0.5, warm_start_a: bool = False,
-                    bos_id: int = 1, sites: tuple[str, ...] = SITES, rank: int = 0, world_size: int = 1,
-                    device: torch.device | str = "cpu", ledger: Ledger | None = None,
-                    scores_out: torch.Tensor | None = None, log: Callable[[str], None] | None = None,
-                    mixer=None, adapters: str = "shared", last_window: str = "chunk", seed: int = 0,
-                    global_seq_len: int = 0) -> EvalResult:
-    """Phased TTT over ``val_tokens``; the LoRA arguments (``adapters``, ``last_window``, ``seed`` included) are
-    those of :func:`golflib.eval.ttt_lora.eval_ttt_lora`, the ``global_*`` ones those of :func:`global_sgd`
-    (``global_seq_len``: its sequence length and segment cap, #1855's EVAL_SEQ_LEN; 0 = ``window``). ``model`` is
-    adapted in place. Returns an :class:`EvalResult` (mode ``ttt_phased``) whose ``details`` list the phases
-    (boundary, documents, steps, seconds). ``mixer``: see :func:`golflib.eval.ttt_lora.eval_ttt_lora`."""
+def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteCounter, settings: PhasedTTTSettings,
+                    ctx: ScoringContext | None = None) -> EvalResult:
+    """Phased TTT (module docstring) over ``val_tokens`` (int64 ``[n_targets + 1]``) with ``settings``, in ``ctx``
+    (:class:`golflib.eval.context.ScoringContext`; None: single process on the CPU, a fresh strict ledger).
+    ``model`` is adapted in place. Returns an :class:`EvalResult` (mode ``ttt_phased``) whose ``details`` are
+    the LoRA protocol's, plus ``prefix_docs``, ``num_phases``, the phase ``boundaries``, ``global_sgd`` (its
+    settings) and the ``phases`` (boundary, documents, steps, seconds). ``ctx.mixer``: see
+    :func:`golflib.eval.ttt_lora.eval_ttt_lora`."""
+    ctx = ctx or ScoringContext()
+    lora, g = settings.lora, settings.global_sgd
+    bos_id, world_size = lora.bos_id, ctx.world_size
     segments = doc_segments(val_tokens, bos_id)
-    batches = lora_schedule(segments, batch_docs)
-    bounds = phase_boundaries(prefix_docs, num_phases, len(segments))
+    batches = lora_schedule(segments, lora.batch_docs)
+    bounds = phase_boundaries(settings.prefix_docs, settings.num_phases, len(segments))
     phases: list[dict] = []
 
     def after_round(r: int, docs_done: int, ledger: Ledger, sync: Callable[[], None]) -> bool:
@@ -157,26 +217,14 @@ def eval_ttt_phased(model, val_tokens: torch.Tensor, luts: ByteCounter, *, windo
         sync()  # every rank's ledger knows every scored position before the base model learns from them
         scored = np.concatenate(batches[:(r + 1) * world_size])
         docs = phase_documents(scored, segments, b)
-        stats = global_sgd(model, val_tokens, segments[docs], seq_len=global_seq_len or window,
-                           chunk_tokens=global_chunk_tokens, batch_seqs=global_batch_seqs, lr=global_lr,
-                           momentum=global_momentum, epochs=global_epochs, grad_clip=global_grad_clip,
-                           bos_id=bos_id, rank=rank, world_size=world_size, device=device, ledger=ledger)
+        stats = global_sgd(model, val_tokens, segments[docs], g, ctx.replace(ledger=ledger))
         phases.append({"phase": len(phases) + 1, "boundary_docs": b, "docs_scored": int(docs_done),
                        "after_round": r, **stats})
-        if log is not None:
-            log(f"ttt_phased:phase {len(phases)}/{len(bounds)} docs:{b} scored:{docs_done} steps:{stats['steps']} "
+        ctx.say(f"ttt_phased:phase {len(phases)}/{len(bounds)} docs:{b} scored:{docs_done} steps:{stats['steps']} "
                 f"tokens:{stats['tokens']} time:{stats['seconds']:.1f}s")
         return True
 
-    res = eval_ttt_lora(model, val_tokens, luts, window=window, chunk_size=chunk_size, batch_docs=batch_docs,
-                        lora_rank=lora_rank, lr=lr, lora_alpha=lora_alpha, beta1=beta1, beta2=beta2,
-                        weight_decay=weight_decay, warm_start_a=warm_start_a, bos_id=bos_id, sites=sites, rank=rank,
-                        world_size=world_size, device=device, ledger=ledger, scores_out=scores_out, log=log,
-                        after_round=after_round, mode="ttt_phased", mixer=mixer, adapters=adapters,
-                        last_window=last_window, seed=seed)
-    res.details.update({"prefix_docs": prefix_docs, "num_phases": num_phases, "boundaries": bounds,
-                        "global_lr": global_lr, "global_momentum": global_momentum, "global_epochs": global_epochs,
-                        "global_chunk_tokens": global_chunk_tokens, "global_batch_seqs": global_batch_seqs,
-                        "global_grad_clip": global_grad_clip, "global_seq_len": global_seq_len or window,
-                        "phases": phases})
+    res = eval_ttt_lora(model, val_tokens, luts, lora, ctx, after_round=after_round, mode="ttt_phased")
+    res.details.update({"prefix_docs": settings.prefix_docs, "num_phases": settings.num_phases, "boundaries": bounds,
+                        "global_sgd": dataclasses.asdict(g), "phases": phases})
     return res

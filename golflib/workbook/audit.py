@@ -28,6 +28,7 @@ from golflib.data.caseops import original_text_decoder
 from golflib.data.loader import load_validation_tokens
 from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import eval_standard
+from golflib.eval.context import ScoringContext
 from golflib.eval.ledger import perturbation_test
 from golflib.eval.ngram_eval import eval_with_mixer
 from golflib.eval.sliding import eval_sliding
@@ -35,28 +36,17 @@ from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
 from golflib.eval.ttt_common import doc_segments
 from golflib.quant.export import load_artifact_model
 from golflib.runlog import write_json
+from golflib.runresult import RunResult
 from golflib.workbook.runs import find_artifact, load_result
 
 DECLARED_ORDER_KINDS = ("ttt_lora", "ttt_phased")  # length-sorted document queues (#1530, #1610/#1626)
 
 
-def protocol_entries(result: dict) -> dict[str, dict]:
+def protocol_entries(result: RunResult) -> dict[str, dict]:
     """``{"quantized/standard": entry, "mixed/sliding": entry, "ttt/chunked": entry, ...}``: every scored entry of a
-    ``result.json`` (the score keys of :mod:`golflib.record.results`, plus ``pre_quant`` / ``pre_quant_live``)."""
-    out: dict[str, dict] = {}
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            if "mode" in node and "val_bpb" in node:
-                out["/".join(path)] = node
-                return
-            for k, v in node.items():
-                walk(v, path + [str(k)])
-
-    for key, name in (("pre_quant", "pre_quant"), ("pre_quant_live", "pre_quant_live"), ("quantized", "quantized"),
-                      ("mixed_artifact", "mixed"), ("ttt", "ttt"), ("ngram", "ngram")):
-        walk(result.get(key), [name])
-    return out
+    run (its :class:`golflib.runresult.RunResult` score keys, ``pre_quant`` / ``pre_quant_live`` included), as
+    EvalResult dicts."""
+    return {k: e.to_dict() for k, e in result.scores.items()}
 
 
 def recheck(entry: dict, n_targets: int, n_bytes: int) -> list[tuple[str, bool, str]]:
@@ -145,7 +135,7 @@ def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tu
     for kind in kinds:
         def run(t, kind=kind):
             out = torch.zeros(t.numel() - 1, model.cfg.vocab_size)
-            run_ttt_kind(kind, copy.deepcopy(model), t, luts, scfg, scores_out=out, bos_id=bos_id)
+            run_ttt_kind(kind, copy.deepcopy(model), t, luts, scfg, ScoringContext(scores_out=out), bos_id=bos_id)
             return out
         extra = [scfg.ttt.ttt_chunk_tokens + 1] if kind == "chunked" else []
         fns[f"ttt/{kind}"] = (run, sorted(set(base_cuts + extra)))
@@ -153,7 +143,8 @@ def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tu
         def run_ng(t, protocol=protocol):
             shape = (t.numel() - 1,) if protocol == "sliding" else (t.numel() - 1, model.cfg.vocab_size)
             out = torch.zeros(shape)
-            eval_with_mixer(protocol, copy.deepcopy(model), t, luts, scfg.replace({"BOS_ID": bos_id}), scores_out=out)
+            eval_with_mixer(protocol, copy.deepcopy(model), t, luts, scfg.replace({"BOS_ID": bos_id}),
+                            ScoringContext(scores_out=out))
             return out
         extra = [scfg.ttt.ttt_chunk_tokens + 1] if protocol == "chunked" else []
         fns[f"ngram/{protocol}"] = (run_ng, sorted(set(base_cuts + extra)))

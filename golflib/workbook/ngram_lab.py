@@ -24,6 +24,7 @@ from golflib.config import Config
 from golflib.data.bytecount import ByteCounter, load_byte_counter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import BPBAccumulator
+from golflib.eval.context import ScoringContext
 from golflib.eval.ledger import Ledger
 from golflib.eval.ngram import NgramMixer
 from golflib.eval.ngram_eval import eval_with_mixer
@@ -108,7 +109,8 @@ def record(source: Source, protocol: str = "sliding") -> Recording:
     :class:`LogitRecorder` as its hook."""
     rec = LogitRecorder()
     t0 = time.perf_counter()
-    res = eval_with_mixer(protocol, copy.deepcopy(source.model), source.tokens, source.luts, source.cfg, rec)
+    res = eval_with_mixer(protocol, copy.deepcopy(source.model), source.tokens, source.luts, source.cfg,
+                          ScoringContext(mixer=rec))
     out = Recording(protocol, rec.batches, {"val_bpb": res.val_bpb, "val_loss": res.val_loss,
                                             "legal": res.ledger["legal"], "mode": res.mode.removesuffix("+ngram")},
                     time.perf_counter() - t0)

@@ -21,12 +21,10 @@ from golflib.eval.bpb import eval_standard
 from golflib.eval.doc_eval import eval_doc_isolated
 from golflib.eval.ngram import NgramMixer
 from golflib.eval.sliding import eval_sliding, scored_positions, sliding_windows
-from golflib.eval.ttt_chunked import eval_ttt_chunked
-from golflib.eval.ttt_lora import eval_ttt_lora
-from golflib.eval.ttt_phased import eval_ttt_phased
 from golflib.workbook.ngram940 import eval_sliding_940
 
 from test_ttt import BOS, CHUNK, LORA, VOCAB, luts, periodic_stream, tiny_model
+from ttt_calls import run_chunked, run_lora, run_phased
 
 TOKS = periodic_stream(n_docs=16)
 STD = TOKS[:(TOKS.numel() - 1) // 32 * 32 + 1]  # truncated to whole sequences, as load_validation_tokens does
@@ -52,9 +50,9 @@ PROTOCOLS = {
                                                           window_set="legacy")),
     "sliding_ngram": (TOKS, lambda m, t, c: eval_sliding(m, t, c, seq_len=32, stride=16, batch_seqs=4,
                                                          mixer=NgramMixer(t, VOCAB, bos_id=BOS))),
-    "chunked": (TOKS, lambda m, t, c: eval_ttt_chunked(m, t, c, epochs=1, lr=0.05, **CHUNK)),
-    "lora": (TOKS, lambda m, t, c: eval_ttt_lora(m, t, c, lr=0.03, **LORA)),
-    "phased": (TOKS, lambda m, t, c: eval_ttt_phased(m, t, c, lr=0.03, prefix_docs=8, num_phases=2, global_lr=0.05,
+    "chunked": (TOKS, lambda m, t, c: run_chunked(m, t, c, epochs=1, lr=0.05, **CHUNK)),
+    "lora": (TOKS, lambda m, t, c: run_lora(m, t, c, lr=0.03, **LORA)),
+    "phased": (TOKS, lambda m, t, c: run_phased(m, t, c, lr=0.03, prefix_docs=8, num_phases=2, global_lr=0.05,
                                                      global_chunk_tokens=128, global_batch_seqs=4, **LORA)),
 }
 

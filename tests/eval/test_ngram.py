@@ -18,10 +18,10 @@ from golflib.eval.ledger import Ledger, LegalityError, check_distribution, pertu
 from golflib.eval.ngram import NgramMixer
 from golflib.eval.ngram_counts import NgramCounts
 from golflib.eval.sliding import eval_sliding
-from golflib.eval.ttt_chunked import eval_ttt_chunked
 from golflib.eval.ttt_common import doc_segments
-from golflib.eval.ttt_lora import eval_ttt_lora, lora_order, lora_schedule
+from golflib.eval.ttt_lora import lora_order, lora_schedule
 from golflib.workbook.ngram940 import PRIMES_940, HashedBlend940, eval_sliding_940
+from ttt_calls import run_chunked, run_lora
 from test_ttt import BOS, VOCAB, luts, tiny_model  # the same tiny GPT, vocabulary and byte LUTs as the TTT tests
 
 SLIDE = dict(seq_len=32, stride=16, batch_seqs=8)
@@ -112,7 +112,7 @@ def test_mixed_rows_sum_to_one_are_nonnegative_and_score_their_target(schedule, 
     n = toks.numel() - 1
     mixer = NgramMixer(toks, VOCAB, schedule=schedule, alpha=0.3, tilt_beta=beta, tilt_min_count=1, bos_id=BOS)
     rows = torch.full((n, VOCAB), float("nan"))
-    res = eval_ttt_chunked(tiny_model(), toks, luts(), epochs=1, lr=0.01, scores_out=rows, mixer=mixer, **CHUNK)
+    res = run_chunked(tiny_model(), toks, luts(), epochs=1, lr=0.01, scores_out=rows, mixer=mixer, **CHUNK)
     p = rows.double().exp()
     assert torch.isfinite(rows).all() and (p >= 0).all()
     assert (p.sum(1) - 1).abs().max() < 1e-5
@@ -169,7 +169,7 @@ def test_counts_used_at_t_contain_exactly_the_targets_before_the_batch(protocol)
     if protocol == "sliding":
         eval_sliding(tiny_model(), toks, luts(), mixer=mixer, **{**SLIDE, "batch_seqs": 2})
     else:
-        eval_ttt_chunked(tiny_model(), toks, luts(), epochs=1, lr=0.01, mixer=mixer,
+        run_chunked(tiny_model(), toks, luts(), epochs=1, lr=0.01, mixer=mixer,
                          **{**CHUNK, "eval_batch_seqs": 2})
     assert len(calls) > 10
     for queried, added in calls:
@@ -184,7 +184,7 @@ def test_lora_counts_hold_only_positions_earlier_in_its_declared_order():
     order = lora_order(segs, lora_schedule(segs, 4), 16, n)
     mixer = NgramMixer(toks, VOCAB, bos_id=BOS)
     calls = spy_on_counts(mixer)
-    res = eval_ttt_lora(tiny_model(), toks, luts(), window=32, chunk_size=16, batch_docs=4, lora_rank=2, lr=0.003,
+    res = run_lora(tiny_model(), toks, luts(), window=32, chunk_size=16, batch_docs=4, lora_rank=2, lr=0.003,
                         bos_id=BOS, mixer=mixer)
     assert res.ledger["legal"] and not res.ledger["stream_order"]
     for queried, added in calls:
@@ -219,7 +219,7 @@ def test_perturbation_passes_the_mixer_with_and_without_ttt_and_catches_a_peekin
     def chunked(t):
         out = torch.zeros(t.numel() - 1, VOCAB)
         mixer = NgramMixer(t, VOCAB, schedule="entropy", tilt_beta=2.0, tilt_min_count=1, bos_id=BOS)
-        eval_ttt_chunked(copy.deepcopy(model), t, luts(), epochs=1, lr=0.02, scores_out=out, mixer=mixer, **CHUNK)
+        run_chunked(copy.deepcopy(model), t, luts(), epochs=1, lr=0.02, scores_out=out, mixer=mixer, **CHUNK)
         return out
 
     for cut in (n // 2, CHUNK["chunk_tokens"] + 1):

@@ -25,14 +25,15 @@ from golflib.settings.base import ConfigError
 from golflib.eval.doc_eval import bos_segment_ids, eval_doc_isolated
 from golflib.eval.ledger import Ledger
 from golflib.eval.sliding import LEGACY_REPEAT, eval_sliding, scored_positions, sliding_windows
-from golflib.eval.ttt_chunked import chunk_windows, eval_ttt_chunked
+from golflib.eval.ttt_chunked import chunk_windows
 from golflib.eval.ttt_common import doc_segments, rank_steps
 from golflib.eval.ttt_lora import BatchedLoRA, adapter_shapes
-from golflib.eval.ttt_phased import concat_documents, eval_ttt_phased, phase_boundaries, phase_documents
+from golflib.eval.ttt_phased import concat_documents, phase_boundaries, phase_documents
 from golflib.model.gpt import GPT
 from golflib.settings.model import ModelConfig
 
 from test_ttt import BOS, VOCAB, luts, periodic_stream
+from ttt_calls import run_chunked, run_phased
 
 REL = 1e-9
 
@@ -136,7 +137,7 @@ def test_chunked_ttt_is_461_and_549s_eval_val_sliding_ttt(n_docs, freeze, chunk,
     """L 32, S 16, lr 0.05 cosine over chunks, 2 epochs, SGD momentum 0.9, 2 sequences per step, clip 1.0, 8
     windows per zero-padded scoring batch; #461 and #549 give the same numbers (and the same weights)."""
     model, toks = fixture_model(layers=3), periodic_stream(n_docs)
-    res = eval_ttt_chunked(model, toks, luts(), seq_len=32, stride=16, chunk_tokens=chunk, epochs=2, lr=0.05,
+    res = run_chunked(model, toks, luts(), seq_len=32, stride=16, chunk_tokens=chunk, epochs=2, lr=0.05,
                            momentum=0.9, freeze_blocks=freeze, batch_seqs=2, grad_clip=1.0, eval_batch_seqs=8,
                            window_set="legacy_stride")
     close(res, loss, bpb)
@@ -231,7 +232,7 @@ def test_phased_ttt_is_1855s_eval_val_ttt_phased(case, over, loss, bpb, wsum, ph
     (0, 0.99) wd 0.5, phases on 128-token chunks of 2 sequences."""
     kw = {**PHASED, "warm_start_a": True, **over}
     model = fixture_model()
-    res = eval_ttt_phased(model, periodic_stream(14), luts(), **kw)
+    res = run_phased(model, periodic_stream(14), luts(), **kw)
     close(res, loss, bpb)
     assert weight_sum(model) == pytest.approx(wsum, rel=1e-9)
     assert [(p["boundary_docs"], p["docs_scored"]) for p in res.details["phases"]] == phases
@@ -244,9 +245,9 @@ def test_phased_ttt_is_1855s_eval_val_ttt_phased(case, over, loss, bpb, wsum, ph
 def test_phased_options_each_change_the_score():
     """golflib's own choices (shared A draw, chunk-end windows) differ from #1855's: the pins above need both."""
     toks, base = periodic_stream(14), {**PHASED, "prefix_docs": 8, "num_phases": 3, "warm_start_a": True}
-    ref = eval_ttt_phased(fixture_model(), toks, luts(), **base).val_loss
+    ref = run_phased(fixture_model(), toks, luts(), **base).val_loss
     for over in (dict(last_window="chunk"), dict(adapters="shared"), dict(seed=8)):
-        assert abs(eval_ttt_phased(fixture_model(), toks, luts(), **{**base, **over}).val_loss - ref) > 1e-5, over
+        assert abs(run_phased(fixture_model(), toks, luts(), **{**base, **over}).val_loss - ref) > 1e-5, over
 
 
 def test_phase_documents_are_the_shortest_scored_in_length_order():
@@ -315,21 +316,24 @@ def test_run_ttt_kind_passes_the_record_switches(monkeypatch):
     import golflib.eval.ttt as ttt_mod
 
     cfg = Config().replace({"EVAL_WINDOWS": "legacy", "TTT_LORA_ADAPTERS": "per_slot", "SEED": 42,
-                            "TTT_LORA_LAST_WINDOW": "doc_end", "EVAL_SEQ_LEN": 64, "TTT_EVAL_SEQ_LEN": 32})
+                            "TTT_LORA_LAST_WINDOW": "doc_end", "EVAL_SEQ_LEN": 64, "TTT_EVAL_SEQ_LEN": 32,
+                            "TTT_CHUNK_SIZE": 16})
     seen = {}
-    for name in ("eval_ttt_chunked", "eval_ttt_lora", "eval_ttt_phased"):
-        monkeypatch.setattr(ttt_mod, name, lambda *a, _n=name, **kw: seen.update({_n: kw}))
+    real = ttt_mod.protocol
+    monkeypatch.setattr(ttt_mod, "protocol", lambda k: (real(k)[0], lambda m, t, l, settings, ctx=None:
+                                                                    seen.update({k: settings})))
     for kind in ("chunked", "lora", "phased"):
         ttt_mod.run_ttt_kind(kind, None, periodic_stream(2), luts(), cfg)
-    assert seen["eval_ttt_chunked"]["window_set"] == "legacy"  # TTT_WINDOWS empty: EVAL_WINDOWS
-    assert (seen["eval_ttt_lora"]["adapters"], seen["eval_ttt_lora"]["seed"]) == ("per_slot", 42)
-    assert seen["eval_ttt_phased"]["last_window"] == "doc_end" and seen["eval_ttt_phased"]["window"] == 32
-    assert seen["eval_ttt_phased"]["global_seq_len"] == 64
+    assert seen["chunked"].window_set == "legacy"  # TTT_WINDOWS empty: EVAL_WINDOWS
+    assert (seen["chunked"].seq_len, seen["chunked"].stride) == (64, 64)  # EVAL_STRIDE 0: non-overlapping
+    assert (seen["lora"].adapters, seen["lora"].seed) == ("per_slot", 42)
+    assert seen["phased"].lora.last_window == "doc_end" and seen["phased"].lora.window == 32
+    assert seen["phased"].global_sgd.seq_len == 64 and seen["phased"].global_sgd.bos_id == cfg.model.bos_id
     ttt_mod.run_ttt_kind("chunked", None, periodic_stream(2), luts(), cfg.replace({"TTT_WINDOWS": "fixed"}))
-    assert seen["eval_ttt_chunked"]["window_set"] == "fixed"
+    assert seen["chunked"].window_set == "fixed"
     shared = cfg.replace({"TTT_LORA_ADAPTERS": "shared"})
     ttt_mod.run_ttt_kind("lora", None, periodic_stream(2), luts(), shared)
-    assert seen["eval_ttt_lora"]["seed"] == 0  # golflib's shared draw keeps its seed
+    assert seen["lora"].seed == 0  # golflib's shared draw keeps its seed
 
 
 def test_legacy_ttt_with_copy_is_reproducible():
@@ -337,9 +341,9 @@ def test_legacy_ttt_with_copy_is_reproducible():
     model, toks = fixture_model(), periodic_stream(7)
     kw = dict(seq_len=32, stride=16, chunk_tokens=64, epochs=1, lr=0.05, batch_seqs=2, eval_batch_seqs=8,
               window_set="legacy")
-    a = eval_ttt_chunked(copy.deepcopy(model), toks, luts(), **kw)
+    a = run_chunked(copy.deepcopy(model), toks, luts(), **kw)
     torch.manual_seed(123)
-    b = eval_ttt_chunked(copy.deepcopy(model), toks, luts(), **kw)
+    b = run_chunked(copy.deepcopy(model), toks, luts(), **kw)
     assert a.val_loss == b.val_loss and a.tokens == b.tokens
 
 

@@ -12,11 +12,11 @@ from golflib.settings.model import ModelConfig
 from golflib.data.luts import ByteLUTs
 from golflib.eval.ledger import Ledger, LegalityError, perturbation_test
 from golflib.eval.sliding import eval_sliding
-from golflib.eval.ttt_chunked import eval_ttt_chunked
 from golflib.eval.ttt_common import doc_segments
-from golflib.eval.ttt_lora import BatchedLoRA, adapter_shapes, eval_ttt_lora, lora_order, lora_schedule
-from golflib.eval.ttt_phased import eval_ttt_phased, phase_boundaries
+from golflib.eval.ttt_lora import BatchedLoRA, adapter_shapes, lora_order, lora_schedule
+from golflib.eval.ttt_phased import phase_boundaries
 from golflib.model.gpt import GPT
+from ttt_calls import run_chunked, run_lora, run_phased
 
 VOCAB, BOS = 48, 1
 
@@ -61,7 +61,7 @@ LORA = dict(window=32, chunk_size=16, batch_docs=4, lora_rank=4, beta1=0.0, beta
 def test_chunked_without_adaptation_is_exactly_sliding_window_eval():
     model, toks = tiny_model(), periodic_stream()
     ref = eval_sliding(model, toks, luts(), seq_len=32, stride=16, batch_seqs=8)
-    res = eval_ttt_chunked(copy.deepcopy(model), toks, luts(), epochs=0, lr=0.01, **CHUNK)
+    res = run_chunked(copy.deepcopy(model), toks, luts(), epochs=0, lr=0.01, **CHUNK)
     assert (res.tokens, res.bytes) == (ref.tokens, ref.bytes)
     assert res.val_loss == pytest.approx(ref.val_loss, rel=1e-6) and res.ledger["n_updates"] == 0
 
@@ -69,9 +69,9 @@ def test_chunked_without_adaptation_is_exactly_sliding_window_eval():
 def test_chunked_ttt_learns_freezes_and_its_ledger_counts_every_step():
     model, toks = tiny_model(layers=3), periodic_stream()
     n = toks.numel() - 1
-    base = eval_ttt_chunked(copy.deepcopy(model), toks, luts(), epochs=0, lr=0.0, **CHUNK)
+    base = run_chunked(copy.deepcopy(model), toks, luts(), epochs=0, lr=0.0, **CHUNK)
     adapted = copy.deepcopy(model)
-    res = eval_ttt_chunked(adapted, toks, luts(), epochs=2, lr=0.05, optimizer="sgd", momentum=0.9,
+    res = run_chunked(adapted, toks, luts(), epochs=2, lr=0.05, optimizer="sgd", momentum=0.9,
                            freeze_blocks=1, **CHUNK)
     assert res.val_bpb < base.val_bpb - 0.05, (res.val_bpb, base.val_bpb)
     rep = res.ledger
@@ -85,7 +85,7 @@ def test_chunked_ttt_learns_freezes_and_its_ledger_counts_every_step():
     for a, b in zip(model.blocks[0].parameters(), adapted.blocks[0].parameters()):
         assert torch.equal(a, b)  # frozen
     assert not torch.equal(model.blocks[2].mlp.fc.weight, adapted.blocks[2].mlp.fc.weight)
-    adamw = eval_ttt_chunked(copy.deepcopy(model), toks, luts(), epochs=1, lr=0.003, optimizer="adamw", **CHUNK)
+    adamw = run_chunked(copy.deepcopy(model), toks, luts(), epochs=1, lr=0.003, optimizer="adamw", **CHUNK)
     assert adamw.ledger["legal"] and adamw.val_bpb < base.val_bpb
 
 
@@ -97,14 +97,14 @@ def test_the_ledger_proves_the_chunk_edge_and_catches_an_off_by_one(monkeypatch)
     monkeypatch.setattr(ttt_chunked, "train_sequences", lambda c, n, L, ch: (real(c, n, L, ch)[0] + 1,
                                                                              real(c, n, L, ch)[1]))
     with pytest.raises(LegalityError) as e:
-        eval_ttt_chunked(tiny_model(), toks, luts(), epochs=1, lr=0.05, **CHUNK)
+        run_chunked(tiny_model(), toks, luts(), epochs=1, lr=0.05, **CHUNK)
     assert (e.value.condition, e.value.position) == (3, 64) and e.value.call == "update call #1"
 
 
 def _chunked_rows(model, **kw):
     def score_fn(tokens):
         out = torch.zeros(tokens.numel() - 1, VOCAB)
-        eval_ttt_chunked(copy.deepcopy(model), tokens, luts(), scores_out=out, **kw)
+        run_chunked(copy.deepcopy(model), tokens, luts(), scores_out=out, **kw)
         return out
     return score_fn
 
@@ -122,7 +122,7 @@ def test_perturbation_passes_golflibs_chunked_ttt_and_flags_the_off_by_one(monke
 
     def non_strict(tokens):
         out = torch.zeros(tokens.numel() - 1, VOCAB)
-        eval_ttt_chunked(copy.deepcopy(model), tokens, luts(), scores_out=out,
+        run_chunked(copy.deepcopy(model), tokens, luts(), scores_out=out,
                          ledger=Ledger(tokens.numel() - 1, strict=False), **kw)
         return out
 
@@ -150,11 +150,11 @@ def test_doc_lora_without_learning_is_doc_isolated_eval_and_with_learning_gains(
     model, toks = tiny_model(), periodic_stream()
     n = toks.numel() - 1
     out = torch.zeros(n)
-    res0 = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.0, scores_out=out, **LORA)
+    res0 = run_lora(copy.deepcopy(model), toks, luts(), lr=0.0, scores_out=out, **LORA)
     ref = doc_isolated_reference(model, toks, 32, 16)
     assert torch.allclose(out, ref, atol=1e-5)
     assert res0.val_loss == pytest.approx(float(ref.double().mean()), rel=1e-6) and res0.tokens == n
-    res = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.03, **LORA)
+    res = run_lora(copy.deepcopy(model), toks, luts(), lr=0.03, **LORA)
     assert res.val_bpb < res0.val_bpb - 0.02, (res.val_bpb, res0.val_bpb)
     rep = res.ledger
     assert rep["legal"] and rep["order"] == "declared" and not rep["stream_order"]
@@ -172,13 +172,13 @@ def test_doc_lora_is_causal_in_stream_order_but_warm_a_is_not_required_to_be():
 
     def score_fn(tokens, warm=False):
         out = torch.zeros(tokens.numel() - 1)
-        eval_ttt_lora(copy.deepcopy(model), tokens, luts(), lr=0.03, scores_out=out, warm_start_a=warm, **LORA)
+        run_lora(copy.deepcopy(model), tokens, luts(), lr=0.03, scores_out=out, warm_start_a=warm, **LORA)
         return out
 
     cut = int(doc_segments(toks, BOS)[4, 0]) + 7
     res = perturbation_test(score_fn, toks, cut=cut, atol=1e-5)
     assert res["causal"], res
-    warm = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.03, warm_start_a=True, **LORA)
+    warm = run_lora(copy.deepcopy(model), toks, luts(), lr=0.03, warm_start_a=True, **LORA)
     assert warm.ledger["legal"]  # legal under the declared order (A carries across batches: persistent)
 
 
@@ -206,7 +206,7 @@ def test_lora_adapters_are_sized_from_virtual_layers_and_start_as_identity():
     assert float(lora.B["k_3"].detach().abs().sum()) == 0.0
     looped.set_active_loops(0)  # a model evaluated unlooped reports fewer virtual layers
     assert {layer for _, layer in adapter_shapes(looped) if layer >= 0} == {0, 1, 2}
-    res = eval_ttt_lora(looped, periodic_stream(n_docs=4), luts(), lr=0.03, **LORA)
+    res = run_lora(looped, periodic_stream(n_docs=4), luts(), lr=0.03, **LORA)
     assert res.ledger["legal"]
 
 
@@ -214,25 +214,25 @@ def test_phased_ttt_trains_the_base_model_on_scored_documents_only():
     model, toks = tiny_model(), periodic_stream(n_docs=16)
     assert phase_boundaries(2000, 3, 16) == [5, 10, 16] and phase_boundaries(6, 3, 16) == [2, 4, 6]
     adapted = copy.deepcopy(model)
-    res = eval_ttt_phased(adapted, toks, luts(), lr=0.03, prefix_docs=8, num_phases=2, global_lr=0.05,
+    res = run_phased(adapted, toks, luts(), lr=0.03, prefix_docs=8, num_phases=2, global_lr=0.05,
                           global_chunk_tokens=128, global_batch_seqs=4, **LORA)
     rep, d = res.ledger, res.details
     assert rep["legal"] and not rep["stream_order"]
     assert [p["boundary_docs"] for p in d["phases"]] == [4, 8] and all(p["steps"] > 0 for p in d["phases"])
     assert not torch.equal(model.tok_emb.weight, adapted.tok_emb.weight)  # the base model learned
-    lora_only = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.03, **LORA)
+    lora_only = run_lora(copy.deepcopy(model), toks, luts(), lr=0.03, **LORA)
     assert rep["n_updates"] == lora_only.ledger["n_updates"] + sum(p["steps"] for p in d["phases"])
     # a phase that trains one document too many (not scored yet) is caught
     import golflib.eval.ttt_phased as ph
     orig = ph.global_sgd
 
-    def greedy(model, val_tokens, segments, **kw):
-        return orig(model, val_tokens, doc_segments(val_tokens, BOS), **kw)  # every document
+    def greedy(model, val_tokens, segments, settings, ctx=None):
+        return orig(model, val_tokens, doc_segments(val_tokens, BOS), settings, ctx)  # every document
 
     ph.global_sgd = greedy
     try:
         with pytest.raises(LegalityError) as e:
-            eval_ttt_phased(copy.deepcopy(model), toks, luts(), lr=0.03, prefix_docs=8, num_phases=2,
+            run_phased(copy.deepcopy(model), toks, luts(), lr=0.03, prefix_docs=8, num_phases=2,
                             global_lr=0.05, global_chunk_tokens=128, global_batch_seqs=4, **LORA)
         assert e.value.condition == 3
     finally:
@@ -252,14 +252,16 @@ def test_lora_sites_config_reaches_the_adapters(monkeypatch):
     with pytest.raises(ConfigError, match="TTT_LORA_SITES=.*must be distinct names from q, k, v, o, mlp, head"):
         Config().replace({"TTT_LORA_SITES": "q,attn"})
     seen = {}
-    monkeypatch.setattr(ttt_mod, "eval_ttt_lora", lambda *a, **kw: seen.update(kw))
+    real = ttt_mod.protocol
+    monkeypatch.setattr(ttt_mod, "protocol", lambda k: (real(k)[0], lambda m, t, l, settings, ctx=None:
+                                                                    seen.update(s=settings)))
     ttt_mod.run_ttt_kind("lora", None, periodic_stream(n_docs=2), luts(), cfg)
-    assert seen["sites"] == ("q", "v", "head")
+    assert seen["s"].sites == ("q", "v", "head") == ttt_mod.ttt_settings("lora", cfg, 100).sites
     model, toks = tiny_model(), periodic_stream(n_docs=6)
     lora = BatchedLoRA(adapter_shapes(model), n_slots=2, rank=4, sites=("q", "v", "head"))
     assert sorted(lora.A) == ["head_h", "q_0", "q_1", "v_0", "v_1"]
-    some = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.03, sites=("q", "v", "head"), **LORA)
-    every = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.03, **LORA)
-    frozen = eval_ttt_lora(copy.deepcopy(model), toks, luts(), lr=0.0, **LORA)
+    some = run_lora(copy.deepcopy(model), toks, luts(), lr=0.03, sites=("q", "v", "head"), **LORA)
+    every = run_lora(copy.deepcopy(model), toks, luts(), lr=0.03, **LORA)
+    frozen = run_lora(copy.deepcopy(model), toks, luts(), lr=0.0, **LORA)
     assert some.details["sites"] == ["q", "v", "head"] and some.ledger["legal"]
     assert some.val_bpb < frozen.val_bpb and some.val_bpb != every.val_bpb

@@ -10,6 +10,7 @@ import torch
 
 from golflib.config import Config
 from golflib.data.luts import ByteLUTs
+from golflib.eval.context import ScoringContext
 from golflib.eval.ngram_eval import eval_with_mixer
 from golflib.model.gpt import GPT
 from golflib.workbook import ngram_lab
@@ -43,7 +44,7 @@ def test_replay_equals_the_live_protocol(source, protocol):
     rec = ngram_lab.record(source, protocol)
     replayed = ngram_lab.replay(rec, source, ngram_lab.make_mixer(source, **settings))
     live = eval_with_mixer(protocol, copy.deepcopy(source.model), source.tokens, source.luts, source.cfg,
-                           ngram_lab.make_mixer(source, **settings))
+                           ScoringContext(mixer=ngram_lab.make_mixer(source, **settings)))
     assert replayed["val_bpb"] == pytest.approx(live.val_bpb, rel=1e-9) and replayed["legal"]
     assert rec.result["val_bpb"] == pytest.approx(ngram_lab.replay(rec, source)["val_bpb"], rel=1e-9)
     assert replayed["val_bpb"] < rec.result["val_bpb"] - 0.3  # 2 of 3 documents repeat
