@@ -89,7 +89,6 @@ def cmd_train(a) -> int:
     from golflib.presets import resolve
     from golflib.workbook.launch import launch_training
     from golflib.workbook.quant_cli import bundle_code_bytes
-    from golflib.workbook.runs import scored_section
 
     overrides = _kv_pairs(a.set)
     cfg = resolve(a.preset, overrides, scale=a.scale)  # once: the training runs on this config (--config)
@@ -98,10 +97,10 @@ def cmd_train(a) -> int:
     run_dir = Path(a.run_dir) if a.run_dir else create_run_dir(a.runs_root, slug=a.preset)
     result = launch_training(run_dir, cfg, nproc=a.nproc,
                              meta={"preset": a.preset, "scale": a.scale, "overrides": overrides})
-    scored = scored_section(result)
-    print(json.dumps({"run_dir": str(run_dir), "scored_artifact": result.get("scored_artifact"),
-                      "bytes_total": scored.get("bytes_total", result.get("bytes_total")),
-                      "val_bpb": scored["standard"]["val_bpb"]}, indent=2))
+    group = "mixed" if result.scored_artifact == "mixed" else "quantized"
+    print(json.dumps({"run_dir": str(run_dir), "scored_artifact": result.scored_artifact,
+                      "bytes_total": result.bytes_total(), "val_bpb": result.score(f"{group}/standard").val_bpb},
+                     indent=2))
     return 0
 
 

@@ -108,3 +108,36 @@ def quant_run(tmp_path_factory, embedded_data):
     from quantrun import train_quant_run
 
     return train_quant_run(tmp_path_factory.mktemp("qruns") / "tiny", embedded_data)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Every ``result.json`` the suite wrote (under pytest's temporary base directory) must validate against the
+    RunResult schema (golflib/schemas); an invalid one fails the session and is named. Files a test makes invalid
+    on purpose live under a directory named ``invalid``."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    try:
+        base = factory.getbasetemp()
+    except (OSError, ValueError):
+        return
+    from golflib.runresult import RunResultError
+    from golflib.workbook.resultfile import load_run_result
+
+    bad, n = [], 0
+    for path in sorted(Path(base).rglob("result.json")):
+        if "invalid" in path.relative_to(base).parts:
+            continue
+        n += 1
+        try:
+            load_run_result(path)
+        except (RunResultError, ValueError) as e:
+            bad.append(str(e))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and n:
+        reporter.write_line(f"result.json schema: {n - len(bad)}/{n} files written by the suite validate")
+    if bad:
+        if reporter is not None:
+            for line in bad:
+                reporter.write_line(f"INVALID {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -35,12 +35,9 @@ def caseops_run(tmp_path_factory, caseops_data):
     return run_dir
 
 
-def scored_entries(res: dict) -> dict:
-    out = {"pre_quant": res["pre_quant"], "standard": res["quantized"]["standard"],
-           "sliding": res["mixed_artifact"]["sliding"]}
-    out.update({f"ttt/{k}": res["ttt"][k] for k in ("chunked", "lora")})
-    out["ngram/sliding"] = res["ngram"]["sliding"]
-    return out
+def scored_entries(res) -> dict:
+    keys = ("pre_quant", "quantized/standard", "mixed/sliding", "ttt/chunked", "ttt/lora", "ngram/sliding")
+    return {k: res.score(k).to_dict() for k in keys}
 
 
 def test_every_protocol_counts_the_sidecar(caseops_run, caseops_data):
@@ -58,10 +55,10 @@ def test_every_protocol_counts_the_sidecar(caseops_run, caseops_data):
         assert e["val_bpb"] == pytest.approx(e["val_loss"] * e["tokens"] / (np.log(2) * e["bytes"]), rel=1e-12)
     # the sidecar's bytes are the original text's: decode, invert the transform, count UTF-8
     sp = load_sentencepiece(tok_path)
-    n = res["quantized"]["standard"]["tokens"]
+    n = res.score("quantized/standard").tokens
     docs = np.split(tokens[:n + 1], np.flatnonzero(tokens[:n + 1] == 1)[1:])
     assert sum(len(decode(sp.decode(d[d != 1].tolist())).encode("utf-8")) for d in docs) \
-        == res["quantized"]["standard"]["bytes"]
+        == res.score("quantized/standard").bytes
 
 
 def test_golf_audit_checks_the_sidecar_against_the_decoded_text(caseops_run, caseops_data, tmp_path):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from golflib.workbook.runs import load_result, scored_section
+from golflib.workbook.runs import load_result
 from golflib.workbook.training import score_table, summarize
 
 pytestmark = pytest.mark.slow
@@ -14,11 +14,11 @@ pytestmark = pytest.mark.slow
 
 def test_result_json_carries_the_ngram_protocols(ttt_run):
     res = load_result(ttt_run)
-    ng = res["ngram"]
-    assert set(ng) == {"sliding", "chunked", "lora", "seconds"}
-    slide = scored_section(res)["sliding"]  # the mixed artifact's (cpu-tiny's scored artifact)
+    ng = {k[6:]: e.to_dict() for k, e in res.scores.items() if k.startswith("ngram/")}
+    assert set(ng) == {"sliding", "chunked", "lora"}
+    slide = res.score("mixed/sliding").to_dict()  # the mixed artifact's (cpu-tiny's scored artifact)
     n = slide["tokens"]
-    refs = {"sliding": slide, "chunked": res["ttt"]["chunked"], "lora": res["ttt"]["lora"]}
+    refs = {"sliding": slide, "chunked": res.score("ttt/chunked").to_dict(), "lora": res.score("ttt/lora").to_dict()}
     for protocol, mode in (("sliding", "sliding+ngram"), ("chunked", "ttt_chunked+ngram"), ("lora", "ttt_lora+ngram")):
         e = ng[protocol]
         rep = e["ledger"]
@@ -31,10 +31,11 @@ def test_result_json_carries_the_ngram_protocols(ttt_run):
         assert mixer["c2_max_abs_sum_error"] < 1e-5 and mixer["settings"]["tilt_beta"] == 2.0
         # every mixer block is an update: at least n / 64 of them, plus the TTT steps
         assert rep["n_updates"] >= n // 64
-        assert e["reference_mode"] == refs[protocol]["mode"]
-        assert e["delta_bpb_vs_reference"] == pytest.approx(e["val_bpb"] - refs[protocol]["val_bpb"])
+        ref = res.references[f"ngram/{protocol}"]
+        assert ref["mode"] == refs[protocol]["mode"]
+        assert ref["delta_bpb"] == pytest.approx(e["val_bpb"] - refs[protocol]["val_bpb"])
         assert e["bytes"] == refs[protocol]["bytes"]
-    assert ng["seconds"] == pytest.approx(sum(ng[k]["seconds"] for k in ("sliding", "chunked", "lora")))
+    assert res.extras["ngram_seconds"] == pytest.approx(sum(ng[k]["seconds"] for k in ("sliding", "chunked", "lora")))
     log = (ttt_run / "train.log").read_text()
     for label, mode in (("ngram_sliding", "sliding+ngram"), ("ngram_ttt", "ttt_chunked+ngram"),
                         ("ngram_ttt_lora", "ttt_lora+ngram")):
@@ -72,12 +73,12 @@ def test_record_checks_cover_ngram_scores(ttt_run):
     assert resolve_score_key(run.result, "ngram/chunked") == "ngram/chunked"
     assert {"ngram/sliding", "ngram/chunked", "ngram/lora"} <= set(protocol_entries(run.result))
     row = seed_row(run, "ngram/sliding", code_bytes=1000)
-    assert row["val_bpb"] == run.result["ngram"]["sliding"]["val_bpb"] and row["eval_mode"] == "sliding+ngram"
+    assert row["val_bpb"] == run.result.score("ngram/sliding").val_bpb and row["eval_mode"] == "sliding+ngram"
     checks = {c.name: c for c in check_seed(run, "ngram/sliding", 1000, track="non_record_16mb")}
     assert checks["legality reports clean (C1-C4)"].ok and checks["scored line in the log"].ok
     assert "ngram_sliding_exact" in checks["scored line in the log"].detail
     bad = copy.deepcopy(run)
-    bad.result["ngram"]["lora"]["ledger"]["legal"] = False  # planted: an unclaimed n-gram protocol broke a rule
+    bad.result.score("ngram/lora").ledger["legal"] = False  # planted: an unclaimed n-gram protocol broke a rule
     checks = {c.name: c for c in check_seed(bad, "mixed/sliding", 1000, track="non_record_16mb")}
     assert not checks["legality reports clean (C1-C4)"].ok
     assert "ngram/lora: legal=False" in checks["legality reports clean (C1-C4)"].detail

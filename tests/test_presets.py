@@ -68,14 +68,14 @@ def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data, caseops
     vals = [e["val_loss"] for e in load_metrics(run) if e["kind"] == "val"]
     res = load_result(run)
     assert vals[-1] < vals[0] - 0.5, vals  # learned something in 24 steps
-    assert res["quantized"]["standard"]["val_loss"] < vals[0] - 0.5
+    assert res.score("quantized/standard").val_loss < vals[0] - 0.5
     if resolve(name, environ={}).train.late_qat_threshold:
         assert "late_qat:enabled" in (run / "train.log").read_text()
     ttt = resolve(name, environ={}).ttt
     if ttt.ttt_enabled:  # the record's own score-first TTT kinds ran on the artifact, legally, and were logged
-        assert sorted(k for k in res["ttt"] if k != "seconds") == sorted(ttt.ttt_kinds), res["ttt"].keys()
+        assert sorted(k[4:] for k in res.scores if k.startswith("ttt/")) == sorted(ttt.ttt_kinds), res.scores.keys()
         for kind in ttt.ttt_kinds:
-            rep = res["ttt"][kind]["ledger"]
+            rep = res.score(f"ttt/{kind}").ledger
             # legal, except the deviations a record's protocol has and the ledger declares (the pre-#1218 window set
             # of #461/#549 scores the last windows' targets again)
             assert rep["legal_except_declared"] and rep["complete"] and rep["n_targets"] > 0, (kind, rep)
@@ -83,15 +83,15 @@ def test_every_preset_trains_at_cpu_scale(name, tmp_path, embedded_data, caseops
             # scaled presets take TTT steps; unscaled cpu-tiny's 8,192-token chunk holds this test's whole 4,096-token
             # val stream, and the last chunk is never trained on
             assert rep["n_updates"] > 0 or (name, kind) == ("cpu-tiny", "chunked"), (kind, rep)
-            assert res["ttt"][kind]["val_bpb"] < res["quantized"]["standard"]["val_bpb"] + 0.1
+            assert res.score(f"ttt/{kind}").val_bpb < res.score("quantized/standard").val_bpb + 0.1
     if caseops:  # #1855 with CaseOps: every protocol counted the sidecar's original bytes of the targets it scored
         from golflib.data.loader import load_val_byte_sidecar
 
         assert "val_bpb:byte_sidecar:enabled" in (run / "train.log").read_text()
         val_glob = str(data_path / "*_val_*.bin")
         side = load_val_byte_sidecar(val_glob, str(data_path / "*_val_bytes_*.bin"), 4097)
-        scored = [res["quantized"]["standard"]] + [res["ttt"][k] for k in ttt.ttt_kinds]
+        scored = [res.score("quantized/standard")] + [res.score(f"ttt/{k}") for k in ttt.ttt_kinds]
         for entry in scored:  # the doc-isolated standard eval and phased TTT score a prefix of the val targets
-            assert entry["bytes"] == int(side[1:entry["tokens"] + 1].sum()), entry["mode"]
-    assert res["export_weights"] == {"pr461": "swa"}.get(name, "ema" if resolve(name, environ={}).train.ema_decay
-                                                          else "live")
+            assert entry.bytes == int(side[1:entry.tokens + 1].sum()), entry.mode
+    averaged = "ema" if resolve(name, environ={}).train.ema_decay else "live"
+    assert res.training["export_weights"] == {"pr461": "swa"}.get(name, averaged)

@@ -73,19 +73,17 @@ def compare_init(golf: dict, rec: dict) -> list[str]:
     return []
 
 
-def scored(result: dict, key: str, cfg) -> dict:
+def scored(result, key: str, cfg) -> dict:
     """golflib's result for a fixture metric key: ``pre_quant_live`` (the last step's validation of the live
     weights), ``pre_quant`` (the exported, averaged weights), ``roundtrip`` / ``sliding`` (the artifact the run
     scores: the mixed one with MIXED_EXPORT=1), ``ttt_<kind>``."""
-    art = result["mixed_artifact"] if cfg.quant.mixed_export else result["quantized"]
+    art = "mixed" if cfg.quant.mixed_export else "quantized"
     if key in ("pre_quant", "pre_quant_live"):
-        return result[key]
-    if key == "roundtrip":
-        return art["standard"]
-    if key == "sliding":
-        return art["sliding"]
+        return result.score(key).to_dict()
+    if key in ("roundtrip", "sliding"):
+        return result.score(f"{art}/{'standard' if key == 'roundtrip' else 'sliding'}").to_dict()
     if key.startswith("ttt_"):
-        return result["ttt"][key[4:]]
+        return result.score(f"ttt/{key[4:]}").to_dict()
     raise KeyError(key)
 
 
@@ -146,7 +144,7 @@ def test_preset_reproduces_its_record(preset, synth_data, tmp_path):
         assert _close(got["val_loss"], rec["val_loss"], rel, 6e-5), (key, got["val_loss"], rec["val_loss"])
         assert _close(got["val_bpb"], rec["val_bpb"], rel, 6e-5), (key, got["val_bpb"], rec["val_bpb"])
     if fx["artifact_bytes"]:
-        art = result["mixed_artifact"] if cfg.quant.mixed_export else result["artifact"]
+        art = result.artifacts["mixed" if cfg.quant.mixed_export else "int8"].__dict__
         # same codes and codec; the records' torch.save containers carry ~7-14 KB of zip/pickle overhead that
         # golflib's does not — 3% of these ~0.3 MB artifacts, < 0.1% at full size — hence 5%
         assert _close(art["artifact_bytes"], fx["artifact_bytes"], 0.05), (art["artifact_bytes"],

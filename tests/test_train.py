@@ -37,11 +37,11 @@ def test_tiny_training_beats_unigram(trained_run):
     val = load_validation_tokens(str(data["data_path"] / "*_val_*.bin"), cfg["train"]["train_seq_len"], 1024)
     luts = build_sentencepiece_luts(data["tokenizer_path"], 1024)
     uni = unigram_bpb(load_shard(list_shards(str(data["data_path"] / "*_train_*.bin"))[0]), val, luts, 1024)
-    post = result["quantized"]["standard"]["val_bpb"]
+    post = result.score("quantized/standard").val_bpb
     assert 3.0 < uni < 3.8  # DESIGN.md: unigram val ≈ 3.37 bpb on this corpus
     assert post < uni - 0.5, (post, uni)
-    assert result["steps"] == 200 and result["tokens_trained"] == 200 * 2048
-    assert abs(result["pre_quant"]["val_bpb"] - post) < 0.05  # int8 costs little
+    assert result.training["steps"] == 200 and result.training["tokens_trained"] == 200 * 2048
+    assert abs(result.score("pre_quant").val_bpb - post) < 0.05  # int8 costs little
 
 
 def test_run_directory_contents_and_log_lines(trained_run):
@@ -56,8 +56,11 @@ def test_run_directory_contents_and_log_lines(trained_run):
     assert "final_int6e8_entropy_sliding_window_exact" in log and "eval_mode=sliding" in log
     assert "warmup_step:3/3" in log
     res = load_result(run_dir)
-    assert res["bytes_total"] == res["artifact"]["artifact_bytes"] + res["code_bytes"]
-    assert res["artifact"]["artifact_bytes"] == (run_dir / "final_model.int8_zlib.golf").stat().st_size
+    i8 = res.artifacts["int8"]
+    assert res.bytes_total("int8") == i8.artifact_bytes + res.code_bytes == i8.bytes_total
+    assert i8.artifact_bytes == (run_dir / "final_model.int8_zlib.golf").stat().st_size
+    assert res.bytes_total() == res.artifacts["mixed"].artifact_bytes + res.code_bytes  # cpu-tiny ships the mixed
+    assert "result:result.json schema:golflib.run_result/2 scores:pre_quant," in log
     events = load_metrics(run_dir)
     assert [e["step"] for e in events if e["kind"] == "val"] == [0, 100, 200]
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -73,8 +76,8 @@ def test_bpb_from_disk_equals_in_memory(trained_run):
     val = load_validation_tokens(str(data["data_path"] / "*_val_*.bin"), cfg["train"]["train_seq_len"], 1024)
     luts = build_sentencepiece_luts(data["tokenizer_path"], 1024)
     again = eval_standard(model, val, luts, seq_len=cfg["train"]["train_seq_len"], batch_tokens=8192)
-    assert again.val_bpb == pytest.approx(res["quantized"]["standard"]["val_bpb"], abs=1e-6)
-    assert again.tokens == res["quantized"]["standard"]["tokens"]
+    assert again.val_bpb == pytest.approx(res.score("quantized/standard").val_bpb, abs=1e-6)
+    assert again.tokens == res.score("quantized/standard").tokens
 
 
 def test_run_dir_is_never_overwritten(trained_run, tiny_overrides):

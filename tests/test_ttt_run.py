@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 from golflib.workbook.audit import audit_run
-from golflib.workbook.runs import load_result, scored_section
+from golflib.workbook.runs import load_result
 
 pytestmark = pytest.mark.slow
 
@@ -19,25 +19,27 @@ pytestmark = pytest.mark.slow
 def test_result_json_carries_every_protocol_with_its_ledger(ttt_run):
     res = load_result(ttt_run)
     # cpu-tiny exports the records' format (MIXED_EXPORT): sliding, TTT and n-gram score that artifact
-    assert res["scored_artifact"] == "mixed" and res["quantized"]["sliding"] is None
-    slide = scored_section(res)["sliding"]
+    assert res.scored_artifact == "mixed" and not res.has("quantized/sliding")
+    slide = res.score("mixed/sliding").to_dict()
     n = slide["tokens"]  # the stream truncated at EVAL_SEQ_LEN (256), as TTT's
-    assert n == 3840 and res["val_tokens"] == 4032  # VAL_MAX_TOKENS=4096 truncated at 256 / at TRAIN_SEQ_LEN=64
-    for entry in (res["pre_quant"], res["quantized"]["standard"], res["mixed_artifact"]["standard"], slide):
+    assert n == 3840 and res.val["val_tokens"] == 4032  # VAL_MAX_TOKENS=4096 truncated at 256 / at TRAIN_SEQ_LEN=64
+    for key in ("pre_quant", "quantized/standard", "mixed/standard", "mixed/sliding"):
+        entry = res.score(key).to_dict()
         led = entry["ledger"]
         assert led["legal"] and led["n_scored"] == entry["tokens"] == led["n_targets"]
         assert entry["ledger"]["n_updates"] == 0 and entry["ledger"]["stream_order"]
-    ttt = res["ttt"]
-    assert set(ttt) == {"chunked", "lora", "phased", "seconds"}
+    ttt = {k[4:]: e.to_dict() for k, e in res.scores.items() if k.startswith("ttt/")}
+    assert set(ttt) == {"chunked", "lora", "phased"}
     for kind, mode in (("chunked", "ttt_chunked"), ("lora", "ttt_lora"), ("phased", "ttt_phased")):
         e = ttt[kind]
         rep = e["ledger"]
         assert e["mode"] == mode and rep["legal"] and rep["violations"] == []
         assert rep["n_scored"] == rep["n_targets"] == e["tokens"] == n and rep["n_updates"] > 0
         assert rep["stream_order"] == (kind == "chunked") and 2 in rep["conditions_checked"]
-        assert e["delta_bpb_vs_sliding"] == pytest.approx(e["val_bpb"] - slide["val_bpb"])
+        ref = res.references[f"ttt/{kind}"]
+        assert ref["mode"] == "sliding" and ref["delta_bpb"] == pytest.approx(e["val_bpb"] - slide["val_bpb"])
     assert ttt["chunked"]["details"]["epochs"] == 2 and len(ttt["phased"]["details"]["phases"]) == 2
-    assert ttt["seconds"] == pytest.approx(sum(ttt[k]["seconds"] for k in ("chunked", "lora", "phased")))
+    assert res.extras["ttt_seconds"] == pytest.approx(sum(ttt[k]["seconds"] for k in ("chunked", "lora", "phased")))
     log = (ttt_run / "train.log").read_text()
     for kind, label, mode in (("chunked", "legal_ttt", "ttt_chunked"), ("lora", "quantized_ttt_lora", "ttt_lora"),
                               ("phased", "quantized_ttt_phased", "ttt_phased")):
@@ -73,8 +75,8 @@ def test_golf_audit_fails_a_tampered_report(ttt_run, tmp_path):
     for name in ("config.json", "result.json"):
         shutil.copy(ttt_run / name, bad / name)
     res = json.loads((bad / "result.json").read_text())
-    res["mixed_artifact"]["sliding"]["bytes"] += 1  # accounting no longer matches the val stream
-    res["ttt"]["chunked"]["ledger"]["violation_counts"]["C3"] = 2  # and an inconsistent report
+    res["scores"]["mixed/sliding"]["bytes"] += 1  # accounting no longer matches the val stream
+    res["scores"]["ttt/chunked"]["ledger"]["violation_counts"]["C3"] = 2  # and an inconsistent report
     (bad / "result.json").write_text(json.dumps(res))
     proc = subprocess.run([sys.executable, "-m", "golflib.cli", "audit", str(bad)], capture_output=True, text=True,
                           cwd=REPO)

@@ -18,6 +18,7 @@ required. :func:`require_compliant` raises :class:`ComplianceError` listing ever
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Iterable
@@ -108,20 +109,20 @@ def check_seed(run: SeedRun, key: str, code_bytes: int, *, track: str = "10min_1
     cfg = run.config_json.get("config", {})
     flat = {k.upper(): v for g in cfg.values() if isinstance(g, dict) for k, v in g.items()}
     problems = [p for f in BYTE_TARGET_FIELDS if flat.get(f) for p in [byte_target_problem(flat[f], f)] if p]
-    limit = r.get("size_limit", SIZE_LIMIT)
+    limit = r.size_limit
     if limit != SIZE_LIMIT:
         problems.append(f"result.json size_limit={limit!r} is not {SIZE_LIMIT:,} decimal bytes")
     out.append(Check("byte targets are decimal", not problems, "; ".join(problems) or
                      ", ".join(f"{f}={flat.get(f, 0)}" for f in BYTE_TARGET_FIELDS) + " (0 = off)", s))
     body = _code_lines_end(run.log)
-    train_ms = max([float(r["train_time_ms"])] + [float(x) for x in _TRAIN_TIME_RE.findall(body)])
-    calib = ((r.get("mixed_artifact") or {}).get("calibration") or {}).get("train_data_last_read_ms")
+    train_ms = max([float(r.timings.train_time_ms)] + [float(x) for x in _TRAIN_TIME_RE.findall(body)])
+    calib = (r.extras.get("calibration") or {}).get("train_data_last_read_ms")
     reads = [float(x) for x in _LAST_READ_RE.findall(body)] + ([float(calib)] if calib is not None else [])
     last_read = max([train_ms] + reads)
     out.append(Check("train <= 600 s (incl. train-data calibration)", last_read <= 1000 * TRAIN_LIMIT_S,
                      f"training clock {train_ms / 1000:.1f} s, last training-data read at {last_read / 1000:.1f} s",
                      s, required=timed))
-    ev = r.get("eval_wallclock_seconds")
+    ev = None if math.isnan(r.timings.eval_wallclock_seconds) else r.timings.eval_wallclock_seconds
     logged = [float(x) for x in _EVAL_TIME_RE.findall(body)]
     if ev is None and logged:
         ev = logged[-1]
@@ -151,7 +152,7 @@ def check_seed(run: SeedRun, key: str, code_bytes: int, *, track: str = "10min_1
         detail = (f"{len(entries)} protocols, no violation; the claimed {key} scored every target once; declared "
                   f"deviations of unclaimed protocols: " + "; ".join(noted))
     out.append(Check("legality reports clean (C1-C4)", not bad, detail, s))
-    vmax = int(r.get("val_max_tokens") or 0)
+    vmax = int(r.val.get("val_max_tokens") or 0)
     out.append(Check("full validation split", vmax == 0,
                      f"VAL_MAX_TOKENS={vmax}: a truncated val stream is not a val_bpb" if vmax else
                      f"{entry['tokens']:,} scored targets, {entry['bytes']:,} bytes", s))
@@ -167,13 +168,13 @@ def check_seed(run: SeedRun, key: str, code_bytes: int, *, track: str = "10min_1
                      f"no `*_exact val_loss:{entry['val_loss']:.8f} val_bpb:{entry['val_bpb']:.8f} ... "
                      f"eval_mode={entry['mode']}` line", s))
     if run.meta.get("bundled"):
-        logged_code = int(r.get("code_bytes", -1))
+        logged_code = int(r.code_bytes)
         out.append(Check("log counted the record's train_gpt.py", logged_code == code_bytes,
                          f"the run counted {logged_code:,} code bytes, the record's train_gpt.py has {code_bytes:,}",
                          s))
     else:
         out.append(Check("log counted the record's train_gpt.py", True,
-                         f"run through the package (logged {int(r.get('code_bytes', 0)):,} bytes of core sources); "
+                         f"run through the package (logged {int(r.code_bytes):,} bytes of core sources); "
                          f"bytes_total recomputed with the record's train_gpt.py ({code_bytes:,} bytes)", s,
                          required=False))
     return out

@@ -21,6 +21,7 @@ from typing import Sequence
 from golflib.config import Config
 from golflib.presets import resolve
 from golflib.record.compliance import ComplianceReport, check_record, check_script_lint, require_compliant
+from golflib.record.minify import extract
 from golflib.record.results import markdown_table, score_entry, tokens_per_byte
 from golflib.record.script import READABLE_NAME, SCRIPT_NAME, make_script, script_form
 from golflib.record.seeds import SeedSet, collect_seeds
@@ -137,7 +138,7 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
     if stats.get("form") == "compressed":
         (folder / READABLE_NAME).write_text(readable, encoding="utf-8")
         files.append(READABLE_NAME)
-    req = requirements(readable)
+    req = requirements(extract(counted) if stats.get("form") == "compressed" else readable)  # what runs
     (folder / "requirements.txt").write_text(req, encoding="utf-8")
     files.append("requirements.txt")
     for run in seedset.runs:

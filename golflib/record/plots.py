@@ -24,7 +24,7 @@ def plot_seed_curves(runs: Sequence[SeedRun], rows: Sequence[dict] | None = None
         a1.plot([m["step"] for m in val], [m["val_bpb"] for m in val], "o-", ms=3, color=color,
                 label=f"seed {run.seed} (pre-quant)")
         if run.seed in scored:
-            a1.plot([int(run.result["steps"])], [scored[run.seed]["val_bpb"]], "*", ms=11, color=color,
+            a1.plot([int(run.result.training["steps"])], [scored[run.seed]["val_bpb"]], "*", ms=11, color=color,
                     label=f"seed {run.seed} scored ({scored[run.seed]['eval_mode']})")
     a0.set_xlabel("step")
     a0.set_ylabel("train loss (nats/token)")

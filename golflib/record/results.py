@@ -6,8 +6,8 @@ A run's ``result.json`` holds several scores: the int8 artifact under the standa
 protocols. A record claims exactly one of them for every seed (chosen before looking at the numbers, the same for
 all seeds). Score keys:
 
-``quantized/standard`` · ``quantized/sliding`` (int8 artifact, ``result["artifact"]``) · ``mixed/standard`` ·
-``mixed/sliding`` (mixed artifact, ``result["mixed_artifact"]``) · ``ttt/<kind>`` (chunked | lora | phased) ·
+``quantized/standard`` · ``quantized/sliding`` (the int8 artifact) · ``mixed/standard`` ·
+``mixed/sliding`` (the mixed artifact) · ``ttt/<kind>`` (chunked | lora | phased) ·
 ``ngram/<protocol>`` (sliding | chunked | lora | phased, with the normalised n-gram mixer, ``NGRAM_ENABLED=1``) —
 the last two on the scored artifact. Every key a run scored has its legality report checked by
 :mod:`golflib.record.compliance`, claimed or not. ``auto`` = the one TTT kind when exactly one ran, else the scored
@@ -23,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golflib.config import Config
+from golflib.runresult import SCORE_KEYS as RUN_SCORE_KEYS
+from golflib.runresult import RunResult
+from golflib.workbook.resultfile import load_run_result
 from golflib.workbook.runs import load_json
 
-SCORE_KEYS = ("quantized/standard", "quantized/sliding", "ttt/chunked", "ttt/lora", "ttt/phased", "ngram/sliding",
-              "ngram/chunked", "ngram/lora", "ngram/phased", "mixed/standard", "mixed/sliding")
+# the keys a record may claim (pre_quant / pre_quant_live are not scores of an artifact)
+SCORE_KEYS = tuple(k for k in RUN_SCORE_KEYS if not k.startswith("pre_quant"))
 
 
 @dataclass
@@ -37,7 +40,7 @@ class SeedRun:
     seed: int
     run_dir: Path
     config_json: dict
-    result: dict
+    result: RunResult
     log: str
     metrics: list[dict] = field(default_factory=list)
 
@@ -54,7 +57,7 @@ def load_seed_run(run_dir: str | os.PathLike) -> SeedRun:
     """Read a finished run directory; raises ``FileNotFoundError``/``ValueError`` naming the missing/bad file."""
     run_dir = Path(run_dir)
     cfg = load_json(run_dir / "config.json")
-    result = load_json(run_dir / "result.json")
+    result = load_run_result(run_dir)
     log_path = run_dir / "train.log"
     if not log_path.is_file():
         raise FileNotFoundError(f"{log_path}: missing (every seed's log is part of a record)")
@@ -66,7 +69,7 @@ def load_seed_run(run_dir: str | os.PathLike) -> SeedRun:
     return SeedRun(seed, run_dir, cfg, result, log_path.read_text(encoding="utf-8"), metrics)
 
 
-def resolve_score_key(result: dict, score: str = "auto") -> str:
+def resolve_score_key(result: RunResult, score: str = "auto") -> str:
     """The score key (module docstring) for ``score``; raises ``ValueError`` when the run has no such score or
     ``auto`` is ambiguous (several TTT kinds)."""
     if score != "auto":
@@ -74,40 +77,29 @@ def resolve_score_key(result: dict, score: str = "auto") -> str:
             raise ValueError(f"score {score!r}: expected auto or one of {', '.join(SCORE_KEYS)}")
         score_entry(result, score)  # raises when absent
         return score
-    ttt = [k for k in ("chunked", "lora", "phased") if isinstance((result.get("ttt") or {}).get(k), dict)]
+    ttt = [k[4:] for k in result.scores if k.startswith("ttt/")]
     if len(ttt) > 1:
         raise ValueError(f"score auto is ambiguous: the run scored TTT kinds {', '.join(ttt)}; choose one with "
                          f"score=ttt/<kind> (the same for every seed)")
     if ttt:
         return f"ttt/{ttt[0]}"
-    group = "mixed" if result.get("scored_artifact") == "mixed" else "quantized"
-    scored = result.get("mixed_artifact" if group == "mixed" else "quantized") or {}
-    return f"{group}/sliding" if isinstance(scored.get("sliding"), dict) else f"{group}/standard"
+    group = "mixed" if result.scored_artifact == "mixed" else "quantized"
+    return f"{group}/sliding" if result.has(f"{group}/sliding") else f"{group}/standard"
 
 
-def score_entry(result: dict, key: str) -> tuple[dict, dict]:
-    """``(entry, artifact)`` of a score key: the EvalResult dict and ``{"path", "artifact_bytes"}`` of the artifact
-    it scored. Raises ``ValueError`` when the run did not score it."""
-    group, _, name = key.partition("/")
-    on_mixed = group == "mixed" or (group in ("ttt", "ngram") and result.get("scored_artifact") == "mixed")
-    art = result.get("mixed_artifact") if on_mixed else result.get("artifact")
-    entry = (art or {}).get(name) if group == "mixed" else (result.get(group) or {}).get(name)
-    if not isinstance(entry, dict) or "val_bpb" not in entry or not isinstance(art, dict):
-        raise ValueError(f"score {key}: not in this run's result.json (run dir {result.get('run_dir')})")
-    return entry, {"path": art["path"], "artifact_bytes": int(art["artifact_bytes"])}
+def score_entry(result: RunResult, key: str) -> tuple[dict, dict]:
+    """``(entry, artifact)`` of a score key: the EvalResult as a dict and ``{"path", "artifact_bytes"}`` of the
+    artifact it scored. Raises ``ValueError`` when the run did not score it."""
+    try:
+        entry, art = result.score(key), result.artifact_of(key)
+    except KeyError as e:
+        raise ValueError(f"score {key}: {e.args[0]}") from None
+    return entry.to_dict(), {"path": art.path, "artifact_bytes": int(art.artifact_bytes)}
 
 
-def protocol_entries(result: dict) -> dict[str, dict]:
-    """Every scored entry of a ``result.json`` with its key (``pre_quant``, the score keys that ran)."""
-    out = {}
-    if isinstance(result.get("pre_quant"), dict):
-        out["pre_quant"] = result["pre_quant"]
-    for key in SCORE_KEYS:
-        try:
-            out[key] = score_entry(result, key)[0]
-        except ValueError:
-            continue
-    return out
+def protocol_entries(result: RunResult) -> dict[str, dict]:
+    """Every scored entry of a run with its key (``pre_quant``, the score keys that ran), as dicts."""
+    return {k: result.scores[k].to_dict() for k in RUN_SCORE_KEYS if k in result.scores and k != "pre_quant_live"}
 
 
 def tokens_per_byte(entry: dict) -> float:
@@ -121,22 +113,21 @@ def seed_row(run: SeedRun, key: str, code_bytes: int) -> dict:
     val_bpb of the scored protocol, eval_mode, artifact_bytes, code_bytes, bytes_total, eval_time_s."""
     r = run.result
     entry, art = score_entry(r, key)
-    pre = r.get("pre_quant") or {}
-    eval_s = r.get("eval_wallclock_seconds")
+    eval_s = r.timings.eval_wallclock_seconds
     return {
         "seed": run.seed,
-        "steps": int(r["steps"]),
-        "step_avg_ms": float(r["step_avg_ms"]),
-        "train_time_s": float(r["train_time_ms"]) / 1000.0,
-        "pre_quant_bpb": pre.get("val_bpb"),
-        "quantized_bpb": r["quantized"]["standard"]["val_bpb"],
+        "steps": int(r.training["steps"]),
+        "step_avg_ms": float(r.timings.step_avg_ms),
+        "train_time_s": float(r.timings.train_time_ms) / 1000.0,
+        "pre_quant_bpb": r.scores["pre_quant"].val_bpb if r.has("pre_quant") else None,
+        "quantized_bpb": r.score("quantized/standard").val_bpb,
         "val_loss": float(entry["val_loss"]),
         "val_bpb": float(entry["val_bpb"]),
         "eval_mode": entry["mode"],
         "artifact_bytes": art["artifact_bytes"],
         "code_bytes": int(code_bytes),
         "bytes_total": art["artifact_bytes"] + int(code_bytes),
-        "eval_time_s": float(eval_s) if eval_s is not None else float(r.get("eval_seconds", math.nan)),
+        "eval_time_s": float(eval_s) if not math.isnan(eval_s) else float(r.timings.eval_seconds),
         "run_dir": str(run.run_dir),
     }
 

@@ -70,7 +70,7 @@ class SeedSet:
         if not self.runs:
             raise ValueError(f"{self.root}: no finished seed runs")
         key = resolve_score_key(self.runs[0].result, score)
-        rows = [seed_row(r, key, r.result.get("code_bytes", 0) if code_bytes is None else code_bytes)
+        rows = [seed_row(r, key, r.result.code_bytes if code_bytes is None else code_bytes)
                 for r in self.runs]
         return key, rows, summarize(rows)
 

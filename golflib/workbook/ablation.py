@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from golflib.presets import resolve
 from golflib.workbook.launch import launch_training
-from golflib.workbook.runs import load_result, scored_section
+from golflib.workbook.runs import load_result
 
 
 def variant_name(change: Mapping[str, Any]) -> str:
@@ -72,11 +72,12 @@ def run_ablation(run_dir: str | os.PathLike, base: str, changes: Sequence[Mappin
                 launch_training(point, base, {**overrides, **change, "SEED": seed}, nproc=nproc, scale=scale,
                                 echo=None)
             r = load_result(point)
-            q = scored_section(r)  # the artifact the run scores (the records' format with MIXED_EXPORT=1)
+            group = "mixed" if r.scored_artifact == "mixed" else "quantized"  # the artifact the run scores
+            std, slide = r.score(f"{group}/standard"), r.scores.get(f"{group}/sliding")
             rows.append({"variant": name, "change": change, "seed": seed, "run": str(point),
-                         "val_bpb": q["standard"]["val_bpb"], "val_loss": q["standard"]["val_loss"],
-                         "sliding_val_bpb": q["sliding"]["val_bpb"] if q.get("sliding") else None,
-                         "steps": r["steps"], "bytes_total": r.get("bytes_total")})
+                         "val_bpb": std.val_bpb, "val_loss": std.val_loss,
+                         "sliding_val_bpb": slide.val_bpb if slide else None,
+                         "steps": r.training["steps"], "bytes_total": r.bytes_total("int8")})
     with open(Path(run_dir) / "ablation.json", "w", encoding="utf-8") as fh:
         json.dump(rows, fh, indent=2)
     return rows

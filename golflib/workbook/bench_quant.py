@@ -65,14 +65,15 @@ def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, cal
                              for cls, r in codec_report(gptq, bitpacked=False).items()}
     if (run / "result.json").is_file():
         res = load_result(run)
+        i8, mx = res.artifacts.get("int8"), res.artifacts.get("mixed")
         out["run_artifacts"] = {
-            "int8": {**{k2: res.get("artifact", {}).get(k2) for k2 in ("path", "codec", "artifact_bytes")},
-                     "val_bpb": res["quantized"]["standard"]["val_bpb"]},
-            "mixed": None if "mixed_artifact" not in res else {
-                **{k2: res["mixed_artifact"].get(k2) for k2 in ("path", "codec", "artifact_bytes", "tag")},
-                "val_bpb": res["mixed_artifact"]["standard"]["val_bpb"]},
-            "val_bpb_pre_quant": (res.get("pre_quant") or {}).get("val_bpb"),
-            "steps": res.get("steps"),
+            "int8": None if i8 is None else {"path": i8.path, "codec": i8.codec, "artifact_bytes": i8.artifact_bytes,
+                                             "val_bpb": res.score("quantized/standard").val_bpb},
+            "mixed": None if mx is None else {"path": mx.path, "codec": mx.codec, "artifact_bytes": mx.artifact_bytes,
+                                              "tag": mx.details.get("tag"),
+                                              "val_bpb": res.score("mixed/standard").val_bpb},
+            "val_bpb_pre_quant": res.scores["pre_quant"].val_bpb if res.has("pre_quant") else None,
+            "steps": res.training["steps"],
         }
     return out
 

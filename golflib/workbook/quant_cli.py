@@ -35,9 +35,9 @@ def code_bytes_for(artifact: Path) -> tuple[int, str]:
     core of this checkout (:func:`golflib.codesize.code_bytes`)."""
     res = artifact.parent / "result.json"
     if res.is_file():
-        n = json.loads(res.read_text()).get("code_bytes")
-        if isinstance(n, int):
-            return n, str(res)
+        from golflib.workbook.resultfile import load_run_result
+
+        return load_run_result(res).code_bytes, str(res)
     from golflib.codesize import code_bytes
 
     return code_bytes(), "training-core sources of this checkout"

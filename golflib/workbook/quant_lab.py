@@ -11,7 +11,6 @@ budget (SPEC trap 8); results here carry ``"calibration": {"source", ...}`` so t
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from golflib.eval.bpb import EvalResult, eval_standard
 from golflib.model.gpt import GPT
 from golflib.quant.artifact import encode_artifact
 from golflib.quant.budget import artifact_budget
+from golflib.workbook.resultfile import load_run_result
 from golflib.quant.calib import ar_batches, collect_hessians, train_batches
 from golflib.quant.export import export_int8, export_mixed, load_artifact_model
 from golflib.quant.int8 import QuantizedState, dequantize, quantize_int8
@@ -71,7 +71,7 @@ def load_checkpoint(run_dir: str | os.PathLike, val_max_tokens: int | None = Non
         luts = load_byte_counter(cfg.data, cfg.model.vocab_size, cfg.model.bos_id)
     code = None
     if (run_dir / "result.json").is_file():
-        code = json.loads((run_dir / "result.json").read_text()).get("code_bytes")
+        code = load_run_result(run_dir).code_bytes
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return Checkpoint(run_dir, cfg, model, sd, val, luts, vmax, code)
 

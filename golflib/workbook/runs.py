@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from golflib.runlog import create_run_dir, write_json  # noqa: F401  (re-exported for notebooks)
+from golflib.runresult import RunResult
+from golflib.workbook.resultfile import load_run_result, save_extras
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -21,9 +23,11 @@ def load_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-def load_result(run_dir: str | os.PathLike) -> dict:
-    """``result.json`` of a run (raises ``FileNotFoundError`` when the run did not finish)."""
-    return load_json(Path(run_dir) / "result.json")
+def load_result(run_dir: str | os.PathLike) -> RunResult:
+    """``result.json`` of a run as a validated :class:`golflib.runresult.RunResult`
+    (:func:`golflib.workbook.resultfile.load_run_result`; raises ``FileNotFoundError`` when the run did not
+    finish, :class:`golflib.runresult.RunResultError` for a file that does not follow the schema)."""
+    return load_run_result(run_dir)
 
 
 def load_config(run_dir: str | os.PathLike) -> dict:
@@ -45,20 +49,9 @@ def load_metrics(run_dir: str | os.PathLike) -> list[dict]:
     return out
 
 
-def scored_section(result: dict) -> dict:
-    """The ``result.json`` section of the artifact a run scores (``{"standard", "sliding", ...}``): the mixed
-    artifact's when ``scored_artifact`` is ``mixed`` (MIXED_EXPORT=1), else the int8 one (``quantized``)."""
-    if result.get("scored_artifact") == "mixed":
-        return result.get("mixed_artifact") or {}
-    return result.get("quantized") or {}
-
-
-def update_result(run_dir: str | os.PathLike, **sections: Any) -> dict:
-    """Merge top-level keys into ``result.json`` (e.g. reference scores computed by a notebook)."""
-    result = load_result(run_dir)
-    result.update(sections)
-    write_json(Path(run_dir) / "result.json", result)
-    return result
+def update_result(run_dir: str | os.PathLike, **extras: Any) -> RunResult:
+    """Add ``extras`` (e.g. reference scores computed by a notebook) to ``result.json`` (its ``extras``)."""
+    return save_extras(run_dir, **extras)
 
 
 def list_runs(root: str | os.PathLike = "runs") -> list[Path]:
@@ -70,15 +63,13 @@ def list_runs(root: str | os.PathLike = "runs") -> list[Path]:
 
 
 def find_artifact(run_dir: str | os.PathLike) -> Path:
-    """The run's scored ``*.golf`` artifact — the one its sliding, TTT and n-gram protocols scored: the mixed one
-    (``result.json["mixed_artifact"]``) when ``scored_artifact`` is ``mixed``, else ``result.json["artifact"]``;
+    """The run's scored ``*.golf`` artifact — the one its sliding, TTT and n-gram protocols scored
+    (:attr:`golflib.runresult.RunResult.scored`: the mixed one with MIXED_EXPORT=1, else the int8 one);
     the first by name when no result is recorded. Raises ``FileNotFoundError`` when there is none. Other artifacts
     are scored by passing their file."""
-    res = Path(run_dir) / "result.json"
-    if res.is_file():
-        result = json.loads(res.read_text(encoding="utf-8"))
-        key = "mixed_artifact" if result.get("scored_artifact") == "mixed" else "artifact"
-        primary = (result.get(key) or {}).get("path")
+    if (Path(run_dir) / "result.json").is_file():
+        rr = load_run_result(run_dir)
+        primary = rr.scored.path if rr.scored_artifact in rr.artifacts else None
         if primary and (Path(run_dir) / primary).is_file():
             return Path(run_dir) / primary
     found = sorted(Path(run_dir).glob("*.golf"))

@@ -14,7 +14,8 @@ from golflib.eval.bpb import unigram_bpb
 from golflib.presets import resolve
 from golflib.runlog import create_run_dir
 from golflib.settings.training import DataConfig
-from golflib.workbook.runs import load_config, load_json, load_result, scored_section, update_result
+from golflib.runresult import RunResult
+from golflib.workbook.runs import load_config, load_json, load_result, update_result
 
 # Smoke runs (tests/CI): the same code path in ~20 s of training on a smaller shape and a val slice.
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -89,31 +90,35 @@ def add_reference_scores(run_dir: str | os.PathLike) -> dict:
 
 
 def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Headline numbers of a finished run (what ``golf demo`` prints)."""
+    """Headline numbers of a finished run (what ``golf demo`` prints), read through
+    :class:`golflib.runresult.RunResult`."""
     r = load_result(run_dir)
-    q = r["quantized"]
-    scored = scored_section(r)
+
+    def bpb(key):
+        return r.scores[key].val_bpb if key in r.scores else None
+
+    mixed = r.scored_artifact == "mixed"
     out = {
         "run_dir": str(run_dir),
-        "steps": r["steps"],
-        "tokens_trained": r["tokens_trained"],
-        "tokens_per_second": round(r["tokens_per_second"], 1),
-        "val_bpb_pre_quant": r["pre_quant"]["val_bpb"] if r.get("pre_quant") else None,
-        "val_bpb_post_quant": q["standard"]["val_bpb"],
-        "scored_artifact": r.get("scored_artifact", "int8"),
-        "val_bpb_sliding": scored["sliding"]["val_bpb"] if scored.get("sliding") else None,
-        **ttt_summary(r.get("ttt")),
-        **ngram_summary(r.get("ngram")),
-        "unigram_val_bpb": r.get("reference", {}).get("unigram_val_bpb"),
-        "artifact_bytes": r.get("artifact", {}).get("artifact_bytes"),
-        "code_bytes": r.get("code_bytes"),
-        "bytes_total": r.get("bytes_total"),
+        "steps": r.training["steps"],
+        "tokens_trained": r.training["tokens_trained"],
+        "tokens_per_second": round(r.training["tokens_per_second"], 1),
+        "val_bpb_pre_quant": bpb("pre_quant"),
+        "val_bpb_post_quant": bpb("quantized/standard"),
+        "scored_artifact": r.scored_artifact,
+        "val_bpb_sliding": bpb("mixed/sliding" if mixed else "quantized/sliding"),
+        **ttt_summary(r),
+        **ngram_summary(r),
+        "unigram_val_bpb": r.extras.get("reference", {}).get("unigram_val_bpb"),
+        "artifact_bytes": r.artifacts["int8"].artifact_bytes if "int8" in r.artifacts else None,
+        "code_bytes": r.code_bytes,
+        "bytes_total": r.bytes_total("int8") if "int8" in r.artifacts else None,
     }
-    mixed = r.get("mixed_artifact")  # MIXED_EXPORT: the int6 + entropy-coded artifact, side by side
-    if mixed:
-        out.update({"mixed_scheme": f"{mixed.get('tag')}+{mixed.get('codec')}",
-                    "mixed_artifact_bytes": mixed.get("artifact_bytes"), "mixed_bytes_total": mixed.get("bytes_total"),
-                    "val_bpb_post_quant_mixed": (mixed.get("standard") or {}).get("val_bpb")})
+    if "mixed" in r.artifacts:  # MIXED_EXPORT: the int6 + entropy-coded artifact, side by side
+        m = r.artifacts["mixed"]
+        out.update({"mixed_scheme": f"{m.details.get('tag', m.scheme)}+{m.codec}",
+                    "mixed_artifact_bytes": m.artifact_bytes, "mixed_bytes_total": m.bytes_total,
+                    "val_bpb_post_quant_mixed": bpb("mixed/standard")})
     record = Path(run_dir) / "record.json"  # written by notebooks/50_record.ipynb (golf demo runs it on the run)
     if record.is_file():
         rec = load_json(record)
@@ -121,26 +126,28 @@ def summarize(run_dir: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def ttt_summary(ttt: Mapping[str, Any] | None) -> dict[str, Any]:
+def ttt_summary(r: RunResult) -> dict[str, Any]:
     """``val_bpb_ttt_<kind>`` and ``ttt_<kind>_legal`` for every TTT kind a run scored (empty when TTT was off)."""
     out: dict[str, Any] = {}
-    for kind, e in (ttt or {}).items():
-        if isinstance(e, Mapping) and "val_bpb" in e:
-            out[f"val_bpb_ttt_{kind}"] = e["val_bpb"]
-            out[f"ttt_{kind}_legal"] = bool((e.get("ledger") or {}).get("legal"))
+    for key, e in r.scores.items():
+        if key.startswith("ttt/"):
+            kind = key[4:]
+            out[f"val_bpb_ttt_{kind}"] = e.val_bpb
+            out[f"ttt_{kind}_legal"] = bool((e.ledger or {}).get("legal"))
     return out
 
 
-def ngram_summary(ngram: Mapping[str, Any] | None) -> dict[str, Any]:
+def ngram_summary(r: RunResult) -> dict[str, Any]:
     """``val_bpb_ngram_<protocol>``, its Δ against the same protocol without the mixer and ``ngram_<protocol>_legal``
     for every protocol scored with the n-gram mixer (empty when NGRAM_ENABLED was off)."""
     out: dict[str, Any] = {}
-    for protocol, e in (ngram or {}).items():
-        if isinstance(e, Mapping) and "val_bpb" in e:
-            out[f"val_bpb_ngram_{protocol}"] = e["val_bpb"]
-            if e.get("delta_bpb_vs_reference") is not None:
-                out[f"ngram_{protocol}_delta_bpb"] = e["delta_bpb_vs_reference"]
-            out[f"ngram_{protocol}_legal"] = bool((e.get("ledger") or {}).get("legal"))
+    for key, e in r.scores.items():
+        if key.startswith("ngram/"):
+            protocol = key[6:]
+            out[f"val_bpb_ngram_{protocol}"] = e.val_bpb
+            if key in r.references:
+                out[f"ngram_{protocol}_delta_bpb"] = r.references[key]["delta_bpb"]
+            out[f"ngram_{protocol}_legal"] = bool((e.ledger or {}).get("legal"))
     return out
 
 

@@ -38,7 +38,8 @@ def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, m
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["meta"]["preset"] == "cpu-tiny" and saved["meta"]["config_file"] == str(run_dir / "config.json")
     assert "--config" in (run_dir / "console.log").read_text().splitlines()[0]
-    demo = result["demo"]
+    demo = result.extras["demo"]
+    assert result.extras["reference"]["unigram_val_bpb"] == demo["unigram_val_bpb"]  # added by notebook 10
     assert demo == {k: summary[k] for k in demo}
     for key in ("tokens_trained", "val_bpb_pre_quant", "val_bpb_post_quant", "val_bpb_sliding", "unigram_val_bpb",
                 "artifact_bytes", "bytes_total"):
@@ -49,7 +50,7 @@ def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, m
     assert demo["val_bpb_post_quant_mixed"] < demo["unigram_val_bpb"]
     for kind in ("chunked", "lora"):  # cpu-tiny scores two legal TTT kinds, each with its ledger report
         assert demo[f"ttt_{kind}_legal"] and demo[f"val_bpb_ttt_{kind}"] < demo["unigram_val_bpb"], kind
-        assert result["ttt"][kind]["ledger"]["n_scored"] == result["ttt"][kind]["tokens"]
+        assert result.score(f"ttt/{kind}").ledger["n_scored"] == result.score(f"ttt/{kind}").tokens
     for protocol in ("sliding", "chunked"):  # and mixes the normalised n-gram cache into both (issue 6)
         assert demo[f"ngram_{protocol}_legal"] and demo[f"val_bpb_ngram_{protocol}"] < demo["unigram_val_bpb"]
     assert demo["bytes_total"] == demo["artifact_bytes"] + demo["code_bytes"]

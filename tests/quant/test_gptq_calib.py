@@ -1,11 +1,10 @@
 """GPTQ, calibration hooks and LQER on a briefly trained tiny model and real activations of the embedded corpus."""
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from golflib.workbook.resultfile import load_run_result
 from golflib.config import Config
 from golflib.data.loader import DistributedTokenLoader
 from golflib.model.gpt import GPT
@@ -166,7 +165,7 @@ def test_run_logged_calibration_inside_training_budget(quant_run):
     assert "gptq:reserving 1000ms for train-data calibration, effective cap 299000ms" in log
     line = next(ln for ln in log.splitlines() if ln.startswith("gptq:calibration source:train"))
     assert "batches:8" in line and "within_budget:True" in line
-    res = json.loads((quant_run / "result.json").read_text())
-    cal = res["mixed_artifact"]["calibration"]
+    res = load_run_result(quant_run)
+    cal = res.extras["calibration"]
     assert cal["train_data_last_read_ms"] <= 300_000 and cal["within_budget"] is True
-    assert cal["train_data_last_read_ms"] >= res["train_time_ms"]
+    assert cal["train_data_last_read_ms"] >= res.timings.train_time_ms

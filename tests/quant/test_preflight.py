@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import REPO
+from golflib.workbook.resultfile import load_run_result
 from golflib.model.gpt import GPT
 from golflib.presets import resolve
 from golflib.quant.artifact import encode_artifact
@@ -94,15 +95,15 @@ def test_checkpoint_budget_with_gptq_is_the_runs_own_artifact(quant_run):
     from golflib.workbook.quant_cli import checkpoint_hessians
 
     cfg = Config.from_json_file(quant_run / "config.json")
-    result = json.loads((quant_run / "result.json").read_text())
+    result = load_run_result(quant_run)
     state = load_file(str(quant_run / "final_model.safetensors"))
     logs: list[str] = []
     hessians = checkpoint_hessians(cfg, state, log=logs.append)
     assert hessians and any("gptq:calibration source:train batches:8" in x for x in logs)
-    rep = preflight_budget(cfg, code_bytes=result["code_bytes"], code_source="run", state=state, hessians=hessians)
-    mixed = result["mixed_artifact"]
+    rep = preflight_budget(cfg, code_bytes=result.code_bytes, code_source="run", state=state, hessians=hessians)
+    mixed = result.artifacts["mixed"].__dict__
     assert rep["gptq"] and rep["artifact_bytes"] == mixed["artifact_bytes"]
-    est = preflight_budget(cfg, code_bytes=result["code_bytes"], code_source="run")
+    est = preflight_budget(cfg, code_bytes=result.code_bytes, code_source="run")
     print(f"trained {mixed['artifact_bytes']:,} B; gaussian estimate {est['artifact_bytes']:,} B "
           f"({est['artifact_bytes'] / mixed['artifact_bytes'] - 1:+.1%}, band ±{est['band']:.0%}); classes "
           f"trained {rep['classes']}; estimate {est['classes']}")

@@ -17,29 +17,28 @@ pytestmark = pytest.mark.slow
 
 def test_training_wrote_both_artifacts_side_by_side(quant_run):
     res = load_result(quant_run)
-    mixed = res["mixed_artifact"]
-    assert mixed["path"] == "final_model.int6e8_entropy.golf" and mixed["codec"] == "entropy"
-    assert mixed["artifact_bytes"] == (quant_run / mixed["path"]).stat().st_size
-    assert mixed["artifact_bytes"] < 0.6 * res["artifact"]["artifact_bytes"]  # int6+entropy vs int8+zlib
-    assert mixed["bytes_total"] == mixed["artifact_bytes"] + res["code_bytes"]
-    assert abs(mixed["standard"]["val_bpb"] - res["quantized"]["standard"]["val_bpb"]) < 0.05
-    assert sum(mixed["classes"].values()) + mixed["header_bytes"] == mixed["artifact_bytes"]
+    mixed = res.artifacts["mixed"]
+    assert mixed.path == "final_model.int6e8_entropy.golf" and mixed.codec == "entropy"
+    assert mixed.artifact_bytes == (quant_run / mixed.path).stat().st_size
+    assert mixed.artifact_bytes < 0.6 * res.artifacts["int8"].artifact_bytes  # int6+entropy vs int8+zlib
+    assert mixed.bytes_total == mixed.artifact_bytes + res.code_bytes
+    assert abs(res.score("mixed/standard").val_bpb - res.score("quantized/standard").val_bpb) < 0.05
+    assert sum(mixed.details["classes"].values()) + mixed.details["header_bytes"] == mixed.artifact_bytes
     s = summarize(quant_run)
-    assert s["mixed_scheme"] == "int6e8+entropy" and s["mixed_artifact_bytes"] == mixed["artifact_bytes"]
-    assert s["val_bpb_post_quant_mixed"] == mixed["standard"]["val_bpb"]
+    assert s["mixed_scheme"] == "int6e8+entropy" and s["mixed_artifact_bytes"] == mixed.artifact_bytes
+    assert s["val_bpb_post_quant_mixed"] == res.score("mixed/standard").val_bpb
     log = (quant_run / "train.log").read_text()
     assert "final_int6e8_entropy_roundtrip_exact val_loss:" in log
-    meta = read_artifact(quant_run / mixed["path"]).meta
+    meta = read_artifact(quant_run / mixed.path).meta
     assert meta["model"]["model_dim"] == 64 and meta["quant"]["gptq_enabled"] is True
     assert {e["method"] for e in meta["tensors"].values() if e["kind"] == "per_row"} == {"gptq"}
 
 
 def test_golf_eval_scores_either_artifact(quant_run):
     res = load_result(quant_run)
-    scored = res["mixed_artifact"] if res.get("scored_artifact") == "mixed" else res["artifact"]
-    assert find_artifact(quant_run).name == scored["path"]  # the one its protocols scored
-    out = score_artifact(quant_run / res["mixed_artifact"]["path"], stride=0)
-    assert out["standard"]["val_bpb"] == pytest.approx(res["mixed_artifact"]["standard"]["val_bpb"], abs=1e-9)
+    assert find_artifact(quant_run).name == res.scored.path  # the one its protocols scored
+    out = score_artifact(quant_run / res.artifacts["mixed"].path, stride=0)
+    assert out["standard"]["val_bpb"] == pytest.approx(res.score("mixed/standard").val_bpb, abs=1e-9)
 
 
 def test_requant_writes_new_artifacts_and_scores_them(quant_run, capsys):
@@ -55,7 +54,7 @@ def test_requant_writes_new_artifacts_and_scores_them(quant_run, capsys):
     assert math.isfinite(first["val_bpb"]) and first["val_max_tokens"] == 2048
     e = read_artifact(first["artifact"]).meta["tensors"]["blocks.0.mlp.fc.weight"]
     assert (e["bits"], e["clip"]) == (4, "sdclip:8")
-    mixed6 = load_result(quant_run)["mixed_artifact"]["artifact_bytes"]
+    mixed6 = load_result(quant_run).artifacts["mixed"].artifact_bytes
     assert first["artifact_bytes"] < mixed6
     assert main(["quant", "requant", str(quant_run), "--scheme", "int8", "--set", "ARTIFACT_CODEC=zstd",
                  "--val-max-tokens", "2048"]) == 0
@@ -73,7 +72,7 @@ def test_budget_cli_exit_codes_and_decimal_limits(quant_run, capsys):
     reps = json.loads(capsys.readouterr().out)
     assert all(r["limit"] == 250_000 for r in reps) and not all(r["under_limit"] for r in reps)
     mixed = next(r for r in reps if r["codec"] == "entropy")
-    assert mixed["exact"] and mixed["code_bytes"] == load_result(quant_run)["code_bytes"]
+    assert mixed["exact"] and mixed["code_bytes"] == load_result(quant_run).code_bytes
     assert main(["quant", "budget", str(quant_run), "--limit", "15.9MiB"]) == 2
     assert "binary units" in capsys.readouterr().err
 
@@ -93,4 +92,4 @@ def test_codecs_cli_and_bench_quant(quant_run, tmp_path, capsys):
         assert m["entropy"] <= 1.01 * m["order0"]["total"]
         assert m["symbols"] == 2 * (64 * 64 * 2 + 32 * 64 * 2 + 128 * 64 * 2)  # 2 layers of block matrices
     assert out["artifact_bytes_by_codec"]["entropy"] < out["artifact_bytes_by_codec"]["zstd"]
-    assert out["run_artifacts"]["mixed"]["artifact_bytes"] == load_result(quant_run)["mixed_artifact"]["artifact_bytes"]
+    assert out["run_artifacts"]["mixed"]["artifact_bytes"] == load_result(quant_run).artifacts["mixed"].artifact_bytes

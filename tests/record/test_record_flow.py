@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY, run_golf_train, set_args
+from golflib.workbook.resultfile import load_run_result
 from golflib.record.compliance import ComplianceError, check_record, require_compliant
 from golflib.record.minify import extract
 from golflib.record.script import MAX_COMPRESSED_BYTES, make_script
@@ -76,22 +77,19 @@ def test_package_and_bundle_are_equivalent(tmp_path, embedded_data):
     proc = subprocess.run([sys.executable, "train_gpt.py", "--run-dir", "run"], cwd=empty, capture_output=True,
                           text=True, timeout=600, env={**os.environ, **_poison(tmp_path)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    a = json.loads((pkg_run / "result.json").read_text())
-    b = json.loads((empty / "run" / "result.json").read_text())
-    for path in (("pre_quant",), ("quantized", "standard"), ("mixed_artifact", "standard"),
-                 ("mixed_artifact", "sliding")):
-        ea, eb = a, b
-        for k in path:
-            ea, eb = ea[k], eb[k]
-        assert eb["val_bpb"] == pytest.approx(ea["val_bpb"], abs=1e-12), path
-        assert eb["val_loss"] == pytest.approx(ea["val_loss"], abs=1e-12), path
-        assert (eb["tokens"], eb["bytes"]) == (ea["tokens"], ea["bytes"])
-    for art in (a["artifact"]["path"], a["mixed_artifact"]["path"]):
+    a = load_run_result(pkg_run)
+    b = load_run_result(empty / "run")  # the bundle's result.json follows the same schema
+    for key in ("pre_quant", "quantized/standard", "mixed/standard", "mixed/sliding"):
+        ea, eb = a.score(key), b.score(key)
+        assert eb.val_bpb == pytest.approx(ea.val_bpb, abs=1e-12), key
+        assert eb.val_loss == pytest.approx(ea.val_loss, abs=1e-12), key
+        assert (eb.tokens, eb.bytes) == (ea.tokens, ea.bytes)
+    for art in (a.artifacts["int8"].path, a.artifacts["mixed"].path):
         assert (empty / "run" / art).read_bytes() == (pkg_run / art).read_bytes(), art
     # the bundle counted itself: bytes_total is the real submission size
-    assert b["code_bytes"] == (empty / "train_gpt.py").stat().st_size == script.counted_bytes
-    assert b["bytes_total"] == b["artifact"]["artifact_bytes"] + b["code_bytes"]
-    assert a["code_bytes"] > 5 * b["code_bytes"]  # the package run counted ~50 raw module sources
+    assert b.code_bytes == (empty / "train_gpt.py").stat().st_size == script.counted_bytes
+    assert b.bytes_total("int8") == b.artifacts["int8"].artifact_bytes + b.code_bytes
+    assert a.code_bytes > 5 * b.code_bytes  # the package run counted ~50 raw module sources
     log = (empty / "run" / "train.log").read_text()
     assert log.startswith(script.counted) and "train_gpt.py: this single bundled file" in log
 
@@ -109,15 +107,15 @@ def test_seeds_runner_keeps_every_seed(seeds_dir):
     assert [r["seed"] for r in rows] == list(SEEDS)
     for run, row in zip(s.runs, rows):
         res = run.result
-        assert res["code_bytes"] == script.stat().st_size  # each seed counted the script that ran it
-        assert res["bytes_total"] == res["artifact"]["artifact_bytes"] + script.stat().st_size  # the int8 artifact
+        assert res.code_bytes == script.stat().st_size  # each seed counted the script that ran it
+        assert res.bytes_total("int8") == res.artifacts["int8"].artifact_bytes + script.stat().st_size
         # the row is the scored artifact (cpu-tiny exports the records' mixed format) under its standard round trip
-        assert res["scored_artifact"] == "mixed" and resolve_score_key(res) == "mixed/standard"
-        mixed = res["mixed_artifact"]
-        assert row["bytes_total"] == mixed["artifact_bytes"] + script.stat().st_size == mixed["bytes_total"]
-        assert row["val_bpb"] == mixed["standard"]["val_bpb"] and row["eval_mode"] == "standard"
-        assert row["quantized_bpb"] == res["quantized"]["standard"]["val_bpb"]
-        assert res["val_max_tokens"] == 0 and run.meta["bundled"] is True
+        assert res.scored_artifact == "mixed" and resolve_score_key(res) == "mixed/standard"
+        mixed = res.artifacts["mixed"]
+        assert row["bytes_total"] == mixed.artifact_bytes + script.stat().st_size == mixed.bytes_total
+        assert row["val_bpb"] == res.score("mixed/standard").val_bpb and row["eval_mode"] == "standard"
+        assert row["quantized_bpb"] == res.score("quantized/standard").val_bpb
+        assert res.val["val_max_tokens"] == 0 and run.meta["bundled"] is True
     assert rows[0]["val_bpb"] != rows[1]["val_bpb"]  # different seeds, different runs
     summary = plan["table"]["summary"]
     assert summary["val_bpb"] == pytest.approx(sum(r["val_bpb"] for r in rows) / 2)
@@ -217,8 +215,8 @@ def test_other_planted_failures(seeds_dir, tmp_path):
     require_compliant(check_record(s.runs, "quantized/standard", code))  # the real seeds pass
     r0, r1 = s.runs
     r0.log += "final_sneaky_exact val_loss:1.00000000 val_bpb:0.50000000\n"
-    r1.result["val_max_tokens"] = 8192
-    r1.result["quantized"]["standard"]["ledger"]["legal"] = False
+    r1.result.val["val_max_tokens"] = 8192
+    r1.result.score("quantized/standard").ledger["legal"] = False
     r1.config_json["config"]["model"]["num_layers"] = 3
     rep = check_record(s.runs, "quantized/standard", code, failed=[{"seed": 7, "run_dir": "x", "error": "boom"}])
     failed = {(c.seed, c.name) for c in rep.failures()}
