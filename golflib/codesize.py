@@ -47,13 +47,14 @@ def _imports_of(path: Path, modname: str) -> set[str]:
     return found
 
 
-def core_modules(root: str = "golflib.train") -> list[str]:
-    """Sorted module names reachable from ``root`` by static (AST) imports, including package ``__init__``s."""
+def core_modules(root: str = "golflib.train", exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Sorted module names reachable from ``root`` by static (AST) imports, including package ``__init__``s; the
+    walk does not enter the modules in ``exclude`` (a bundle's left-out optional modules, :mod:`golflib.seams`)."""
     seen: set[str] = set()
     stack = [root]
     while stack:
         mod = stack.pop()
-        if mod in seen:
+        if mod in seen or mod in exclude:
             continue
         path = _module_file(mod)
         if path is None:

@@ -25,27 +25,23 @@ import torch.distributed as dist
 from golflib.codesize import core_source
 from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
-from golflib.eval.ngram_eval import run_configured_ngram
+from golflib.eval.bpb import EvalResult
 from golflib.eval.sliding import eval_sliding
-from golflib.eval.ttt import run_configured_ttt
 from golflib.model.layers import CONTROL_PATTERNS
-from golflib.presets import resolve
 from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.mixed import scheme_tag
 from golflib.quant.posttrain import mixed_export
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger, create_run_dir, refuse_used_run_dir, write_json
+from golflib.runresult import ArtifactRecord, RunResult, Timings
+from golflib.seams import check_bundle_covers
 from golflib.runtime import Runtime, autocast, cast_model_for_device, describe_device, init_runtime
 from golflib.trainer import LoopResult, Trainer, counted_code
 
 # A bundled train_gpt.py (golflib.record.bundle) sets this to its run's config ({ENV_NAME: value}); it is then the
 # default instead of a preset, and environment variables and --set still override it.
 BAKED_CONFIG: dict | None = None
-# Whether this training core carries the n-gram mixer (golflib.eval.ngram). A bundle baked from a config with
-# NGRAM_ENABLED=0 sets it False: its compressed form then leaves the mixer out (a record does not pay code bytes for
-# it), and every form refuses NGRAM_ENABLED=1 when the config is resolved, before any training.
-NGRAM_IN_CORE = True
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,18 +72,18 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """``--config`` (a complete resolved config: no preset re-applied), ``--preset``, or the config baked into a
-    bundle; then env, then ``--set``. Raises ``SystemExit`` when the config enables the n-gram mixer in a bundle
-    built without it (``NGRAM_IN_CORE``)."""
+    bundle; then env, then ``--set``. Raises ``SystemExit`` when the config needs an optional module a bundle was
+    built without (:func:`golflib.seams.check_bundle_covers`)."""
     overrides = parse_overrides(args.overrides)
     if args.config:
         cfg = Config.from_json_file(args.config).with_env().replace(overrides)
     elif args.preset is None:
         cfg = Config.from_dict(BAKED_CONFIG).with_env().replace(overrides)
     else:
+        from golflib.presets import resolve  # an optional module: a bundle with a baked config has no presets
+
         cfg = resolve(args.preset, overrides, scale=args.scale)
-    if cfg.ngram.ngram_enabled and not NGRAM_IN_CORE:
-        raise SystemExit("NGRAM_ENABLED=1, but this train_gpt.py was bundled from a config with NGRAM_ENABLED=0 and "
-                         "carries no n-gram mixer; bundle it again from a config with NGRAM_ENABLED=1")
+    check_bundle_covers(cfg)
     return cfg
 
 
@@ -144,8 +140,9 @@ def _setup_run_dir(args: argparse.Namespace, cfg: Config, rt: Runtime) -> Path:
     return Path(path[0])
 
 
-def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
-    """Train, export and score; returns the result dict (also written to ``result.json`` on rank 0). The phases are
+def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> RunResult | None:
+    """Train, export and score; returns the :class:`golflib.runresult.RunResult` written to ``result.json`` on
+    rank 0 (None on the other ranks, which hold no artifact record). The phases are
     :class:`golflib.trainer.Trainer`'s (set-up, warm-up, the timed loop, the exported weights), then
     :func:`export_and_score`."""
     t_start = time.perf_counter()
@@ -153,32 +150,47 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> dict:
     loop = trainer.run_loop(trainer.warmup())
     t_post = time.perf_counter()  # everything after the training loop counts as evaluation time (SPEC §4.8 item 1)
     pre_val = trainer.finalize_weights(loop)
-    result = export_and_score(trainer, loop, run_dir)
+    scored = export_and_score(trainer, loop, run_dir)
     eval_wallclock = time.perf_counter() - t_post
     log.log(f"total_eval_time:{eval_wallclock:.1f}s (wall-clock after the training loop: export, round-trips and "
             f"every scoring pass)")
+    if not rt.master:
+        return None
     tokens_trained = loop.step * cfg.train.train_batch_tokens
-    result = {
-        "run_dir": str(run_dir), "steps": loop.step, "tokens_trained": tokens_trained, "train_time_ms": loop.train_ms,
-        "step_avg_ms": loop.train_ms / max(loop.step, 1),
-        "tokens_per_second": tokens_trained / max(loop.train_ms / 1000.0, 1e-9),
-        "model_params": trainer.n_params, "export_weights": trainer.averager.source,
-        "virtual_layers": trainer.base_model.virtual_layers(),
-        "pre_quant": pre_val.to_dict() if pre_val else None,  # the exported (averaged) weights
-        "pre_quant_live": loop.last_val.to_dict() if loop.last_val else None,
-        **result, "eval_wallclock_seconds": eval_wallclock,
-    }
-    result["total_seconds"] = time.perf_counter() - t_start
-    if rt.master:
-        log.write_json("result.json", result)
+    scores = {"pre_quant": pre_val, "pre_quant_live": loop.last_val, **scored["scores"]}
+    result = RunResult(
+        run_dir=str(run_dir), config=cfg.to_dict(),
+        training={"steps": loop.step, "tokens_trained": tokens_trained,
+                  "tokens_per_second": tokens_trained / max(loop.train_ms / 1000.0, 1e-9),
+                  "model_params": trainer.n_params, "export_weights": trainer.averager.source,
+                  "virtual_layers": list(trainer.base_model.virtual_layers())},
+        timings=Timings(train_time_ms=loop.train_ms, step_avg_ms=loop.train_ms / max(loop.step, 1),
+                        eval_seconds=scored["eval_seconds"], eval_wallclock_seconds=eval_wallclock,
+                        total_seconds=time.perf_counter() - t_start),
+        val={"val_tokens": int(trainer.val_tokens.numel() - 1), "val_max_tokens": cfg.train.val_max_tokens},
+        code_bytes=scored["code_bytes"], code_source=scored["code_source"],
+        scored_artifact=scored["scored_artifact"], artifacts=scored["artifacts"],
+        scores={k: v for k, v in scores.items() if v is not None}, references=scored["references"],
+        extras=scored["extras"], size_limit=SIZE_LIMIT)
+    path = result.save(run_dir)
+    log.log(f"result:{path.name} schema:golflib.run_result/{result.to_dict()['version']} "
+            f"scores:{','.join(result.scores)}")
     return result
+
+
+def _artifact_record(info, code_bytes: int, details: dict | None = None) -> ArtifactRecord:
+    return ArtifactRecord(path=info["path"], scheme=info["scheme"], codec=info["codec"],
+                          artifact_bytes=int(info["artifact_bytes"]), payload_bytes=int(info["payload_bytes"]),
+                          bytes_total=int(info["artifact_bytes"]) + code_bytes,
+                          under_limit=int(info["artifact_bytes"]) + code_bytes < SIZE_LIMIT, details=details or {})
 
 
 def export_and_score(trainer: Trainer, loop: LoopResult, run_dir: Path) -> dict:
     """Export the baseline int8 artifact (and the records' format with ``MIXED_EXPORT``), reload each **from disk**
     into a fresh model and score it; then every further protocol (sliding window, TTT, n-gram) on the artifact a
-    submission would ship. Returns the scoring part of the result dict (``quantized``, ``scored_artifact``, ``ttt``,
-    ``mixed_artifact``, ``ngram``, ``artifact``, byte totals, ``eval_seconds``)."""
+    submission would ship. Returns the parts of the :class:`golflib.runresult.RunResult`: ``scores`` ({score key:
+    EvalResult}), ``references``, ``artifacts`` (rank 0 only), ``scored_artifact``, ``code_bytes``,
+    ``code_source``, ``eval_seconds`` and ``extras``."""
     cfg, rt, log, base_model = trainer.cfg, trainer.rt, trainer.log, trainer.base_model
     mc = cfg.model
     artifact = run_dir / f"final_model.int8_{cfg.quant.artifact_codec}.golf"
@@ -215,38 +227,33 @@ def export_and_score(trainer: Trainer, loop: LoopResult, run_dir: Path) -> dict:
     scored_model, scored_tag = (mixed_model, f"final_{scheme_tag(cfg.quant)}_{cfg.quant.mixed_codec}") if mixed \
         else (q_model, tag)
     q_slide, ttt, ngram = score_further(trainer, loop, scored_model, scored_tag)
+    on = "mixed" if mixed else "quantized"
+    scores = {"quantized/standard": q_std, f"{on}/sliding": q_slide, **ttt["scores"], **ngram["scores"]}
     if mixed:
-        mixed["sliding"] = q_slide.to_dict() if q_slide else None
-    result = {
-        "quantized": {"standard": q_std.to_dict(), "sliding": None if mixed or not q_slide else q_slide.to_dict()},
-        "scored_artifact": "mixed" if mixed else "int8",  # the artifact sliding, TTT and n-gram scored
-        "ttt": ttt,
-        "val_tokens": int(trainer.val_tokens.numel() - 1),
-        "val_max_tokens": cfg.train.val_max_tokens,
-        "eval_seconds": q_std.seconds + (q_slide.seconds if q_slide else 0.0) + (ttt["seconds"] if ttt else 0.0),
-    }
-    if mixed is not None:
-        result["mixed_artifact"] = mixed
-    if ngram is not None:  # NGRAM_ENABLED: each protocol scored again with the n-gram mixer (golflib.eval.ngram)
-        result["ngram"] = ngram
-        result["eval_seconds"] += ngram["seconds"]
+        scores["mixed/standard"] = EvalResult(**mixed.pop("standard"))
+    artifacts, extras = {}, {}
+    if mixed and "calibration" in mixed:
+        extras["calibration"] = mixed.pop("calibration")
     if rt.master:
-        result.update({
-            "artifact": {"path": artifact.name, "scheme": info.scheme, "codec": info.codec,
-                         "artifact_bytes": info.artifact_bytes, "payload_bytes": info.payload_bytes},
-            "code_bytes": n_code,
-            "code_bytes_source": code_source,
-            "bytes_total": info.artifact_bytes + n_code,
-            "size_limit": SIZE_LIMIT,
-            "under_limit": info.artifact_bytes + n_code < SIZE_LIMIT,
-        })
-    return result
+        artifacts["int8"] = _artifact_record({"path": artifact.name, "scheme": info.scheme, "codec": info.codec,
+                                              "artifact_bytes": info.artifact_bytes,
+                                              "payload_bytes": info.payload_bytes}, n_code)
+        if mixed:
+            known = ("path", "scheme", "codec", "artifact_bytes", "payload_bytes", "bytes_total", "under_limit")
+            artifacts["mixed"] = _artifact_record(mixed, n_code, {k: v for k, v in mixed.items() if k not in known})
+    extras.update({"ttt_seconds": ttt["seconds"], "ngram_seconds": ngram["seconds"]})
+    eval_s = sum(r.seconds for k, r in scores.items() if r is not None and k != "mixed/standard")
+    return {"scores": {k: v for k, v in scores.items() if v is not None},
+            "references": {**ttt["references"], **ngram["references"]}, "artifacts": artifacts,
+            "scored_artifact": "mixed" if mixed else "int8", "code_bytes": n_code, "code_source": code_source,
+            "eval_seconds": eval_s, "extras": extras}
 
 
 def score_further(trainer: Trainer, loop: LoopResult, scored_model, scored_tag: str):
     """The protocols after the standard round trip, on ``scored_model``: sliding window (``EVAL_STRIDE`` > 0, over
     the stream re-truncated at ``EVAL_SEQ_LEN``), the configured score-first TTT kinds and the n-gram mixer.
-    Returns ``(sliding EvalResult | None, ttt dict | None, ngram dict | None)``."""
+    Returns ``(sliding EvalResult | None, ttt, ngram)``; ``ttt`` / ``ngram`` are ``{"scores", "references",
+    "seconds"}`` (empty when off) as :func:`golflib.eval.ttt.run_configured_ttt` returns them."""
     cfg, rt, log, tc = trainer.cfg, trainer.rt, trainer.log, trainer.cfg.train
     eval_len, luts = trainer.eval_len, trainer.luts
     q_slide = None
@@ -266,10 +273,16 @@ def score_further(trainer: Trainer, loop: LoopResult, scored_model, scored_tag: 
                 f"stride:{cfg.eval.eval_stride} eval_mode=sliding")
     if loop.qat_on and tc.late_qat_in_ttt:  # #549's class flag stays set: its TTT steps train through fake quant
         set_late_qat(scored_model, tc.qat_bits, tc.qat_clip, modules=tc.late_qat_modules)
-    ttt = run_configured_ttt(cfg, scored_model, luts, rt, log, reference=q_slide)  # score-first TTT; None if off
-    ngram = None
-    if NGRAM_IN_CORE:  # folded away by the minifier in a bundle without the mixer (see NGRAM_IN_CORE)
-        ngram = run_configured_ngram(cfg, scored_model, luts, rt, log, reference=q_slide, ttt=ttt)  # None if off
+    ttt = {"scores": {}, "references": {}, "seconds": 0.0}
+    if cfg.ttt.ttt_enabled:  # score-first TTT (an optional module, golflib.seams)
+        from golflib.eval.ttt import run_configured_ttt
+
+        ttt = run_configured_ttt(cfg, scored_model, luts, rt, log, reference=q_slide)
+    ngram = {"scores": {}, "references": {}, "seconds": 0.0}
+    if cfg.ngram.ngram_enabled:  # the n-gram mixer (optional)
+        from golflib.eval.ngram_eval import run_configured_ngram
+
+        ngram = run_configured_ngram(cfg, scored_model, luts, rt, log, reference=q_slide, ttt=ttt["scores"])
     return q_slide, ttt, ngram
 
 

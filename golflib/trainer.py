@@ -25,7 +25,6 @@ from golflib.data.loader import load_validation_tokens
 from golflib.data.loaders import make_loader
 from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import EvalResult, eval_standard
-from golflib.eval.doc_eval import eval_doc_isolated
 from golflib.model.attention import DENSE_MASK_MAX_ELEMENTS, FLASH_VARLEN_FN, cu_seqlens_padded
 from golflib.model.gpt import GPT, count_params
 from golflib.model.layers import CONTROL_PATTERNS
@@ -36,7 +35,6 @@ from golflib.optim.muon import Muon
 from golflib.optim.schedule import loop_phase, lr_multiplier, muon_momentum, training_fraction, wd_multiplier
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.posttrain import reserve_ms
-from golflib.quant.preflight import preflight_budget, preflight_line
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
@@ -80,6 +78,8 @@ def preflight_check(cfg: Config, rt: Runtime, log: RunLogger) -> dict | None:
     first step, on rank 0, and refuse to train — on every rank — when the estimate is over the limit by more than
     the estimate's error band (2% for scale-invariant recipes, 15% otherwise: :mod:`golflib.quant.preflight`),
     unless ``ALLOW_OVER_BUDGET=1``. Returns the report (rank 0)."""
+    from golflib.quant.preflight import preflight_budget, preflight_line  # optional (golflib.seams)
+
     rep, verdict = None, [None]
     if rt.master:
         n_code, source = counted_code(cfg)
@@ -240,7 +240,9 @@ class Trainer:
         """The standard val_bpb: non-overlapping TRAIN_SEQ_LEN windows, or #1855's doc-isolated flat batches
         (EVAL_DOC_ISOLATED=1: segments at every BOS and every EVAL_SEQ_LEN from a document's start)."""
         tc, mc = self.cfg.train, self.cfg.model
-        if self.cfg.eval.eval_doc_isolated:
+        if self.cfg.eval.eval_doc_isolated:  # an optional module (golflib.seams)
+            from golflib.eval.doc_eval import eval_doc_isolated
+
             return eval_doc_isolated(model, self.val_tokens, self.luts, seq_len=self.eval_len,
                                      batch_tokens=tc.val_batch_size, grad_accum_steps=self.accum, bos_id=mc.bos_id,
                                      **self.eval_kw)

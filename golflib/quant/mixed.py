@@ -27,7 +27,6 @@ from golflib.quant.classes import MATRIX_CLASSES, class_policies, parse_override
 from golflib.quant.clip import FP16_TINY, num, parse_clip_rule
 from golflib.quant.int8 import QuantizedState, _dtype_name
 from golflib.quant.intn import dequantize_rows, fp16_exact, qmax, quantize_tensor
-from golflib.quant.lqer import pack_factors, plain_factors, select_top_k
 from golflib.quant.prune import magnitude_prune
 from golflib.quant.rowquant import quantize_matrix
 
@@ -121,6 +120,8 @@ def quantize_mixed(state_dict: dict[str, Tensor], cfg: QuantConfig, hessians: di
         if cls in MATRIX_CLASSES:
             errors[name] = w - dequantize_rows(q, scale)
     if cfg.lqer_enabled and errors:
+        from golflib.quant.lqer import pack_factors, plain_factors, select_top_k  # optional (golflib.seams)
+
         for name in select_top_k(errors, cfg.lqer_top_k):
             if cfg.lqer_factors == "plain":
                 factors, asym = plain_factors(errors[name], cfg.lqer_rank, asym=cfg.lqer_asym_enabled,

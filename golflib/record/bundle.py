@@ -13,9 +13,12 @@ root last), and concatenates their source with these edits, located by the AST (
 - ``if __name__ == "__main__":`` blocks of every module but the root are dropped;
 - three seams are set: ``golflib.codesize.BUNDLED = True`` (the counted code is the bundle file itself),
   ``golflib.train.BAKED_CONFIG`` = the run's resolved config as ``{ENV_NAME: value}`` (only fields that differ
-  from the defaults; environment variables and ``--set`` still override) and ``golflib.train.NGRAM_IN_CORE`` =
-  the baked config's ``NGRAM_ENABLED`` (True without a baked config): a bundle of a run without n-gram mixing
-  refuses ``NGRAM_ENABLED=1``, and its minified form drops the mixer's code.
+  from the defaults; environment variables and ``--set`` still override) and ``golflib.seams.BUNDLE_EXCLUDED`` =
+  the optional modules (:data:`golflib.seams.OPTIONAL_MODULES`) the baked config does not reach
+  (:func:`golflib.seams.modules_needed`; none without a baked config). Those modules, and what only they import,
+  are left out; each lazy import of one becomes ``raise ImportError(...)``, and the bundle refuses at start a
+  config that needs one (:func:`golflib.seams.check_bundle_covers`). An included module that imports a left-out
+  one at top level is refused (the import must sit in the branch its config field opens).
 
 Flattening is only correct if no name means two things, so the bundler refuses (:class:`BundleError`, naming every
 module and line): a top-level name bound by two modules (identical third-party imports excepted), a top-level name
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from golflib.codesize import PACKAGE, _module_file, core_modules
 from golflib.config import Config
+from golflib.seams import OPTIONAL_MODULES, modules_needed
 
 ROOT = "golflib.train"
 # Modules that must never reach a submission (DESIGN.md "training core"): prefixes match whole dotted names.
@@ -47,7 +51,7 @@ WORKBOOK_ONLY = ("golflib.workbook", "golflib.record", "golflib.cli", "golflib.d
                  "golflib.data.tokenizer", "golflib.data.prepare", "golflib.data.corpus")
 # Module-scope names whose meaning changes when modules share one namespace.
 MODULE_INTROSPECTION = ("__doc__", "__spec__", "__package__", "__path__", "__loader__", "globals", "vars")
-SEAMS = {("golflib.codesize", "BUNDLED"), ("golflib.train", "BAKED_CONFIG"), ("golflib.train", "NGRAM_IN_CORE")}
+SEAMS = {("golflib.codesize", "BUNDLED"), ("golflib.train", "BAKED_CONFIG"), ("golflib.seams", "BUNDLE_EXCLUDED")}
 
 
 class BundleError(RuntimeError):
@@ -57,19 +61,19 @@ class BundleError(RuntimeError):
 @dataclass
 class Bundle:
     """A generated ``train_gpt.py``. ``source`` is the readable form (UTF-8 text); ``modules`` the concatenated
-    module names in order; ``baked`` the baked ``{ENV_NAME: value}`` (None: no config baked); ``ngram_in_core``
-    the value of the ``NGRAM_IN_CORE`` seam."""
+    module names in order; ``baked`` the baked ``{ENV_NAME: value}`` (None: no config baked); ``excluded`` the
+    optional modules left out (the ``BUNDLE_EXCLUDED`` seam)."""
 
     source: str
     modules: list[str]
     baked: dict | None
     module_bytes: dict[str, int] = field(default_factory=dict)
-    ngram_in_core: bool = True
+    excluded: tuple[str, ...] = ()
 
     @property
     def flags(self) -> dict[str, bool]:
         """The module-level flags the minifier may fold (:func:`golflib.record.minify.fold_flags`)."""
-        return {"BUNDLED": True, "NGRAM_IN_CORE": self.ngram_in_core}
+        return {"BUNDLED": True}
 
     @property
     def raw_bytes(self) -> int:
@@ -291,13 +295,32 @@ def format_baked(baked: dict | None) -> str:
     return "BAKED_CONFIG: dict | None = {\n" + body + "}"
 
 
-def edit_module(m: _Module, *, is_root: bool, baked: dict | None, ngram_in_core: bool = True) -> str:
+def _left_out(node: ast.stmt, m: _Module, excluded: tuple[str, ...]) -> str | None:
+    """The excluded module a golflib import statement imports from, if any."""
+    if isinstance(node, ast.ImportFrom):
+        target = _target_module(node, m.name, m.path)
+        if target in excluded:
+            return target
+    return None
+
+
+def edit_module(m: _Module, *, is_root: bool, baked: dict | None, excluded: tuple[str, ...] = ()) -> str:
     """The module's source with the edits of the module docstring applied (comments and layout kept)."""
     lines = m.text.splitlines()
     repl: dict[int, tuple[int, list[str]]] = {}  # first line (0-based) -> (last line, replacement lines)
     imports = m.golf_imports
     for body in _stmt_lists(m.tree):
-        drop = [s for s in body if id(s) in imports
+        for s in body:
+            gone = _left_out(s, m, excluded) if id(s) in imports else None
+            if gone:
+                if body is m.tree.body:
+                    raise BundleError(f"{m.name}:{s.lineno}: imports {gone} at top level, but this config leaves it "
+                                      f"out (golflib.seams); import it inside the branch its config field opens")
+                _check_alone(lines, s, m.name)
+                repl[s.lineno - 1] = (s.end_lineno - 1, [
+                    " " * s.col_offset + f"raise ImportError({gone!r} + ' is not in this train_gpt.py: its baked "
+                    f"config does not use it (golflib.seams)')"])
+        drop = [s for s in body if (id(s) in imports and not _left_out(s, m, excluded))
                 or (body is m.tree.body and isinstance(s, ast.ImportFrom) and s.module == "__future__")
                 or (body is m.tree.body and not is_root and _is_main_guard(s))]
         for s in drop:
@@ -312,8 +335,9 @@ def edit_module(m: _Module, *, is_root: bool, baked: dict | None, ngram_in_core:
         for t in targets:
             if isinstance(t, ast.Name) and (m.name, t.id) in SEAMS:
                 _check_alone(lines, s, m.name)
-                new = {"BUNDLED": "BUNDLED = True", "NGRAM_IN_CORE": f"NGRAM_IN_CORE = {ngram_in_core}"}.get(
-                    t.id) or format_baked(baked)
+                new = {"BUNDLED": "BUNDLED = True",
+                       "BUNDLE_EXCLUDED": f"BUNDLE_EXCLUDED: tuple[str, ...] = {excluded!r}"}.get(t.id) \
+                    or format_baked(baked)
                 repl[s.lineno - 1] = (s.end_lineno - 1, [new + "  # set by golflib.record.bundle"])
                 found.add(t.id)
     missing = {name for mod, name in SEAMS if mod == m.name} - found
@@ -389,10 +413,10 @@ def _provenance() -> str:
     return f"golflib {version}" + (f", git {commit}{'+dirty' if dirty else ''}" if commit else "")
 
 
-def module_names(root: str = ROOT) -> list[str]:
-    """The modules a bundle of ``root`` contains (:func:`golflib.codesize.core_modules`); refuses workbook-only
-    modules."""
-    names = core_modules(root)
+def module_names(root: str = ROOT, excluded: tuple[str, ...] = ()) -> list[str]:
+    """The modules a bundle of ``root`` contains (:func:`golflib.codesize.core_modules`, without ``excluded``);
+    refuses workbook-only modules."""
+    names = core_modules(root, frozenset(excluded))
     bad = [n for n in names if is_workbook_only(n)]
     if bad:
         raise BundleError(f"workbook-only modules are reachable from {root}: {', '.join(bad)} — the training core "
@@ -409,18 +433,19 @@ def build_bundle(cfg: Config | None = None, *, root: str = ROOT, data_root: str 
     baked = None
     if cfg is not None:
         baked = baked_config(portable_config(cfg, data_root) if data_root else cfg)
-    ngram_in_core = cfg is None or bool(cfg.ngram.ngram_enabled)
-    mods = {n: _load(n) for n in module_names(root)}
+    excluded = () if cfg is None else tuple(m for m in OPTIONAL_MODULES if m not in modules_needed(cfg))
+    mods = {n: _load(n) for n in module_names(root, excluded)}
     check_namespace(list(mods.values()))
     order = order_modules(mods, root)
     chunks, sizes = [], {}
     for name in order:
-        text = edit_module(mods[name], is_root=name == root, baked=baked, ngram_in_core=ngram_in_core)
+        text = edit_module(mods[name], is_root=name == root, baked=baked, excluded=excluded)
         sizes[name] = len(text.encode("utf-8"))
         chunks.append(f"# ==== {name} ====\n{text}")
     header = (f'"""train_gpt.py: the golflib training core ({len(order)} modules) in one file, generated by '
               f"golflib.record.bundle\n({_provenance()}). The run's resolved config is baked into BAKED_CONFIG; "
-              f"environment variables override it.\n\n"
+              f"environment variables override it.\n"
+              f"Left out (the baked config does not use them): {', '.join(excluded) or 'nothing'}.\n\n"
               f"    torchrun --standalone --nproc_per_node=8 train_gpt.py\n\n"
               f"Do not edit by hand: regenerate from golflib.\n"
               f'"""\n\nfrom __future__ import annotations\n\n')
@@ -429,7 +454,7 @@ def build_bundle(cfg: Config | None = None, *, root: str = ROOT, data_root: str 
         compile(source, "train_gpt.py", "exec")
     except SyntaxError as e:
         raise BundleError(f"generated bundle does not compile: {e}") from None
-    return Bundle(source=source, modules=order, baked=baked, module_bytes=sizes, ngram_in_core=ngram_in_core)
+    return Bundle(source=source, modules=order, baked=baked, module_bytes=sizes, excluded=excluded)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

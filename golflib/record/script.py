@@ -56,7 +56,7 @@ def make_script(cfg: Config | None, form: str = "compressed", codec: str = "brot
     if codec not in CODECS:
         raise ValueError(f"codec {codec!r}: expected one of {', '.join(CODECS)}")
     b = build_bundle(cfg, root=root, data_root=data_root)
-    mini = minify(b.source, flags=b.flags)  # BUNDLED, NGRAM_IN_CORE (golflib.record.bundle seams)
+    mini = minify(b.source, flags=b.flags)  # BUNDLED (golflib.record.bundle seam)
     comp = compress_stub(mini, codec)
     if extract(comp.stub) != mini:  # the stub must give back exactly the minified program
         raise RuntimeError("self-extracting stub does not round-trip")
@@ -65,7 +65,7 @@ def make_script(cfg: Config | None, form: str = "compressed", codec: str = "brot
              "raw_bytes": b.raw_bytes, "raw_lines": b.lines, "minified_bytes": len(mini.encode("utf-8")),
              "minified_lines": mini.count("\n"), "compressed_bytes": comp.compressed_bytes,
              "stub_bytes": comp.stub_bytes, "stub_codec": codec, "counted_bytes": len(counted.encode("utf-8")),
-             "ngram_in_core": b.ngram_in_core}
+             "excluded_modules": list(b.excluded)}
     return Script(form, stats["codec"], counted, b.source, mini, b.baked, b.modules, stats)
 
 

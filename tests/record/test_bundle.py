@@ -27,7 +27,7 @@ def _mod(name: str, text: str) -> _Module:
 
 @pytest.fixture(scope="module")
 def tiny_script():
-    # a record-like config: no eval-time n-gram mixer (see test_ngram_seam for a bundle that carries it)
+    # a record-like config: no eval-time n-gram mixer (test_config_seams_... bundles one that carries it)
     cfg = resolve("cpu-tiny", {"NUM_LAYERS": 2, "NGRAM_ENABLED": 0,
                                "DATA_PATH": "/somewhere/data7/datasets/wikivital_sp1024",
                                "TOKENIZER_PATH": "/somewhere/data7/tokenizers/wikivital_1024_bpe.model"}, environ={})
@@ -36,7 +36,8 @@ def tiny_script():
 
 def test_bundle_holds_exactly_the_training_core_and_no_workbook_code(tiny_script):
     _, script = tiny_script
-    assert sorted(script.modules) == core_modules()
+    assert sorted(script.modules) == core_modules(exclude=frozenset(script.stats["excluded_modules"]))
+    assert set(core_modules()) - set(script.modules) >= set(script.stats["excluded_modules"])
     assert script.modules[-1] == "golflib.train" and script.modules[0] == "golflib"
     leaked = [m for m in script.modules if is_workbook_only(m)]
     assert not leaked, f"workbook-only modules reached the bundle: {leaked}"
@@ -231,29 +232,39 @@ RESULT = main()
     assert "def also_unused" in minify(src, shake=False)  # shaking is what removed them
 
 
-def test_ngram_seam(tiny_script, tmp_path):
-    """NGRAM_IN_CORE: a bundle without the mixer refuses NGRAM_ENABLED=1 before training, and its minified form has
-    no mixer code; a bundle of a config with the mixer keeps it (and costs its bytes)."""
+def test_config_seams_leave_out_what_the_config_does_not_use(tiny_script, tmp_path):
+    """golflib.seams: a bundle carries only the optional modules its baked config reaches; a lazy import of a
+    left-out one raises, and the bundle refuses at start a config that needs one (NGRAM_ENABLED=1, TTT_KINDS with
+    phased), naming the module and the field. A config that uses them keeps them and pays their bytes."""
     cfg, off = tiny_script
-    assert not off.stats["ngram_in_core"] and "NGRAM_IN_CORE = False  # set by golflib.record.bundle" in off.readable
-    assert "class NgramMixer" in off.readable and "NgramMixer" not in off.minified
-    assert "run_configured_ngram" not in off.minified and "class NgramCounts" not in off.minified
+    assert not cfg.ngram.ngram_enabled and cfg.ttt.ttt_kinds == ("chunked", "lora")
+    assert off.stats["excluded_modules"] == ["golflib.presets", "golflib.eval.ttt_phased", "golflib.eval.doc_eval",
+                                             "golflib.eval.ngram_eval", "golflib.quant.lqer"]
+    assert "# ==== golflib.eval.ngram ====" not in off.readable and "class NgramMixer" not in off.readable
+    assert "# ==== golflib.presets ====" not in off.readable and "def eval_ttt_phased" not in off.readable
+    assert "raise ImportError('golflib.eval.ngram_eval' + ' is not in this train_gpt.py" in off.readable
     path = tmp_path / "off.py"
     path.write_text(off.readable)
     g = runpy.run_path(str(path), run_name="bundle_under_test")
-    with pytest.raises(SystemExit, match="NGRAM_ENABLED=1, but this train_gpt.py was bundled"):
+    assert g["BUNDLE_EXCLUDED"] == tuple(off.stats["excluded_modules"])
+    with pytest.raises(SystemExit, match=r"does not use golflib.eval.ngram_eval \(NGRAM_ENABLED=1\)"):
         g["resolve_config"](g["parse_args"](["--set", "NGRAM_ENABLED=1"]))
+    with pytest.raises(SystemExit, match=r"golflib.eval.ttt_phased \(TTT_KINDS includes phased\)"):
+        g["resolve_config"](g["parse_args"](["--set", "TTT_ENABLED=1", "--set", "TTT_KINDS=phased"]))
+    with pytest.raises(ImportError, match="golflib.eval.ttt_phased is not in this train_gpt.py"):
+        g["protocol"]("phased")
+    assert g["protocol"]("chunked")[1].__name__ == "eval_ttt_chunked"
     assert not g["resolve_config"](g["parse_args"]([])).ngram.ngram_enabled
     on = make_script(cfg.replace({"NGRAM_ENABLED": 1}), form="compressed", codec="brotli")
-    assert on.stats["ngram_in_core"] and "NGRAM_IN_CORE = True  # set by golflib.record.bundle" in on.readable
+    assert "golflib.eval.ngram_eval" not in on.stats["excluded_modules"] and "class NgramMixer" in on.readable
     assert "NgramMixer" in on.minified and "run_configured_ngram" in on.minified
     print(f"compressed stub: {off.counted_bytes:,} B without the n-gram mixer, {on.counted_bytes:,} B with it")
     assert on.counted_bytes > off.counted_bytes + 2000
-    assert make_script(None).stats["ngram_in_core"]  # no baked config: every feature stays
+    assert make_script(None).stats["excluded_modules"] == []  # no baked config: every feature stays
 
 
 def test_bundle_flags_and_arguments():
-    assert build_bundle(None).flags == {"BUNDLED": True, "NGRAM_IN_CORE": True}
+    assert build_bundle(None).flags == {"BUNDLED": True}
     with pytest.raises(ValueError, match="form"):
         make_script(None, form="zip")
     with pytest.raises(ValueError, match="codec"):

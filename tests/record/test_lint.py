@@ -91,7 +91,9 @@ def test_train_data_at_eval_network_and_local_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_script():
-    return make_script(resolve("cpu-tiny", environ={}), form="compressed", codec="brotli")
+    # all three TTT kinds: a bundle carries only the kinds its config runs (golflib.seams)
+    return make_script(resolve("cpu-tiny", {"TTT_KINDS": "chunked,lora,phased"}, environ={}), form="compressed",
+                       codec="brotli")
 
 
 def test_golflib_bundle_has_no_flag_and_its_ttt_steps_are_listed_for_review(tiny_script):
