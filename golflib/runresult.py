@@ -1,6 +1,6 @@
 """``result.json``: the typed, versioned outcome of one training run (:class:`RunResult`).
 
-Layout (version 2; the JSON Schema is ``golflib/schemas/run_result.v2.json``, described in ``docs/DESIGN.md``)::
+Layout (version 2; the JSON Schema is ``golflib/schemas/run_result.v2.json``)::
 
     {"schema": "golflib.run_result", "version": 2, "run_dir": ..., "config": {group: {field: value}},
      "training": {"steps", "tokens_trained", "tokens_per_second", "model_params", "export_weights",

@@ -14,7 +14,8 @@ from __future__ import annotations
 # golflib modules a config may leave out, in the order their reasons are listed
 OPTIONAL_MODULES = ("golflib.presets", "golflib.eval.ttt", "golflib.eval.ttt_chunked", "golflib.eval.ttt_lora",
                     "golflib.eval.ttt_phased", "golflib.eval.doc_eval", "golflib.eval.ngram_eval",
-                    "golflib.quant.lqer", "golflib.quant.preflight")
+                    "golflib.quant.lqer", "golflib.quant.preflight", "golflib.quant.posttrain", "golflib.quant.calib",
+                    "golflib.data.loaders")
 # set by golflib.record.bundle: the optional modules this train_gpt.py does not carry (empty in the package)
 BUNDLE_EXCLUDED: tuple[str, ...] = ()
 
@@ -41,6 +42,13 @@ def modules_needed(cfg) -> dict[str, str]:
         need["golflib.quant.lqer"] = "MIXED_EXPORT=1 and LQER_ENABLED=1"
     if cfg.train.preflight_budget:
         need["golflib.quant.preflight"] = "PREFLIGHT_BUDGET=1"
+    if cfg.quant.mixed_export:
+        need["golflib.quant.posttrain"] = "MIXED_EXPORT=1"
+        need["golflib.quant.calib"] = "MIXED_EXPORT=1"
+        if cfg.quant.gptq_enabled and cfg.quant.gptq_calib_loader == "shuffled":
+            need["golflib.data.loaders"] = "GPTQ_CALIB_LOADER=shuffled"
+    if cfg.train.train_loader != "sequential":
+        need["golflib.data.loaders"] = f"TRAIN_LOADER={cfg.train.train_loader}"
     return need
 
 

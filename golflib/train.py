@@ -26,12 +26,12 @@ from golflib.codesize import core_source
 from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
+from golflib.eval.scorelog import score_lines
 from golflib.eval.sliding import eval_sliding
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.mixed import scheme_tag
-from golflib.quant.posttrain import mixed_export
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger, create_run_dir, refuse_used_run_dir, write_json
 from golflib.runresult import ArtifactRecord, RunResult, Timings
@@ -213,15 +213,18 @@ def export_and_score(trainer: Trainer, loop: LoopResult, run_dir: Path) -> dict:
     cast_model_for_device(q_model, rt.device, CONTROL_PATTERNS)
     tag = f"final_int8_{cfg.quant.artifact_codec}"
     q_std = trainer.val_eval(q_model)
-    log.log(f"{tag}_roundtrip val_loss:{q_std.val_loss:.4f} val_bpb:{q_std.val_bpb:.4f} "
-            f"eval_time:{1000 * q_std.seconds:.0f}ms eval_mode={q_std.mode}")
-    log.log(f"{tag}_roundtrip_exact val_loss:{q_std.val_loss:.8f} val_bpb:{q_std.val_bpb:.8f} eval_mode={q_std.mode}")
-    mixed, mixed_model = mixed_export(  # MIXED_EXPORT=1: int-k/SDClip/GPTQ artifact with MIXED_CODEC, reloaded
-        cfg, base_model, run_dir, master=rt.master, distributed=rt.distributed, device=rt.device,
-        new_loader=trainer.new_loader, accum=trainer.accum, train_ms=loop.train_ms, code_bytes=n_code, log=log.log,
-        evaluate=trainer.val_eval,
-        prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
-        barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
+    for line in score_lines(f"{tag}_roundtrip", q_std):
+        log.log(line)
+    mixed, mixed_model = None, None
+    if cfg.quant.mixed_export:  # int-k/SDClip/GPTQ artifact with MIXED_CODEC, reloaded (optional, golflib.seams)
+        from golflib.quant.posttrain import mixed_export
+
+        mixed, mixed_model = mixed_export(
+            cfg, base_model, run_dir, master=rt.master, distributed=rt.distributed, device=rt.device,
+            new_loader=trainer.new_loader, accum=trainer.accum, train_ms=loop.train_ms, code_bytes=n_code,
+            log=log.log, evaluate=trainer.val_eval,
+            prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
+            barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
     # the artifact a submission would ship is the one every other protocol scores: the records' format when it was
     # exported (MIXED_EXPORT=1), else the baseline int8 one
     scored_model, scored_tag = (mixed_model, f"final_{scheme_tag(cfg.quant)}_{cfg.quant.mixed_codec}") if mixed \
@@ -266,11 +269,9 @@ def score_further(trainer: Trainer, loop: LoopResult, scored_model, scored_tag: 
         q_slide = eval_sliding(scored_model, slide_tokens, luts, seq_len=eval_len, stride=cfg.eval.eval_stride,
                                batch_seqs=cfg.eval.eval_batch_seqs, window_set=cfg.eval.eval_windows,
                                **trainer.eval_kw)
-        log.log(f"{scored_tag}_sliding_window val_loss:{q_slide.val_loss:.4f} val_bpb:{q_slide.val_bpb:.4f} "
-                f"stride:{cfg.eval.eval_stride} eval_seq_len:{eval_len} eval_time:{1000 * q_slide.seconds:.0f}ms "
-                f"eval_mode=sliding")
-        log.log(f"{scored_tag}_sliding_window_exact val_loss:{q_slide.val_loss:.8f} val_bpb:{q_slide.val_bpb:.8f} "
-                f"stride:{cfg.eval.eval_stride} eval_mode=sliding")
+        for line in score_lines(f"{scored_tag}_sliding_window", q_slide,
+                                {"stride": cfg.eval.eval_stride, "eval_seq_len": eval_len}):
+            log.log(line)
     if loop.qat_on and tc.late_qat_in_ttt:  # #549's class flag stays set: its TTT steps train through fake quant
         set_late_qat(scored_model, tc.qat_bits, tc.qat_clip, modules=tc.late_qat_modules)
     ttt = {"scores": {}, "references": {}, "seconds": 0.0}

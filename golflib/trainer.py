@@ -21,8 +21,7 @@ import torch.distributed as dist
 from golflib.codesize import BUNDLED, code_bytes, code_bytes_source
 from golflib.config import Config
 from golflib.data.bytecount import is_sidecar, load_byte_counter, sidecar_path_note
-from golflib.data.loader import load_validation_tokens
-from golflib.data.loaders import make_loader
+from golflib.data.loader import DistributedTokenLoader, load_validation_tokens
 from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import EvalResult, eval_standard
 from golflib.model.attention import DENSE_MASK_MAX_ELEMENTS, FLASH_VARLEN_FN, cu_seqlens_padded
@@ -34,7 +33,7 @@ from golflib.optim.build import build_optimizers
 from golflib.optim.muon import Muon
 from golflib.optim.schedule import loop_phase, lr_multiplier, muon_momentum, training_fraction, wd_multiplier
 from golflib.quant.fake_quant import set_late_qat
-from golflib.quant.posttrain import reserve_ms
+from golflib.quant.reserve import reserve_ms
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
@@ -204,6 +203,11 @@ class Trainer:
     def new_loader(self):
         """A fresh train loader of ``TRAIN_LOADER`` at the start of the train shards."""
         tc, rt = self.cfg.train, self.rt
+        if tc.train_loader == "sequential":  # the official loader; the records' others are optional (golflib.seams)
+            return DistributedTokenLoader(self.cfg.data.train_glob, rt.rank, rt.world_size, rt.device,
+                                          self.cfg.model.vocab_size)
+        from golflib.data.loaders import make_loader
+
         return make_loader(tc.train_loader, self.cfg.data.train_glob, rt.rank, rt.world_size, rt.device,
                            self.cfg.model.vocab_size, bos_id=self.cfg.model.bos_id)
 

@@ -1,6 +1,7 @@
 """End-to-end training on the embedded corpus (tiny shapes), run directories and failure handling."""
 
 import json
+import re
 
 import pytest
 
@@ -54,6 +55,11 @@ def test_run_directory_contents_and_log_lines(trained_run):
     assert "final_int8_zlib_roundtrip_exact val_loss:" in log and "eval_mode=standard" in log
     # cpu-tiny exports the records' format too, and scores it: the sliding window runs on the int6 artifact
     assert "final_int6e8_entropy_sliding_window_exact" in log and "eval_mode=sliding" in log
+    # one formatter, one field order for every score line (golflib.eval.scorelog)
+    exact = [ln for ln in log.splitlines() if "_exact val_loss:" in ln]
+    assert len(exact) >= 3 and all(re.fullmatch(r"\S+_exact val_loss:\d+\.\d{8} val_bpb:\d+\.\d{8}( \w+:\S+)* "
+                                                 r"eval_time:\d+ms eval_mode=\S+", ln) for ln in exact), exact
+    assert "_sliding_window_exact val_loss:" in log and " stride:32 eval_seq_len:256 eval_time:" in log
     assert "warmup_step:3/3" in log
     res = load_result(run_dir)
     i8 = res.artifacts["int8"]

@@ -20,6 +20,7 @@ from golflib.data.bytecount import ByteCounter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
+from golflib.eval.scorelog import score_lines
 from golflib.eval.ngram import mixer_from_config
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
@@ -61,12 +62,11 @@ def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCo
 def ngram_log_lines(protocol: str, res: EvalResult) -> list[str]:
     """``<label> val_loss:… val_bpb:… eval_time:…ms eval_mode=…``, its ``_exact`` twin, the mixer line (mean α,
     hit rate, C2 rows, mixer tokens/s) and the ledger verdict."""
-    label, ms = NGRAM_LABELS[protocol], 1000 * res.seconds
+    label = NGRAM_LABELS[protocol]
     ng, rep = res.details.get("ngram", {}), res.ledger or {}
     hits = ng.get("hit_order_counts", {})
     hit_rate = 1.0 - hits.get("0", 0) / max(ng.get("positions", 0), 1)
-    return [f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{ms:.0f}ms eval_mode={res.mode}",
-            f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} eval_mode={res.mode}",
+    return [*score_lines(label, res),
             f"{label}_mixer schedule:{ng.get('settings', {}).get('schedule')} mean_alpha:{ng.get('mean_alpha', 0):.4f} "
             f"context_hit_rate:{hit_rate:.4f} tilt_rate:{ng.get('tilt_rate', 0):.4f} c2_rows:{ng.get('c2_rows')} "
             f"c2_max_sum_err:{ng.get('c2_max_abs_sum_error', 0):.2e} tokens_per_s:{ng.get('tokens_per_second', 0):.0f}",

@@ -25,6 +25,7 @@ from golflib.data.bytecount import ByteCounter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
+from golflib.eval.scorelog import score_lines
 
 LABELS = {"chunked": "legal_ttt", "lora": "quantized_ttt_lora", "phased": "quantized_ttt_phased"}
 
@@ -80,11 +81,9 @@ def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteCounter, 
 def log_lines(kind: str, res: EvalResult) -> list[str]:
     """The two log lines of a TTT result: ``<label> val_loss:… val_bpb:… eval_time:…ms eval_mode=…`` and its
     8-decimal ``<label>_exact`` twin (SPEC §5.4), plus the legality verdict."""
-    label, ms = LABELS[kind], 1000 * res.seconds
+    label = LABELS[kind]
     rep = res.ledger or {}
-    return [f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{ms:.0f}ms eval_mode={res.mode}",
-            f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} eval_mode={res.mode} "
-            f"eval_time:{ms:.0f}ms",
+    return [*score_lines(label, res),
             f"{label}_ledger legal:{int(bool(rep.get('legal')))} scored:{rep.get('n_scored')}/{rep.get('n_targets')} "
             f"updates:{rep.get('n_updates')} order:{rep.get('order')}"]
 

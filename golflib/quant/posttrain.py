@@ -17,31 +17,12 @@ from typing import Callable
 import torch
 
 from golflib.config import Config
+from golflib.eval.scorelog import score_lines
 from golflib.quant.budget import artifact_budget
 from golflib.quant.calib import add_damping, ar_calibration_inputs, collect_hessians, train_batches
 from golflib.quant.export import export_mixed, load_artifact_model
 from golflib.quant.mixed import scheme_tag
-
-
-def calibrates_on_train_data(cfg: Config) -> bool:
-    """True when GPTQ reads training data after the loop (``MIXED_EXPORT``, ``GPTQ_ENABLED``,
-    ``GPTQ_CALIBRATION=train``): that read counts against the training budget."""
-    q = cfg.quant
-    return q.mixed_export and q.gptq_enabled and q.gptq_calibration == "train"
-
-
-def reserve_ms(cfg: Config) -> float:
-    """Milliseconds the training loop must stop before ``MAX_WALLCLOCK_SECONDS`` so that train-data calibration
-    finishes inside the training budget (``GPTQ_RESERVE_SECONDS``; 0 when not calibrating on train data).
-
-    Raises ``ValueError`` when the reserve would leave no training time under the cap."""
-    if not calibrates_on_train_data(cfg):
-        return 0.0
-    r, cap = cfg.quant.gptq_reserve_seconds, cfg.train.max_wallclock_seconds
-    if cap > 0 and r >= cap:
-        raise ValueError(f"GPTQ_RESERVE_SECONDS={r:g} leaves no training time under MAX_WALLCLOCK_SECONDS={cap:g}; "
-                         f"lower the reserve, raise the cap, or set GPTQ_CALIBRATION=ar / MIXED_EXPORT=0")
-    return 1000.0 * r
+from golflib.quant.reserve import calibrates_on_train_data, reserve_ms
 
 
 def calibration_loader(cfg: Config, new_loader: Callable, device: torch.device, distributed: bool):
@@ -139,8 +120,7 @@ def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, *, master: 
     q_model = load_artifact_model(path, cfg.model, device)
     prepare_model(q_model)
     res = evaluate(q_model)
-    log(f"final_{tag}_roundtrip val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
-        f"eval_time:{1000 * res.seconds:.0f}ms eval_mode={res.mode}")
-    log(f"final_{tag}_roundtrip_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} eval_mode={res.mode}")
+    for line in score_lines(f"final_{tag}_roundtrip", res):
+        log(line)
     out["standard"] = res.to_dict()
     return out, q_model

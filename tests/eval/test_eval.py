@@ -90,3 +90,17 @@ def test_accumulator_rejects_empty_and_unigram_reference():
     nll = -np.log(p[[3, 3, 2, 1]]).sum()
     nbytes = int(luts.target_bytes(val[:-1], val[1:]).sum())
     assert unigram_bpb(train, val, luts, 16) == pytest.approx(nll / (math.log(2) * nbytes))
+
+
+def test_score_lines_have_one_field_order():
+    from golflib.eval.bpb import EvalResult
+    from golflib.eval.scorelog import score_lines
+
+    res = EvalResult(mode="sliding", val_loss=2.123456789, val_bpb=1.0987654321, tokens=10, bytes=30, seconds=1.2345)
+    assert score_lines("final_int6_sliding_window", res, {"stride": 64, "eval_seq_len": 2048}) == [
+        "final_int6_sliding_window val_loss:2.1235 val_bpb:1.0988 stride:64 eval_seq_len:2048 eval_time:1234ms "
+        "eval_mode=sliding",
+        "final_int6_sliding_window_exact val_loss:2.12345679 val_bpb:1.09876543 stride:64 eval_seq_len:2048 "
+        "eval_time:1234ms eval_mode=sliding"]
+    assert score_lines("legal_ttt", res)[1] == ("legal_ttt_exact val_loss:2.12345679 val_bpb:1.09876543 "
+                                                "eval_time:1234ms eval_mode=sliding")

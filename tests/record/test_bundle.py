@@ -239,7 +239,7 @@ def test_config_seams_leave_out_what_the_config_does_not_use(tiny_script, tmp_pa
     cfg, off = tiny_script
     assert not cfg.ngram.ngram_enabled and cfg.ttt.ttt_kinds == ("chunked", "lora")
     assert off.stats["excluded_modules"] == ["golflib.presets", "golflib.eval.ttt_phased", "golflib.eval.doc_eval",
-                                             "golflib.eval.ngram_eval", "golflib.quant.lqer"]
+                                             "golflib.eval.ngram_eval", "golflib.quant.lqer", "golflib.data.loaders"]
     assert "# ==== golflib.eval.ngram ====" not in off.readable and "class NgramMixer" not in off.readable
     assert "# ==== golflib.presets ====" not in off.readable and "def eval_ttt_phased" not in off.readable
     assert "raise ImportError('golflib.eval.ngram_eval' + ' is not in this train_gpt.py" in off.readable
@@ -271,3 +271,27 @@ def test_bundle_flags_and_arguments():
         make_script(None, codec="gzip")
     b = build_bundle(None)
     assert b.baked is None and "BAKED_CONFIG: dict | None = None" in b.source
+
+
+def test_every_preset_bundles_with_its_own_seams():
+    """Each preset's bundle leaves out exactly the optional modules its config does not reach, and still builds
+    (no included module imports a left-out one at top level)."""
+    from golflib.presets import PRESETS
+    from golflib.seams import OPTIONAL_MODULES, modules_needed
+
+    sizes = {}
+    for name in sorted(PRESETS):
+        cfg = resolve(name, environ={})
+        b = build_bundle(cfg)
+        need = modules_needed(cfg)
+        assert set(b.excluded) == set(OPTIONAL_MODULES) - set(need), name
+        assert not set(b.excluded) & set(b.modules), name
+        assert f"BUNDLE_EXCLUDED: tuple[str, ...] = {b.excluded!r}" in b.source
+        sizes[name] = b.raw_bytes
+    print("readable bundle bytes per preset:", sizes)
+    need = modules_needed(resolve("pr1855", environ={}))
+    assert need["golflib.eval.ttt_phased"] == "TTT_KINDS includes phased" and "golflib.eval.ttt_chunked" not in need
+    assert need["golflib.eval.doc_eval"] == "TTT_KINDS includes phased"  # also EVAL_DOC_ISOLATED=1
+    assert need["golflib.data.loaders"] == "TRAIN_LOADER=packed" and need["golflib.quant.lqer"]
+    base = modules_needed(resolve("baseline", environ={}))
+    assert set(base) == {"golflib.quant.preflight"}  # int8+zlib, no TTT, no mixer: the smallest bundle
