@@ -26,8 +26,7 @@ from golflib.codesize import core_source
 from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
-from golflib.eval.scorelog import score_lines
-from golflib.eval.sliding import eval_sliding
+from golflib.eval.protocols import PROTOCOLS
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
@@ -213,7 +212,7 @@ def export_and_score(trainer: Trainer, loop: LoopResult, run_dir: Path) -> dict:
     cast_model_for_device(q_model, rt.device, CONTROL_PATTERNS)
     tag = f"final_int8_{cfg.quant.artifact_codec}"
     q_std = trainer.val_eval(q_model)
-    for line in score_lines(f"{tag}_roundtrip", q_std):
+    for line in PROTOCOLS["standard"].log_lines(q_std, cfg, tag=tag):
         log.log(line)
     mixed, mixed_model = None, None
     if cfg.quant.mixed_export:  # int-k/SDClip/GPTQ artifact with MIXED_CODEC, reloaded (optional, golflib.seams)
@@ -266,11 +265,9 @@ def score_further(trainer: Trainer, loop: LoopResult, scored_model, scored_tag: 
                                                   tc.val_max_tokens)
         else:
             slide_tokens = trainer.val_tokens
-        q_slide = eval_sliding(scored_model, slide_tokens, luts, seq_len=eval_len, stride=cfg.eval.eval_stride,
-                               batch_seqs=cfg.eval.eval_batch_seqs, window_set=cfg.eval.eval_windows,
-                               **trainer.eval_kw)
-        for line in score_lines(f"{scored_tag}_sliding_window", q_slide,
-                                {"stride": cfg.eval.eval_stride, "eval_seq_len": eval_len}):
+        sliding = PROTOCOLS["sliding"]
+        q_slide = sliding.run(scored_model, slide_tokens, luts, cfg, trainer.scoring_ctx)
+        for line in sliding.log_lines(q_slide, cfg, tag=scored_tag):
             log.log(line)
     if loop.qat_on and tc.late_qat_in_ttt:  # #549's class flag stays set: its TTT steps train through fake quant
         set_late_qat(scored_model, tc.qat_bits, tc.qat_clip, modules=tc.late_qat_modules)

@@ -23,7 +23,9 @@ from golflib.config import Config
 from golflib.data.bytecount import is_sidecar, load_byte_counter, sidecar_path_note
 from golflib.data.loader import DistributedTokenLoader, load_validation_tokens
 from golflib.data.luts import load_sentencepiece
-from golflib.eval.bpb import EvalResult, eval_standard
+from golflib.eval.bpb import EvalResult
+from golflib.eval.context import ScoringContext
+from golflib.eval.protocols import run_standard
 from golflib.model.attention import DENSE_MASK_MAX_ELEMENTS, FLASH_VARLEN_FN, cu_seqlens_padded
 from golflib.model.gpt import GPT, count_params
 from golflib.model.layers import CONTROL_PATTERNS
@@ -166,6 +168,7 @@ class Trainer:
         self.n_loops = max_loops(mc)
         self.cap_ms = 1000.0 * tc.max_wallclock_seconds - reserve_ms(cfg) if tc.max_wallclock_seconds > 0 else None
         self.eval_kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
+        self.scoring_ctx = ScoringContext(device=rt.device, rank=rt.rank, world_size=rt.world_size)
         self._log_header()
 
     def _load_val(self) -> None:
@@ -241,17 +244,9 @@ class Trainer:
                           start_step=tc.recur_start_step)
 
     def val_eval(self, model) -> EvalResult:
-        """The standard val_bpb: non-overlapping TRAIN_SEQ_LEN windows, or #1855's doc-isolated flat batches
-        (EVAL_DOC_ISOLATED=1: segments at every BOS and every EVAL_SEQ_LEN from a document's start)."""
-        tc, mc = self.cfg.train, self.cfg.model
-        if self.cfg.eval.eval_doc_isolated:  # an optional module (golflib.seams)
-            from golflib.eval.doc_eval import eval_doc_isolated
-
-            return eval_doc_isolated(model, self.val_tokens, self.luts, seq_len=self.eval_len,
-                                     batch_tokens=tc.val_batch_size, grad_accum_steps=self.accum, bos_id=mc.bos_id,
-                                     **self.eval_kw)
-        return eval_standard(model, self.val_tokens, self.luts, seq_len=tc.train_seq_len,
-                             batch_tokens=tc.val_batch_size, **self.eval_kw)
+        """The standard val_bpb (the registry's ``standard`` protocol, :func:`golflib.eval.protocols.run_standard`):
+        non-overlapping TRAIN_SEQ_LEN windows, or #1855's doc-isolated flat batches (EVAL_DOC_ISOLATED=1)."""
+        return run_standard(model, self.val_tokens, self.luts, self.cfg, self.scoring_ctx)
 
     # ---- phases ------------------------------------------------------------------------------------------------
     def warmup(self):

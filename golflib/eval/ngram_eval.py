@@ -20,13 +20,12 @@ from golflib.data.bytecount import ByteCounter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
+from golflib.eval.protocols import NGRAM_LABELS
 from golflib.eval.scorelog import score_lines
 from golflib.eval.ngram import mixer_from_config
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
 
-NGRAM_LABELS = {"sliding": "ngram_sliding", "chunked": "ngram_ttt", "lora": "ngram_ttt_lora",
-                "phased": "ngram_ttt_phased"}
 
 
 def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCounter, cfg: Config,

@@ -25,9 +25,10 @@ from golflib.data.bytecount import ByteCounter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
+from golflib.eval.protocols import TTT_LABELS
 from golflib.eval.scorelog import score_lines
 
-LABELS = {"chunked": "legal_ttt", "lora": "quantized_ttt_lora", "phased": "quantized_ttt_phased"}
+LABELS = TTT_LABELS  # the registry's (golflib.eval.protocols)
 
 
 def ttt_seq_len(cfg: Config) -> int:

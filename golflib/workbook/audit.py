@@ -27,12 +27,10 @@ from golflib.data.bytecount import is_sidecar, load_byte_counter, sidecar_path_n
 from golflib.data.caseops import original_text_decoder
 from golflib.data.loader import load_validation_tokens
 from golflib.data.luts import load_sentencepiece
-from golflib.eval.bpb import eval_standard
 from golflib.eval.context import ScoringContext
 from golflib.eval.ledger import perturbation_test
-from golflib.eval.ngram_eval import eval_with_mixer
-from golflib.eval.sliding import eval_sliding
-from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
+from golflib.eval.protocols import PROTOCOLS
+from golflib.eval.ttt import ttt_seq_len
 from golflib.eval.ttt_common import doc_segments
 from golflib.quant.export import load_artifact_model
 from golflib.runlog import write_json
@@ -112,21 +110,19 @@ def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tu
     ``{protocol: {"causal", "max_abs_diff", "first_bad_position", "cuts": [...]}}``. ``ngram_protocols``: also
     each of these protocols with the n-gram mixer of ``cfg.ngram`` (``ngram/<protocol>``; rows for TTT kinds)."""
     n = tokens.numel() - 1
-    L, Le = cfg.train.train_seq_len, ttt_seq_len(cfg)
     bos_id = cfg.model.bos_id if bos_id is None else bos_id
     rng = np.random.default_rng(seed)
     base_cuts = sorted({int(c) for c in rng.integers(n // 2, n, size=cuts)})
     fns: dict[str, tuple[Callable, list[int]]] = {}
 
-    def std(t):
+    def std(t):  # the run's own standard protocol (doc-isolated when it used that), golflib.eval.protocols
         out = torch.zeros(t.numel() - 1)
-        eval_standard(model, t, luts, seq_len=L, batch_tokens=cfg.train.val_batch_size, nll_out=out)
+        PROTOCOLS["standard"].run(model, t, luts, cfg, ScoringContext(scores_out=out))
         return out
 
     def slide(t):
         out = torch.zeros(t.numel() - 1)
-        eval_sliding(model, t, luts, seq_len=Le, stride=cfg.eval.eval_stride or Le,
-                     batch_seqs=cfg.eval.eval_batch_seqs, nll_out=out)
+        PROTOCOLS["sliding"].run(model, t, luts, cfg, ScoringContext(scores_out=out))
         return out
 
     fns["standard"] = (std, base_cuts)
@@ -135,7 +131,8 @@ def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tu
     for kind in kinds:
         def run(t, kind=kind):
             out = torch.zeros(t.numel() - 1, model.cfg.vocab_size)
-            run_ttt_kind(kind, copy.deepcopy(model), t, luts, scfg, ScoringContext(scores_out=out), bos_id=bos_id)
+            PROTOCOLS[f"ttt/{kind}"].run(copy.deepcopy(model), t, luts, scfg.replace({"BOS_ID": bos_id}),
+                                         ScoringContext(scores_out=out))
             return out
         extra = [scfg.ttt.ttt_chunk_tokens + 1] if kind == "chunked" else []
         fns[f"ttt/{kind}"] = (run, sorted(set(base_cuts + extra)))
@@ -143,8 +140,8 @@ def perturbation_suite(model, cfg: Config, luts, tokens: torch.Tensor, kinds: tu
         def run_ng(t, protocol=protocol):
             shape = (t.numel() - 1,) if protocol == "sliding" else (t.numel() - 1, model.cfg.vocab_size)
             out = torch.zeros(shape)
-            eval_with_mixer(protocol, copy.deepcopy(model), t, luts, scfg.replace({"BOS_ID": bos_id}),
-                            ScoringContext(scores_out=out))
+            PROTOCOLS[f"ngram/{protocol}"].run(copy.deepcopy(model), t, luts, scfg.replace({"BOS_ID": bos_id}),
+                                               ScoringContext(scores_out=out))
             return out
         extra = [scfg.ttt.ttt_chunk_tokens + 1] if protocol == "chunked" else []
         fns[f"ngram/{protocol}"] = (run_ng, sorted(set(base_cuts + extra)))

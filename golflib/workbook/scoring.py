@@ -8,8 +8,7 @@ from pathlib import Path
 from golflib.config import Config
 from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
-from golflib.eval.bpb import eval_standard
-from golflib.eval.sliding import eval_sliding
+from golflib.eval.protocols import PROTOCOLS, eval_window
 from golflib.quant.export import load_artifact_model
 from golflib.workbook.runs import find_artifact
 
@@ -31,7 +30,9 @@ def resolve_target(target: str | os.PathLike) -> tuple[Path, Config]:
 def score_artifact(target: str | os.PathLike, *, stride: int | None = None,
                    val_max_tokens: int | None = None) -> dict:
     """Load the artifact into a fresh model (architecture from the artifact) and score it on CPU/the default
-    device; returns ``{"artifact", "artifact_bytes", "standard": {...}, "sliding": {...} | None}``."""
+    device with the run's own protocols (:mod:`golflib.eval.protocols`: the doc-isolated standard eval when the
+    run used it, the run's window set for sliding); returns ``{"artifact", "artifact_bytes", "standard": {...},
+    "sliding": {...} | None}``."""
     artifact, cfg = resolve_target(target)
     model = load_artifact_model(artifact)
     mc, tc = model.cfg, cfg.train
@@ -39,14 +40,13 @@ def score_artifact(target: str | os.PathLike, *, stride: int | None = None,
     luts = load_byte_counter(cfg.data, mc.vocab_size, mc.bos_id)
     val = load_validation_tokens(cfg.data.val_glob, tc.train_seq_len, mc.vocab_size, max_tokens)
     out = {"artifact": str(artifact), "artifact_bytes": artifact.stat().st_size, "val_max_tokens": max_tokens}
-    out["standard"] = eval_standard(model, val, luts, seq_len=tc.train_seq_len, batch_tokens=tc.val_batch_size) \
-        .to_dict()
+    out["standard"] = PROTOCOLS["standard"].run(model, val, luts, cfg).to_dict()
     stride = cfg.eval.eval_stride if stride is None else stride
     out["sliding"] = None
     if stride > 0:
-        eval_len = cfg.eval.eval_seq_len or tc.train_seq_len
+        scfg = cfg.replace({"EVAL_STRIDE": stride}, source="golf eval --stride")
+        eval_len = eval_window(scfg)
         sval = val if eval_len == tc.train_seq_len else load_validation_tokens(cfg.data.val_glob, eval_len,
                                                                                mc.vocab_size, max_tokens)
-        out["sliding"] = eval_sliding(model, sval, luts, seq_len=eval_len, stride=stride,
-                                      batch_seqs=cfg.eval.eval_batch_seqs).to_dict()
+        out["sliding"] = PROTOCOLS["sliding"].run(model, sval, luts, scfg).to_dict()
     return out
