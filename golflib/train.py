@@ -154,6 +154,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> RunResult 
     log.log(f"total_eval_time:{eval_wallclock:.1f}s (wall-clock after the training loop: export, round-trips and "
             f"every scoring pass)")
     if not rt.master:
+        if rt.distributed:
+            dist.barrier()  # wait for rank 0's result.json: no rank tears the process group down before it
         return None
     tokens_trained = loop.step * cfg.train.train_batch_tokens
     scores = {"pre_quant": pre_val, "pre_quant_live": loop.last_val, **scored["scores"]}
@@ -174,6 +176,8 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> RunResult 
     path = result.save(run_dir)
     log.log(f"result:{path.name} schema:golflib.run_result/{result.to_dict()['version']} "
             f"scores:{','.join(result.scores)}")
+    if rt.distributed:
+        dist.barrier()
     return result
 
 

@@ -158,7 +158,7 @@ def test_record_folder_runs_from_inside(seeds_dir, tmp_path, embedded_data):
     proc = subprocess.run([sys.executable, "train_gpt.py", "--run-dir", "rerun"], cwd=folder, capture_output=True,
                           text=True, timeout=600, env={**os.environ, **_poison(tmp_path)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rerun = json.loads((folder / "rerun" / "result.json").read_text())
+    rerun = load_run_result(folder / "rerun")
     entry, art = score_entry(rerun, resolve_score_key(rerun))
     assert entry["val_bpb"] == pytest.approx(per[0]["val_bpb"], abs=1e-9)
     assert art["artifact_bytes"] + sub["bytes_code"] == per[0]["bytes_total"]
@@ -183,12 +183,13 @@ def test_planted_over_budget_run_is_refused(seeds_dir, tmp_path):
     planted = _copy_seeds(seeds_dir, tmp_path / "over")
     code = (planted / "train_gpt.py").stat().st_size
     run = planted / "seed_42"
-    res = json.loads((run / "result.json").read_text())
-    key = "mixed_artifact" if res.get("scored_artifact") == "mixed" else "artifact"  # the artifact the seeds scored
-    art = run / res[key]["path"]
+    res = load_run_result(run)
+    key = res.scored_artifact  # the artifact the seeds scored
+    art = run / res.artifacts[key].path
     with open(art, "r+b") as fh:  # a real artifact file of the planted size
         fh.truncate(16_000_001 - code)
-    _edit_json(run / "result.json", lambda r: r[key].update(artifact_bytes=16_000_001 - code))
+    _edit_json(run / "result.json", lambda r: r["artifacts"][key].update(
+        artifact_bytes=16_000_001 - code, bytes_total=16_000_001 - code + r["code"]["bytes"], under_limit=False))
     records = tmp_path / "records"
     proc = _golf(["record", str(planted), "--name", "Over", "--records-root", str(records)], cwd=REPO)
     assert proc.returncode == 2
@@ -232,7 +233,7 @@ def test_other_planted_failures(seeds_dir, tmp_path):
     rep = check_record(s.runs, "quantized/standard", code + 1)
     assert (1337, "log counted the record's train_gpt.py") in {(c.seed, c.name) for c in rep.failures()}
     # time budgets: required on the record track, reported only on the non-record track
-    r0.result["train_time_ms"] = 700_000.0
+    r0.result.timings.train_time_ms = 700_000.0
     assert (1337, "train <= 600 s (incl. train-data calibration)") in {
         (c.seed, c.name) for c in check_record([r0], "quantized/standard", code).failures()}
     assert not any(c.name.startswith("train <=") for c in
