@@ -173,11 +173,13 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> RunResult 
         scored_artifact=scored["scored_artifact"], artifacts=scored["artifacts"],
         scores={k: v for k, v in scores.items() if v is not None}, references=scored["references"],
         extras=scored["extras"], size_limit=SIZE_LIMIT)
-    path = result.save(run_dir)
-    log.log(f"result:{path.name} schema:golflib.run_result/{result.to_dict()['version']} "
-            f"scores:{','.join(result.scores)}")
-    if rt.distributed:
-        dist.barrier()
+    try:
+        path = result.save(run_dir)
+        log.log(f"result:{path.name} schema:golflib.run_result/{result.to_dict()['version']} "
+                f"scores:{','.join(result.scores)}")
+    finally:  # the other ranks wait here even when the result is refused
+        if rt.distributed:
+            dist.barrier()
     return result
 
 

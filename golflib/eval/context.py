@@ -1,4 +1,4 @@
-"""The scoring context: where a protocol runs and what it reports to, passed whole to every TTT protocol.
+"""The scoring context: where a protocol runs and what it reports to, passed whole to every scoring protocol.
 
 A scoring protocol needs the same handful of run-time objects whatever it scores: the device, its rank among
 ``world_size`` torchrun processes, the legality :class:`~golflib.eval.ledger.Ledger` that records every score and

@@ -1,4 +1,5 @@
-"""The scoring protocols, one registry: training, ``golf eval``, ``golf audit`` and the benches score through it.
+"""The scoring protocols, one registry: training, ``golf eval`` and ``golf audit`` score through it (the TTT sweep
+and bench call the same :func:`golflib.eval.ttt.run_ttt_kind` its TTT entries call).
 
 Every protocol is a :class:`Protocol`: its name (the protocol part of a score key, SPEC §5.4: ``standard``,
 ``sliding``, ``ttt/<kind>``, ``ngram/<protocol>``), the records' log label, the window length its val stream is
