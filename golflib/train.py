@@ -222,14 +222,14 @@ def export_and_score(trainer: Trainer, loop: LoopResult, run_dir: Path) -> dict:
         log.log(line)
     mixed, mixed_model = None, None
     if cfg.quant.mixed_export:  # int-k/SDClip/GPTQ artifact with MIXED_CODEC, reloaded (optional, golflib.seams)
-        from golflib.quant.posttrain import mixed_export
+        from golflib.quant.posttrain import ExportContext, mixed_export
 
-        mixed, mixed_model = mixed_export(
-            cfg, base_model, run_dir, master=rt.master, distributed=rt.distributed, device=rt.device,
-            new_loader=trainer.new_loader, accum=trainer.accum, train_ms=loop.train_ms, code_bytes=n_code,
-            log=log.log, evaluate=trainer.val_eval,
-            prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
-            barrier=dist.barrier if rt.distributed else (lambda: None), autocast_ctx=lambda: autocast(rt.device))
+        ectx = ExportContext(master=rt.master, distributed=rt.distributed, device=rt.device,
+                             new_loader=trainer.new_loader, accum=trainer.accum, evaluate=trainer.val_eval,
+                             prepare_model=lambda m: cast_model_for_device(m, rt.device, CONTROL_PATTERNS),
+                             barrier=dist.barrier if rt.distributed else (lambda: None),
+                             autocast_ctx=lambda: autocast(rt.device), log=log.log)
+        mixed, mixed_model = mixed_export(cfg, base_model, run_dir, ectx, train_ms=loop.train_ms, code_bytes=n_code)
     # the artifact a submission would ship is the one every other protocol scores: the records' format when it was
     # exported (MIXED_EXPORT=1), else the baseline int8 one
     scored_model, scored_tag = (mixed_model, f"final_{scheme_tag(cfg.quant)}_{cfg.quant.mixed_codec}") if mixed \

@@ -11,6 +11,7 @@ the reloaded model.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +23,7 @@ from golflib.quant.budget import artifact_budget
 from golflib.quant.calib import add_damping, ar_calibration_inputs, collect_hessians, train_batches
 from golflib.quant.export import export_mixed, load_artifact_model
 from golflib.quant.mixed import scheme_tag
-from golflib.quant.reserve import calibrates_on_train_data, reserve_ms
+from golflib.quant.reserve import reserve_ms
 
 
 def calibration_loader(cfg: Config, new_loader: Callable, device: torch.device, distributed: bool):
@@ -80,27 +81,46 @@ def calibrate(cfg: Config, model: torch.nn.Module, *, new_loader: Callable, accu
     return hessians, stats
 
 
-def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, *, master: bool, distributed: bool,
-                 device: torch.device, new_loader: Callable, accum: int, train_ms: float, code_bytes: int,
-                 evaluate: Callable[[torch.nn.Module], object], prepare_model: Callable[[torch.nn.Module], None],
-                 barrier: Callable[[], None], autocast_ctx=None, log: Callable[[str], None] = print) -> \
-        tuple[dict, torch.nn.Module] | tuple[None, None]:
-    """Run the mixed export of a trained ``model`` (module docstring); ``(None, None)`` when ``MIXED_EXPORT=0``.
+@dataclass(frozen=True)
+class ExportContext:
+    """What the export needs from the training run: ``master`` (rank 0 writes the artifact), ``distributed``,
+    ``device``, ``new_loader()`` (a fresh train loader, for calibration on train data), ``accum`` (micro-batches per
+    rank and step), ``evaluate(model) -> EvalResult`` (the standard eval on val), ``prepare_model(model)`` (casts a
+    reloaded model for the device), ``barrier()`` (synchronizes ranks), ``autocast_ctx()`` (the forward's autocast
+    context, or None) and ``log(line)``."""
 
-    ``evaluate(model)`` returns an EvalResult (standard eval on val); ``prepare_model`` casts a reloaded model for
-    the device; ``barrier`` synchronizes ranks. Every rank calibrates (Hessians all-reduced, or rank-local with
-    ``GPTQ_HESSIAN_ALLREDUCE=0`` as #1855: rank 0's then decide the codes); rank 0 writes
-    the artifact; every rank reloads it and evaluates. Returns the ``result.json`` section and the model reloaded
-    from the artifact (the one the other protocols score when the mixed artifact is the submission)."""
+    master: bool
+    distributed: bool
+    device: torch.device
+    new_loader: Callable
+    accum: int
+    evaluate: Callable[[torch.nn.Module], object]
+    prepare_model: Callable[[torch.nn.Module], None]
+    barrier: Callable[[], None]
+    autocast_ctx: Callable | None = None
+    log: Callable[[str], None] = print
+
+
+def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, ectx: ExportContext, *, train_ms: float,
+                 code_bytes: int) -> tuple[dict, torch.nn.Module] | tuple[None, None]:
+    """Run the mixed export of a trained ``model`` (module docstring) in ``ectx`` (:class:`ExportContext`);
+    ``(None, None)`` when ``MIXED_EXPORT=0``. ``train_ms``: the training clock at the end of the loop (ms);
+    ``code_bytes``: the counted code, for the byte totals.
+
+    Every rank calibrates (Hessians all-reduced, or rank-local with ``GPTQ_HESSIAN_ALLREDUCE=0`` as #1855: rank
+    0's then decide the codes); rank 0 writes the artifact; every rank reloads it and evaluates. Returns the
+    ``result.json`` section and the model reloaded from the artifact (the one the other protocols score when the
+    mixed artifact is the submission)."""
+    master, distributed, device, log = ectx.master, ectx.distributed, ectx.device, ectx.log
     q = cfg.quant
     if not q.mixed_export:
         return None, None
     out: dict = {}
     hessians = None
     if q.gptq_enabled:
-        hessians, out["calibration"] = calibrate(cfg, model, new_loader=new_loader, accum=accum, device=device,
-                                                 distributed=distributed, train_ms=train_ms,
-                                                 autocast_ctx=autocast_ctx, log=log)
+        hessians, out["calibration"] = calibrate(cfg, model, new_loader=ectx.new_loader, accum=ectx.accum,
+                                                 device=device, distributed=distributed, train_ms=train_ms,
+                                                 autocast_ctx=ectx.autocast_ctx, log=log)
     tag = f"{scheme_tag(q)}_{q.mixed_codec}"
     path = Path(run_dir) / f"final_model.{tag}.golf"
     if master:
@@ -116,10 +136,10 @@ def mixed_export(cfg: Config, model: torch.nn.Module, run_dir: Path, *, master: 
                     "header_bytes": budget["header_bytes"]})
         log(f"Serialized model {tag}: {info.artifact_bytes} bytes (payload:{info.payload_bytes})")
         log(f"Total submission size {tag}: {info.artifact_bytes + code_bytes} bytes (limit 16000000)")
-    barrier()
+    ectx.barrier()
     q_model = load_artifact_model(path, cfg.model, device)
-    prepare_model(q_model)
-    res = evaluate(q_model)
+    ectx.prepare_model(q_model)
+    res = ectx.evaluate(q_model)
     for line in score_lines(f"final_{tag}_roundtrip", res):
         log(line)
     out["standard"] = res.to_dict()

@@ -138,7 +138,7 @@ def test_mixed_classes_bits_and_per_tensor_vectors():
 
 def test_gptq_reserve_applies_only_to_train_data_calibration():
     from golflib.config import Config
-    from golflib.quant.posttrain import reserve_ms
+    from golflib.quant.reserve import reserve_ms
 
     base = Config().replace({"MAX_WALLCLOCK_SECONDS": 600, "GPTQ_RESERVE_SECONDS": 4})
     assert reserve_ms(base) == 0.0  # no mixed export
