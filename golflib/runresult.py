@@ -31,10 +31,12 @@ from pathlib import Path
 
 from golflib.codesize import BUNDLED
 from golflib.eval.bpb import EvalResult
+from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal
 
 SCHEMA_NAME = "golflib.run_result"
 SCHEMA_VERSION = 2
 ARTIFACT_KINDS = ("int8", "mixed")
+ARTIFACT_FIELDS = ("path", "scheme", "codec", "artifact_bytes", "payload_bytes")  # what an export reports
 SCORE_KEYS = ("pre_quant", "pre_quant_live", "quantized/standard", "quantized/sliding", "mixed/standard",
               "mixed/sliding", "ttt/chunked", "ttt/lora", "ttt/phased", "ngram/sliding", "ngram/chunked",
               "ngram/lora", "ngram/phased")
@@ -59,6 +61,18 @@ class ArtifactRecord:
     bytes_total: int
     under_limit: bool
     details: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, info: dict, code_bytes: int, size_limit: int = SIZE_LIMIT) -> ArtifactRecord:
+        """From an export's report ``info`` (``path``, ``scheme``, ``codec``, ``artifact_bytes``,
+        ``payload_bytes``; any other key but ``bytes_total`` / ``under_limit`` goes to ``details``) and the counted
+        ``code_bytes``: ``bytes_total`` and ``under_limit`` (strictly below ``size_limit``) are derived here."""
+        total = int(info["artifact_bytes"]) + int(code_bytes)
+        derived = ("bytes_total", "under_limit")
+        return cls(path=info["path"], scheme=info["scheme"], codec=info["codec"],
+                   artifact_bytes=int(info["artifact_bytes"]), payload_bytes=int(info["payload_bytes"]),
+                   bytes_total=total, under_limit=total < size_limit,
+                   details={k: v for k, v in info.items() if k not in ARTIFACT_FIELDS + derived})
 
 
 @dataclass
@@ -94,7 +108,7 @@ class RunResult:
     scores: dict[str, EvalResult]
     references: dict[str, dict] = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
-    size_limit: int = 16_000_000
+    size_limit: int = SIZE_LIMIT
 
     # ---- reading ---------------------------------------------------------------------------------------------
     def score(self, key: str) -> EvalResult:

@@ -183,13 +183,6 @@ def train(cfg: Config, rt: Runtime, log: RunLogger, run_dir: Path) -> RunResult 
     return result
 
 
-def _artifact_record(info, code_bytes: int, details: dict | None = None) -> ArtifactRecord:
-    return ArtifactRecord(path=info["path"], scheme=info["scheme"], codec=info["codec"],
-                          artifact_bytes=int(info["artifact_bytes"]), payload_bytes=int(info["payload_bytes"]),
-                          bytes_total=int(info["artifact_bytes"]) + code_bytes,
-                          under_limit=int(info["artifact_bytes"]) + code_bytes < SIZE_LIMIT, details=details or {})
-
-
 def export_and_score(trainer: Trainer, loop: LoopResult, run_dir: Path) -> dict:
     """Export the baseline int8 artifact (and the records' format with ``MIXED_EXPORT``), reload each **from disk**
     into a fresh model and score it; then every further protocol (sliding window, TTT, n-gram) on the artifact a
@@ -243,12 +236,11 @@ def export_and_score(trainer: Trainer, loop: LoopResult, run_dir: Path) -> dict:
     if mixed and "calibration" in mixed:
         extras["calibration"] = mixed.pop("calibration")
     if rt.master:
-        artifacts["int8"] = _artifact_record({"path": artifact.name, "scheme": info.scheme, "codec": info.codec,
-                                              "artifact_bytes": info.artifact_bytes,
-                                              "payload_bytes": info.payload_bytes}, n_code)
+        artifacts["int8"] = ArtifactRecord.build({"path": artifact.name, "scheme": info.scheme, "codec": info.codec,
+                                                  "artifact_bytes": info.artifact_bytes,
+                                                  "payload_bytes": info.payload_bytes}, n_code)
         if mixed:
-            known = ("path", "scheme", "codec", "artifact_bytes", "payload_bytes", "bytes_total", "under_limit")
-            artifacts["mixed"] = _artifact_record(mixed, n_code, {k: v for k, v in mixed.items() if k not in known})
+            artifacts["mixed"] = ArtifactRecord.build(mixed, n_code)
     extras.update({"ttt_seconds": ttt["seconds"], "ngram_seconds": ngram["seconds"]})
     eval_s = sum(r.seconds for k, r in scores.items() if r is not None and k != "mixed/standard")
     return {"scores": {k: v for k, v in scores.items() if v is not None},

@@ -25,7 +25,7 @@ from golflib.data.loader import DistributedTokenLoader, load_validation_tokens
 from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
-from golflib.eval.protocols import run_standard
+from golflib.eval.protocols import eval_window, run_standard
 from golflib.model.attention import DENSE_MASK_MAX_ELEMENTS, FLASH_VARLEN_FN, cu_seqlens_padded
 from golflib.model.gpt import GPT, count_params
 from golflib.model.layers import CONTROL_PATTERNS
@@ -129,7 +129,7 @@ class Trainer:
     Attributes used by the later phases: ``base_model`` (the unwrapped GPT), ``model`` (compiled/DDP wrapper),
     ``optimizers``, ``luts`` (:mod:`golflib.data.bytecount`), ``val_tokens`` (int64 ``[n_targets + 1]``, truncated at
     ``TRAIN_SEQ_LEN``), ``eval_len``, ``accum`` (micro-batches per rank and step), ``cap_ms`` (the wall-clock cap
-    minus the GPTQ reserve, ms, or None), ``averager``, ``n_params``, ``eval_kw``.
+    minus the GPTQ reserve, ms, or None), ``averager``, ``n_params``, ``scoring_ctx``.
     Raises ``ValueError`` for a world size that does not divide ``GLOBAL_MICROBATCHES``, a tokenizer that does not
     match ``VOCAB_SIZE``, or a packed loader that would need a huge dense attention mask.
     """
@@ -167,7 +167,6 @@ class Trainer:
         self.n_params = count_params(base_model)
         self.n_loops = max_loops(mc)
         self.cap_ms = 1000.0 * tc.max_wallclock_seconds - reserve_ms(cfg) if tc.max_wallclock_seconds > 0 else None
-        self.eval_kw = dict(rank=rt.rank, world_size=rt.world_size, device=rt.device)
         self.scoring_ctx = ScoringContext(device=rt.device, rank=rt.rank, world_size=rt.world_size)
         self._log_header()
 
@@ -178,7 +177,7 @@ class Trainer:
             raise ValueError(f"VOCAB_SIZE={mc.vocab_size} does not match tokenizer {cfg.data.tokenizer_path} "
                              f"vocab_size={int(sp.vocab_size())}")
         self.luts = load_byte_counter(cfg.data, mc.vocab_size, int(sp.bos_id()))
-        self.eval_len = cfg.eval.eval_seq_len or tc.train_seq_len
+        self.eval_len = eval_window(cfg)
         self.val_tokens = load_validation_tokens(cfg.data.val_glob, tc.train_seq_len, mc.vocab_size,
                                                  tc.val_max_tokens)
         log.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={cfg.data.tokenizer_path}")

@@ -24,7 +24,8 @@ from golflib.eval.protocols import NGRAM_LABELS
 from golflib.eval.scorelog import score_lines
 from golflib.eval.ngram import mixer_from_config
 from golflib.eval.sliding import eval_sliding
-from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
+from golflib.eval.protocols import eval_window
+from golflib.eval.ttt import run_ttt_kind
 
 
 
@@ -42,7 +43,7 @@ def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCo
     mixer, scores_out = ctx.mixer, ctx.scores_out
     if mixer is None:
         mixer = mixer_from_config(cfg.ngram, val_tokens, cfg.model.vocab_size, cfg.model.bos_id)
-    L = ttt_seq_len(cfg)
+    L = eval_window(cfg)
     if protocol == "sliding":
         if scores_out is not None and scores_out.dim() != 1:
             raise ValueError("sliding+ngram writes per-target NLLs: scores_out must be [n_targets]")
@@ -87,7 +88,7 @@ def run_configured_ngram(cfg: Config, model, luts: ByteCounter, rt, log, referen
     if not cfg.ngram.ngram_enabled:
         return out
     if val_tokens is None:
-        val_tokens = load_validation_tokens(cfg.data.val_glob, ttt_seq_len(cfg), cfg.model.vocab_size,
+        val_tokens = load_validation_tokens(cfg.data.val_glob, eval_window(cfg), cfg.model.vocab_size,
                                             cfg.train.val_max_tokens)
     ttt = ttt or {}
     for protocol in cfg.ngram.ngram_protocols:

@@ -25,15 +25,9 @@ from golflib.data.bytecount import ByteCounter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
-from golflib.eval.protocols import TTT_LABELS
+from golflib.eval.protocols import TTT_LABELS, eval_window
 from golflib.eval.scorelog import score_lines
 
-LABELS = TTT_LABELS  # the registry's (golflib.eval.protocols)
-
-
-def ttt_seq_len(cfg: Config) -> int:
-    """Window length of TTT scoring: ``EVAL_SEQ_LEN`` or ``TRAIN_SEQ_LEN``."""
-    return cfg.eval.eval_seq_len or cfg.train.train_seq_len
 
 
 def protocol(kind: str):
@@ -82,7 +76,7 @@ def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteCounter, 
 def log_lines(kind: str, res: EvalResult) -> list[str]:
     """The two log lines of a TTT result: ``<label> val_loss:… val_bpb:… eval_time:…ms eval_mode=…`` and its
     8-decimal ``<label>_exact`` twin (SPEC §5.4), plus the legality verdict."""
-    label = LABELS[kind]
+    label = TTT_LABELS[kind]
     rep = res.ledger or {}
     return [*score_lines(label, res),
             f"{label}_ledger legal:{int(bool(rep.get('legal')))} scored:{rep.get('n_scored')}/{rep.get('n_targets')} "
@@ -100,7 +94,7 @@ def run_configured_ttt(cfg: Config, model, luts: ByteCounter, rt, log, reference
     out: dict = {"scores": {}, "references": {}, "seconds": 0.0}
     if not cfg.ttt.ttt_enabled:
         return out
-    L = ttt_seq_len(cfg)
+    L = eval_window(cfg)
     if val_tokens is None:
         val_tokens = load_validation_tokens(cfg.data.val_glob, L, cfg.model.vocab_size, cfg.train.val_max_tokens)
     for kind in cfg.ttt.ttt_kinds:

@@ -32,6 +32,7 @@ import torch
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.context import ScoringContext
+from golflib.eval.protocols import eval_window
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.sliding import LEGACY_REPEAT, score_window_batch, sliding_windows, window_batches
 from golflib.eval.ttt_common import (all_reduce_grads, build_optimizer, check_rows, clip_and_step,
@@ -98,7 +99,7 @@ class ChunkedTTTSettings:
         ``TRAIN_SEQ_LEN``) at ``EVAL_STRIDE`` (0: non-overlapping), ``TTT_WINDOWS`` (else ``EVAL_WINDOWS``), and
         a progress line every tenth of the ``n_targets`` targets' chunks."""
         t = cfg.ttt
-        L = cfg.eval.eval_seq_len or cfg.train.train_seq_len
+        L = eval_window(cfg)
         return cls(seq_len=L, stride=cfg.eval.eval_stride or L, chunk_tokens=t.ttt_chunk_tokens, epochs=t.ttt_epochs,
                    lr=t.ttt_lr, optimizer=t.ttt_optimizer, momentum=t.ttt_momentum, freeze_blocks=t.ttt_freeze_blocks,
                    batch_seqs=t.ttt_batch_seqs, grad_clip=t.ttt_grad_clip, eval_batch_seqs=cfg.eval.eval_batch_seqs,

@@ -36,6 +36,7 @@ from torch import nn
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.context import ScoringContext
+from golflib.eval.protocols import eval_window
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segments, masked_nll, running_bpb,
                                      set_all_requires_grad, write_scores)
@@ -208,7 +209,7 @@ class LoRATTTSettings:
         ``EVAL_SEQ_LEN``, else ``TRAIN_SEQ_LEN``); ``bos_id`` defaults to ``BOS_ID``; with
         ``TTT_LORA_ADAPTERS=per_slot`` the adapters' draws are seeded with ``SEED``."""
         t = cfg.ttt
-        L = cfg.eval.eval_seq_len or cfg.train.train_seq_len
+        L = eval_window(cfg)
         return cls(window=t.ttt_eval_seq_len or L, chunk_size=t.ttt_chunk_size, batch_docs=t.ttt_batch_size,
                    lora_rank=t.ttt_lora_rank, lr=t.ttt_lora_lr, lora_alpha=t.ttt_lora_alpha, beta1=t.ttt_beta1,
                    beta2=t.ttt_beta2, weight_decay=t.ttt_weight_decay, warm_start_a=t.ttt_warm_start_a,

@@ -37,6 +37,7 @@ import torch
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
+from golflib.eval.protocols import eval_window
 from golflib.eval.doc_eval import bos_segment_ids
 from golflib.eval.ledger import Ledger
 from golflib.eval.ttt_common import (all_reduce_grads, clip_and_step, cosine_lr, doc_segments, rank_steps,
@@ -132,7 +133,7 @@ class PhasedTTTSettings:
         g = GlobalSGDSettings(lr=t.global_ttt_lr, momentum=t.global_ttt_momentum, epochs=t.global_ttt_epochs,
                               chunk_tokens=t.global_ttt_chunk_tokens, batch_seqs=t.global_ttt_batch_seqs,
                               grad_clip=t.global_ttt_grad_clip,
-                              seq_len=cfg.eval.eval_seq_len or cfg.train.train_seq_len)
+                              seq_len=eval_window(cfg))
         return cls(lora=LoRATTTSettings.from_config(cfg, bos_id), prefix_docs=t.phased_ttt_prefix_docs,
                    num_phases=t.phased_ttt_num_phases, global_sgd=g)
 

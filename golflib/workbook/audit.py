@@ -30,7 +30,7 @@ from golflib.data.luts import load_sentencepiece
 from golflib.eval.context import ScoringContext
 from golflib.eval.ledger import perturbation_test
 from golflib.eval.protocols import PROTOCOLS
-from golflib.eval.ttt import ttt_seq_len
+from golflib.eval.protocols import eval_window
 from golflib.eval.ttt_common import doc_segments
 from golflib.quant.export import load_artifact_model
 from golflib.runlog import write_json
@@ -170,7 +170,7 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
     mc, tc = cfg.model, cfg.train
     luts = load_byte_counter(cfg.data, mc.vocab_size, mc.bos_id)
     streams = {}
-    for L in {tc.train_seq_len, ttt_seq_len(cfg)}:
+    for L in {tc.train_seq_len, eval_window(cfg)}:
         v = load_validation_tokens(cfg.data.val_glob, L, mc.vocab_size, tc.val_max_tokens)
         streams[L] = (v.numel() - 1, luts.stream_bytes(v))
     side_row = None
@@ -198,7 +198,7 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
                                           atol=atol, ngram_protocols=tuple(ngram_protocols))
     out: dict = {"run_dir": str(run_dir), "protocols": {}}
     for name, entry in entries.items():
-        L = tc.train_seq_len if entry["mode"] == "standard" else ttt_seq_len(cfg)
+        L = tc.train_seq_len if entry["mode"] == "standard" else eval_window(cfg)
         rows = recheck(entry, *streams[L]) + ([side_row] if side_row else [])
         declared = not (entry.get("ledger") or {}).get("stream_order", True)
         p = perturbation.get(perturb_key(entry["mode"]))

@@ -22,7 +22,8 @@ from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
 from golflib.data.luts import ByteLUTs
 from golflib.eval.sliding import eval_sliding
-from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
+from golflib.eval.protocols import eval_window
+from golflib.eval.ttt import run_ttt_kind
 from golflib.eval.ttt_common import doc_segments
 from golflib.model.gpt import GPT, count_params
 from golflib.presets import resolve
@@ -54,7 +55,7 @@ def bench_ttt(run_dir: str | None = None, preset: str = "cpu-tiny", val_tokens: 
         torch.manual_seed(0)
         model = GPT(cfg.model)
         source = f"fresh {preset} model"
-    L = ttt_seq_len(cfg)
+    L = eval_window(cfg)
     try:
         toks = load_validation_tokens(cfg.data.val_glob, L, cfg.model.vocab_size, val_tokens + 1)
         luts = load_byte_counter(cfg.data, cfg.model.vocab_size, cfg.model.bos_id)

@@ -29,7 +29,7 @@ from golflib.eval.ledger import Ledger
 from golflib.eval.ngram import NgramMixer
 from golflib.eval.ngram_eval import eval_with_mixer
 from golflib.eval.sliding import sliding_windows, window_batches
-from golflib.eval.ttt import ttt_seq_len
+from golflib.eval.protocols import eval_window
 from golflib.quant.export import load_artifact_model
 from golflib.workbook.audit import slice_config
 from golflib.eval.ttt_common import doc_segments
@@ -60,7 +60,7 @@ def load_source(run_dir, val_max_tokens: int = 0, overrides: dict | None = None)
     TTT settings are scaled to the slice as in ``golf audit``."""
     run_dir = Path(run_dir)
     cfg = Config.from_json_file(run_dir / "config.json").replace(overrides or {})
-    L = ttt_seq_len(cfg)
+    L = eval_window(cfg)
     tokens = load_validation_tokens(cfg.data.val_glob, L, cfg.model.vocab_size,
                                     val_max_tokens or cfg.train.val_max_tokens)
     cfg = slice_config(cfg, tokens.numel() - 1, len(doc_segments(tokens, cfg.model.bos_id)))
@@ -115,7 +115,7 @@ def record(source: Source, protocol: str = "sliding") -> Recording:
                                             "legal": res.ledger["legal"], "mode": res.mode.removesuffix("+ngram")},
                     time.perf_counter() - t0)
     if protocol == "sliding":
-        L, c = ttt_seq_len(source.cfg), source.cfg.eval
+        L, c = eval_window(source.cfg), source.cfg.eval
         wins = window_batches(sliding_windows(source.tokens.numel() - 1, L, c.eval_stride or L), c.eval_batch_seqs)
         out.windows = [[w.length - w.score_from for w in b] for b in wins]
     return out

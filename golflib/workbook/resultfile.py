@@ -6,6 +6,7 @@ against the JSON Schema (:func:`golflib.runresult.validate`) and returns a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,7 +15,7 @@ from typing import Any
 
 from golflib.eval.bpb import EvalResult
 from golflib.runresult import (SCHEMA_NAME, SCHEMA_VERSION, ArtifactRecord, RunResult, RunResultError, Timings,
-                               jsonable, validate)
+                               validate)
 
 def parse_run_result(d: Any, source: str = "result.json") -> RunResult:
     """Parse and validate a result object (version 2, or version 1 converted by :func:`convert_v1`). Raises
@@ -57,17 +58,13 @@ def load_run_result(run_dir: str | os.PathLike) -> RunResult:
 
 def save_extras(run_dir: str | os.PathLike, **extras: Any) -> RunResult:
     """Add ``extras`` (e.g. the unigram ``reference`` a notebook computes) to a run's ``result.json``, rewritten
-    in version 2 after validation; returns the updated result."""
+    in version 2 after validation (:meth:`golflib.runresult.RunResult.save`); returns the updated result."""
     rr = load_run_result(run_dir)
     rr.extras.update(extras)
-    path = Path(run_dir)
-    d = rr.to_dict()
-    validate(d, str(path / "result.json"))
-    (path / "result.json").write_text(json.dumps(d, indent=2, default=jsonable) + "\n", encoding="utf-8")
+    rr.save(run_dir)
     return rr
 
 
-# ---- version 1 ---------------------------------------------------------------------------------------------------
 def _eval_entry(e: Any) -> tuple[dict, dict | None] | None:
     if not isinstance(e, dict) or "val_bpb" not in e:
         return None
@@ -108,20 +105,12 @@ def convert_v1(d: dict, source: str = "result.json") -> dict:
                 if k != "seconds":
                     put(f"{group}/{k}", e)
         arts = {}
-        a = d.get("artifact")
-        if a:
-            arts["int8"] = {"path": a["path"], "scheme": a["scheme"], "codec": a["codec"],
-                            "artifact_bytes": int(a["artifact_bytes"]), "payload_bytes": int(a["payload_bytes"]),
-                            "bytes_total": int(a["artifact_bytes"]) + code,
-                            "under_limit": int(a["artifact_bytes"]) + code < 16_000_000, "details": {}}
+        if d.get("artifact"):
+            arts["int8"] = dataclasses.asdict(ArtifactRecord.build(d["artifact"], code))
         extras = {k: d[k] for k in ("reference", "demo") if k in d}
         if m:
-            known = ("path", "scheme", "codec", "artifact_bytes", "payload_bytes", "bytes_total", "under_limit")
-            arts["mixed"] = {k: m[k] for k in known if k in m}
-            arts["mixed"]["bytes_total"] = int(m["artifact_bytes"]) + code
-            arts["mixed"]["under_limit"] = arts["mixed"]["bytes_total"] < 16_000_000
-            arts["mixed"]["details"] = {k: v for k, v in m.items()
-                                        if k not in known + ("standard", "sliding", "calibration")}
+            arts["mixed"] = dataclasses.asdict(ArtifactRecord.build(
+                {k: v for k, v in m.items() if k not in ("standard", "sliding", "calibration")}, code))
             if "calibration" in m:
                 extras["calibration"] = m["calibration"]
         train_ms = float(d["train_time_ms"])

@@ -8,7 +8,7 @@ from pathlib import Path
 from golflib.config import Config
 from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
-from golflib.eval.protocols import PROTOCOLS, eval_window
+from golflib.eval.protocols import PROTOCOLS
 from golflib.quant.export import load_artifact_model
 from golflib.workbook.runs import find_artifact
 
@@ -38,15 +38,16 @@ def score_artifact(target: str | os.PathLike, *, stride: int | None = None,
     mc, tc = model.cfg, cfg.train
     max_tokens = tc.val_max_tokens if val_max_tokens is None else val_max_tokens
     luts = load_byte_counter(cfg.data, mc.vocab_size, mc.bos_id)
-    val = load_validation_tokens(cfg.data.val_glob, tc.train_seq_len, mc.vocab_size, max_tokens)
+    std_len = PROTOCOLS["standard"].seq_len(cfg)
+    val = load_validation_tokens(cfg.data.val_glob, std_len, mc.vocab_size, max_tokens)
     out = {"artifact": str(artifact), "artifact_bytes": artifact.stat().st_size, "val_max_tokens": max_tokens}
     out["standard"] = PROTOCOLS["standard"].run(model, val, luts, cfg).to_dict()
     stride = cfg.eval.eval_stride if stride is None else stride
     out["sliding"] = None
     if stride > 0:
         scfg = cfg.replace({"EVAL_STRIDE": stride}, source="golf eval --stride")
-        eval_len = eval_window(scfg)
-        sval = val if eval_len == tc.train_seq_len else load_validation_tokens(cfg.data.val_glob, eval_len,
-                                                                               mc.vocab_size, max_tokens)
+        eval_len = PROTOCOLS["sliding"].seq_len(scfg)
+        sval = val if eval_len == std_len else load_validation_tokens(cfg.data.val_glob, eval_len, mc.vocab_size,
+                                                                      max_tokens)
         out["sliding"] = PROTOCOLS["sliding"].run(model, sval, luts, scfg).to_dict()
     return out

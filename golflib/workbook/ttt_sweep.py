@@ -25,7 +25,8 @@ from golflib.config import Config
 from golflib.data.bytecount import ByteCounter, load_byte_counter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.ledger import LegalityError
-from golflib.eval.ttt import run_ttt_kind, ttt_seq_len
+from golflib.eval.protocols import eval_window
+from golflib.eval.ttt import run_ttt_kind
 from golflib.quant.export import load_artifact_model
 from golflib.workbook.runs import find_artifact
 
@@ -89,7 +90,7 @@ def load_context(run_dir: str | os.PathLike, *, val_max_tokens: int | None = Non
     cfg = Config.from_json_file(run_dir / "config.json").replace(dict(base_overrides or {}), source="sweep")
     model = load_artifact_model(find_artifact(run_dir))
     vmax = cfg.train.val_max_tokens if val_max_tokens is None else val_max_tokens
-    val = load_validation_tokens(cfg.data.val_glob, ttt_seq_len(cfg), cfg.model.vocab_size, vmax)
+    val = load_validation_tokens(cfg.data.val_glob, eval_window(cfg), cfg.model.vocab_size, vmax)
     luts = load_byte_counter(cfg.data, cfg.model.vocab_size, cfg.model.bos_id)
     context = json.dumps({"artifact": find_artifact(run_dir).name, "val_targets": int(val.numel() - 1),
                           "base": dict(sorted((base_overrides or {}).items()))}, sort_keys=True, default=str)
