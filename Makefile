@@ -22,7 +22,7 @@ demo: setup
 	$(VENV)/bin/golf demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2  # two workers (pytest-xdist): CI and this machine have 2 cores
 
 lab: setup
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (golflib)"

@@ -1,8 +1,8 @@
 """The training core: the golflib modules reachable by imports from ``golflib.train`` (DESIGN.md).
 
 Run from the package, ``bytes_total = code bytes + artifact bytes`` counts the UTF-8 source bytes of these modules
-(the training log says so). Run as a bundled ``train_gpt.py`` (:mod:`golflib.record.bundle` concatenates exactly
-these modules and sets ``BUNDLED = True``), the code bytes are that file's own bytes, in whichever form runs
+(the training log says so). Run as a bundled ``train_gpt.py`` (:mod:`golflib.record.bundle` carries exactly
+these modules, each a section served by its importer, and sets ``BUNDLED = True``), the code bytes are that file's own bytes, in whichever form runs
 (readable, or the self-extracting stub). The same walk is what keeps workbook-only code out of a submission.
 """
 

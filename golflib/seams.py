@@ -2,8 +2,8 @@
 
 A bundled ``train_gpt.py`` (:mod:`golflib.record.bundle`) carries only the modules its baked config reaches:
 :data:`OPTIONAL_MODULES` are imported lazily, inside the branch a config field opens, and :func:`modules_needed`
-says which of them a config uses. The bundler leaves the others out (their import statements become ``raise
-ImportError``) and records them in :data:`BUNDLE_EXCLUDED`; :func:`check_bundle_covers` then refuses, before any
+says which of them a config uses. The bundler leaves the others out (the bundle's importer refuses them with
+``ModuleNotFoundError``, never taking them from an installed golflib) and records them in :data:`BUNDLE_EXCLUDED`; :func:`check_bundle_covers` then refuses, before any
 training, a config (baked, environment or ``--set``) that needs a module the file does not carry. Run from the
 package, nothing is excluded. Code bytes count toward the 16,000,000-byte limit (SPEC §0, §3.B13), so a record
 does not pay for the protocols it does not run.

@@ -1,39 +1,45 @@
-"""The single-file ``train_gpt.py``: golflib's training core concatenated into one self-contained script.
+"""The single-file ``train_gpt.py``: golflib's training core in one self-contained script, modules kept whole.
 
 The challenge counts the code in ``train_gpt.py`` toward the 16,000,000-byte limit and runs it from inside the
-record folder (SPEC §0, §5.1), so a submission must import nothing from golflib. :func:`build_bundle` takes exactly
-the modules :func:`golflib.codesize.core_modules` reaches from ``golflib.train`` (top-level and nested imports),
-orders them so that every module follows the modules it imports at top level (package ``__init__``s first, the
-root last), and concatenates their source with these edits, located by the AST (comments and layout survive):
+record folder (SPEC §0, §5.1), so a submission must import nothing from an installed golflib. :func:`build_bundle`
+takes exactly the modules :func:`golflib.codesize.core_modules` reaches from ``golflib.train`` (top-level and
+nested imports) and writes each one as a section of the file (``# ==== <module> ====``, then ``if 0:`` and the
+module's source indented by one space, so the file never runs it itself), dependencies first. The file starts
+with the importer of :mod:`golflib.record.boot`, which serves those sections as real modules — every module keeps
+its own namespace, imports between them are ordinary imports, packages are packages — and then calls the root's
+``main()``. The sources carry these edits, located by the AST (comments and layout survive):
 
-- ``from __future__ import ...`` is dropped from every module and written once at the top;
-- imports of ``golflib`` names disappear (top-level and nested; a block left empty gets ``pass``), because every
-  module's top-level names live in the bundle's one namespace. ``import golflib...``, aliased golflib names and
-  ``from golflib.pkg import module`` cannot be flattened and are refused;
-- ``if __name__ == "__main__":`` blocks of every module but the root are dropped;
+- ``from __future__ import ...`` becomes a blank line (the importer compiles every module with postponed
+  annotations, PEP 563, which every core module asks for);
+- ``if __name__ == "__main__":`` blocks are dropped (the file's own entry calls ``main()``);
+- a package ``__init__``'s library facade (``__all__, __getattr__, __dir__ = lazy_exports(...)`` and its import,
+  :mod:`golflib._facade`) is dropped: the training core imports every name from its defining module (checked), and a
+  bundle is a program, not a library;
 - three seams are set: ``golflib.codesize.BUNDLED = True`` (the counted code is the bundle file itself),
   ``golflib.train.BAKED_CONFIG`` = the run's resolved config as ``{ENV_NAME: value}`` (only fields that differ
   from the defaults; environment variables and ``--set`` still override) and ``golflib.seams.BUNDLE_EXCLUDED`` =
   the optional modules (:data:`golflib.seams.OPTIONAL_MODULES`) the baked config does not reach
   (:func:`golflib.seams.modules_needed`; none without a baked config). Those modules, and what only they import,
-  are left out; each lazy import of one becomes ``raise ImportError(...)``, and the bundle refuses at start a
-  config that needs one (:func:`golflib.seams.check_bundle_covers`). An included module that imports a left-out
-  one at top level is refused (the import must sit in the branch its config field opens).
+  are left out: importing one raises ``ModuleNotFoundError`` naming it (the importer never falls back to an
+  installed golflib), and the bundle refuses at start a config that needs one (:func:`golflib.seams.
+  check_bundle_covers`). An included module that imports a left-out one at top level is refused (the import must
+  sit in the branch its config field opens).
 
-Flattening is only correct if no name means two things, so the bundler refuses (:class:`BundleError`, naming every
-module and line): a top-level name bound by two modules (identical third-party imports excepted), a top-level name
-that shadows a builtin another module uses, module-scope introspection whose meaning changes (``__doc__``,
-``globals()``, ...), a golflib name imported from a module that does not bind it, an import cycle, and any
-workbook-only module (plots, notebook glue, downloader, tokenizer training, records) in the module set.
+The bundler also refuses (:class:`BundleError`, naming module and line): a golflib name imported from a module
+that does not bind it, a name imported from a package's facade instead of its module, an import cycle among
+top-level imports, and any workbook-only module (plots, notebook glue, downloader, tokenizer training, records)
+in the module set.
 
-The compressed, self-extracting form is :mod:`golflib.record.minify`.
+:meth:`Bundle.minified` is the same file with every section minified on its own
+(:func:`golflib.record.minify.minify`, told which of the module's names other modules import, so none of those
+is shaken out); :mod:`golflib.record.minify` wraps it in the compressed, self-extracting stub.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
 import importlib.util
+import inspect
 import json
 import os
 import pprint
@@ -43,37 +49,43 @@ from pathlib import Path
 
 from golflib.codesize import PACKAGE, _module_file, core_modules
 from golflib.config import Config
+from golflib.record import boot
 from golflib.seams import OPTIONAL_MODULES, modules_needed
 
 ROOT = "golflib.train"
 # Modules that must never reach a submission (DESIGN.md "training core"): prefixes match whole dotted names.
 WORKBOOK_ONLY = ("golflib.workbook", "golflib.record", "golflib.cli", "golflib.data.fineweb",
                  "golflib.data.tokenizer", "golflib.data.prepare", "golflib.data.corpus")
-# Module-scope names whose meaning changes when modules share one namespace.
-MODULE_INTROSPECTION = ("__doc__", "__spec__", "__package__", "__path__", "__loader__", "globals", "vars")
 SEAMS = {("golflib.codesize", "BUNDLED"), ("golflib.train", "BAKED_CONFIG"), ("golflib.seams", "BUNDLE_EXCLUDED")}
+FLAGS = {"BUNDLED": True}  # module-level flags a bundle sets, folded by the minifier (golflib.codesize binds them)
+FLAG_MODULE = "golflib.codesize"
+MARK = "# ==== "
+FACADE = "lazy_exports"  # golflib._facade's facade builder, dropped from a bundle's package __init__s
+FACADE_MODULE = "golflib._facade"  # and so not in a bundle
 
 
 class BundleError(RuntimeError):
-    """The training core cannot be flattened into one file as it stands (the message names modules and lines)."""
+    """The training core cannot be bundled as it stands (the message names modules and lines)."""
 
 
 @dataclass
 class Bundle:
-    """A generated ``train_gpt.py``. ``source`` is the readable form (UTF-8 text); ``modules`` the concatenated
-    module names in order; ``baked`` the baked ``{ENV_NAME: value}`` (None: no config baked); ``excluded`` the
-    optional modules left out (the ``BUNDLE_EXCLUDED`` seam)."""
+    """A generated ``train_gpt.py``. ``source`` is the readable form (UTF-8 text); ``modules`` the module names in
+    file order; ``sections`` ``{module: edited source}``; ``packages`` the modules that are package ``__init__``s;
+    ``baked`` the baked ``{ENV_NAME: value}`` (None: no config baked); ``excluded`` the optional modules left out
+    (the ``BUNDLE_EXCLUDED`` seam); ``keep`` ``{module: names other modules import from it}`` and ``flags``
+    ``{module: {flag: value}}`` (what each section's minification must keep and may fold)."""
 
     source: str
     modules: list[str]
     baked: dict | None
-    module_bytes: dict[str, int] = field(default_factory=dict)
+    sections: dict[str, str] = field(default_factory=dict)
+    packages: frozenset[str] = frozenset()
     excluded: tuple[str, ...] = ()
-
-    @property
-    def flags(self) -> dict[str, bool]:
-        """The module-level flags the minifier may fold (:func:`golflib.record.minify.fold_flags`)."""
-        return {"BUNDLED": True}
+    keep: dict[str, frozenset[str]] = field(default_factory=dict)
+    flags: dict[str, dict[str, bool]] = field(default_factory=dict)
+    head: str = ""  # docstring + importer + entry: everything above the first section
+    entry: str = ""  # the importer call and main() (part of head)
 
     @property
     def raw_bytes(self) -> int:
@@ -83,9 +95,42 @@ class Bundle:
     def lines(self) -> int:
         return self.source.count("\n")
 
+    @property
+    def module_bytes(self) -> dict[str, int]:
+        """UTF-8 bytes of each module's edited source."""
+        return {n: len(s.encode("utf-8")) for n, s in self.sections.items()}
+
+    def minified(self) -> str:
+        """The same program with the importer, the entry and every section minified on its own
+        (:func:`golflib.record.minify.minify`; each section keeps the names other modules import from it and
+        use, and folds the flags it reads). Raises ``ValueError`` when the result does not compile (a bug)."""
+        from golflib.record.minify import minify
+
+        head = minify(_boot_source() + self.entry, shake=False)
+        secs = {n: minify(s, flags=self.flags.get(n), keep=self.keep.get(n, frozenset())) for n, s in
+                self.sections.items()}
+        text = assemble(head, secs, self.packages)
+        try:
+            compile(text, "train_gpt.py", "exec")
+        except SyntaxError as e:  # a bug in the minifier or here, never a user's input
+            raise ValueError(f"minified bundle does not compile: {e}") from None
+        return text
+
 
 def is_workbook_only(module: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in WORKBOOK_ONLY)
+
+
+def assemble(head: str, sections: dict[str, str], packages: frozenset[str] | set[str]) -> str:
+    """The bundle file: ``head``, then one section per module in order (module docstring of
+    :mod:`golflib.record.boot`: marker line, ``if 0:``, the source with one space before every line; a module
+    that is only whitespace is written as ``pass``). :func:`golflib.record.boot.read_sections` inverts it exactly
+    (``pass`` for those)."""
+    out = [head.rstrip("\n") + "\n"]
+    for name, src in sections.items():
+        out.append(f"{MARK}{name}{' (package)' if name in packages else ''} ====\nif 0:\n "
+                   + (src if src.strip() else "pass").replace("\n", "\n ") + "\n")
+    return "".join(out)
 
 
 # ---- import analysis ---------------------------------------------------------------------------------------------
@@ -108,142 +153,137 @@ class _Module:
     tree: ast.Module
     deps: set[str] = field(default_factory=set)  # golflib modules imported at top level
     imported: list[tuple[str, str, int]] = field(default_factory=list)  # (module, name, line) of golflib names
-    golf_imports: set[int] = field(default_factory=set)  # id() of the golflib import statements
+    bound: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (module, name) -> names bound here
+    as_objects: set[str] = field(default_factory=set)  # golflib modules bound as module objects here
+    nested: set[str] = field(default_factory=set)  # golflib modules imported inside functions / branches
+
+    @property
+    def is_package(self) -> bool:
+        return self.path.name == "__init__.py"
 
 
 def _load(name: str) -> _Module:
     path = _module_file(name)
     text = path.read_text(encoding="utf-8")
     m = _Module(name, path, text, ast.parse(text, filename=str(path)))
-    m.golf_imports = {id(n) for n, _ in _golflib_imports(m)}
+    _analyse_imports(m)
     return m
 
 
-def _golflib_imports(m: _Module) -> list[tuple[ast.stmt, bool]]:
-    """Every import statement of golflib names in ``m`` as ``(node, top_level)``; refuses forms that cannot be
-    flattened."""
-    out = []
+def _analyse_imports(m: _Module) -> None:
+    """Fill ``deps``, ``imported``, ``as_objects`` and ``nested`` of ``m`` from its golflib imports."""
     top = set(map(id, m.tree.body))
     for node in ast.walk(m.tree):
-        if isinstance(node, ast.Import) and any(_is_ours(a.name) for a in node.names):
-            raise BundleError(f"{m.name}:{node.lineno}: `{ast.unparse(node)}` binds a golflib module object; "
-                              f"import the names it uses (`from golflib.x import name`) so the bundle can flatten it")
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if _is_ours(a.name):
+                    parts = a.name.split(".")
+                    m.as_objects.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+                    (m.deps if id(node) in top else m.nested).add(a.name)
+            continue
         if not isinstance(node, ast.ImportFrom):
             continue
         target = _target_module(node, m.name, m.path)
         if not _is_ours(target):
             continue
+        (m.deps if id(node) in top else m.nested).add(target)
         for a in node.names:
+            sub = f"{target}.{a.name}"
             if a.name == "*":
-                raise BundleError(f"{m.name}:{node.lineno}: star import from {target} cannot be flattened")
-            if a.asname and a.asname != a.name:
-                raise BundleError(f"{m.name}:{node.lineno}: `{ast.unparse(node)}` renames {a.name} to {a.asname}; "
-                                  f"a bundle has one namespace, so use the name itself")
-            if _module_file(f"{target}.{a.name}") is not None:
-                raise BundleError(f"{m.name}:{node.lineno}: `{ast.unparse(node)}` imports the module "
-                                  f"{target}.{a.name}; import the names it uses instead")
-            m.imported.append((target, a.name, node.lineno))
-        if id(node) in top:
-            m.deps.add(target)
-        out.append((node, id(node) in top))
-    return out
+                m.as_objects.add(target)
+            elif _module_file(sub) is not None:
+                m.as_objects.add(sub)
+                (m.deps if id(node) in top else m.nested).add(sub)
+            else:
+                m.imported.append((target, a.name, node.lineno))
+                m.bound.setdefault((target, a.name), set()).add(a.asname or a.name)
 
 
 def _bound_names(target: ast.AST) -> list[str]:
     return [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
 
 
-def top_level_bindings(m: _Module) -> list[tuple[str, str, int]]:
-    """``(name, key, line)`` for every name bound at module level (into if/try/with/for bodies). ``key`` is
-    ``import:<module>:<name>`` for third-party imports (two modules may bind the same import) and ``def`` for
-    everything else. golflib imports are not bindings of the bundle (they disappear)."""
-    out: list[tuple[str, str, int]] = []
+def top_level_names(m: _Module) -> set[str]:
+    """Every name ``m`` binds at module level (into if/try/with/for bodies): defs, classes, assignments, imports."""
+    out: set[str] = set()
 
     def visit(body):
         for n in body:
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                out.append((n.name, "def", n.lineno))
+                out.add(n.name)
             elif isinstance(n, ast.Assign):
-                out.extend((x, "def", n.lineno) for t in n.targets for x in _bound_names(t))
+                out.update(x for t in n.targets for x in _bound_names(t))
             elif isinstance(n, (ast.AnnAssign, ast.AugAssign)):
-                out.extend((x, "def", n.lineno) for x in _bound_names(n.target))
+                out.update(_bound_names(n.target))
             elif isinstance(n, ast.Import):
-                for a in n.names:
-                    if not _is_ours(a.name):
-                        bound = a.asname or a.name.split(".")[0]
-                        out.append((bound, f"import:{a.name if a.asname else bound}:", n.lineno))
+                out.update(a.asname or a.name.split(".")[0] for a in n.names)
             elif isinstance(n, ast.ImportFrom):
-                if n.level == 0 and not _is_ours(n.module or "") and n.module != "__future__":
-                    out.extend((a.asname or a.name, f"import:{n.module}:{a.name}", n.lineno) for a in n.names)
+                out.update(a.asname or a.name for a in n.names)
             elif isinstance(n, (ast.For, ast.AsyncFor)):
-                out.extend((x, "def", n.lineno) for x in _bound_names(n.target))
+                out.update(_bound_names(n.target))
                 visit(n.body)
                 visit(n.orelse)
             elif isinstance(n, (ast.With, ast.AsyncWith)):
-                out.extend((x, "def", n.lineno) for it in n.items if it.optional_vars for x in
-                           _bound_names(it.optional_vars))
+                out.update(x for it in n.items if it.optional_vars for x in _bound_names(it.optional_vars))
                 visit(n.body)
             elif isinstance(n, ast.If):
-                if not _is_main_guard(n):
-                    visit(n.body)
-                    visit(n.orelse)
-            elif isinstance(n, ast.Try):
                 visit(n.body)
                 visit(n.orelse)
-                visit(n.finalbody)
-                for h in n.handlers:
-                    if h.name:
-                        out.append((h.name, "def", h.lineno))
-                    visit(h.body)
+            elif isinstance(n, ast.Try):
+                for b in (n.body, n.orelse, n.finalbody, *(h.body for h in n.handlers)):
+                    visit(b)
+                out.update(h.name for h in n.handlers if h.name)
     visit(m.tree.body)
     return out
 
 
-def _is_main_guard(node: ast.stmt) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
-            and len(node.test.comparators) == 1 and isinstance(node.test.comparators[0], ast.Constant)
-            and node.test.comparators[0].value == "__main__")
-
-
-def check_namespace(mods: list[_Module]) -> None:
-    """Refuse collisions in the one namespace of the bundle (module docstring); the message lists all of them."""
+def check_imports(mods: dict[str, _Module]) -> None:
+    """Refuse golflib names imported from a bundled module that does not bind them, or from a package facade
+    (module docstring); the message lists every case."""
     problems: list[str] = []
-    binds: dict[str, list[tuple[str, str, int]]] = {}
-    own: dict[str, set[str]] = {}
-    for m in mods:
-        own[m.name] = set()
-        for name, key, line in top_level_bindings(m):
-            binds.setdefault(name, []).append((m.name, key, line))
-            own[m.name].add(name)
-    for name, entries in sorted(binds.items()):
-        modules = {e[0] for e in entries}
-        if len(modules) < 2:
-            continue
-        keys = {e[1] for e in entries}
-        if len(keys) == 1 and next(iter(keys)).startswith("import:"):
-            continue  # the same third-party import in several modules
-        where = ", ".join(f"{mod}:{line}" for mod, _, line in entries)
-        problems.append(f"top-level name {name!r} is bound in several modules ({where}); rename one, or import it "
-                        f"from the module that owns it")
-    builtin_names = set(dir(builtins))
-    loads = {m.name: {n.id for n in ast.walk(m.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-             for m in mods}
-    for name in sorted(set(binds) & builtin_names):
-        owners = {e[0] for e in binds[name]}
-        users = sorted(mod for mod, used in loads.items() if name in used and mod not in owners)
-        if users:
-            problems.append(f"top-level name {name!r} of {', '.join(sorted(owners))} shadows the builtin that "
-                            f"{', '.join(users)} use(s)")
-    for m in mods:
-        for n in ast.walk(m.tree):
-            if isinstance(n, ast.Name) and n.id in MODULE_INTROSPECTION and isinstance(n.ctx, ast.Load):
-                problems.append(f"{m.name}:{n.lineno}: {n.id} means the bundle's module, not {m.name}'s")
+    own = {n: top_level_names(m) for n, m in mods.items()}
+    for m in mods.values():
         for target, name, line in m.imported:
-            if target in own and name not in own[target]:
+            if target not in mods:
+                continue
+            if mods[target].is_package and _facade_names(mods[target]) and name not in own[target] - {"__all__"}:
+                problems.append(f"{m.name}:{line}: imports {name} from the facade {target}; import it from the "
+                                f"module that defines it (a bundle drops facades)")
+            elif name not in own[target]:
                 problems.append(f"{m.name}:{line}: imports {name} from {target}, which does not bind it at top level")
     if problems:
-        raise BundleError("the training core cannot be flattened into one namespace:\n  " + "\n  ".join(problems))
+        raise BundleError("the training core cannot be bundled:\n  " + "\n  ".join(problems))
+
+
+def keep_names(mods: dict[str, _Module], root: str = ROOT) -> dict[str, frozenset[str]]:
+    """``{module: names other bundled modules import from it and use}`` (and the root's ``main``, which the
+    bundle's entry calls): what minifying that module must not shake out. An import counts when the importing
+    module loads the name or is itself asked for it (a re-export), to a fixed point. A module that some module
+    binds as a module object (``import golflib.x``, ``from golflib.pkg import x``) may be used through any
+    attribute, so every top-level name of it is kept."""
+    keep: dict[str, set[str]] = {n: set() for n in mods}
+    if root in keep:
+        keep[root].add("main")
+    loads = {n: {x.id for x in ast.walk(m.tree) if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Load)}
+             for n, m in mods.items()}
+    for m in mods.values():
+        for n in m.as_objects & set(mods):
+            keep[n] |= top_level_names(mods[n])
+    changed = True
+    while changed:
+        changed = False
+        for m in mods.values():
+            for target, name, _ in m.imported:
+                used = m.bound[(target, name)] & (loads[m.name] | keep[m.name])
+                if target in keep and name not in keep[target] and used:
+                    keep[target].add(name)
+                    changed = True
+    return {n: frozenset(v) for n, v in keep.items()}
+
+
+def _facade_names(m: _Module) -> bool:
+    return any(isinstance(s, ast.Assign) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name)
+               and s.value.func.id == FACADE for s in m.tree.body)
 
 
 def order_modules(mods: dict[str, _Module], root: str = ROOT) -> list[str]:
@@ -269,17 +309,6 @@ def order_modules(mods: dict[str, _Module], root: str = ROOT) -> list[str]:
 
 
 # ---- source edits --------------------------------------------------------------------------------------------------
-def _stmt_lists(tree: ast.AST):
-    for node in ast.walk(tree):
-        for attr in ("body", "orelse", "finalbody"):
-            body = getattr(node, attr, None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
-                yield body
-        if isinstance(node, ast.Try):
-            for h in node.handlers:
-                yield h.body
-
-
 def _check_alone(lines: list[str], node: ast.stmt, module: str) -> None:
     before = lines[node.lineno - 1][:node.col_offset]
     after = lines[node.end_lineno - 1][node.end_col_offset:]
@@ -295,40 +324,35 @@ def format_baked(baked: dict | None) -> str:
     return "BAKED_CONFIG: dict | None = {\n" + body + "}"
 
 
-def _left_out(node: ast.stmt, m: _Module, excluded: tuple[str, ...]) -> str | None:
-    """The excluded module a golflib import statement imports from, if any."""
+def _is_main_guard(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
+            and len(node.test.comparators) == 1 and isinstance(node.test.comparators[0], ast.Constant)
+            and node.test.comparators[0].value == "__main__")
+
+
+def _is_facade(node: ast.stmt) -> bool:
     if isinstance(node, ast.ImportFrom):
-        target = _target_module(node, m.name, m.path)
-        if target in excluded:
-            return target
-    return None
+        return node.module == "golflib._facade"
+    return (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name) and node.value.func.id == FACADE)
 
 
-def edit_module(m: _Module, *, is_root: bool, baked: dict | None, excluded: tuple[str, ...] = ()) -> str:
-    """The module's source with the edits of the module docstring applied (comments and layout kept)."""
+def edit_module(m: _Module, *, baked: dict | None, excluded: tuple[str, ...] = ()) -> str:
+    """The module's source with the edits of the module docstring applied (comments and layout kept). Raises
+    :class:`BundleError` when the module imports a left-out module at top level, or a seam is missing."""
+    for s in m.tree.body:
+        gone = [d for d in _stmt_imports(s, m) if d in excluded]
+        if gone:
+            raise BundleError(f"{m.name}:{s.lineno}: imports {gone[0]} at top level, but this config leaves it out "
+                              f"(golflib.seams); import it inside the branch its config field opens")
     lines = m.text.splitlines()
     repl: dict[int, tuple[int, list[str]]] = {}  # first line (0-based) -> (last line, replacement lines)
-    imports = m.golf_imports
-    for body in _stmt_lists(m.tree):
-        for s in body:
-            gone = _left_out(s, m, excluded) if id(s) in imports else None
-            if gone:
-                if body is m.tree.body:
-                    raise BundleError(f"{m.name}:{s.lineno}: imports {gone} at top level, but this config leaves it "
-                                      f"out (golflib.seams); import it inside the branch its config field opens")
-                _check_alone(lines, s, m.name)
-                repl[s.lineno - 1] = (s.end_lineno - 1, [
-                    " " * s.col_offset + f"raise ImportError({gone!r} + ' is not in this train_gpt.py: its baked "
-                    f"config does not use it (golflib.seams)')"])
-        drop = [s for s in body if (id(s) in imports and not _left_out(s, m, excluded))
-                or (body is m.tree.body and isinstance(s, ast.ImportFrom) and s.module == "__future__")
-                or (body is m.tree.body and not is_root and _is_main_guard(s))]
-        for s in drop:
+    for s in m.tree.body:
+        if (isinstance(s, ast.ImportFrom) and s.module == "__future__") or _is_main_guard(s) \
+                or (m.is_package and _is_facade(s)):
             _check_alone(lines, s, m.name)
-            repl[s.lineno - 1] = (s.end_lineno - 1, [])
-        if drop and len(drop) == len(body):  # an emptied block keeps a statement
-            s = drop[0]
-            repl[s.lineno - 1] = (s.end_lineno - 1, [" " * s.col_offset + "pass"])
+            repl[s.lineno - 1] = (s.end_lineno - 1, [""] if isinstance(s, ast.ImportFrom) else [])
     found = set()
     for s in m.tree.body:
         targets = s.targets if isinstance(s, ast.Assign) else [s.target] if isinstance(s, ast.AnnAssign) else []
@@ -353,12 +377,31 @@ def edit_module(m: _Module, *, is_root: bool, baked: dict | None, excluded: tupl
         else:
             out.append(lines[i])
             i += 1
-    text = "\n".join(out).strip("\n") + "\n"
+    text = "\n".join(out).rstrip() + "\n"
     try:
         ast.parse(text)
     except SyntaxError as e:  # a bug here, not in the module
         raise BundleError(f"{m.name}: edited source does not parse ({e})") from None
     return text
+
+
+def _stmt_imports(s: ast.stmt, m: _Module) -> list[str]:
+    """golflib modules a top-level statement imports (the module and, for ``from pkg import mod``, the submodule)."""
+    if isinstance(s, ast.Import):
+        return [a.name for a in s.names if _is_ours(a.name)]
+    if isinstance(s, ast.ImportFrom):
+        target = _target_module(s, m.name, m.path)
+        if _is_ours(target):
+            return [target] + [f"{target}.{a.name}" for a in s.names]
+    return []
+
+
+def _flags_of(m: _Module) -> dict[str, bool]:
+    """The flags of :data:`FLAGS` that ``m`` binds (the flag module) or imports from it: what its minification
+    folds."""
+    if m.name == FLAG_MODULE:
+        return dict(FLAGS)
+    return {name: FLAGS[name] for target, name, _ in m.imported if target == FLAG_MODULE and name in FLAGS}
 
 
 # ---- config ----------------------------------------------------------------------------------------------------------
@@ -414,9 +457,9 @@ def _provenance() -> str:
 
 
 def module_names(root: str = ROOT, excluded: tuple[str, ...] = ()) -> list[str]:
-    """The modules a bundle of ``root`` contains (:func:`golflib.codesize.core_modules`, without ``excluded``);
-    refuses workbook-only modules."""
-    names = core_modules(root, frozenset(excluded))
+    """The modules a bundle of ``root`` contains (:func:`golflib.codesize.core_modules`, without ``excluded`` and
+    the facade builder, whose calls a bundle drops); refuses workbook-only modules."""
+    names = core_modules(root, frozenset(excluded) | {FACADE_MODULE})
     bad = [n for n in names if is_workbook_only(n)]
     if bad:
         raise BundleError(f"workbook-only modules are reachable from {root}: {', '.join(bad)} — the training core "
@@ -424,37 +467,50 @@ def module_names(root: str = ROOT, excluded: tuple[str, ...] = ()) -> list[str]:
     return names
 
 
+def _boot_source() -> str:
+    """:mod:`golflib.record.boot` as it goes into a bundle: its ``import sys`` and its two functions."""
+    return "import sys\n\n\n" + inspect.getsource(boot.read_sections) + "\n\n" + inspect.getsource(boot.golflib_boot)
+
+
+def _entry(root: str) -> str:
+    return ('\n\ngolflib_boot(S if "S" in globals() else open(__file__, encoding="utf-8").read(), __file__)  '
+            '# S: the source, when a compressed stub runs this\nif __name__ == "__main__":\n'
+            f"    from {root} import main\n\n    sys.exit(main())\n")
+
+
 def build_bundle(cfg: Config | None = None, *, root: str = ROOT, data_root: str | None = "./data") -> Bundle:
     """Generate the readable single-file ``train_gpt.py`` (module docstring).
 
     ``cfg``: the run's resolved config to bake in (None: no baked config; the script then needs ``--preset``).
     ``data_root``: rewrite data paths with :func:`portable_config` (None keeps them). Raises :class:`BundleError`
-    when the training core cannot be flattened (the message names modules and lines)."""
+    when the training core cannot be bundled (the message names modules and lines)."""
     baked = None
     if cfg is not None:
         baked = baked_config(portable_config(cfg, data_root) if data_root else cfg)
     excluded = () if cfg is None else tuple(m for m in OPTIONAL_MODULES if m not in modules_needed(cfg))
     mods = {n: _load(n) for n in module_names(root, excluded)}
-    check_namespace(list(mods.values()))
+    check_imports(mods)
     order = order_modules(mods, root)
-    chunks, sizes = [], {}
-    for name in order:
-        text = edit_module(mods[name], is_root=name == root, baked=baked, excluded=excluded)
-        sizes[name] = len(text.encode("utf-8"))
-        chunks.append(f"# ==== {name} ====\n{text}")
+    sections = {name: edit_module(mods[name], baked=baked, excluded=excluded) for name in order}
+    packages = frozenset(n for n in order if mods[n].is_package)
     header = (f'"""train_gpt.py: the golflib training core ({len(order)} modules) in one file, generated by '
-              f"golflib.record.bundle\n({_provenance()}). The run's resolved config is baked into BAKED_CONFIG; "
-              f"environment variables override it.\n"
+              f"golflib.record.bundle\n({_provenance()}). Each '{MARK}<module> ====' section below is one module, "
+              f"served by the importer\nthat follows (golflib.record.boot). The run's resolved config is baked into "
+              f"golflib.train's BAKED_CONFIG;\nenvironment variables override it.\n"
               f"Left out (the baked config does not use them): {', '.join(excluded) or 'nothing'}.\n\n"
               f"    torchrun --standalone --nproc_per_node=8 train_gpt.py\n\n"
               f"Do not edit by hand: regenerate from golflib.\n"
-              f'"""\n\nfrom __future__ import annotations\n\n')
-    source = header + "\n\n".join(chunks)
+              f'"""\n\n')
+    entry = _entry(root)
+    source = assemble(header + _boot_source() + entry, sections, packages)
     try:
         compile(source, "train_gpt.py", "exec")
     except SyntaxError as e:
         raise BundleError(f"generated bundle does not compile: {e}") from None
-    return Bundle(source=source, modules=order, baked=baked, module_bytes=sizes, excluded=excluded)
+    return Bundle(source=source, modules=order, baked=baked, sections=sections, packages=packages,
+                  excluded=excluded, keep=keep_names(mods, root),
+                  flags={n: f for n in order if (f := _flags_of(mods[n]))},
+                  head=header + _boot_source() + entry, entry=entry)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -467,12 +523,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def bundle_imports(source: str) -> list[str]:
-    """Top-level module names the bundle imports anywhere (for ``requirements.txt``), sorted."""
+    """Top-level module names the bundle's modules import anywhere (for ``requirements.txt``), sorted; golflib
+    itself is not one (the bundle carries it). The sections sit under ``if 0:``, so one parse sees them all."""
     out: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             out.update(a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
             out.add((node.module or "").split(".")[0])
-    return sorted(n for n in out if n)
-
+    return sorted(n for n in out if n and n != PACKAGE)

@@ -9,10 +9,12 @@ string-constant statement, comments (``ast.unparse`` does not keep them), parame
 and annotations of local variables (class-level annotations stay: dataclass fields are defined by them), then
 re-indents with one space per level (checked to parse back to the same AST), then lets python-minifier shorten
 local names. With ``shake`` it also drops
-module-level functions and classes nothing refers to (:func:`remove_unused_defs`) and standard-library imports
-nothing uses, and :func:`fold_flags` resolves ``if BUNDLED:`` branches (the flag a bundle sets to True).
-:func:`compress_stub` wraps it as ``exec(compile(<codec>.decompress(base64.b85decode("...")), ...))`` with raw
-LZMA2 (xz preset 9e, no container header) or brotli quality 11; :func:`extract` inverts it.
+module-level functions and classes nothing refers to (:func:`remove_unused_defs`) and standard-library or golflib
+imports nothing uses (:func:`remove_unused_imports`), and :func:`fold_flags` resolves ``if BUNDLED:`` branches
+(the flag a bundle sets to True).
+:func:`compress_stub` wraps it as ``S = <codec>.decompress(base64.b85decode("...")).decode()`` then
+``exec(compile(S, ...))`` with raw LZMA2 (xz preset 9e, no container header) or brotli quality 11 (a bundle's
+importer reads its module sections from ``S``, :mod:`golflib.record.boot`); :func:`extract` inverts it.
 """
 
 from __future__ import annotations
@@ -100,14 +102,15 @@ def _pure_decorator(d: ast.expr) -> bool:
     return ast.unparse(d.func if isinstance(d, ast.Call) else d) in _PURE_DECORATORS
 
 
-def remove_unused_defs(tree: ast.Module) -> list[str]:
+def remove_unused_defs(tree: ast.Module, keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Drop module-level functions and classes no code refers to (dead code), to a fixed point; returns their
-    names. A def is kept when any ``Name`` in the tree loads its name, or when a decorator may have side effects
-    (a registry such as ``@preset(...)``): only decorators in ``_PURE_DECORATORS`` allow removal. Sound for code
-    that never looks names up by string in its module namespace (the bundler refuses ``globals()`` and friends)."""
+    names. A def is kept when any ``Name`` in the tree loads its name, when its name is in ``keep`` (names other
+    modules import from this one), or when a decorator may have side effects (a registry such as
+    ``@preset(...)``): only decorators in ``_PURE_DECORATORS`` allow removal. Sound for code that never looks names
+    up by string in a module namespace (``getattr(module, name)``, ``globals()[name]``)."""
     removed: list[str] = []
     while True:
-        loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} | set(keep)
         dead = [s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                 and s.name not in loads and all(_pure_decorator(d) for d in s.decorator_list)]
         if not dead:
@@ -155,11 +158,19 @@ def _prune_blocks(tree: ast.AST) -> None:
 
 def fold_flags(tree: ast.Module, flags: dict[str, bool]) -> None:
     """Replace ``if FLAG:`` / ``if not FLAG:`` by the branch taken, for module-level boolean flags with a known
-    value (in a bundle: ``BUNDLED = True``), then drop the code that became unreachable. Raises ``ValueError`` when
-    a flag is not assigned exactly once, at module level, to that constant (folding would change behaviour)."""
+    value (in a bundle: ``BUNDLED = True``), then drop the code that became unreachable. A flag is either assigned
+    exactly once, at module level, to that constant (the module that owns it) or bound only by one module-level
+    ``from ... import FLAG`` and never assigned (a module that reads it). Raises ``ValueError`` otherwise (folding
+    would change behaviour)."""
     for name, value in flags.items():
         stores = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == name
                   and isinstance(n.ctx, (ast.Store, ast.Del))]
+        imports = [a for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names
+                   if (a.asname or a.name) == name]
+        top_imports = [a for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names
+                       if (a.asname or a.name) == name and a.asname in (None, name)]
+        if not stores and len(imports) == len(top_imports) == 1:
+            continue
         assigns = [s for s in tree.body if isinstance(s, (ast.Assign, ast.AnnAssign))
                    and any(isinstance(t, ast.Name) and t.id == name
                            for t in (s.targets if isinstance(s, ast.Assign) else [s.target]))]
@@ -171,42 +182,64 @@ def fold_flags(tree: ast.Module, flags: dict[str, bool]) -> None:
     ast.fix_missing_locations(tree)
 
 
-def remove_unused_stdlib_imports(tree: ast.Module) -> list[str]:
-    """Drop module-level imports of standard-library names nothing loads (no side effects worth keeping)."""
+def remove_unused_imports(tree: ast.Module, keep: frozenset[str] | set[str] = frozenset(),
+                          packages: tuple[str, ...] = ("golflib",)) -> list[str]:
+    """Drop module-level imports of standard-library names, and imports (at any depth) of names from
+    ``packages`` (the bundle's own modules, which the bundle imports anyway), that nothing loads and no other
+    module imports from this one (``keep``); returns the dropped names. Third-party imports stay: importing them
+    may have side effects."""
     import sys
 
-    loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} | set(keep)
     removed: list[str] = []
-    body = []
-    for s in tree.body:
-        if isinstance(s, (ast.Import, ast.ImportFrom)) and not (isinstance(s, ast.ImportFrom)
-                                                                 and s.module == "__future__"):
-            mod = (s.names[0].name if isinstance(s, ast.Import) else s.module or "").split(".")[0]
-            if mod in sys.stdlib_module_names and not getattr(s, "level", 0):
-                keep = [a for a in s.names
-                        if (a.asname or (a.name.split(".")[0] if isinstance(s, ast.Import) else a.name)) in loads]
-                removed.extend(a.name for a in s.names if a not in keep)
-                if not keep:
-                    continue
-                s.names = keep
-        body.append(s)
-    tree.body = body
+
+    def bound(a: ast.alias, s: ast.stmt) -> str:
+        return a.asname or (a.name.split(".")[0] if isinstance(s, ast.Import) else a.name)
+
+    def prune(body: list[ast.stmt], top: bool) -> None:
+        kept = []
+        for s in body:
+            if isinstance(s, (ast.Import, ast.ImportFrom)) and not (isinstance(s, ast.ImportFrom)
+                                                                     and s.module == "__future__"):
+                mod = (s.names[0].name if isinstance(s, ast.Import) else s.module or "").split(".")[0]
+                level = getattr(s, "level", 0)
+                ours = mod in packages and not level
+                if (ours or (top and mod in sys.stdlib_module_names and not level)) and s.names[0].name != "*":
+                    keep_alias = [a for a in s.names if bound(a, s) in loads]
+                    removed.extend(a.name for a in s.names if a not in keep_alias)
+                    if not keep_alias:
+                        continue
+                    s.names = keep_alias
+            kept.append(s)
+        body[:] = kept
+
+    prune(tree.body, True)
+    for node in ast.walk(tree):
+        if node is not tree:
+            for attr in ("body", "orelse", "finalbody"):
+                body = getattr(node, attr, None)
+                if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                    prune(body, False)
+    _prune_blocks(tree)
     return removed
 
 
-def minify(source: str, shake: bool = True, flags: dict[str, bool] | None = None,
-           rename_locals: bool = True) -> str:
-    """Minified equivalent of ``source`` (module docstring); ``flags`` are folded with :func:`fold_flags` first.
-    With ``rename_locals`` the result then goes through python-minifier (local names shortened, statements
-    joined; module-level names, attributes, keyword-callable parameters and class-level annotations kept), which
-    takes about 5% off the compressed stub. Raises ``ValueError`` if the re-indented source does not parse back to
-    the same AST (a bug, never silently accepted)."""
+def shaken_tree(source: str, shake: bool = True, flags: dict[str, bool] | None = None,
+                keep: frozenset[str] | set[str] = frozenset()) -> ast.Module:
+    """The AST passes of :func:`minify` on ``source``: docstrings and annotations stripped, ``flags`` folded
+    (:func:`fold_flags`), and with ``shake`` dead defs and unused imports removed, never a name in ``keep``."""
     tree = _strip_tree(source)
     if flags:
         fold_flags(tree, flags)
     if shake:
-        remove_unused_defs(tree)
-        remove_unused_stdlib_imports(tree)
+        remove_unused_defs(tree, keep)
+        remove_unused_imports(tree, keep)
+    return tree
+
+
+def minify_tree(tree: ast.Module, rename_locals: bool = True) -> str:
+    """Source of ``tree`` re-indented one space per level and, with ``rename_locals``, through python-minifier
+    (:func:`minify`). Raises ``ValueError`` if the re-indented source does not parse back to the same AST."""
     plain = ast.unparse(tree)
     code = _reindent(plain)
     if ast.dump(ast.parse(code)) != ast.dump(ast.parse(plain)):
@@ -218,6 +251,17 @@ def minify(source: str, shake: bool = True, flags: dict[str, bool] | None = None
                                       remove_literal_statements=True, preserve_shebang=False)
         code = code if code.endswith("\n") else code + "\n"
     return code
+
+
+def minify(source: str, shake: bool = True, flags: dict[str, bool] | None = None,
+           rename_locals: bool = True, keep: frozenset[str] | set[str] = frozenset()) -> str:
+    """Minified equivalent of ``source`` (module docstring): :func:`shaken_tree` then :func:`minify_tree`.
+    ``flags`` are folded first; shaking never drops a name in ``keep`` (names other modules import from this one).
+    With ``rename_locals`` the result goes through python-minifier (local names shortened, statements joined;
+    module-level names, attributes, keyword-callable parameters and class-level annotations kept), which takes
+    about 5% off the compressed stub. Raises ``ValueError`` if the re-indented source does not parse back to the
+    same AST (a bug, never silently accepted)."""
+    return minify_tree(shaken_tree(source, shake, flags, keep), rename_locals)
 
 
 def _compress(data: bytes, codec: str) -> bytes:
@@ -256,7 +300,7 @@ def compress_stub(minified: str, codec: str = "lzma") -> Compressed:
     else:
         head = "import brotli as R,base64 as B\n"
         call = f'R.decompress(B.b85decode("{text}"))'
-    stub = head + f'exec(compile({call},"{STUB_NAME}","exec"))\n'
+    stub = head + f'S={call}.decode()\nexec(compile(S,"{STUB_NAME}","exec"))\n'
     return Compressed(stub=stub, codec=codec, payload=payload, compressed_bytes=len(blob))
 
 

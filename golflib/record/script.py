@@ -15,7 +15,7 @@ from pathlib import Path
 
 from golflib.config import Config
 from golflib.record.bundle import ROOT, build_bundle, write_text
-from golflib.record.minify import CODECS, compress_stub, extract, minify
+from golflib.record.minify import CODECS, compress_stub, extract
 
 FORMS = ("compressed", "readable")
 SCRIPT_NAME = "train_gpt.py"
@@ -56,7 +56,7 @@ def make_script(cfg: Config | None, form: str = "compressed", codec: str = "brot
     if codec not in CODECS:
         raise ValueError(f"codec {codec!r}: expected one of {', '.join(CODECS)}")
     b = build_bundle(cfg, root=root, data_root=data_root)
-    mini = minify(b.source, flags=b.flags)  # BUNDLED (golflib.record.bundle seam)
+    mini = b.minified()
     comp = compress_stub(mini, codec)
     if extract(comp.stub) != mini:  # the stub must give back exactly the minified program
         raise RuntimeError("self-extracting stub does not round-trip")
