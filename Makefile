@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU build here (installed from local disk); on a GPU machine install your CUDA build of torch into .venv first,
-# or override: make setup TORCH="torch==2.9.1 --index-url https://download.pytorch.org/whl/cu128"
+# or override (the records' CUDA stack): make setup TORCH="torch==2.9.1 --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.golflib-installed
 

@@ -20,14 +20,16 @@ import torch.distributed as dist
 
 from golflib.codesize import BUNDLED, code_bytes, code_bytes_source
 from golflib.config import Config
+from golflib.settings.training import TrainConfig
 from golflib.data.bytecount import is_sidecar, load_byte_counter, sidecar_path_note
 from golflib.data.loader import DistributedTokenLoader, load_validation_tokens
 from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
 from golflib.eval.protocols import eval_window, run_standard
-from golflib.model.attention import DENSE_MASK_MAX_ELEMENTS, FLASH_VARLEN_FN, cu_seqlens_padded
-from golflib.model.gpt import GPT, count_params
+from golflib.model.attention import (DENSE_MASK_MAX_ELEMENTS, FLASH_VARLEN_FN, attention_backend, cu_seqlens_padded,
+                                     describe_backends)
+from golflib.model.gpt import GPT, count_params, unused_parameter_reasons
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.model.recurrence import encoder_decoder, max_loops
 from golflib.optim.averaging import Averager
@@ -110,6 +112,25 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def grad_accum_steps(tc: TrainConfig, world_size: int) -> int:
+    """Micro-batches per rank and step: ``GLOBAL_MICROBATCHES / WORLD_SIZE`` (the records' ``8 // world_size``,
+    SPEC §2.7), or 1 when there are more ranks than micro-batches (each rank then takes
+    ``TRAIN_BATCH_TOKENS / WORLD_SIZE`` tokens: the same global batch, so a smoke preset's 2 micro-batches run on 8
+    GPUs). Raises ``ValueError`` when neither count divides the other, or the per-rank micro-batch would not be a
+    whole number of ``TRAIN_SEQ_LEN`` sequences."""
+    gm = tc.global_microbatches
+    if gm % world_size and world_size % gm:
+        raise ValueError(f"WORLD_SIZE={world_size} and GLOBAL_MICROBATCHES={gm}: one must divide the other "
+                         f"(records: GLOBAL_MICROBATCHES=8 with 1, 2, 4 or 8 GPUs)")
+    accum = max(1, gm // world_size)
+    per_rank = tc.train_batch_tokens // (world_size * accum)
+    if tc.train_batch_tokens % (world_size * accum) or per_rank % tc.train_seq_len:
+        raise ValueError(f"TRAIN_BATCH_TOKENS={tc.train_batch_tokens} over WORLD_SIZE={world_size} x {accum} "
+                         f"micro-batches is {tc.train_batch_tokens / (world_size * accum):g} tokens per rank, not a "
+                         f"multiple of TRAIN_SEQ_LEN={tc.train_seq_len}")
+    return accum
+
+
 @dataclass
 class LoopResult:
     """What the timed loop leaves: ``step`` optimizer steps taken, ``train_ms`` training time (ms, validation
@@ -130,17 +151,16 @@ class Trainer:
     ``optimizers``, ``luts`` (:mod:`golflib.data.bytecount`), ``val_tokens`` (int64 ``[n_targets + 1]``, truncated at
     ``TRAIN_SEQ_LEN``), ``eval_len``, ``accum`` (micro-batches per rank and step), ``cap_ms`` (the wall-clock cap
     minus the GPTQ reserve, ms, or None), ``averager``, ``n_params``, ``scoring_ctx``.
-    Raises ``ValueError`` for a world size that does not divide ``GLOBAL_MICROBATCHES``, a tokenizer that does not
-    match ``VOCAB_SIZE``, or a packed loader that would need a huge dense attention mask.
+    Raises ``ValueError`` for a world size that does not fit ``GLOBAL_MICROBATCHES`` (:func:`grad_accum_steps`), a
+    tokenizer that does not match ``VOCAB_SIZE``, or a packed loader that would need a huge dense attention mask.
     """
 
     def __init__(self, cfg: Config, rt: Runtime, log: RunLogger):
         self.cfg, self.rt, self.log = cfg, rt, log
         tc, mc = cfg.train, cfg.model
         seed_everything(tc.seed)
-        if tc.global_microbatches % rt.world_size:
-            raise ValueError(f"WORLD_SIZE={rt.world_size} must divide GLOBAL_MICROBATCHES={tc.global_microbatches}")
-        self.accum = tc.global_microbatches // rt.world_size
+        self.accum = grad_accum_steps(tc, rt.world_size)
+        self.unused_reasons: list[str] = []  # why DDP must look for parameters without a gradient
         self._load_val()
         base_model = GPT(mc)
         if tc.init_checkpoint:
@@ -160,7 +180,9 @@ class Trainer:
         if rt.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            model = DDP(model, device_ids=[rt.local_rank] if rt.is_cuda else None, broadcast_buffers=False)
+            self.unused_reasons = unused_parameter_reasons(mc)
+            model = DDP(model, device_ids=[rt.local_rank] if rt.is_cuda else None, broadcast_buffers=False,
+                        find_unused_parameters=bool(self.unused_reasons))
         self.model = model
         self.optimizers = build_optimizers(base_model, cfg.optim, mc.tie_embeddings)
         self.muon = next((o for o in self.optimizers if isinstance(o, Muon)), None)
@@ -194,7 +216,17 @@ class Trainer:
             preflight_check(cfg, rt, log)
         log.log(f"world_size:{rt.world_size} grad_accum_steps:{self.accum} device:{rt.device} "
                 f"compile:{self.compiled}")
+        if rt.world_size > tc.global_microbatches:
+            log.log(f"grad_accum_note: GLOBAL_MICROBATCHES={tc.global_microbatches} < WORLD_SIZE={rt.world_size}: one "
+                    f"micro-batch of {tc.train_batch_tokens // rt.world_size} tokens per rank (same global batch)")
+        if rt.distributed:
+            log.log(f"ddp_find_unused_parameters:{int(bool(self.unused_reasons))}"
+                    + (f" ({'; '.join(self.unused_reasons)})" if self.unused_reasons else ""))
         log.log(f"attention_mode:gqa num_heads:{mc.num_heads} num_kv_heads:{mc.num_kv_heads}")
+        with autocast(rt.device):  # the training forward's dtype layout decides the backend
+            probe = torch.zeros(1, 1, 1, 8, device=rt.device)
+            log.log(f"attention_backend:{attention_backend(probe)} {describe_backends()} torch:{torch.__version__} "
+                    f"cuda:{torch.version.cuda or 'none'}")
         log.log(f"train_batch_tokens:{tc.train_batch_tokens} train_seq_len:{tc.train_seq_len} "
                 f"iterations:{tc.iterations} warmup_steps:{tc.warmup_steps} "
                 f"max_wallclock_seconds:{tc.max_wallclock_seconds:.3f}")

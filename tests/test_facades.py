@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 import subprocess
 import sys
 
@@ -19,6 +20,8 @@ PACKAGES = ("golflib.data", "golflib.model", "golflib.optim", "golflib.quant", "
 def test_every_facade_name_is_its_modules_object(package):
     pkg = importlib.import_module(package)
     assert pkg.__all__ == sorted(pkg.__all__) and len(pkg.__all__) >= 5
+    # a name that is also a submodule would be shadowed by the module once anything imports it
+    assert not set(pkg.__all__) & {m.name for m in pkgutil.iter_modules(pkg.__path__)}
     for name in pkg.__all__:
         obj = getattr(pkg, name)
         defining = importlib.import_module(obj.__module__)

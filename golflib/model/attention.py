@@ -16,30 +16,62 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+FLASH_IMPORT_ERRORS: dict[str, str] = {}  # module -> why it is installed but unusable (a broken build, an ABI clash)
+
+
 def _load_flash():
-    try:  # FlashAttention 3 (Hopper)
-        from flash_attn_interface import flash_attn_func, flash_attn_varlen_func  # type: ignore
-
-        return "fa3", flash_attn_func, flash_attn_varlen_func
-    except Exception:  # noqa: BLE001 - optional dependency
-        pass
-    try:
-        from flash_attn import flash_attn_func, flash_attn_varlen_func  # type: ignore
-
-        return "fa2", flash_attn_func, flash_attn_varlen_func
-    except Exception:  # noqa: BLE001
-        return None, None, None
+    for name, module in (("fa3", "flash_attn_interface"), ("fa2", "flash_attn")):
+        try:  # FlashAttention 3 (Hopper), then 2
+            mod = __import__(module)
+            return name, mod.flash_attn_func, mod.flash_attn_varlen_func
+        except ModuleNotFoundError as e:
+            if e.name != module:  # installed, but something it needs is missing
+                FLASH_IMPORT_ERRORS[module] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - an installed but broken build: kept and logged, never silent
+            FLASH_IMPORT_ERRORS[module] = f"{type(e).__name__}: {e}"
+    return None, None, None
 
 
 # Resolved once at import: the lookup must not happen inside a torch.compile'd graph.
 FLASH_NAME, FLASH_FN, FLASH_VARLEN_FN = _load_flash()
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def flash_dtype(q: Tensor) -> torch.dtype | None:
+    """The half dtype FlashAttention would run ``q`` in: ``q.dtype`` when it is fp16/bf16, else the autocast dtype
+    of ``q``'s device when autocast is on there (from torch 2.12, CUDA autocast runs ``rms_norm`` in fp32, so the
+    QK-normed q and k arrive in fp32 inside a bf16 autocast region); None when neither is a half type."""
+    if q.dtype in _HALF:
+        return q.dtype
+    dev = q.device.type
+    if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) in _HALF:
+        return torch.get_autocast_dtype(dev)
+    return None
 
 
 def attention_backend(q: Tensor) -> str:
-    """Name of the backend :func:`causal_attention` will use for ``q``: ``fa3``, ``fa2`` or ``sdpa``."""
-    if FLASH_FN is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+    """Name of the backend :func:`causal_attention` will use for ``q``: ``fa3``, ``fa2`` or ``sdpa``
+    (FlashAttention for a CUDA ``q`` whose :func:`flash_dtype` is a half type)."""
+    if FLASH_FN is not None and q.is_cuda and flash_dtype(q) is not None:
         return FLASH_NAME
     return "sdpa"
+
+
+def describe_backends() -> str:
+    """One log line: which FlashAttention module was found (and its version), and why an installed one is
+    unusable; :func:`attention_backend` then picks per call (SDPA on CPU and for fp32 without autocast)."""
+    found = {"fa3": "flash_attn_interface", "fa2": "flash_attn"}.get(FLASH_NAME or "", "")
+    version = ""
+    if found:
+        try:
+            import importlib.metadata as md
+
+            version = md.version({"fa3": "flash_attn_3", "fa2": "flash_attn"}[FLASH_NAME])
+        except Exception:  # noqa: BLE001 - a wheel without metadata
+            version = "unknown"
+    broken = "; ".join(f"{m} unusable: {why}" for m, why in FLASH_IMPORT_ERRORS.items())
+    return (f"flash_attention:{FLASH_NAME or 'none'}" + (f" ({found} {version})" if found else "")
+            + (f" [{broken}]" if broken else ""))
 
 
 CU_BUCKET = 64  # #1855 pads cu_seqlens to a multiple of 64 entries: a handful of shapes, so few recompiles
@@ -167,6 +199,8 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, doc_ids: Tensor | Segments
         doc_ids = Segments(doc_ids)
     backend = attention_backend(q)
     if backend != "sdpa":
+        half = flash_dtype(q)
+        q, k, v = q.to(half), k.to(half), v.to(half)  # no-ops unless autocast left q/k in fp32
         # inside a compiled graph only precomputed boundaries (nonzero() has a data-dependent shape)
         if doc_ids is not None and (doc_ids.precomputed or not torch.compiler.is_compiling()):
             return _varlen(q, k, v, doc_ids)

@@ -294,6 +294,20 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction="mean")
 
 
+def unused_parameter_reasons(cfg: ModelConfig) -> list[str]:
+    """Why some parameter of a GPT built from ``cfg`` may get no gradient in a training step (empty: every
+    parameter gets one every step). Under DDP such a model needs ``find_unused_parameters=True``, as the
+    depth-recurrence records use (#1204, #1260): otherwise the second step fails with "Expected to have finished
+    reduction in the prior iteration". Reasons: layer 0's value-residual λ (no v_0 to mix yet; SPEC §3.C11) and
+    the untied repeat MLPs before their loop pass turns on (#1204)."""
+    out = []
+    if cfg.value_residual:
+        out.append("VALUE_RESIDUAL=1 (layer 0's vr_lambda)")
+    if cfg.repeat_untie_mlp and max_loops(cfg):
+        out.append("REPEAT_UNTIE_MLP=1 (repeat MLPs before their loop pass is on)")
+    return out
+
+
 def count_params(model: nn.Module) -> int:
     """Number of distinct parameters (elements)."""
     return sum(p.numel() for p in model.parameters())

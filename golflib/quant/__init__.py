@@ -19,7 +19,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "codecs": ("CodecError", "compress", "decompress", "byte_shuffle", "byte_unshuffle"),
     "entropy": ("EntropyCoder", "EntropyError", "order0_bound_bytes"),
     "export": ("ExportInfo", "export_int8", "export_mixed", "load_artifact_state", "load_artifact_model"),
-    "fake_quant": ("fake_quant", "quantize_dequantize", "set_late_qat"),
+    "fake_quant": ("quantize_dequantize", "set_late_qat"),
     "gptq": ("gptq_quantize", "gptq_search"),
     "int8": ("QuantizedState", "quantize_int8", "dequantize"),
     "intn": ("quantize_rows", "dequantize_rows", "quantize_tensor"),

@@ -4,6 +4,9 @@ here): #1855's padded ``cu_seqlens`` computed outside the graph, the varlen kern
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,3 +144,49 @@ def test_dense_mask_refused_when_huge(monkeypatch):
         Segments(ids).mask
     monkeypatch.setattr(att, "DENSE_MASK_MAX_ELEMENTS", 64 * 64)
     assert Segments(ids).mask.shape == (1, 1, 64, 64)
+
+
+def test_flash_dtype_follows_autocast_and_fp32_qk_reach_flash_in_bf16(monkeypatch):
+    """From torch 2.12 autocast runs rms_norm in fp32, so QK-normed q/k are fp32 inside a bf16 region: the backend
+    choice reads the autocast dtype, and the FlashAttention call gets half tensors (CPU autocast stands in for
+    CUDA's here)."""
+    q32 = torch.randn(1, 8, 2, 8)
+    assert att.flash_dtype(q32) is None and att.flash_dtype(q32.bfloat16()) is torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert att.flash_dtype(q32) is torch.bfloat16
+    seen = []
+
+    def dense(q, k, v, causal=True):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                              is_causal=True).transpose(1, 2)
+
+    monkeypatch.setattr(att, "attention_backend", lambda q: "fa3")
+    monkeypatch.setattr(att, "FLASH_FN", dense)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        att.causal_attention(q32, torch.randn(1, 8, 2, 8), torch.randn(1, 8, 2, 8).bfloat16())
+    assert seen == [(torch.bfloat16,) * 3]
+
+
+def test_a_broken_flash_install_is_reported_not_swallowed(monkeypatch, tmp_path):
+    """An installed FlashAttention that fails to import (a wheel built for another CUDA or torch) is recorded
+    and logged; one that is simply not installed is not an error; a working module is found."""
+    errors: dict[str, str] = {}
+    monkeypatch.setattr(att, "FLASH_IMPORT_ERRORS", errors)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for m in ("flash_attn_interface", "flash_attn"):
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    (tmp_path / "flash_attn_interface.py").write_text(
+        "raise ImportError('libcudart.so.13: cannot open shared object file')\n")
+    assert att._load_flash()[0] in (None, "fa2")
+    assert "libcudart.so.13" in errors["flash_attn_interface"] and "flash_attn" not in errors
+    monkeypatch.setattr(att, "FLASH_NAME", None)
+    assert "flash_attention:none [flash_attn_interface unusable: ImportError: libcudart.so.13" in \
+        att.describe_backends()
+    sys.modules.pop("flash_attn_interface", None)
+    (tmp_path / "flash_attn_interface.py").write_text("def flash_attn_func(*a, **k):\n    return 1\n"
+                                                      "def flash_attn_varlen_func(*a, **k):\n    return 2\n")
+    importlib.invalidate_caches()
+    name, fn, varlen = att._load_flash()
+    assert name == "fa3" and fn() == 1 and varlen() == 2
+    sys.modules.pop("flash_attn_interface", None)
