@@ -295,14 +295,22 @@ class Trainer:
             init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
             self.model.train()
             phases = sorted({self.phase_at(0, 0.0), self.n_loops}) if self.n_loops else [0]
-            for k in phases:
-                base_model.set_active_loops(k)
-                for w in range(tc.warmup_steps):
-                    self.zero_grad()
-                    self.run_step(loader)
-                    for o in optimizers:
-                        o.step()
-                    log.log(f"warmup_step:{w + 1}/{tc.warmup_steps}" + (f" loops:{k}" if self.n_loops else ""))
+            # compiled: late QAT's graph too, so switching it on in the timed loop does not recompile (issue 14)
+            qat_modes = (False, True) if self.compiled and tc.late_qat_threshold > 0 else (False,)
+            for qat in qat_modes:
+                if qat:
+                    set_late_qat(base_model, tc.qat_bits, tc.qat_clip, modules=tc.late_qat_modules)
+                for k in phases:
+                    base_model.set_active_loops(k)
+                    for w in range(tc.warmup_steps):
+                        self.zero_grad()
+                        self.run_step(loader)
+                        for o in optimizers:
+                            o.step()
+                        log.log(f"warmup_step:{w + 1}/{tc.warmup_steps}" + (f" loops:{k}" if self.n_loops else "")
+                                + (" late_qat:on" if qat else ""))
+            if len(qat_modes) > 1:
+                set_late_qat(base_model, 0, modules=tc.late_qat_modules)
             base_model.load_state_dict(init_model, strict=True)
             for o, s in zip(optimizers, init_opts):
                 o.load_state_dict(s)

@@ -56,3 +56,36 @@ def test_the_loop_runs_its_steps_and_the_average_is_what_is_exported(tiny_cfg, t
     assert t.averager.source == "ema" and val is not loop.last_val
     assert any(not torch.equal(live[k], v) for k, v in t.base_model.state_dict().items())  # the EMA was loaded
     assert "export_weights:ema" in (tmp_path / "train.log").read_text()
+
+
+def test_compiled_warmup_builds_the_late_qat_graph_so_the_timed_loop_never_compiles(tiny_cfg, tmp_path, monkeypatch):
+    """Issue 14: switching late QAT on used to recompile forward and backward inside the timed 600 s (35 s on CPU).
+    With USE_COMPILE=1 the warm-up also runs the QAT graph, and the loop installs the very same quantizer object
+    (golflib.quant.fake_quant.qat_function), so no training step of the timed loop compiles a graph — QAT on
+    included. A counting backend stands in for inductor (same dynamo guards, no code generation)."""
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, **{**kw, "backend": counting}))
+    t = make(tiny_cfg, tmp_path, USE_COMPILE="1", WARMUP_STEPS=1, LATE_QAT_THRESHOLD=0.5, ITERATIONS=6,
+             WARMDOWN_ITERS=4)
+    loader = t.warmup()
+    warm = len(graphs)
+    assert warm >= 2 and "warmup_step:1/1 late_qat:on" in (tmp_path / "train.log").read_text()
+    new_in_steps = []
+    step_fn = t.optimizer_step
+
+    def counted_step(*a, **kw):
+        n = len(graphs)
+        out = step_fn(*a, **kw)
+        new_in_steps.append(len(graphs) - n)
+        return out
+
+    monkeypatch.setattr(t, "optimizer_step", counted_step)
+    loop = t.run_loop(loader)
+    assert loop.qat_on and "late_qat:enabled step:5" in (tmp_path / "train.log").read_text()
+    assert len(new_in_steps) == 6 and new_in_steps == [0] * 6, new_in_steps

@@ -15,6 +15,9 @@ fp16): late QAT of those records fake-quantizes with it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -69,6 +72,14 @@ def fake_quant(w: Tensor, bits: int, clip: ClipRule | str = "sdclip:12.85", *, l
     return w + (q - w).detach()
 
 
+@functools.lru_cache(maxsize=None)
+def qat_function(bits: int, clip: str) -> Callable:
+    """The STE fake quantizer of ``bits`` and ``clip`` (a config string), one object per setting: a compiled graph
+    guards on the identity of each module's ``qat_fn``, so the warm-up's QAT graph is only reused by the timed loop
+    if both install the same object (issue 14: switching late QAT on recompiled inside the 600 s)."""
+    return functools.partial(fake_quant, bits=bits, clip=clip if clip == ROWMAX_FLOOR else parse_clip_rule(clip))
+
+
 def set_late_qat(model, bits: int, clip: ClipRule | str = "absmax", modules: tuple[str, ...] = ()) -> int:
     """Enable (``bits > 0``) or disable (``bits = 0``) STE fake quantization on the ``CastedLinear`` modules of
     ``model`` whose names contain one of ``modules`` (empty: every one except an untied ``lm_head``, quantized with
@@ -77,18 +88,24 @@ def set_late_qat(model, bits: int, clip: ClipRule | str = "absmax", modules: tup
     matrices are bank slices outside their QAT layer class, fake-quantize only ``bigram.proj`` / ``ve_shared.proj``.
     The transform acts in training-mode forwards only (``CastedLinear.forward``). It is stored as each module's
     ``qat_fn`` instance attribute, which ``torch.compile`` guards on (recompiles), unlike the records' class flag.
+    With a string ``clip`` the function is :func:`qat_function`'s (the same object for the same setting).
     Returns the number of modules changed."""
-    from functools import partial
-
     from golflib.model.layers import CastedLinear
 
-    fn = partial(fake_quant, bits=bits, clip=clip if clip == ROWMAX_FLOOR else parse_clip_rule(clip)) if bits \
-        else None
+    if not bits:
+        fn = None
+    elif isinstance(clip, str):
+        fn = qat_function(bits, clip)
+    else:
+        fn = functools.partial(fake_quant, bits=bits, clip=parse_clip_rule(clip))
     n = 0
     for name, m in model.named_modules():
         if not isinstance(m, CastedLinear):
             continue
         if (any(p in name for p in modules) if modules else not name.startswith("lm_head")):
-            m.qat_fn = fn
+            if fn is None:  # back to the class default: the module is then what a compiled graph first saw
+                m.__dict__.pop("qat_fn", None)
+            else:
+                m.qat_fn = fn
             n += 1
     return n
