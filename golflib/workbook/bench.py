@@ -25,6 +25,7 @@ BENCH_MODULES = [
     "golflib.workbook.bench_quant",
     "golflib.workbook.bench_ttt",
     "golflib.workbook.bench_ngram",
+    "golflib.workbook.bench_optim",
 ]
 
 

@@ -28,6 +28,34 @@ def test_ema_equals_closed_form():
         EMA(m, 1.5)
 
 
+def test_foreach_ema_is_bit_identical_to_the_per_tensor_loop_and_tracks_in_place_loads():
+    """The captured-list EMA (two _foreach calls over the fp32 entries) gives exactly the records' per-tensor
+    ``mul_(d).add_(θ, alpha=1-d)``, for fp32 and bf16 entries, with a non-float buffer copied; weights loaded into
+    the model in place (load_state_dict, as the warm-up restore and the loop switch do) are seen."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    m[1].to(torch.bfloat16)
+    m.register_buffer("count", torch.zeros(2, dtype=torch.int64))
+    d = 0.997
+    ema = EMA(m, d)
+    ref = {k: v.detach().float().clone() if v.is_floating_point() else v.clone() for k, v in m.state_dict().items()}
+    for step in range(5):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn_like(p))
+            m.count += 1
+        if step == 2:
+            m.load_state_dict({k: v * 0.5 if v.is_floating_point() else v for k, v in m.state_dict().items()})
+        ema.update(m)
+        for k, v in m.state_dict().items():
+            if v.is_floating_point():
+                ref[k].mul_(d).add_(v.detach().float(), alpha=1.0 - d)
+            else:
+                ref[k].copy_(v)
+    assert all(torch.equal(ema.state[k], ref[k]) for k in ref)
+    assert ema.state["count"].tolist() == [5, 5] and ema.state["1.weight"].dtype == torch.float32
+
+
 def test_swa_averages_late_snapshots_and_is_exported():
     m = scripted_model(0.0)
     avg = Averager(m, ema_decay=0.0, swa_every=2, swa_start_lr_mult=0.5)
@@ -59,3 +87,20 @@ def test_swa_of_ema_and_fallbacks():
     assert one.swa.count == 1 and one.source == "live"
     assert Averager(m).source == "live"
     assert torch.equal(Averager(m).export_state(m)["weight"], m.weight.detach())
+
+
+def test_bench_ema_counts_the_ops_of_both_updates(tmp_path):
+    """golf bench ema: the per-tensor loop dispatches mul_ + add_ per float tensor, the captured EMA two foreach ops;
+    both give the same state (a shrunken baseline to keep it quick)."""
+    import json
+
+    from golflib.workbook.bench import run_bench
+
+    out = tmp_path / "ema.json"
+    r = run_bench("ema", out=str(out), steps=2, overrides={"NUM_LAYERS": 2, "MODEL_DIM": 64, "NUM_HEADS": 2,
+                                                           "NUM_KV_HEADS": 1})
+    assert r["equal"] and json.loads(out.read_text())["op_reduction"] == r["op_reduction"]
+    before, after = r["per_tensor_state_dict"], r["foreach_captured"]
+    n = r["tensors"]  # every tensor of this model is fp32; state_dict() detaches each (a view, no kernel)
+    assert before["ops"] == {"detach": 2 * n, "mul_": n, "add_": n} and before["launching_ops_per_update"] == 2 * n
+    assert after["ops"] == {"_foreach_mul_": 1, "_foreach_add_": 1} and r["op_reduction"] == n
