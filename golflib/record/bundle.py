@@ -155,7 +155,6 @@ class _Module:
     imported: list[tuple[str, str, int]] = field(default_factory=list)  # (module, name, line) of golflib names
     bound: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (module, name) -> names bound here
     as_objects: set[str] = field(default_factory=set)  # golflib modules bound as module objects here
-    nested: set[str] = field(default_factory=set)  # golflib modules imported inside functions / branches
 
     @property
     def is_package(self) -> bool:
@@ -171,7 +170,7 @@ def _load(name: str) -> _Module:
 
 
 def _analyse_imports(m: _Module) -> None:
-    """Fill ``deps``, ``imported``, ``as_objects`` and ``nested`` of ``m`` from its golflib imports."""
+    """Fill ``deps``, ``imported``, ``bound`` and ``as_objects`` of ``m`` from its golflib imports."""
     top = set(map(id, m.tree.body))
     for node in ast.walk(m.tree):
         if isinstance(node, ast.Import):
@@ -179,21 +178,24 @@ def _analyse_imports(m: _Module) -> None:
                 if _is_ours(a.name):
                     parts = a.name.split(".")
                     m.as_objects.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-                    (m.deps if id(node) in top else m.nested).add(a.name)
+                    if id(node) in top:
+                        m.deps.add(a.name)
             continue
         if not isinstance(node, ast.ImportFrom):
             continue
         target = _target_module(node, m.name, m.path)
         if not _is_ours(target):
             continue
-        (m.deps if id(node) in top else m.nested).add(target)
+        if id(node) in top:
+            m.deps.add(target)
         for a in node.names:
             sub = f"{target}.{a.name}"
             if a.name == "*":
                 m.as_objects.add(target)
             elif _module_file(sub) is not None:
                 m.as_objects.add(sub)
-                (m.deps if id(node) in top else m.nested).add(sub)
+                if id(node) in top:
+                    m.deps.add(sub)
             else:
                 m.imported.append((target, a.name, node.lineno))
                 m.bound.setdefault((target, a.name), set()).add(a.asname or a.name)
@@ -246,7 +248,7 @@ def check_imports(mods: dict[str, _Module]) -> None:
         for target, name, line in m.imported:
             if target not in mods:
                 continue
-            if mods[target].is_package and _facade_names(mods[target]) and name not in own[target] - {"__all__"}:
+            if mods[target].is_package and _has_facade(mods[target]) and name not in own[target] - {"__all__"}:
                 problems.append(f"{m.name}:{line}: imports {name} from the facade {target}; import it from the "
                                 f"module that defines it (a bundle drops facades)")
             elif name not in own[target]:
@@ -281,7 +283,7 @@ def keep_names(mods: dict[str, _Module], root: str = ROOT) -> dict[str, frozense
     return {n: frozenset(v) for n, v in keep.items()}
 
 
-def _facade_names(m: _Module) -> bool:
+def _has_facade(m: _Module) -> bool:
     return any(isinstance(s, ast.Assign) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name)
                and s.value.func.id == FACADE for s in m.tree.body)
 
