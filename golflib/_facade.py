@@ -10,6 +10,7 @@ drops facades from a bundled ``train_gpt.py``, :mod:`golflib.record.bundle`).
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 
 
@@ -32,15 +33,8 @@ def lazy_exports(package: str, exports: Mapping[str, tuple[str, ...]]
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(f"{package}.{module}"), name)
 
-    def __dir__() -> list[str]:
-        return sorted(set(where) | set(globals_of(package)))
+    def __dir__() -> list[str]:  # the exports and what the package already binds (submodules once imported...)
+        mod = sys.modules.get(package)
+        return sorted(set(where) | (set(vars(mod)) if mod is not None else set()))
 
     return sorted(where), __getattr__, __dir__
-
-
-def globals_of(package: str) -> list[str]:
-    """Names already bound in ``package``'s namespace (its submodules once imported, ``__doc__``...)."""
-    import sys
-
-    mod = sys.modules.get(package)
-    return list(vars(mod)) if mod is not None else []

@@ -19,9 +19,13 @@ from torch import Tensor
 FLASH_IMPORT_ERRORS: dict[str, str] = {}  # module -> why it is installed but unusable (a broken build, an ABI clash)
 
 
+# (backend, module, distribution): FlashAttention 3 (Hopper), then 2
+FLASH_MODULES = (("fa3", "flash_attn_interface", "flash_attn_3"), ("fa2", "flash_attn", "flash_attn"))
+
+
 def _load_flash():
-    for name, module in (("fa3", "flash_attn_interface"), ("fa2", "flash_attn")):
-        try:  # FlashAttention 3 (Hopper), then 2
+    for name, module, _ in FLASH_MODULES:
+        try:
             mod = __import__(module)
             return name, mod.flash_attn_func, mod.flash_attn_varlen_func
         except ModuleNotFoundError as e:
@@ -60,13 +64,13 @@ def attention_backend(q: Tensor) -> str:
 def describe_backends() -> str:
     """One log line: which FlashAttention module was found (and its version), and why an installed one is
     unusable; :func:`attention_backend` then picks per call (SDPA on CPU and for fp32 without autocast)."""
-    found = {"fa3": "flash_attn_interface", "fa2": "flash_attn"}.get(FLASH_NAME or "", "")
+    found, dist = next(((m, d) for n, m, d in FLASH_MODULES if n == FLASH_NAME), ("", ""))
     version = ""
     if found:
         try:
             import importlib.metadata as md
 
-            version = md.version({"fa3": "flash_attn_3", "fa2": "flash_attn"}[FLASH_NAME])
+            version = md.version(dist)
         except Exception:  # noqa: BLE001 - a wheel without metadata
             version = "unknown"
     broken = "; ".join(f"{m} unusable: {why}" for m, why in FLASH_IMPORT_ERRORS.items())

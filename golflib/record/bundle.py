@@ -84,8 +84,7 @@ class Bundle:
     excluded: tuple[str, ...] = ()
     keep: dict[str, frozenset[str]] = field(default_factory=dict)
     flags: dict[str, dict[str, bool]] = field(default_factory=dict)
-    head: str = ""  # docstring + importer + entry: everything above the first section
-    entry: str = ""  # the importer call and main() (part of head)
+    program: str = ""  # the importer and the entry that calls main(): the code above the first section
 
     @property
     def raw_bytes(self) -> int:
@@ -106,7 +105,7 @@ class Bundle:
         use, and folds the flags it reads). Raises ``ValueError`` when the result does not compile (a bug)."""
         from golflib.record.minify import minify
 
-        head = minify(_boot_source() + self.entry, shake=False)
+        head = minify(self.program, shake=False)
         secs = {n: minify(s, flags=self.flags.get(n), keep=self.keep.get(n, frozenset())) for n, s in
                 self.sections.items()}
         text = assemble(head, secs, self.packages)
@@ -503,8 +502,8 @@ def build_bundle(cfg: Config | None = None, *, root: str = ROOT, data_root: str 
               f"    torchrun --standalone --nproc_per_node=8 train_gpt.py\n\n"
               f"Do not edit by hand: regenerate from golflib.\n"
               f'"""\n\n')
-    entry = _entry(root)
-    source = assemble(header + _boot_source() + entry, sections, packages)
+    program = _boot_source() + _entry(root)
+    source = assemble(header + program, sections, packages)
     try:
         compile(source, "train_gpt.py", "exec")
     except SyntaxError as e:
@@ -512,7 +511,7 @@ def build_bundle(cfg: Config | None = None, *, root: str = ROOT, data_root: str 
     return Bundle(source=source, modules=order, baked=baked, sections=sections, packages=packages,
                   excluded=excluded, keep=keep_names(mods, root),
                   flags={n: f for n in order if (f := _flags_of(mods[n]))},
-                  head=header + _boot_source() + entry, entry=entry)
+                  program=program)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -224,22 +224,20 @@ def remove_unused_imports(tree: ast.Module, keep: frozenset[str] | set[str] = fr
     return removed
 
 
-def shaken_tree(source: str, shake: bool = True, flags: dict[str, bool] | None = None,
-                keep: frozenset[str] | set[str] = frozenset()) -> ast.Module:
-    """The AST passes of :func:`minify` on ``source``: docstrings and annotations stripped, ``flags`` folded
-    (:func:`fold_flags`), and with ``shake`` dead defs and unused imports removed, never a name in ``keep``."""
+def minify(source: str, shake: bool = True, flags: dict[str, bool] | None = None,
+           rename_locals: bool = True, keep: frozenset[str] | set[str] = frozenset()) -> str:
+    """Minified equivalent of ``source`` (module docstring); ``flags`` are folded with :func:`fold_flags` first;
+    shaking never drops a name in ``keep`` (names other modules import from this one).
+    With ``rename_locals`` the result then goes through python-minifier (local names shortened, statements
+    joined; module-level names, attributes, keyword-callable parameters and class-level annotations kept), which
+    takes about 5% off the compressed stub. Raises ``ValueError`` if the re-indented source does not parse back to
+    the same AST (a bug, never silently accepted)."""
     tree = _strip_tree(source)
     if flags:
         fold_flags(tree, flags)
     if shake:
         remove_unused_defs(tree, keep)
         remove_unused_imports(tree, keep)
-    return tree
-
-
-def minify_tree(tree: ast.Module, rename_locals: bool = True) -> str:
-    """Source of ``tree`` re-indented one space per level and, with ``rename_locals``, through python-minifier
-    (:func:`minify`). Raises ``ValueError`` if the re-indented source does not parse back to the same AST."""
     plain = ast.unparse(tree)
     code = _reindent(plain)
     if ast.dump(ast.parse(code)) != ast.dump(ast.parse(plain)):
@@ -251,17 +249,6 @@ def minify_tree(tree: ast.Module, rename_locals: bool = True) -> str:
                                       remove_literal_statements=True, preserve_shebang=False)
         code = code if code.endswith("\n") else code + "\n"
     return code
-
-
-def minify(source: str, shake: bool = True, flags: dict[str, bool] | None = None,
-           rename_locals: bool = True, keep: frozenset[str] | set[str] = frozenset()) -> str:
-    """Minified equivalent of ``source`` (module docstring): :func:`shaken_tree` then :func:`minify_tree`.
-    ``flags`` are folded first; shaking never drops a name in ``keep`` (names other modules import from this one).
-    With ``rename_locals`` the result goes through python-minifier (local names shortened, statements joined;
-    module-level names, attributes, keyword-callable parameters and class-level annotations kept), which takes
-    about 5% off the compressed stub. Raises ``ValueError`` if the re-indented source does not parse back to the
-    same AST (a bug, never silently accepted)."""
-    return minify_tree(shaken_tree(source, shake, flags, keep), rename_locals)
 
 
 def _compress(data: bytes, codec: str) -> bytes:
