@@ -64,10 +64,31 @@ def init_runtime(device: str = "auto") -> Runtime:
     return Runtime(rank, world, local_rank, dev, distributed and world > 1)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+PRECISION = "auto"  # set by set_precision (PRECISION): the process's policy for autocast() and the dtype layout
+
+
+def set_precision(mode: str) -> None:
+    """``PRECISION`` for this process: ``auto`` — bf16 autocast and the bf16 dtype layout on CUDA, fp32 elsewhere
+    (the records); ``bf16`` — the same on any device, the CPU included (CPU bf16 autocast: how the tests run the
+    CUDA path's dtypes without a GPU); ``fp32`` — no autocast and fp32 weights everywhere. Raises ``ValueError``
+    for another mode."""
+    global PRECISION
+    if mode not in PRECISIONS:
+        raise ValueError(f"PRECISION={mode!r}: expected one of {', '.join(PRECISIONS)}")
+    PRECISION = mode
+
+
+def uses_bf16(device: torch.device) -> bool:
+    """Whether :func:`autocast` and :func:`cast_model_for_device` use bf16 on ``device`` under ``PRECISION``."""
+    return PRECISION == "bf16" or (PRECISION == "auto" and torch.device(device).type == "cuda")
+
+
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context (fp32) elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bf16 autocast on ``device`` when :func:`uses_bf16` (CUDA by default); a no-op context (fp32) otherwise."""
+    device = torch.device(device)
+    if uses_bf16(device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -95,9 +116,10 @@ def should_compile(setting: str, device: torch.device) -> bool:
 
 
 def cast_model_for_device(model: torch.nn.Module, device: torch.device, control_patterns: tuple[str, ...]) -> None:
-    """CUDA: the official dtype layout — model in bf16, then ``CastedLinear`` weights and <2-D / control parameters
-    back to fp32 (the tied embedding stays bf16, SPEC §2.2 ⚠). CPU: everything stays fp32."""
-    if device.type != "cuda":
+    """With bf16 (:func:`uses_bf16`: CUDA by default): the official dtype layout — model in bf16, then
+    ``CastedLinear`` weights and <2-D / control parameters back to fp32 (the tied embedding stays bf16, SPEC §2.2
+    ⚠). Otherwise everything stays fp32."""
+    if not uses_bf16(device):
         return
     from golflib.model.layers import CastedLinear
 

@@ -35,7 +35,8 @@ from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §
 from golflib.runlog import RunLogger, create_run_dir, refuse_used_run_dir, write_json
 from golflib.runresult import ArtifactRecord, RunResult, Timings
 from golflib.seams import check_bundle_covers
-from golflib.runtime import Runtime, autocast, cast_model_for_device, describe_device, init_runtime
+from golflib.runtime import (Runtime, autocast, cast_model_for_device, describe_device, init_runtime,
+                             set_precision)
 from golflib.trainer import LoopResult, Trainer, counted_code
 
 # A bundled train_gpt.py (golflib.record.bundle) sets this to its run's config ({ENV_NAME: value}); it is then the
@@ -286,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = resolve_config(args)
     rt = init_runtime(cfg.train.device)
+    set_precision(cfg.train.precision)
     run_dir = _setup_run_dir(args, cfg, rt)
     log = RunLogger(run_dir, master=rt.master)
     if rt.master:

@@ -27,8 +27,10 @@ from golflib.data.luts import load_sentencepiece
 from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
 from golflib.eval.protocols import eval_window, run_standard
-from golflib.model.attention import (DENSE_MASK_MAX_ELEMENTS, FLASH_VARLEN_FN, attention_backend, cu_seqlens_padded,
-                                     describe_backends)
+from golflib.data.prefetch import Batch, PrefetchLoader
+from golflib.data.varlen import CU_BUCKET
+from golflib.model.attention import DENSE_MASK_MAX_ELEMENTS, describe_backends, require_backend
+from golflib.model.flash_op import choose_flash_op
 from golflib.model.gpt import GPT, count_params, unused_parameter_reasons
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.model.recurrence import encoder_decoder, max_loops
@@ -41,7 +43,7 @@ from golflib.quant.reserve import reserve_ms
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
 from golflib.runlog import RunLogger
 from golflib.runtime import (Runtime, all_reduce_max, all_reduce_sum, autocast, cast_model_for_device,
-                             should_compile, synchronize)
+                             should_compile, synchronize, uses_bf16)
 
 
 def load_init_checkpoint(model: torch.nn.Module, path: str) -> None:
@@ -169,23 +171,40 @@ class Trainer:
         self.base_model = base_model = base_model.to(rt.device)
         cast_model_for_device(base_model, rt.device, CONTROL_PATTERNS)
         self.compiled = compiled = should_compile(tc.use_compile, rt.device)
-        if compiled and tc.train_loader == "packed" and not (rt.is_cuda and FLASH_VARLEN_FN is not None):
+        self.backend = require_backend(tc.attention_backend, rt.device)  # a requested one that cannot run: error
+        # a FlashAttention build whose calls break a compiled graph goes through golflib's custom ops (logged)
+        self.flash_op = choose_flash_op(tc.flash_attn_op, rt.device) if compiled and self.backend != "sdpa" else ""
+        if compiled and tc.train_loader == "packed" and self.backend == "sdpa":
             row = tc.train_batch_tokens // (rt.world_size * self.accum)  # one flat row per rank and micro-step
             if row * row > DENSE_MASK_MAX_ELEMENTS:
                 raise ValueError(f"TRAIN_LOADER=packed with USE_COMPILE on {rt.device} and no FlashAttention varlen "
                                  f"kernel: a compiled step would attend through a dense [{row}, {row}] mask (rows "
                                  f"of TRAIN_BATCH_TOKENS / (world · microbatches) = {row} tokens); install "
                                  f"flash_attn, set USE_COMPILE=0, or lower TRAIN_BATCH_TOKENS")
+        if compiled:  # a graph per loop phase × late-QAT mode × varlen bucket: none may be evicted (eager fallback)
+            import torch._dynamo.config as dynamo_config
+
+            graphs = (max_loops(mc) + 1) * 2 * max(1, tc.warmup_cu_buckets + 2)
+            dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, graphs)
         model = torch.compile(base_model, dynamic=False, fullgraph=True) if compiled else base_model
+        self.optimizers = build_optimizers(base_model, cfg.optim, mc.tie_embeddings,
+                                           sharded=rt.distributed and cfg.optim.muon_sharded, compile_ns=compiled)
+        self.muon = next((o for o in self.optimizers if isinstance(o, Muon)), None)
         if rt.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.unused_reasons = unused_parameter_reasons(mc)
+            if self.muon is not None and self.muon.sharded:  # Parallel Muon reduce-scatters these itself (#399)
+                sharded_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
+                DDP._set_params_and_buffers_to_ignore_for_model(
+                    model, [n for n, p in model.named_parameters() if id(p) in sharded_ids])
+                with torch.no_grad():  # DDP broadcasts only what it syncs: rank 0's init for the rest
+                    for g in self.muon.param_groups:
+                        for p in g["params"]:
+                            dist.broadcast(p.data, src=0)
             model = DDP(model, device_ids=[rt.local_rank] if rt.is_cuda else None, broadcast_buffers=False,
                         find_unused_parameters=bool(self.unused_reasons))
         self.model = model
-        self.optimizers = build_optimizers(base_model, cfg.optim, mc.tie_embeddings)
-        self.muon = next((o for o in self.optimizers if isinstance(o, Muon)), None)
         self.n_params = count_params(base_model)
         self.n_loops = max_loops(mc)
         self.cap_ms = 1000.0 * tc.max_wallclock_seconds - reserve_ms(cfg) if tc.max_wallclock_seconds > 0 else None
@@ -223,10 +242,12 @@ class Trainer:
             log.log(f"ddp_find_unused_parameters:{int(bool(self.unused_reasons))}"
                     + (f" ({'; '.join(self.unused_reasons)})" if self.unused_reasons else ""))
         log.log(f"attention_mode:gqa num_heads:{mc.num_heads} num_kv_heads:{mc.num_kv_heads}")
-        with autocast(rt.device):  # the training forward's dtype layout decides the backend
-            probe = torch.zeros(1, 1, 1, 8, device=rt.device)
-            log.log(f"attention_backend:{attention_backend(probe)} {describe_backends()} torch:{torch.__version__} "
-                    f"cuda:{torch.version.cuda or 'none'}")
+        log.log(f"precision:{tc.precision} autocast:{'bf16' if uses_bf16(rt.device) else 'off'} "
+                f"tok_emb:{str(self.base_model.tok_emb.weight.dtype).removeprefix('torch.')}")
+        log.log(f"attention_backend:{self.backend} (ATTENTION_BACKEND={tc.attention_backend}) {describe_backends()} "
+                f"torch:{torch.__version__} cuda:{torch.version.cuda or 'none'}")
+        if self.flash_op:
+            log.log(self.flash_op)
         log.log(f"train_batch_tokens:{tc.train_batch_tokens} train_seq_len:{tc.train_seq_len} "
                 f"iterations:{tc.iterations} warmup_steps:{tc.warmup_steps} "
                 f"max_wallclock_seconds:{tc.max_wallclock_seconds:.3f}")
@@ -234,38 +255,69 @@ class Trainer:
         log.log(f"train_loader:{tc.train_loader}")
 
     # ---- the pieces every phase uses ---------------------------------------------------------------------------
-    def new_loader(self):
-        """A fresh train loader of ``TRAIN_LOADER`` at the start of the train shards."""
+    def new_loader(self, device: torch.device | None = None):
+        """A fresh train loader of ``TRAIN_LOADER`` at the start of the train shards, its batches on ``device``
+        (default: the run's)."""
         tc, rt = self.cfg.train, self.rt
+        device = rt.device if device is None else device
         if tc.train_loader == "sequential":  # the official loader; the records' others are optional (golflib.seams)
-            return DistributedTokenLoader(self.cfg.data.train_glob, rt.rank, rt.world_size, rt.device,
+            return DistributedTokenLoader(self.cfg.data.train_glob, rt.rank, rt.world_size, device,
                                           self.cfg.model.vocab_size)
         from golflib.data.loaders import make_loader
 
-        return make_loader(tc.train_loader, self.cfg.data.train_glob, rt.rank, rt.world_size, rt.device,
+        return make_loader(tc.train_loader, self.cfg.data.train_glob, rt.rank, rt.world_size, device,
                            self.cfg.model.vocab_size, bos_id=self.cfg.model.bos_id)
+
+    def new_train_stream(self) -> PrefetchLoader:
+        """:meth:`new_loader` built on the host behind a :class:`golflib.data.prefetch.PrefetchLoader`
+        (``LOADER_PREFETCH`` micro-batches ahead, pinned and copied asynchronously on CUDA, varlen boundaries made
+        on the loader's thread)."""
+        tc = self.cfg.train
+        return PrefetchLoader(self.new_loader(torch.device("cpu")), self.rt.device, tc.train_batch_tokens,
+                              tc.train_seq_len, self.accum, depth=tc.loader_prefetch)
 
     def zero_grad(self) -> None:
         for o in self.optimizers:
             o.zero_grad(set_to_none=True)
 
-    def run_step(self, loader) -> torch.Tensor:
+    def run_step(self, loader: PrefetchLoader) -> torch.Tensor:
         """Forward and backward over this rank's ``accum`` micro-batches (gradients synced on the last one under
         DDP); returns the mean training loss (fp32 scalar tensor, nats/token)."""
-        tc, rt, model, accum = self.cfg.train, self.rt, self.model, self.accum
+        rt, accum = self.rt, self.accum
         total = torch.zeros((), device=rt.device)
         for micro in range(accum):
             if rt.distributed:
-                model.require_backward_grad_sync = micro == accum - 1
-            x, y, doc_ids = loader.next_batch(tc.train_batch_tokens, tc.train_seq_len, accum)
-            doc_kw = {}
-            if doc_ids is not None:  # varlen boundaries computed here, outside the compiled graph (as #1855)
-                doc_kw = dict(doc_ids=doc_ids, cu_seqlens=cu_seqlens_padded(doc_ids), max_seqlen=tc.train_seq_len)
-            with autocast(rt.device):
-                loss = model(x, y, **doc_kw)
-            total += loss.detach()
-            (loss * (1.0 / accum)).backward()
+                self.model.require_backward_grad_sync = micro == accum - 1
+            total += self.forward_backward(loader.next_batch(), 1.0 / accum)
         return total / accum
+
+    def forward_backward(self, batch: Batch, scale: float) -> torch.Tensor:
+        """One micro-batch: the loss under autocast (varlen boundaries made by the loader, outside the compiled
+        graph, as #1855), its backward scaled by ``scale``; returns the detached loss."""
+        with autocast(self.rt.device):
+            loss = self.model(batch.x, batch.y, **batch.model_kwargs(self.cfg.train.train_seq_len))
+        (loss * scale).backward()
+        return loss.detach()
+
+    def warm_cu_buckets(self, loader: PrefetchLoader) -> None:
+        """#1855's varlen warm-up: forward/backward of one packed micro-batch with its boundaries padded to each of
+        ``WARMUP_CU_BUCKETS`` sizes (64, 128, …; segments every TRAIN_SEQ_LEN tokens), so the timed loop does not
+        compile a graph the first time a batch's documents need a bigger bucket. No optimizer step; the gradients
+        are dropped."""
+        tc = self.cfg.train
+        b = loader.next_batch()
+        n = b.x.numel()
+        bounds = list(range(0, n, tc.train_seq_len)) + [n]
+        for k in range(1, tc.warmup_cu_buckets + 1):
+            size = CU_BUCKET * k
+            if size < len(bounds):
+                continue
+            cu = torch.full((size,), n, dtype=torch.int32, device=b.x.device)
+            cu[:len(bounds)] = torch.tensor(bounds, dtype=torch.int32, device=b.x.device)
+            ids = torch.bucketize(torch.arange(n, device=b.x.device), cu[1:len(bounds)], right=True).view_as(b.x)
+            self.zero_grad()
+            self.forward_backward(Batch(b.x, b.y, ids, cu), 1.0)
+        self.zero_grad()
 
     def phase_at(self, step: int, elapsed_ms: float) -> int:
         """The layer-loop phase (number of active extra loops) at ``step`` after ``elapsed_ms`` of training."""
@@ -289,7 +341,7 @@ class Trainer:
         if cap_ms is not None and reserve_ms(self.cfg) > 0:  # GPTQ calibration on train data must fit (trap 8)
             log.log(f"gptq:reserving {reserve_ms(self.cfg):.0f}ms for train-data calibration, "
                     f"effective cap {cap_ms:.0f}ms")
-        loader = self.new_loader()
+        loader = self.new_train_stream()
         if tc.warmup_steps > 0:
             init_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
             init_opts = [copy.deepcopy(o.state_dict()) for o in optimizers]
@@ -302,6 +354,11 @@ class Trainer:
                     set_late_qat(base_model, tc.qat_bits, tc.qat_clip, modules=tc.late_qat_modules)
                 for k in phases:
                     base_model.set_active_loops(k)
+                    if self.compiled and tc.train_loader == "packed" and tc.warmup_cu_buckets:
+                        self.warm_cu_buckets(loader)
+                        sizes = ",".join(str(CU_BUCKET * i) for i in range(1, tc.warmup_cu_buckets + 1))
+                        log.log(f"warmup_cu_buckets:{sizes}" + (f" loops:{k}" if self.n_loops else "")
+                                + (" late_qat:on" if qat else ""))
                     for w in range(tc.warmup_steps):
                         self.zero_grad()
                         self.run_step(loader)
@@ -315,7 +372,8 @@ class Trainer:
             for o, s in zip(optimizers, init_opts):
                 o.load_state_dict(s)
             self.zero_grad()
-            loader = self.new_loader()
+            loader.close()
+            loader = self.new_train_stream()
         base_model.set_active_loops(self.phase_at(0, 0.0))
         if self.n_loops:
             enc, dec = encoder_decoder(base_model.virtual_layers())
@@ -362,14 +420,38 @@ class Trainer:
         for o in self.optimizers:
             for g in o.param_groups:
                 g["lr"] = g["base_lr"] * mult
+        if self.muon is not None:
+            self.muon.reduce_grads()  # Parallel Muon: the matrices' reduce-scatters, launched before anything waits
         if oc.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(base_model.parameters(), oc.grad_clip_norm)
+            self.clip_gradients(oc.grad_clip_norm)
         for o in self.optimizers:
             o.step()
         self.zero_grad()
         if self.averager.after_step(base_model, step + 1, mult) and self.averager.swa.count == 1:
             log.log(f"swa:start step:{step + 1} lr_mult:{mult:.4f}")
         return train_loss, mult, qat_on
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """``clip_grad_norm_`` over every parameter's averaged gradient: scale all by ``min(1, max_norm / (‖g‖ +
+        1e-6))``. With Parallel Muon the matrices' averaged gradients are shards on their ranks, so the norm adds
+        their squared norms over ranks (:meth:`golflib.optim.muon.Muon.grad_sq_norm`, one scalar all-reduce) to the
+        DDP-averaged rest — the same global norm DDP would give."""
+        params = self.base_model.parameters()
+        if self.muon is None or not self.muon.sharded:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+            return
+        muon_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
+        rest = [p.grad for p in params if p.grad is not None and id(p) not in muon_ids]
+        sq = self.muon.grad_sq_norm().to(self.rt.device)
+        if rest:
+            sq = sq + torch.stack([g.float().pow(2).sum() for g in rest]).sum()
+        coef = torch.clamp(max_norm / (sq.sqrt() + 1e-6), max=1.0)
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for g in rest:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        for dtype, grads in by_dtype.items():
+            torch._foreach_mul_(grads, coef.to(dtype))
+        self.muon.scale_grads(coef)
 
     def _validate(self, step: int, train_ms: float) -> EvalResult:
         tc = self.cfg.train
@@ -416,6 +498,9 @@ class Trainer:
                 reached = bool(all_reduce_max(torch.tensor(int(reached), device=rt.device)).item())
             if stop_after is None and reached:
                 stop_after = step
+        loader.close()
+        log.log(f"train_loader_wait:{1000 * loader.wait_seconds:.0f}ms batches:{loader.batches} "
+                f"prefetch:{tc.loader_prefetch}")
         return LoopResult(step, train_ms, last_val, qat_on)
 
     def finalize_weights(self, loop: LoopResult) -> EvalResult | None:

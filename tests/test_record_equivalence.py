@@ -114,35 +114,37 @@ def test_preset_reproduces_its_record(preset, synth_data, tmp_path):
     # the loss of every step: the forward pass at the fixture weights, then after each update
     losses = [e["train_loss"] for e in load_metrics(run) if e["kind"] == "train"]
     assert len(losses) == len(fx["train_loss"])
+    # Tolerances cover the CPU the fixture was made on: the record's own code, single-threaded, moves by up to 2.0e-5
+    # in the step-4 loss, 6.1e-5 in a score and 7.1e-3 (5.1e-3 for Muon matrices) in a parameter's update between
+    # two of this workplace's machines (docs/LOG.md, 2026-12-07); golflib against the record on one machine adds up
+    # to 2.2e-5, 2.2e-5 and 4.2e-3. Step 1 is one forward pass at the fixture weights: no optimizer has acted yet.
     for s, (a, b) in enumerate(zip(losses, fx["train_loss"]), 1):
-        assert _close(a, b, 2e-5), f"step {s}: train_loss {a:.8f} vs record {b:.8f}"
+        assert _close(a, b, 2e-5 if s == 1 else 1e-4), f"step {s}: train_loss {a:.8f} vs record {b:.8f}"
 
     # every parameter's update (the exported, i.e. averaged, weights minus the fixture weights); Muon's bf16
     # Newton-Schulz turns last-bit differences of op order into ~1e-3 of an update (measured up to 3.8e-3 with
-    # everything else identical, 0 with fp32 Newton-Schulz on both sides), so its matrices get a wider band
+    # everything else identical, 0 with fp32 Newton-Schulz on both sides), and every later gradient inherits them
     final = load_file(str(run / "final_model.safetensors"))
     muon = {n for n, p in model.named_parameters()
             if any(p is q for q in split_params(model, cfg.optim.embed_proj_optimizer)["matrix"])}
     bad = {}
     for name, rec in fx["update"].items():
         got = update_stats(name, final[name].float(), weights[name])
-        tol = 1e-2 if name in muon else 2e-3
-        # the dot is the update's projection on a fixed ±1 pattern: an error of norm tol·l2 moves it by ~tol·l2 (bf16
-        # Newton-Schulz rounding is measured at up to 6·tol·l2 on the banked presets, hence 10)
-        dot_ok = abs(got["dot"] - rec["dot"]) <= 10 * tol * rec["l2"] + 1e-9
+        tol = 1.5e-2 if name in muon else 1.2e-2
+        # the dot is the update's projection on a fixed ±1 pattern: bf16 Newton-Schulz rounding moves it much more
+        # than the norm — between two machines up to 0.13·l2 for a Muon matrix and 0.025·l2 for another tensor
+        dot_ok = abs(got["dot"] - rec["dot"]) <= (15 if name in muon else 5) * tol * rec["l2"] + 1e-9
         if not (_close(got["l2"], rec["l2"], tol, 1e-9) and dot_ok):
             bad[name] = (got, rec)
     assert not bad, f"updates differ from the record's: {bad}"
 
-    # scores and bytes. The bank records' Muon (MUON_BANKED: bf16 momentum, and for #1855 Polar Express, whose first
-    # coefficients amplify bf16 rounding) turns last-bit gradient differences into ~1e-3 of an update (Adam's
-    # updates stay bit-identical); quantization then flips a few codes (#1855: 261 of 561,152, measured against the
-    # record's own artifact), so scores after quantization get 1e-4 there instead of 2e-5
+    # scores and bytes. Muon's bf16 rounding (the bank records' bf16 momentum and #1855's Polar Express amplify it)
+    # moves an update by ~1e-3 and quantization then flips a few codes (#1855: 261 of 561,152, measured against the
+    # record's own artifact); with the machine spread above, scores get 2e-4
     for key, rec in fx["metrics"].items():
         got = scored(result, key, cfg)
-        rel = 1e-4 if cfg.optim.muon_banked and not key.startswith("pre_quant") else 2e-5
-        assert _close(got["val_loss"], rec["val_loss"], rel, 6e-5), (key, got["val_loss"], rec["val_loss"])
-        assert _close(got["val_bpb"], rec["val_bpb"], rel, 6e-5), (key, got["val_bpb"], rec["val_bpb"])
+        assert _close(got["val_loss"], rec["val_loss"], 2e-4, 6e-5), (key, got["val_loss"], rec["val_loss"])
+        assert _close(got["val_bpb"], rec["val_bpb"], 2e-4, 6e-5), (key, got["val_bpb"], rec["val_bpb"])
     if fx["artifact_bytes"]:
         art = result.artifacts["mixed" if cfg.quant.mixed_export else "int8"].__dict__
         # same codes and codec; the records' torch.save containers carry ~7-14 KB of zip/pickle overhead that

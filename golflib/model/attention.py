@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from golflib.data.varlen import CU_BUCKET, cu_seqlens_padded, segment_starts  # noqa: F401 (re-exported)
+
 
 FLASH_IMPORT_ERRORS: dict[str, str] = {}  # module -> why it is installed but unusable (a broken build, an ABI clash)
 
@@ -38,6 +40,13 @@ def _load_flash():
 
 # Resolved once at import: the lookup must not happen inside a torch.compile'd graph.
 FLASH_NAME, FLASH_FN, FLASH_VARLEN_FN = _load_flash()
+# How a call reaches FlashAttention: "native" calls the module's functions; "custom_op" goes through golflib's
+# opaque custom ops (golflib.model.flash_op), for builds whose calls break a compiled graph. Set by
+# golflib.model.flash_op.choose_flash_op (FLASH_ATTN_OP).
+FLASH_OP = "native"
+# ATTENTION_BACKEND: "auto" uses FlashAttention where it can run (CUDA, half dtype), "sdpa" never;
+# require_backend() checks a requested fa3 / fa2 before training and refuses what cannot run.
+REQUESTED_BACKEND = "auto"
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -56,9 +65,30 @@ def flash_dtype(q: Tensor) -> torch.dtype | None:
 def attention_backend(q: Tensor) -> str:
     """Name of the backend :func:`causal_attention` will use for ``q``: ``fa3``, ``fa2`` or ``sdpa``
     (FlashAttention for a CUDA ``q`` whose :func:`flash_dtype` is a half type)."""
-    if FLASH_FN is not None and q.is_cuda and flash_dtype(q) is not None:
+    if REQUESTED_BACKEND != "sdpa" and FLASH_FN is not None and q.is_cuda and flash_dtype(q) is not None:
         return FLASH_NAME
     return "sdpa"
+
+
+def require_backend(requested: str, device: torch.device) -> str:
+    """Set ``ATTENTION_BACKEND`` for this process and check it can run on ``device``: ``fa3``/``fa2`` need that
+    FlashAttention module importable and a CUDA device (the training forward runs under bf16 autocast there),
+    ``sdpa`` and ``auto`` always run. Returns the backend the training forward will use. Raises ``RuntimeError``
+    naming what is missing — a requested backend is never silently replaced by another."""
+    global REQUESTED_BACKEND
+    if requested in ("fa3", "fa2"):
+        broken = FLASH_IMPORT_ERRORS.get(next(m for n, m, _ in FLASH_MODULES if n == requested))
+        if FLASH_NAME != requested or device.type != "cuda":
+            why = (f"{requested} is installed but unusable ({broken})" if broken else
+                   f"the FlashAttention module found is {FLASH_NAME or 'none'}" if FLASH_NAME != requested else
+                   f"the device is {device}, FlashAttention runs on CUDA only")
+            raise RuntimeError(f"ATTENTION_BACKEND={requested} cannot run here: {why}; install the wheel built for "
+                               f"this torch/CUDA (README, 'FineWeb and the baseline on 8xH100') or set "
+                               f"ATTENTION_BACKEND=auto")
+    REQUESTED_BACKEND = requested
+    if requested == "sdpa" or FLASH_FN is None or device.type != "cuda":
+        return "sdpa"
+    return FLASH_NAME
 
 
 def describe_backends() -> str:
@@ -78,25 +108,7 @@ def describe_backends() -> str:
             + (f" [{broken}]" if broken else ""))
 
 
-CU_BUCKET = 64  # #1855 pads cu_seqlens to a multiple of 64 entries: a handful of shapes, so few recompiles
 DENSE_MASK_MAX_ELEMENTS = 1 << 27  # a compiled graph without varlen attention: refuse a mask above 128 M entries
-
-
-def cu_seqlens_padded(doc_ids: Tensor, bucket: int = CU_BUCKET) -> Tensor:
-    """The FlashAttention varlen boundaries of a packed batch, computed eagerly (outside a compiled graph), as
-    #1855's ``_build_cu_seqlens``: int32 ``[P]`` flat start offsets of every segment (maximal run of one id inside
-    a row of ``doc_ids`` int ``[B, T]``) then ``B·T``, padded with ``B·T`` (empty trailing segments) to ``P``, the
-    next multiple of ``bucket``. Pass it to the model with ``max_seqlen`` (the segment length cap, TRAIN_SEQ_LEN)
-    so a compiled graph calls the varlen kernel with static shapes."""
-    if doc_ids.dim() != 2:
-        raise ValueError(f"cu_seqlens_padded: expected doc_ids [B, T], got shape {tuple(doc_ids.shape)}")
-    b, t = doc_ids.shape
-    flat = Segments(doc_ids)._starts().to(torch.int32)
-    n = flat.numel() + 1
-    padded = -(-n // bucket) * bucket
-    cu = torch.full((padded,), b * t, dtype=torch.int32, device=doc_ids.device)
-    cu[:flat.numel()] = flat
-    return cu
 
 
 class Segments:
@@ -142,9 +154,7 @@ class Segments:
         return self._mask
 
     def _starts(self) -> Tensor:
-        starts = torch.ones_like(self.doc_ids, dtype=torch.bool)
-        starts[:, 1:] = self.doc_ids[:, 1:] != self.doc_ids[:, :-1]
-        return starts.reshape(-1).nonzero().squeeze(-1)
+        return segment_starts(self.doc_ids)
 
     @property
     def cu_seqlens(self) -> tuple[Tensor, int]:
@@ -190,10 +200,20 @@ def _segment_sdpa(q: Tensor, k: Tensor, v: Tensor, seg: Segments) -> Tensor:
 def _varlen(q: Tensor, k: Tensor, v: Tensor, seg: Segments) -> Tensor:
     b, t = seg.doc_ids.shape
     cu, max_len = seg.cu_seqlens
-    out = FLASH_VARLEN_FN(q.reshape(b * t, *q.shape[2:]), k.reshape(b * t, *k.shape[2:]),
-                          v.reshape(b * t, *v.shape[2:]), cu, cu, max_len, max_len, causal=True)
+    qf, kf, vf = (z.reshape(b * t, *z.shape[2:]) for z in (q, k, v))
+    if FLASH_OP == "custom_op":
+        out = torch.ops.golflib.flash_attn_varlen(qf, kf, vf, cu, max_len)
+    else:
+        out = FLASH_VARLEN_FN(qf, kf, vf, cu, cu, max_len, max_len, causal=True)
     out = out[0] if isinstance(out, tuple) else out
     return out.view(b, t, *q.shape[2:])
+
+
+def _dense(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    if FLASH_OP == "custom_op":
+        return torch.ops.golflib.flash_attn(q, k, v)
+    out = FLASH_FN(q, k, v, causal=True)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, doc_ids: Tensor | Segments | None = None) -> Tensor:
@@ -209,8 +229,7 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, doc_ids: Tensor | Segments
         if doc_ids is not None and (doc_ids.precomputed or not torch.compiler.is_compiling()):
             return _varlen(q, k, v, doc_ids)
         if doc_ids is None:
-            out = FLASH_FN(q, k, v, causal=True)
-            return out[0] if isinstance(out, tuple) else out
+            return _dense(q, k, v)
     if doc_ids is not None and not torch.compiler.is_compiling():
         return _segment_sdpa(q, k, v, doc_ids)
     gqa = k.size(2) != q.size(2)

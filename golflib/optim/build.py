@@ -56,8 +56,11 @@ def split_params(model, embed_proj_optimizer: str = "muon") -> dict[str, list[to
     return groups
 
 
-def build_optimizers(model, cfg: OptimConfig, tie_embeddings: bool) -> list[torch.optim.Optimizer]:
-    """``[Adam(embed), (Adam(head)), Muon(matrices), Adam(scalars)]`` with ``base_lr`` on every group."""
+def build_optimizers(model, cfg: OptimConfig, tie_embeddings: bool, sharded: bool = False,
+                     compile_ns: bool = False) -> list[torch.optim.Optimizer]:
+    """``[Adam(embed), (Adam(head)), Muon(matrices), Adam(scalars)]`` with ``base_lr`` on every group. ``sharded``:
+    the Muon matrices' gradients arrive un-averaged (kept out of DDP) and Muon reduce-scatters them (Parallel Muon,
+    :mod:`golflib.optim.muon`); ``compile_ns``: Newton–Schulz as a compiled graph per bank shape."""
     groups = split_params(model, cfg.embed_proj_optimizer)
     fused = bool(next(model.parameters()).is_cuda)
     adam_kw = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused)
@@ -73,7 +76,7 @@ def build_optimizers(model, cfg: OptimConfig, tie_embeddings: bool) -> list[torc
     if groups["matrix"]:
         muon = Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
                     backend_steps=cfg.muon_backend_steps, weight_decay=cfg.muon_wd, row_norm=cfg.muon_row_normalize,
-                    coeffs=cfg.muon_ns_coeffs, banked=cfg.muon_banked)
+                    coeffs=cfg.muon_ns_coeffs, banked=cfg.muon_banked, sharded=sharded, compile_ns=compile_ns)
         for g in muon.param_groups:
             g["base_lr"] = cfg.matrix_lr
             g["base_wd"] = cfg.muon_wd

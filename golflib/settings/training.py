@@ -62,6 +62,7 @@ class OptimConfig:
     wd_taper_final_mult: float = 1.0  # ...to this multiplier at the end
     embed_proj_optimizer: str = "muon"  # bigram.proj/ve_shared.proj: muon (#287, #414) | adam (scalar AdamW: #549)
     muon_banked: bool = False  # the parameter-bank records' Muon arithmetic: bf16 momentum, b*A + c*(A@A) (#549, #1855)
+    muon_sharded: bool = True  # Parallel Muon (#399): Muon matrices out of DDP, reduce-scatter + all-gather [D6]
 
     def __post_init__(self) -> None:
         for name in ("embed_lr", "head_lr", "tied_embed_lr", "matrix_lr", "scalar_lr", "grad_clip_norm"):
@@ -103,6 +104,11 @@ class TrainConfig:
     val_max_tokens: int = 0  # 0 = whole val split; >0 truncates (tests/smoke only, never for a score)
     device: str = "auto"  # auto | cpu | cuda
     use_compile: str = "auto"  # auto (on CUDA only) | 0 | 1
+    precision: str = "auto"  # auto (bf16 autocast + bf16 layout on CUDA, fp32 on CPU) | bf16 (any device) | fp32
+    attention_backend: str = "auto"  # auto (FlashAttention 3/2 when usable, else SDPA) | fa3 | fa2 | sdpa [D6]
+    flash_attn_op: str = "auto"  # auto (probe) | native | custom_op: how a compiled graph calls FlashAttention
+    loader_prefetch: int = 2  # train micro-batches built ahead on a background thread (pinned on CUDA); 0 = off
+    warmup_cu_buckets: int = 4  # compiled packed training: varlen boundary sizes 64·1..64·k warmed before the timer
     train_loader: str = "sequential"  # sequential | coprime | shuffled | packed [D9]
     enable_looping_at: tuple[float, ...] = ()  # fraction(s) of training at which loop k turns on; () = from the start
     recur_start_step: int = 0  # >0: all loops turn on at this step instead (#1204) [C14]
@@ -139,6 +145,14 @@ class TrainConfig:
                     "training core's own code bytes)", self.counted_code_bytes)
         check_field(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda", self.device)
         check_field(self.use_compile in ("auto", "0", "1"), "use_compile", "must be auto, 0 or 1", self.use_compile)
+        check_field(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32",
+                    self.precision)
+        check_field(self.attention_backend in ("auto", "fa3", "fa2", "sdpa"), "attention_backend",
+                    "must be auto, fa3, fa2 or sdpa", self.attention_backend)
+        check_field(self.flash_attn_op in ("auto", "native", "custom_op"), "flash_attn_op",
+                    "must be auto, native or custom_op", self.flash_attn_op)
+        check_field(self.loader_prefetch >= 0, "loader_prefetch", "must be >= 0", self.loader_prefetch)
+        check_field(self.warmup_cu_buckets >= 0, "warmup_cu_buckets", "must be >= 0", self.warmup_cu_buckets)
         check_field(self.train_loader in ("sequential", "coprime", "shuffled", "packed"), "train_loader",
                     "must be sequential, coprime, shuffled or packed", self.train_loader)
         check_field(all(0 <= f < 1 for f in self.enable_looping_at), "enable_looping_at",

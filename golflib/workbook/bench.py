@@ -26,6 +26,7 @@ BENCH_MODULES = [
     "golflib.workbook.bench_ttt",
     "golflib.workbook.bench_ngram",
     "golflib.workbook.bench_optim",
+    "golflib.workbook.bench_muon",
 ]
 
 

@@ -23,7 +23,10 @@ from golflib.presets import resolve
 from golflib.workbook.bench import register
 
 
-VIEW_OPS = frozenset({"detach", "alias", "view", "_unsafe_view"})  # metadata only: no kernel launch
+# metadata only: no kernel launch
+VIEW_OPS = frozenset({"detach", "alias", "view", "_unsafe_view", "expand", "transpose", "t", "slice", "select",
+                      "unsqueeze", "squeeze", "permute", "as_strided", "unbind", "split", "narrow", "_reshape_alias",
+                      "empty", "_record_function_enter_new", "_record_function_exit"})  # + allocation, profiler marks
 
 
 class OpCounter(TorchDispatchMode):

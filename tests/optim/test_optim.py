@@ -141,7 +141,7 @@ def test_banked_muon_arithmetic_is_the_bank_records():
     opt = Muon([w], lr=0.1, momentum=0.9, banked=True, row_norm=True)
     w.grad = g.clone()
     opt.step()
-    assert opt.state[w]["momentum_buffer"].dtype == torch.bfloat16
+    assert opt.momentum_of(w).dtype == torch.bfloat16
     gb = g.bfloat16()
     buf = torch.zeros_like(gb).mul_(0.9).add_(gb)
     u = gb.add(buf, alpha=0.9)
