@@ -26,6 +26,7 @@ from golflib.codesize import core_source
 from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
+from golflib.eval.compiled import enable_compile
 from golflib.eval.protocols import PROTOCOLS
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.quant.export import export_int8, load_artifact_model
@@ -36,7 +37,7 @@ from golflib.runlog import RunLogger, create_run_dir, refuse_used_run_dir, write
 from golflib.runresult import ArtifactRecord, RunResult, Timings
 from golflib.seams import check_bundle_covers
 from golflib.runtime import (Runtime, autocast, cast_model_for_device, describe_device, init_runtime,
-                             set_precision)
+                             set_precision, should_compile)
 from golflib.trainer import LoopResult, Trainer, counted_code
 
 # A bundled train_gpt.py (golflib.record.bundle) sets this to its run's config ({ENV_NAME: value}); it is then the
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resolve_config(args)
     rt = init_runtime(cfg.train.device)
     set_precision(cfg.train.precision)
+    enable_compile(should_compile(cfg.train.use_compile, rt.device))  # the scoring and TTT forwards too
     run_dir = _setup_run_dir(args, cfg, rt)
     log = RunLogger(run_dir, master=rt.master)
     if rt.master:

@@ -238,6 +238,11 @@ class Trainer:
         if rt.world_size > tc.global_microbatches:
             log.log(f"grad_accum_note: GLOBAL_MICROBATCHES={tc.global_microbatches} < WORLD_SIZE={rt.world_size}: one "
                     f"micro-batch of {tc.train_batch_tokens // rt.world_size} tokens per rank (same global batch)")
+        if self.muon is not None:
+            banks = [b for group in self.muon.banks() for b in group]
+            log.log(f"muon:{'sharded' if self.muon.sharded else 'replicated'} banks:{len(banks)} matrices:"
+                    f"{sum(b.n for b in banks)} shapes:{','.join('x'.join(map(str, b.shape)) for b in banks)} "
+                    f"compiled_ns:{int(self.muon.compile_ns)}")
         if rt.distributed:
             log.log(f"ddp_find_unused_parameters:{int(bool(self.unused_reasons))}"
                     + (f" ({'; '.join(self.unused_reasons)})" if self.unused_reasons else ""))

@@ -18,6 +18,7 @@ import torch
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.runtime import all_reduce_sum, autocast, synchronize
+from golflib.eval.compiled import forward_of
 
 LN2 = math.log(2.0)
 
@@ -131,7 +132,7 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len
             x = chunk[:-1].view(-1, seq_len)
             y = chunk[1:].view(-1, seq_len)
             with autocast(device):
-                nll = model.token_nll(x, y)
+                nll = forward_of(model, "token_nll")(x, y)
             positions = np.arange(b0 * seq_len, b1 * seq_len)
             ledger.score(positions)
             if nll_out is not None:

@@ -22,6 +22,7 @@ from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult, finish_ledger
 from golflib.eval.ledger import Ledger
 from golflib.runtime import autocast, synchronize
+from golflib.eval.compiled import forward_of
 
 DOC_EVAL_TRUNCATION = "#1855 eval_val: each rank's sequences truncated to whole batches"
 
@@ -105,7 +106,7 @@ def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq
         x, y = row[:-1], row[1:]
         ids = bos_segment_ids(x, bos_id, seq_len)
         with autocast(device):
-            nll = model.token_nll(x[None], y[None], doc_ids=ids[None])[0].float()
+            nll = forward_of(model, "token_nll")(x[None], y[None], doc_ids=ids[None])[0].float()
         positions = np.arange(b0 * seq_len, b1 * seq_len)
         ledger.score(positions)
         if nll_out is not None:

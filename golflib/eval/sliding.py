@@ -30,6 +30,7 @@ from golflib.eval.bpb import BPBAccumulator, EvalResult, finish_ledger
 from golflib.eval.ledger import Ledger
 from golflib.runtime import autocast, synchronize
 from golflib.settings.training import EVAL_WINDOW_SETS
+from golflib.eval.compiled import forward_of
 
 
 LEGACY_REPEAT = "pre-#1218 sliding window set: clipped tail windows score the last targets again (SPEC 3.A1)"
@@ -123,7 +124,7 @@ def score_window_batch(model, val_tokens: torch.Tensor, batch: list[Window], dev
     ``torch.inference_mode()`` for scoring."""
     x, y, mask, positions = window_tensors(val_tokens, batch, device, pad_to)
     with autocast(device):
-        logits = model.logits(x, adapter) if adapter is not None else model.logits(x)
+        logits = forward_of(model, "logits")(x, adapter)
     logits = logits.float()
     sel = logits[mask]
     nll = torch.nn.functional.cross_entropy(sel, y[mask], reduction="none")
@@ -176,7 +177,7 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len:
                 continue
             x, y, mask, positions = window_tensors(val_tokens, batch, device, seq_len if legacy else 0)
             with autocast(device):
-                nll = model.token_nll(x, y).float()
+                nll = forward_of(model, "token_nll")(x, y).float()
             ledger.score(positions, repeat=repeat)
             if nll_out is not None:
                 nll_out[torch.from_numpy(positions)] = nll[mask].cpu()

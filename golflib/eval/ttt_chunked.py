@@ -39,6 +39,7 @@ from golflib.eval.ttt_common import (all_reduce_grads, build_optimizer, check_ro
                                      consumed_positions, cosine_lr, rank_steps, running_bpb, select_trainable,
                                      set_all_requires_grad, write_scores)
 from golflib.runtime import autocast, synchronize
+from golflib.eval.compiled import forward_of
 
 
 def chunk_windows(n_targets: int, seq_len: int, stride: int, chunk_tokens: int,
@@ -185,7 +186,7 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, setting
                         span = val_tokens[cs + r0 * seq_len:cs + r1 * seq_len + 1].to(device)
                         x, y = span[:-1].view(-1, seq_len), span[1:].view(-1, seq_len)
                         with autocast(device):
-                            loss = model(x, y)  # mean cross-entropy of this rank's batch
+                            loss = forward_of(model, "forward")(x, y)  # mean cross-entropy of this rank's batch
                         loss.backward()
                     all_reduce_grads(params, average=True)
                     clip_and_step(params, opt, s.grad_clip)

@@ -42,6 +42,7 @@ from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segment
                                      set_all_requires_grad, write_scores)
 from golflib.runtime import autocast, synchronize
 from golflib.settings.scoring import LORA_ADAPTER_KINDS, LORA_LAST_WINDOWS, LORA_SITES
+from golflib.eval.compiled import forward_of
 
 SITES = LORA_SITES  # q, k, v, o, mlp, head (TTT_LORA_SITES picks a subset)
 DRAW_ORDER = ("head", "q", "v", "k", "mlp", "o")  # #1855 BatchedTTTLoRA's module order (its A draws follow it)
@@ -335,7 +336,7 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
         x, y, scored = x.to(device), y.to(device), scored.to(device)
         lora.select(torch.as_tensor(active, device=device))
         with torch.set_grad_enabled(bool(train.any())), autocast(device):
-            logits = model.logits(x, lora)
+            logits = forward_of(model, "logits")(x, lora)
         nll = masked_nll(logits, y)
         positions = np.concatenate([np.arange(segs[d, 0] + c0, segs[d, 0] + e) for d, e in zip(active, ends)])
         if mixer is None:  # a mixer records the scoring itself, block by block

@@ -44,6 +44,7 @@ from golflib.eval.ttt_common import (all_reduce_grads, clip_and_step, cosine_lr,
                                      set_all_requires_grad)
 from golflib.eval.ttt_lora import LoRATTTSettings, eval_ttt_lora, lora_schedule
 from golflib.runtime import autocast
+from golflib.eval.compiled import forward_of
 
 
 def phase_boundaries(prefix_docs: int, num_phases: int, n_docs: int) -> list[int]:
@@ -180,7 +181,7 @@ def global_sgd(model, val_tokens: torch.Tensor, segments: np.ndarray, settings: 
                     x, y = row[:-1], row[1:]
                     ids = bos_segment_ids(x, bos_id, seq_len)
                     with autocast(device):
-                        loss = model(x[None], y[None], doc_ids=ids[None])
+                        loss = forward_of(model, "forward")(x[None], y[None], doc_ids=ids[None])
                     loss.backward()
                 all_reduce_grads(params, average=True)
                 clip_and_step(params, opt, g.grad_clip)

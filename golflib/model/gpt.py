@@ -278,9 +278,10 @@ class GPT(nn.Module):
         return self.logits_from_hidden(self.hidden(input_ids, adapter, doc_ids, cu_seqlens, max_seqlen), adapter)
 
     def token_nll(self, input_ids: Tensor, target_ids: Tensor, adapter: Adapter | None = None,
-                  doc_ids: Tensor | None = None) -> Tensor:
-        """Per-target NLL in nats, fp32 ``[B, T]``: ``-log softmax(logits)[target]``."""
-        logits = self.logits(input_ids, adapter, doc_ids)
+                  doc_ids: Tensor | None = None, cu_seqlens: Tensor | None = None, max_seqlen: int = 0) -> Tensor:
+        """Per-target NLL in nats, fp32 ``[B, T]``: ``-log softmax(logits)[target]`` (arguments as
+        :meth:`hidden`)."""
+        logits = self.logits(input_ids, adapter, doc_ids, cu_seqlens, max_seqlen)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1),
                                reduction="none").view_as(target_ids)
 

@@ -71,6 +71,9 @@ class Rotary(nn.Module):
         return self.base
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        if torch.compiler.is_compiling():  # part of the graph (one small fused kernel), no cache side effect: a
+            c = self._tables(seq_len, device)  # table made inside an inference-mode graph would poison training
+            return c[2].to(dtype), c[3].to(dtype)
         c = self._cache
         if c is None or c[0] != seq_len or c[1] != device:
             with torch.inference_mode(False):  # normal tensors, usable by later training steps

@@ -6,7 +6,9 @@ same stream as the test: #287/#414/#549/#1019 ``eval_val_sliding`` (legacy windo
 and #461/#549 ``eval_val_sliding_ttt`` (legacy_stride set, chunked TTT), #1855 ``eval_val`` (doc-isolated flat
 batches) and ``eval_val_ttt_phased`` (phased TTT: per-slot LoRA draws after ``torch.manual_seed(7)``, warm A,
 fresh adapters, one phase per batch, the shortest scored documents, global SGD on their concatenation). golflib's
-protocols give the same val_loss and val_bpb to the last bit on this machine; the tests allow 1e-9 relative.
+protocols gave the same val_loss and val_bpb to the last bit on the machine the numbers were taken on; on another
+CPU the same arithmetic differs by up to 2e-8 relative (another ISA's kernels: docs/LOG.md, 2026-12-07), so the
+tests allow 1e-7 relative — a protocol that scored one target differently would move them by ~1e-4.
 
 The model's weights are drawn per parameter name (not golflib's init), so only a change of the forward pass itself
 moves these numbers.
@@ -35,7 +37,7 @@ from golflib.settings.model import ModelConfig
 from test_ttt import BOS, VOCAB, luts, periodic_stream
 from ttt_calls import run_chunked, run_phased
 
-REL = 1e-9
+REL = 1e-7
 
 
 def fixture_model(layers: int = 2, **kw) -> GPT:
@@ -141,7 +143,7 @@ def test_chunked_ttt_is_461_and_549s_eval_val_sliding_ttt(n_docs, freeze, chunk,
                            momentum=0.9, freeze_blocks=freeze, batch_seqs=2, grad_clip=1.0, eval_batch_seqs=8,
                            window_set="legacy_stride")
     close(res, loss, bpb)
-    assert weight_sum(model) == pytest.approx(wsum, rel=1e-9)
+    assert weight_sum(model) == pytest.approx(wsum, rel=REL)
     rep = res.ledger
     assert rep["legal_except_declared"] and rep["declared"][0]["reason"] == LEGACY_REPEAT and rep["complete"]
     n = toks.numel() - 1
@@ -234,7 +236,7 @@ def test_phased_ttt_is_1855s_eval_val_ttt_phased(case, over, loss, bpb, wsum, ph
     model = fixture_model()
     res = run_phased(model, periodic_stream(14), luts(), **kw)
     close(res, loss, bpb)
-    assert weight_sum(model) == pytest.approx(wsum, rel=1e-9)
+    assert weight_sum(model) == pytest.approx(wsum, rel=REL)
     assert [(p["boundary_docs"], p["docs_scored"]) for p in res.details["phases"]] == phases
     rep = res.ledger
     assert rep["legal"] and rep["complete"] and not rep["stream_order"]
