@@ -8,6 +8,7 @@
     golf run NOTEBOOK [-p NAME VALUE ...]       execute a notebook with papermill into runs/<id>/
     golf eval RUN_DIR_OR_ARTIFACT               re-score an artifact (standard and sliding window)
     golf audit RUN_DIR [--perturb]              re-check a run's legality reports (+ perturbation test)
+    golf gpu-check [--preset P] [--steps N]    GPU pre-flight vs the record (dry mode on CPU)
     golf bench NAME                             benchmarks writing JSON
     golf quant requant RUN_DIR [--set K=V ...]  re-quantize a trained checkpoint, report bytes and val_bpb
     golf quant budget RUN_DIR_OR_ARTIFACT       code + model bytes per tensor class vs 16,000,000 (exit 1 if over)
@@ -135,6 +136,12 @@ def cmd_audit(a) -> int:
                     kinds=kinds)
     print(f"audit written to {out['written_to']}")
     return 0 if all(p["verdict"].startswith("PASS") for p in out["protocols"].values()) else 1
+
+
+def cmd_gpu_check(a) -> int:
+    from golflib.workbook.gpucheck import main
+
+    return main(a.preset, a.steps, a.scale, a.out)
 
 
 def cmd_bench(a) -> int:
@@ -305,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--kinds", default=None, help="TTT kinds to perturb (default: the run's TTT_KINDS if enabled)")
     au.set_defaults(fn=cmd_audit)
+
+    gc = sub.add_parser("gpu-check", help="pre-flight of a GPU machine: backends, compile, ms/step, eval projection "
+                        "vs the record (exit 1 on a silent fallback or a projection over a limit); dry on CPU")
+    gc.add_argument("--preset", default="baseline", help="the preset to check at full shape (default baseline)")
+    gc.add_argument("--steps", type=int, default=20, help="timed steps after the warm-up (default 20)")
+    gc.add_argument("--scale", type=float, default=None, help="width factor (default 1 on CUDA, 0.125 dry)")
+    gc.add_argument("--out", default=None, help="JSON path (default runs/gpu-check/<preset>-<time>.json)")
+    gc.set_defaults(fn=cmd_gpu_check)
 
     b = sub.add_parser("bench", help="benchmarks writing JSON (runs/bench/<name>-<time>.json)")
     b.add_argument("name", help="train, ttt, ...")

@@ -42,7 +42,8 @@ def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCo
     ctx = ctx or ScoringContext()
     mixer, scores_out = ctx.mixer, ctx.scores_out
     if mixer is None:
-        mixer = mixer_from_config(cfg.ngram, val_tokens, cfg.model.vocab_size, cfg.model.bos_id)
+        mixer = mixer_from_config(cfg.ngram, val_tokens, cfg.model.vocab_size, cfg.model.bos_id,
+                                  device=ctx.torch_device)  # the model's device: the mixture runs by the logits
     L = eval_window(cfg)
     if protocol == "sliding":
         if scores_out is not None and scores_out.dim() != 1:

@@ -21,6 +21,8 @@ from torch import Tensor
 from golflib.model import attention as att
 
 FLASH_ATTN_OPS = ("auto", "native", "custom_op")
+# The ops' schemas are spelled out: a bundled train_gpt.py is minified without annotations, which custom_op would
+# otherwise read the schema from.
 # The dispatcher's thread-local key sets of plain eager code, taken at import. A custom op's implementation runs
 # below autograd (autograd keys excluded); the backward ops restore these sets to differentiate the kernel.
 _EAGER_KEYS = (torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set())
@@ -39,7 +41,7 @@ def _first(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-@torch.library.custom_op("golflib::flash_attn", mutates_args=())
+@torch.library.custom_op("golflib::flash_attn", mutates_args=(), schema="(Tensor q, Tensor k, Tensor v) -> Tensor")
 def flash_attn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Causal FlashAttention ``q`` ``[B, T, H, D]``, ``k, v`` ``[B, T, H_kv, D]`` (half dtype) → ``[B, T, H, D]``,
     computed by the installed module's ``flash_attn_func``."""
@@ -52,7 +54,8 @@ def _(q, k, v):
     return torch.empty_like(q)
 
 
-@torch.library.custom_op("golflib::flash_attn_backward", mutates_args=())
+@torch.library.custom_op("golflib::flash_attn_backward", mutates_args=(),
+                         schema="(Tensor grad, Tensor q, Tensor k, Tensor v) -> (Tensor, Tensor, Tensor)")
 def flash_attn_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of :func:`flash_attn` at ``(q, k, v)`` for the output gradient ``grad``: the forward is
     recomputed with autograd on and differentiated by the module's own backward."""
@@ -77,7 +80,8 @@ def _backward(ctx, grad):
 flash_attn.register_autograd(_backward, setup_context=_setup)
 
 
-@torch.library.custom_op("golflib::flash_attn_varlen", mutates_args=())
+@torch.library.custom_op("golflib::flash_attn_varlen", mutates_args=(),
+                         schema="(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, SymInt max_seqlen) -> Tensor")
 def flash_attn_varlen(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
     """Causal varlen FlashAttention on packed ``q`` ``[N, H, D]``, ``k, v`` ``[N, H_kv, D]`` with segment
     boundaries ``cu_seqlens`` (int32 ``[S + 1]`` or padded) → ``[N, H, D]``, by the module's
@@ -91,7 +95,9 @@ def _(q, k, v, cu_seqlens, max_seqlen):
     return torch.empty_like(q)
 
 
-@torch.library.custom_op("golflib::flash_attn_varlen_backward", mutates_args=())
+@torch.library.custom_op("golflib::flash_attn_varlen_backward", mutates_args=(),
+                         schema="(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, SymInt max_seqlen) "
+                                "-> (Tensor, Tensor, Tensor)")
 def flash_attn_varlen_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
                                max_seqlen: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of :func:`flash_attn_varlen` (the forward recomputed and differentiated)."""

@@ -23,7 +23,9 @@ READABLE_NAME = "train_gpt_readable.py"
 # issue 7 set 60,000 (the official baseline script is 47,642 raw bytes); issue 11's record-exact loaders, export
 # recipes, scoring protocols and pre-flight budget made the core ~9 KB larger compressed (57,154 -> ~66,000 for
 # cpu-tiny without the n-gram mixer). Issue 13 shapes the bundle by the config so a record carries only its own code.
-MAX_COMPRESSED_BYTES = 72_000
+# Issue 14's GPU paths (Parallel Muon's banks, FlashAttention custom ops, the prefetching loader, compiled scoring)
+# add ~5.4 KB compressed: 75,619 B for that config.
+MAX_COMPRESSED_BYTES = 80_000
 
 
 @dataclass

@@ -27,6 +27,7 @@ BENCH_MODULES = [
     "golflib.workbook.bench_ngram",
     "golflib.workbook.bench_optim",
     "golflib.workbook.bench_muon",
+    "golflib.workbook.bench_loader",
 ]
 
 

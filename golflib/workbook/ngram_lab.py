@@ -254,25 +254,33 @@ def challenge_buckets(n_targets: int, load_factor: float = 62_021_632 / 4_194_30
     return 1 << max(0, int(round(math.log2(max(n_targets / load_factor, 1.0)))))
 
 
-def mixer_throughput(vocab_size: int, n_tokens: int = 8192, seed: int = 0, batch: int = 4096, **settings) -> dict:
+def mixer_throughput(vocab_size: int, n_tokens: int = 8192, seed: int = 0, batch: int = 4096,
+                     device: str | None = None, **settings) -> dict:
     """Tokens/s of the mixer alone on a synthetic stream (a repeated random document with noise) and random logits
-    at ``vocab_size``: ``{"vocab_size", "tokens", "seconds", "tokens_per_second"}``."""
+    at ``vocab_size``, on ``device`` (default: CUDA when available — the model's device in a GPU run — else the
+    CPU): ``{"vocab_size", "tokens", "seconds", "tokens_per_second", "device"}``."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rng = np.random.default_rng(seed)
     doc = rng.integers(2, vocab_size, 512)
     toks = np.concatenate([doc] * (n_tokens // 512 + 2))[:n_tokens + 1]
     noise = rng.random(toks.size) < 0.3
     toks[noise] = rng.integers(2, vocab_size, int(noise.sum()))
-    toks = torch.from_numpy(toks.astype(np.int64))
+    toks = torch.from_numpy(toks.astype(np.int64)).to(device)
     mixer = NgramMixer(toks, vocab_size, **settings)
     g = torch.Generator().manual_seed(seed)
     dt = 0.0
     for a in range(0, n_tokens, batch):
         pos = np.arange(a, min(a + batch, n_tokens))
-        logits = torch.randn(pos.size, vocab_size, generator=g) * 2.0
+        logits = (torch.randn(pos.size, vocab_size, generator=g) * 2.0).to(device)
+        if device != "cpu":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        mixer(pos, logits, toks[torch.from_numpy(pos) + 1])
+        mixer(pos, logits, toks[torch.from_numpy(pos).to(device) + 1])
+        if device != "cpu":
+            torch.cuda.synchronize()
         dt += time.perf_counter() - t0
-    return {"vocab_size": vocab_size, "tokens": n_tokens, "seconds": dt, "tokens_per_second": n_tokens / dt}
+    return {"vocab_size": vocab_size, "tokens": n_tokens, "seconds": dt, "tokens_per_second": n_tokens / dt,
+            "device": str(device)}
 
 
 def throughput_rows(recordings: list[Recording], sweep_rows: list[dict], vocab_sizes=(1024, 8192),

@@ -332,3 +332,30 @@ def test_ngram_config_group():
             Config().replace(bad)
     with pytest.raises(ConfigError, match="NGRAM_ORDER"):
         Config().with_env({"NGRAM_ORDER": "7"})  # a typo of a NGRAM_ field is refused, not ignored
+
+
+def test_sorted_runs_merge_sum_and_stay_few():
+    """The count tables' log-structured runs: values of a key add up across runs and merges, ranges return every
+    entry, and 500 blocks of 64 keys leave ≈ log_8(32,000 / 64) runs, not 500."""
+    from golflib.eval.ngram_counts import MERGE_FACTOR, SortedRuns
+
+    runs = SortedRuns(torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    truth: Counter = Counter()
+    for _ in range(500):
+        keys = np.unique(rng.integers(0, 20_000, 64))
+        vals = rng.integers(1, 5, keys.size)
+        runs.add(torch.from_numpy(keys), torch.from_numpy(vals))
+        truth.update(dict(zip(keys.tolist(), vals.tolist())))
+    assert len(runs.keys) <= 1 + math.ceil(math.log(32_000 / 64, MERGE_FACTOR)) + 1, [k.numel() for k in runs.keys]
+    sizes = [k.numel() for k in runs.keys]
+    assert all(a > MERGE_FACTOR * b for a, b in zip(sizes, sizes[1:]))  # the merge invariant
+    q = torch.arange(0, 20_000)
+    found, total = runs.lookup(q)
+    assert total.tolist() == [truth.get(i, 0) for i in range(20_000)] and found.tolist() == [i in truth
+                                                                                           for i in range(20_000)]
+    rows, keys, vals = runs.ranges(torch.tensor([100, 5000]), torch.tensor([200, 5003]))
+    got = Counter()
+    for r, k, v in zip(rows.tolist(), keys.tolist(), vals.tolist()):
+        got[(r, k)] += v
+    assert got == Counter({(0 if k < 200 else 1, k): v for k, v in truth.items() if 100 <= k < 200 or 5000 <= k < 5003})
