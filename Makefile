@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.golflib-installed
 
-.PHONY: setup demo test lab clean-venv
+FA3_WHEELS ?= https://windreamer.github.io/flash-attention3-wheels/cu128_torch291/
+
+.PHONY: setup setup-gpu demo test lab clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +19,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# the records' tested CUDA stack (SPEC §3.D6): torch 2.9.1+cu128 and the FlashAttention 3 wheel built for it; then
+# run `.venv/bin/golf gpu-check` on the GPU machine before training
+setup-gpu:
+	$(MAKE) setup TORCH="torch==2.9.1 --index-url https://download.pytorch.org/whl/cu128"
+	$(PY) -m pip install -q --no-deps flash_attn_3 --find-links $(FA3_WHEELS)
 
 demo: setup
 	$(VENV)/bin/golf demo

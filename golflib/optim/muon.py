@@ -39,6 +39,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+# torch >= 2.13 names the flat collectives *_single (the *_tensor names warn); the records' torch 2.9 has only those
+_REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+_ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
 NS5_COEFFS = (3.4445, -4.7750, 2.0315)
 # Polar Express (#1344 → #1787): one minimax-optimal (a, b, c) per iteration; later iterations reuse the last.
 POLAR_EXPRESS_COEFFS = (
@@ -254,11 +258,13 @@ class Muon(torch.optim.Optimizer):
                     continue
                 full = torch.cat([self._stack(b, b.params, b.n_pad).view(world, -1) for b in lane.banks], dim=1)
                 lane.reduced = torch.empty(lane.numel, dtype=full.dtype, device=full.device)
-                lane.pending = dist.reduce_scatter_tensor(lane.reduced, full.reshape(-1), op=dist.ReduceOp.AVG,
-                                                          async_op=True)
+                # asynchronous on NCCL (overlaps the other lanes and the Adam steps); gloo runs it in place (its
+                # async work threads have aborted the process at teardown)
+                lane.pending = _REDUCE_SCATTER(lane.reduced, full.reshape(-1), op=dist.ReduceOp.AVG,
+                                               async_op=dist.get_backend() == "nccl")
 
     def _wait(self, lane: _Lane) -> None:
-        if lane.pending is not None:
+        if lane.pending is not None and hasattr(lane.pending, "wait"):
             lane.pending.wait()
             lane.pending = None
 
@@ -360,7 +366,7 @@ class Muon(torch.optim.Optimizer):
                     send = torch.cat([F.pad(o, (0, 0, 0, 0, 0, b.shard - o.size(0))).reshape(-1)
                                       for o, b in zip(os_, lane.banks)])
                     recv = torch.empty(world * lane.numel, dtype=send.dtype, device=send.device)
-                    dist.all_gather_into_tensor(recv, send)
+                    _ALL_GATHER(recv, send)
                     recv = recv.view(world, lane.numel).to(lane.dtype)
                     updates = [recv[:, b.offset:b.offset + b.numel].reshape(b.n_pad, *b.shape)[:b.n]
                                for b in lane.banks]

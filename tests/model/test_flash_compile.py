@@ -206,3 +206,23 @@ def test_custom_op_gradients_are_the_kernels(flash):
     ref_grads = torch.autograd.grad((ref.float() * w.float()).sum(), (q2, k2, v2))
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_a_requested_backend_that_cannot_run_is_an_error(monkeypatch):
+    """ATTENTION_BACKEND=fa3 on a machine without it (here: no CUDA, no module) stops before training, naming why;
+    sdpa is always honoured, even where FlashAttention would be chosen."""
+    monkeypatch.setattr(att, "REQUESTED_BACKEND", "auto")
+    with pytest.raises(RuntimeError, match="ATTENTION_BACKEND=fa3 cannot run here: the FlashAttention module found is"):
+        att.require_backend("fa3", torch.device("cpu"))
+    monkeypatch.setattr(att, "FLASH_NAME", "fa3")
+    monkeypatch.setattr(att, "FLASH_FN", lambda *a, **k: None)
+    with pytest.raises(RuntimeError, match="the device is cpu, FlashAttention runs on CUDA only"):
+        att.require_backend("fa3", torch.device("cpu"))
+    monkeypatch.setattr(att, "FLASH_IMPORT_ERRORS", {"flash_attn": "ImportError: undefined symbol"})
+    monkeypatch.setattr(att, "FLASH_NAME", None)
+    with pytest.raises(RuntimeError, match=r"fa2 is installed but unusable \(ImportError: undefined symbol\)"):
+        att.require_backend("fa2", torch.device("cuda"))
+    assert att.require_backend("sdpa", torch.device("cuda")) == "sdpa" and att.REQUESTED_BACKEND == "sdpa"
+    q = torch.zeros(1, 2, 1, 8)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert att.attention_backend(q.bfloat16()) == "sdpa"  # requested sdpa: FlashAttention is never chosen
