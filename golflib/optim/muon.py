@@ -11,20 +11,22 @@ are grouped by shape into banks, and every step runs on a bank as a whole: one `
 the momentum buffer kept as one ``[n, rows, cols]`` tensor, Newton–Schulz batched over the leading dim (``@`` on
 3-D tensors), one ``_foreach`` weight decay and one ``_foreach`` update — a few dozen kernels per bank instead of
 that many per matrix (``golf bench muon`` counts them). With ``compile_ns`` the batched Newton–Schulz is one
-``torch.compile`` graph per bank shape (the records compile theirs). The parameters stay per-matrix (the model's
+``torch.compile`` graph per batch shape (the records compile theirs). The parameters stay per-matrix (the model's
 names and the export are unchanged); only the optimizer's arithmetic is batched.
 
 **Sharding** across ranks (#399's Parallel Muon). A bank of ``n`` matrices is padded to a multiple of the world size
 and rank ``r`` owns the contiguous slice ``[r·s, (r+1)·s)`` (``s = n_pad / world``): it keeps the momentum of those
-matrices only, orthogonalises them, and one ``all_gather_into_tensor`` per bank gives every rank every update (the
-baseline instead all-reduced a zero-filled buffer of every update: twice the traffic). With ``sharded=True`` the
-gradients arrive *local* (the trainer keeps the Muon matrices out of DDP's all-reduce): :meth:`Muon.reduce_grads`
-reduce-scatters each bank (``ReduceOp.AVG``, asynchronously, all banks launched before the first is used), so each
-rank receives exactly the averaged gradients of its own slice — one reduce-scatter plus one all-gather instead of
-DDP's all-reduce plus the update all-reduce. Without ``sharded`` the gradients are already averaged (DDP) and each
-rank slices its own part. Every matrix's update is computed by one rank with the same arithmetic either way, so
-the result does not depend on the world size. A matrix without a gradient (DDP's unused parameters) counts as a
-zero gradient; its momentum is zero until its first gradient, so its update stays zero until then.
+matrices only and orthogonalises them — the slices of all its banks in ONE zero-padded batched call (see
+:class:`Muon`) — and one all-gather per lane (the banks sharing a dtype and device, laid out in one flat buffer) gives
+every rank every update (the baseline instead all-reduced a zero-filled buffer of every update: twice the traffic).
+With ``sharded=True`` the gradients arrive *local* (the trainer keeps the Muon matrices out of DDP's all-reduce):
+:meth:`Muon.reduce_grads` reduce-scatters each lane (``ReduceOp.AVG``; asynchronous on NCCL, launched before the
+clipping and the Adam steps), so each rank receives exactly the averaged gradients of its own slices — one
+reduce-scatter plus one all-gather instead of DDP's all-reduce plus the update all-reduce. Without ``sharded`` the
+gradients are already averaged (DDP) and each rank slices its own part. Every matrix's update is computed by one
+rank with the same arithmetic up to the order of float sums, so the result does not depend on the world size. A
+matrix without a gradient (DDP's unused parameters) counts as a zero gradient; its momentum is zero until its first
+gradient, so its update stays zero until then.
 
 ``banked=True`` reproduces the arithmetic of the parameter-bank records (#399 Parallel Muon: #549, #1019, #1855):
 the gradient is cast to bf16 before the momentum, the momentum buffer and the Nesterov sum stay bf16, MuonEq-R
@@ -245,7 +247,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def reduce_grads(self) -> None:
-        """Sharded mode: launch one asynchronous ``reduce_scatter_tensor(AVG)`` per lane over the local gradients of
+        """Sharded mode: launch one reduce-scatter (AVG; asynchronous on NCCL) per lane over the local gradients of
         every bank (rank ``r``'s part of the flat buffer holds its slice of each bank), so each rank receives the
         averaged gradients of its own slices. A no-op without ``sharded``, on one process, or when already launched
         this step."""

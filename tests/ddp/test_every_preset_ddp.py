@@ -25,11 +25,11 @@ def test_every_preset_trains_and_scores_on_8_gloo_ranks(tmp_path, embedded_data,
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     table = json.loads(out.read_text())
-    print("\npreset | trains | scores | world_size line")
+    print("\npreset | trains | scores | score keys | world_size line")
     for name in names:
         row = table[name]
         print(f"{name} | {'yes' if row['trained'] else 'NO'} | {'yes' if row['scored'] else 'NO'} | "
-              f"{row['world_size_line']}")
+              f"{', '.join(sorted(row['scores']))} | {row['world_size_line']}")
     assert sorted(table) == names
     bad = {n: r for n, r in table.items() if not (r["trained"] and r["scored"] and r["muon_sharded"])}
     assert not bad, bad
