@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
+        enable_compile(False)  # process-wide policies back to their defaults (main may run again in this process)
+        set_precision("auto")
     return 0
 
 
