@@ -190,14 +190,14 @@ class Trainer:
         self.optimizers = build_optimizers(base_model, cfg.optim, mc.tie_embeddings,
                                            sharded=rt.distributed and cfg.optim.muon_sharded, compile_ns=compiled)
         self.muon = next((o for o in self.optimizers if isinstance(o, Muon)), None)
+        self.muon_ids = {id(p) for g in self.muon.param_groups for p in g["params"]} if self.muon else set()
         if rt.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.unused_reasons = unused_parameter_reasons(mc)
             if self.muon is not None and self.muon.sharded:  # Parallel Muon reduce-scatters these itself (#399)
-                sharded_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
                 DDP._set_params_and_buffers_to_ignore_for_model(
-                    model, [n for n, p in model.named_parameters() if id(p) in sharded_ids])
+                    model, [n for n, p in model.named_parameters() if id(p) in self.muon_ids])
                 with torch.no_grad():  # DDP broadcasts only what it syncs: rank 0's init for the rest
                     for g in self.muon.param_groups:
                         for p in g["params"]:
@@ -445,18 +445,13 @@ class Trainer:
         if self.muon is None or not self.muon.sharded:
             torch.nn.utils.clip_grad_norm_(params, max_norm)
             return
-        muon_ids = {id(p) for g in self.muon.param_groups for p in g["params"]}
-        rest = [p.grad for p in params if p.grad is not None and id(p) not in muon_ids]
+        rest = [p for p in params if p.grad is not None and id(p) not in self.muon_ids]
         sq = self.muon.grad_sq_norm().to(self.rt.device)
         if rest:
-            sq = sq + torch.stack([g.float().pow(2).sum() for g in rest]).sum()
-        coef = torch.clamp(max_norm / (sq.sqrt() + 1e-6), max=1.0)
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for g in rest:
-            by_dtype.setdefault(g.dtype, []).append(g)
-        for dtype, grads in by_dtype.items():
-            torch._foreach_mul_(grads, coef.to(dtype))
-        self.muon.scale_grads(coef)
+            sq = sq + torch.nn.utils.get_total_norm([p.grad for p in rest]).float() ** 2
+        total = sq.sqrt()
+        torch.nn.utils.clip_grads_with_norm_(rest, max_norm, total)  # the coefficient clip_grad_norm_ uses
+        self.muon.scale_grads(torch.clamp(max_norm / (total + 1e-6), max=1.0))
 
     def _validate(self, step: int, train_ms: float) -> EvalResult:
         tc = self.cfg.train

@@ -90,7 +90,7 @@ class NgramMixer:
         self._rec: dict[str, list[torch.Tensor]] = {k: [] for k in ("positions", "nll_model", "nll_mix", "alpha",
                                                                       "hit_order", "tilted")}
         # running sums on the device (read at summary(): no host sync per block)
-        self._sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # nll_model, nll_mix, α, tilted, hint ok
+        self._sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # nll_model, nll_mix, α, tilted, hint ok
         self._hits = torch.zeros(max(self.counts.orders) + 1, dtype=torch.int64, device=self.device)
         self.stats = {"positions": 0, "calls": 0, "c2_rows": 0, "c2_max_abs_sum_error": 0.0, "c2_min_prob": 1.0,
                       "seconds": 0.0}
@@ -210,8 +210,7 @@ class NgramMixer:
         nll_model = -d["log_model"].gather(1, y[:, None]).squeeze(1)
         tilted = d["hint"] >= 0
         self._sums += torch.stack([nll_model.sum(), nll.sum(), d["alpha"].sum(), tilted.sum().double(),
-                                   (tilted & (d["hint"] == y)).sum().double(), torch.zeros((), dtype=torch.float64,
-                                                                                        device=self.device)])
+                                   (tilted & (d["hint"] == y)).sum().double()])
         self._hits += torch.bincount(d["hit_order"], minlength=self._hits.numel())
         if self.record:
             for k, v in (("positions", pos), ("nll_model", nll_model), ("nll_mix", nll), ("alpha", d["alpha"]),
@@ -233,7 +232,7 @@ class NgramMixer:
         α, positions per hit order, tilt rate and hint accuracy, rows passed through the C2 check and their worst
         sum error, seconds spent in the mixer and its throughput (positions/s)."""
         s = dict(self.stats)
-        nll_model, nll_mix, alpha_sum, tilted, hint_ok, _ = self._sums.tolist()
+        nll_model, nll_mix, alpha_sum, tilted, hint_ok = self._sums.tolist()
         hits = self._hits.tolist()
         n = max(s["positions"], 1)
         s.update({"nll_model": nll_model, "nll_mix": nll_mix, "alpha_sum": alpha_sum, "tilted": int(tilted),

@@ -124,17 +124,6 @@ def _backward_varlen(ctx, grad):
 flash_attn_varlen.register_autograd(_backward_varlen, setup_context=_setup_varlen)
 
 
-def graph_breaks(fn, *args, **kwargs) -> int:
-    """Graph breaks ``torch._dynamo.explain`` finds when tracing ``fn(*args, **kwargs)`` (it runs the call)."""
-    import torch._dynamo
-
-    torch._dynamo.reset()
-    try:
-        return int(torch._dynamo.explain(fn)(*args, **kwargs).graph_break_count)
-    finally:
-        torch._dynamo.reset()
-
-
 def traces_whole(fn, *args) -> str:
     """``""`` when dynamo captures ``fn(*args)`` as one graph (``fullgraph=True``, eager backend: nothing is
     compiled, the call runs once), else why not (the exception's first line)."""

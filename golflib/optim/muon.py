@@ -108,7 +108,6 @@ def _shape_scale(p: Tensor) -> float:
     return max(1.0, p.size(-2) / p.size(-1)) ** 0.5
 
 
-
 class _Bank:
     """Same-shape matrices of one param group (``shape`` ``(rows, cols)``) and this rank's slice ``[lo, hi)`` of
     them. Padded layout for the collectives: ``n_pad`` (a multiple of the world size) slots, ``shard = n_pad / world``
@@ -266,7 +265,7 @@ class Muon(torch.optim.Optimizer):
                                                async_op=dist.get_backend() == "nccl")
 
     def _wait(self, lane: _Lane) -> None:
-        if lane.pending is not None and hasattr(lane.pending, "wait"):
+        if lane.pending is not None:
             lane.pending.wait()
             lane.pending = None
 

@@ -105,7 +105,7 @@ def _layout_check(model: GPT, bf16: bool) -> Check:
                  "tok_emb bf16, CastedLinear fp32, control fp32 (SPEC §2.2)", "ok" if got == want else "fail")
 
 
-def _time_steps(model, step_fn, steps: int, device) -> float:
+def _time_steps(step_fn, steps: int, device) -> float:
     synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -224,7 +224,7 @@ def gpu_check(preset: str = "baseline", steps: int = 20, warmup: int = 5, scale:
         model.set_active_loops(k)
         for _ in range(warmup if not dry else 1):
             step()
-        phase_ms[k] = _time_steps(model, step, n_steps, device)
+        phase_ms[k] = _time_steps(step, n_steps, device)
     graphs = int(counters["stats"].get("unique_graphs", 0))
     breaks = sum(counters["graph_break"].values())
     if compiled:

@@ -31,6 +31,7 @@ from golflib.eval.ngram_eval import eval_with_mixer
 from golflib.eval.sliding import sliding_windows, window_batches
 from golflib.eval.protocols import eval_window
 from golflib.quant.export import load_artifact_model
+from golflib.runtime import synchronize
 from golflib.workbook.audit import slice_config
 from golflib.eval.ttt_common import doc_segments
 from golflib.workbook.ngram940 import score_940
@@ -272,12 +273,10 @@ def mixer_throughput(vocab_size: int, n_tokens: int = 8192, seed: int = 0, batch
     for a in range(0, n_tokens, batch):
         pos = np.arange(a, min(a + batch, n_tokens))
         logits = (torch.randn(pos.size, vocab_size, generator=g) * 2.0).to(device)
-        if device != "cpu":
-            torch.cuda.synchronize()
+        synchronize(torch.device(device))
         t0 = time.perf_counter()
         mixer(pos, logits, toks[torch.from_numpy(pos).to(device) + 1])
-        if device != "cpu":
-            torch.cuda.synchronize()
+        synchronize(torch.device(device))
         dt += time.perf_counter() - t0
     return {"vocab_size": vocab_size, "tokens": n_tokens, "seconds": dt, "tokens_per_second": n_tokens / dt,
             "device": str(device)}
