@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from golflib.data.bytecount import ByteCounter
+from golflib.eval.dump import model_nll
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
-from golflib.runtime import all_reduce_sum, autocast, synchronize
-from golflib.eval.compiled import forward_of
+from golflib.runtime import all_reduce_sum, synchronize
 
 LN2 = math.log(2.0)
 
@@ -103,14 +103,15 @@ def finish_ledger(ledger: Ledger, local_positions, device: torch.device, world_s
 @torch.no_grad()
 def eval_standard(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, batch_tokens: int,
                   rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                  ledger: Ledger | None = None, nll_out: torch.Tensor | None = None) -> EvalResult:
+                  ledger: Ledger | None = None, nll_out: torch.Tensor | None = None, dump=None) -> EvalResult:
     """Non-overlapping evaluation of the (already truncated) val stream, as the baseline's ``eval_val``.
 
     ``val_tokens``: int64 ``[n_targets + 1]`` with ``n_targets % seq_len == 0``. Sequences are split contiguously
     across ranks; each rank scores ``batch_tokens // world_size // seq_len`` sequences per forward (at least 1).
     ``model.token_nll(x, y)`` must return fp32 NLL ``[B, seq_len]``. Every scored position is recorded in
     ``ledger`` (a strict stream-order :class:`Ledger` when None); ``nll_out`` (float ``[n_targets]``, optional)
-    receives this rank's per-target NLLs in nats. Returns the all-reduced :class:`EvalResult` (mode
+    receives this rank's per-target NLLs in nats; ``dump`` (a :class:`golflib.eval.dump.ScoreDump`, optional) every
+    scored batch with tied rows at its sampled positions. Returns the all-reduced :class:`EvalResult` (mode
     ``standard``) carrying the ledger report; raises :class:`golflib.eval.ledger.LegalityError` in strict mode.
     """
     device = torch.device(device)
@@ -131,9 +132,8 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len
             chunk = val_tokens[b0 * seq_len:b1 * seq_len + 1].to(device)
             x = chunk[:-1].view(-1, seq_len)
             y = chunk[1:].view(-1, seq_len)
-            with autocast(device):
-                nll = forward_of(model, "token_nll")(x, y)
             positions = np.arange(b0 * seq_len, b1 * seq_len)
+            nll = model_nll(model, x, y, positions, dump, ledger)
             ledger.score(positions)
             if nll_out is not None:
                 nll_out[b0 * seq_len:b1 * seq_len] = nll.float().reshape(-1).cpu()

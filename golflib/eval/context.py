@@ -25,7 +25,9 @@ class ScoringContext:
     (None: the protocol makes a fresh strict one). ``scores_out``: optional float tensor receiving this rank's
     scores — per-target NLLs in nats if ``[n_targets]``, log-probability rows if ``[n_targets, V]``.
     ``log``: ``log(line: str)`` for progress lines (None: silent). ``mixer``: optional
-    :class:`golflib.eval.ngram.NgramMixer` applied to every scored batch's logits. Raises ``ValueError`` for
+    :class:`golflib.eval.ngram.NgramMixer` applied to every scored batch's logits. ``dump``: optional
+    :class:`golflib.eval.dump.ScoreDump` every protocol writes each scored batch to (per-target NLLs, tied log-prob
+    rows at its sampled positions; the future-perturbation audit reads it). Raises ``ValueError`` for
     ``world_size < 1`` or a rank outside ``[0, world_size)``."""
 
     device: torch.device | str = "cpu"
@@ -35,6 +37,7 @@ class ScoringContext:
     scores_out: torch.Tensor | None = None
     log: Callable[[str], None] | None = None
     mixer: Any = None
+    dump: Any = None
 
     def __post_init__(self):
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:

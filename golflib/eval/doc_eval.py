@@ -20,9 +20,9 @@ import torch
 
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult, finish_ledger
+from golflib.eval.dump import model_nll
 from golflib.eval.ledger import Ledger
-from golflib.runtime import autocast, synchronize
-from golflib.eval.compiled import forward_of
+from golflib.runtime import synchronize
 
 DOC_EVAL_TRUNCATION = "#1855 eval_val: each rank's sequences truncated to whole batches"
 
@@ -58,7 +58,7 @@ def doc_eval_ranges(n_targets: int, seq_len: int, batch_seqs: int, rank: int, wo
 def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, batch_tokens: int,
                       grad_accum_steps: int = 1, bos_id: int = 1, rank: int = 0, world_size: int = 1,
                       device: torch.device | str = "cpu", ledger: Ledger | None = None,
-                      nll_out: torch.Tensor | None = None) -> EvalResult:
+                      nll_out: torch.Tensor | None = None, dump=None) -> EvalResult:
     """#1855's doc-isolated standard eval of ``val_tokens`` (int64 ``[n_targets + 1]``, documents opened by
     ``bos_id``); see the module docstring.
 
@@ -105,9 +105,8 @@ def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq
         row = val_tokens[b0 * seq_len:b1 * seq_len + 1].to(device=device, dtype=torch.int64)
         x, y = row[:-1], row[1:]
         ids = bos_segment_ids(x, bos_id, seq_len)
-        with autocast(device):
-            nll = forward_of(model, "token_nll")(x[None], y[None], doc_ids=ids[None])[0].float()
         positions = np.arange(b0 * seq_len, b1 * seq_len)
+        nll = model_nll(model, x[None], y[None], positions, dump, ledger, doc_ids=ids[None])[0]
         ledger.score(positions)
         if nll_out is not None:
             nll_out[b0 * seq_len:b1 * seq_len] = nll.cpu()

@@ -92,6 +92,7 @@ class Ledger:
         self._calls = {"score": 0, "update": 0, "reset": 0, "check_normalized": 0}
         self._updated_positions = 0
         self._c2_rows = 0
+        self._c2_tied = 0  # rows whose -log p[target] equals the scored NLL (check_normalized with nll, targets)
         self._violations: list[dict] = []
         self._counts = {1: 0, 2: 0, 3: 0, 4: 0}
         self._skipped = np.zeros(n_targets, dtype=bool)  # declared never-scored positions (Ledger.skip)
@@ -197,20 +198,46 @@ class Ledger:
         self._calls["reset"] += 1
         self._transient = None
 
-    def check_normalized(self, probs, positions=None, *, log_probs: bool = False, atol: float = 1e-4) -> dict:
+    def check_normalized(self, probs, positions=None, *, log_probs: bool = False, atol: float = 1e-4, nll=None,
+                         targets=None, tie_atol: float = 1e-4) -> dict:
         """C2 for protocols that form their own distribution: pass sampled rows ``[..., V]`` (probabilities, or
         log-probabilities with ``log_probs``) through :func:`check_distribution`; a failure is a C2 violation at
-        the first of ``positions`` (or -1). Returns the check's dict."""
+        the first of ``positions`` (or -1). With ``nll`` (nats, one per row) and ``targets`` (int, one per row) the
+        rows are also **tied** to what was scored: ``-log p[target]`` must equal the NLL summed into the score
+        within ``tie_atol``, else C2 fails (rows shown for C2 that are not the rows scored). The report claims C2
+        (``conditions_checked`` holds 2) only for tied rows. Returns the check's dict (``tied`` added)."""
         self._calls["check_normalized"] += 1
         call = f"check_normalized call #{self._calls['check_normalized']}"
         out = check_distribution(probs, log_probs=log_probs, atol=atol)
         shape = np.shape(probs)
-        self._c2_rows += int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+        n_rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+        self._c2_rows += n_rows
+        pos = _positions(positions, self.n_targets, call) if positions is not None else np.array([-1])
+        first = int(pos[0]) if pos.size else -1
         if not out["normalized"]:
-            pos = _positions(positions, self.n_targets, call) if positions is not None else np.array([-1])
-            self._flag(2, int(pos[0]) if pos.size else -1, call,
-                       f"distribution not normalized: max |sum - 1| = {out['max_abs_sum_error']:.3g}, "
-                       f"min prob = {out['min_prob']:.3g}")
+            self._flag(2, first, call, f"distribution not normalized: max |sum - 1| = {out['max_abs_sum_error']:.3g}, "
+                                       f"min prob = {out['min_prob']:.3g}")
+        out["tied"] = False
+        if nll is not None and targets is not None:
+            p = _to_numpy(probs).reshape(-1, shape[-1])
+            y = np.asarray(targets.detach().cpu().numpy() if hasattr(targets, "detach") else targets,
+                           dtype=np.int64).reshape(-1)
+            v = _to_numpy(nll).reshape(-1)
+            if y.size != p.shape[0] or v.size != p.shape[0]:
+                raise ValueError(f"{call}: {p.shape[0]} rows but {y.size} targets and {v.size} NLLs")
+            at = p[np.arange(y.size), y]
+            row_nll = -at if log_probs else -np.log(np.maximum(at, 1e-300))
+            err = np.abs(row_nll - v)
+            err = np.where(np.isnan(err), np.inf, err)
+            out["max_tie_error"] = float(err.max()) if err.size else 0.0
+            if err.size and err.max() > tie_atol:
+                i = int(np.argmax(err > tie_atol))
+                self._flag(2, int(pos[i]) if i < pos.size else first, call,
+                           f"the scored NLL {v[i]:.6g} is not -log p[target] = {row_nll[i]:.6g} of the row checked "
+                           f"(rows shown for C2 are not the rows scored)")
+            else:
+                self._c2_tied += n_rows
+                out["tied"] = True
         return out
 
     def _state_max(self) -> tuple[int, int] | None:
@@ -258,8 +285,9 @@ class Ledger:
             "violation_counts": {f"C{c}": n for c, n in counts.items()},
             "order": "stream" if self.order is None else "declared",
             "stream_order": self.order is None,
-            "conditions_checked": [1, 2, 3, 4] if self._c2_rows else [1, 3, 4],
+            "conditions_checked": [1, 2, 3, 4] if self._c2_tied else [1, 3, 4],
             "c2_rows_checked": self._c2_rows,
+            "c2_rows_tied": self._c2_tied,
             "strict": self.strict,
         }
 

@@ -191,7 +191,8 @@ class NgramMixer:
                 self._accumulate(pos[a:b], d, y[a:b], nll[a:b])
                 local = [i - a for i in sorted(checks) if a <= i < b]
                 if local:
-                    self._check(p[torch.tensor(local, device=self.device)], pos_np[a:b][local], ledger)
+                    sel = torch.tensor(local, device=self.device)
+                    self._check(p[sel], pos_np[a:b][local], ledger, nll[a:b][sel], y[a:b][sel])
             self.counts.add(pos[s0:s1])  # after scoring: the block's targets become cache statistics
             if ledger is not None:
                 ledger.update(pos_np[s0:s1], persistent=True)
@@ -200,8 +201,10 @@ class NgramMixer:
         self.stats["seconds"] += time.perf_counter() - t0
         return nll.to(device=logits.device, dtype=torch.float32), out_rows
 
-    def _check(self, sample: torch.Tensor, positions: np.ndarray, ledger: Ledger | None) -> None:
-        c2 = ledger.check_normalized(sample, positions) if ledger is not None else check_distribution(sample)
+    def _check(self, sample: torch.Tensor, positions: np.ndarray, ledger: Ledger | None, nll: torch.Tensor,
+               targets: torch.Tensor) -> None:
+        c2 = (ledger.check_normalized(sample, positions, nll=nll, targets=targets) if ledger is not None
+              else check_distribution(sample))
         self.stats["c2_rows"] += int(sample.shape[0])
         self.stats["c2_max_abs_sum_error"] = max(self.stats["c2_max_abs_sum_error"], c2["max_abs_sum_error"])
         self.stats["c2_min_prob"] = min(self.stats["c2_min_prob"], c2["min_prob"])

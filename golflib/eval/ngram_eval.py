@@ -50,7 +50,7 @@ def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCo
             raise ValueError("sliding+ngram writes per-target NLLs: scores_out must be [n_targets]")
         res = eval_sliding(model, val_tokens, luts, seq_len=L, stride=cfg.eval.eval_stride or L,
                            batch_seqs=cfg.eval.eval_batch_seqs, rank=ctx.rank, world_size=ctx.world_size,
-                           device=ctx.device, ledger=ctx.ledger, nll_out=scores_out, mixer=mixer)
+                           device=ctx.device, ledger=ctx.ledger, nll_out=scores_out, mixer=mixer, dump=ctx.dump)
     elif protocol in ("chunked", "lora", "phased"):
         res = run_ttt_kind(protocol, model, val_tokens, luts, cfg, ctx.replace(mixer=mixer))
     else:

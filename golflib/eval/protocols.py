@@ -43,7 +43,8 @@ def eval_window(cfg) -> int:
 
 
 def _kw(ctx: ScoringContext) -> dict:
-    return dict(rank=ctx.rank, world_size=ctx.world_size, device=ctx.device, ledger=ctx.ledger, nll_out=ctx.scores_out)
+    return dict(rank=ctx.rank, world_size=ctx.world_size, device=ctx.device, ledger=ctx.ledger, nll_out=ctx.scores_out,
+                dump=ctx.dump)
 
 
 def run_standard(model, tokens, luts, cfg, ctx: ScoringContext | None = None) -> EvalResult:

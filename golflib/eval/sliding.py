@@ -135,7 +135,7 @@ def score_window_batch(model, val_tokens: torch.Tensor, batch: list[Window], dev
 def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len: int, stride: int, batch_seqs: int = 32,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                  ledger: Ledger | None = None, nll_out: torch.Tensor | None = None, mixer=None,
-                 window_set: str = "fixed") -> EvalResult:
+                 window_set: str = "fixed", dump=None) -> EvalResult:
     """Sliding-window val_bpb over ``val_tokens`` (int64 ``[n_targets + 1]``).
 
     Windows (``window_set``: fixed | legacy | legacy_stride, see the module docstring; ``EVAL_WINDOWS``) are split
@@ -148,7 +148,8 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len:
     sums count the repeated targets as often as they are scored (the records' numbers). ``mixer`` (optional,
     e.g. :class:`golflib.eval.ngram.NgramMixer`; fixed set only, else ``ValueError``): called as
     ``mixer(positions, logits_rows, targets, ledger)`` once the model scored each batch; it records the scoring
-    (and its own cache updates) in ``ledger``, and its NLLs replace the model's.
+    (and its own cache updates) in ``ledger``, and its NLLs replace the model's. ``dump`` (optional
+    :class:`golflib.eval.dump.ScoreDump`) receives every scored batch — the mixed rows when a mixer is on.
     """
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -170,14 +171,26 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len:
         for batch in window_batches(mine, batch_seqs, padded=legacy):
             if mixer is not None:  # the mixer records the scoring and its own updates in the ledger
                 positions, nll_s, xs, ys, rows = score_window_batch(model, val_tokens, batch, device, rows=True)
-                nll_s, _ = mixer(positions, rows, ys, ledger)
+                want = dump is not None and dump.wants_rows(positions)
+                nll_s, mixed = mixer(positions, rows, ys, ledger, rows=want)
                 if nll_out is not None:
                     nll_out[torch.from_numpy(positions)] = nll_s.cpu()
+                if dump is not None:
+                    dump.write(positions, nll_s, mixed, log_probs=True, ledger=ledger)
                 acc.add(nll_s, xs, ys, luts, positions)
                 continue
             x, y, mask, positions = window_tensors(val_tokens, batch, device, seq_len if legacy else 0)
-            with autocast(device):
-                nll = forward_of(model, "token_nll")(x, y).float()
+            if dump is not None and dump.wants_rows(positions):  # rows of the scored targets, tied to their NLLs
+                with autocast(device):
+                    logits = forward_of(model, "logits")(x).float()
+                nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
+                                                        reduction="none").view_as(y)
+                dump.write(positions, nll[mask], logits[mask], log_probs=False, ledger=ledger)
+            else:
+                with autocast(device):
+                    nll = forward_of(model, "token_nll")(x, y).float()
+                if dump is not None:
+                    dump.write(positions, nll[mask])
             ledger.score(positions, repeat=repeat)
             if nll_out is not None:
                 nll_out[torch.from_numpy(positions)] = nll[mask].cpu()

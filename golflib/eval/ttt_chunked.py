@@ -34,7 +34,9 @@ from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.context import ScoringContext
 from golflib.eval.protocols import eval_window
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
-from golflib.eval.sliding import LEGACY_REPEAT, score_window_batch, sliding_windows, window_batches
+from golflib.eval.dump import emit
+from golflib.eval.sliding import (LEGACY_REPEAT, score_window_batch, scored_positions, sliding_windows,
+                                   window_batches)
 from golflib.eval.ttt_common import (all_reduce_grads, build_optimizer, check_rows, clip_and_step,
                                      consumed_positions, cosine_lr, rank_steps, running_bpb, select_trainable,
                                      set_all_requires_grad, write_scores)
@@ -155,18 +157,24 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, setting
         model.eval()
         with torch.inference_mode():
             for bi, batch in enumerate(window_batches(mine, s.eval_batch_seqs, padded=legacy)):
-                want_rows = bi == 0 or mixer is not None or (scores_out is not None and scores_out.dim() == 2)
+                want_rows = (bi == 0 or mixer is not None or (scores_out is not None and scores_out.dim() == 2)
+                             or (ctx.dump is not None and ctx.dump.wants_rows(scored_positions(batch))))
                 pos, nll, xp, yt, rows = score_window_batch(model, val_tokens, batch, device, rows=want_rows,
                                                             pad_to=seq_len if legacy else 0)
                 if mixer is None:  # a mixer records the scoring itself, block by block
                     ledger.score(pos, repeat=repeat)
                 local.append(pos)
-                if bi == 0:
-                    check_rows(ledger, rows, pos)
+                if bi == 0 and mixer is None:
+                    check_rows(ledger, rows, pos, nll, yt)
+                dumped = rows  # the model's logits, or the mixer's log-prob rows (what was scored)
                 if mixer is not None:  # mixed log-prob rows pass through write_scores' log_softmax unchanged
-                    nll, rows = mixer(pos, rows, yt, ledger, rows=scores_out is not None and scores_out.dim() == 2)
+                    wanted = (scores_out is not None and scores_out.dim() == 2) or (
+                        ctx.dump is not None and ctx.dump.wants_rows(pos))
+                    nll, rows = mixer(pos, rows, yt, ledger, rows=wanted)
+                    dumped = rows
                 if scores_out is not None:
                     write_scores(scores_out, pos, nll, rows)
+                emit(ctx, pos, nll, dumped, log_probs=mixer is not None, ledger=ledger)
                 acc.add(nll, xp, yt, luts, pos)
         if world_size > 1:
             record_other_ranks(ledger, np.concatenate(local) if local else np.zeros(0, np.int64), device,

@@ -126,12 +126,15 @@ def running_bpb(sums: torch.Tensor) -> float:
     return float(s[0] / (LN2 * s[2])) if float(s[2]) > 0 else float("nan")
 
 
-def check_rows(ledger: Ledger, logits: torch.Tensor, positions: np.ndarray, k: int = 2) -> None:
-    """C2 on the model's own distribution: pass ``k`` scored rows (log-softmax of fp32 logits) to the ledger."""
+def check_rows(ledger: Ledger, logits: torch.Tensor, positions: np.ndarray, nll: torch.Tensor,
+               targets: torch.Tensor, k: int = 2) -> None:
+    """C2 on the model's own distribution, tied to the score: pass ``k`` scored rows (log-softmax of fp32 logits
+    ``[n, V]``) with their NLLs (nats ``[n]``, the ones summed into the score) and targets (int ``[n]``) to the
+    ledger (:meth:`golflib.eval.ledger.Ledger.check_normalized`)."""
     if logits.numel() == 0 or k <= 0:
         return
     rows = torch.log_softmax(logits[:k].detach().float(), dim=-1)
-    ledger.check_normalized(rows, positions[:k], log_probs=True)
+    ledger.check_normalized(rows, positions[:k], log_probs=True, nll=nll[:k].detach(), targets=targets[:k])
 
 
 def masked_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

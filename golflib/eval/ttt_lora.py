@@ -37,6 +37,7 @@ from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.context import ScoringContext
 from golflib.eval.protocols import eval_window
+from golflib.eval.dump import emit
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segments, masked_nll, running_bpb,
                                      set_all_requires_grad, write_scores)
@@ -344,16 +345,18 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
         unsynced.append(positions)
         with torch.no_grad():
             sel = nll.detach()[scored]
-            want = mixer is not None or (scores_out is not None and scores_out.dim() == 2)
+            dumps_rows = ctx.dump is not None and ctx.dump.wants_rows(positions)
+            want = mixer is not None or (scores_out is not None and scores_out.dim() == 2) or dumps_rows
             rows = logits.detach()[scored] if want else None
             if mixer is not None:  # mixed log-prob rows pass through write_scores' log_softmax unchanged
                 sel, rows = mixer(positions, rows, y[scored], ledger,
-                                  rows=scores_out is not None and scores_out.dim() == 2)
+                                  rows=(scores_out is not None and scores_out.dim() == 2) or dumps_rows)
             acc.add(sel, x[scored], y[scored], luts, positions)
             if scores_out is not None:
                 write_scores(scores_out, positions, sel, rows if scores_out.dim() == 2 else None)
-            if c == 0:
-                check_rows(ledger, logits.detach()[scored], positions)
+            emit(ctx, positions, sel, rows, log_probs=mixer is not None, ledger=ledger)
+            if c == 0 and mixer is None:
+                check_rows(ledger, logits.detach()[scored], positions, sel, y[scored])
         if train.any():
             per_doc = (nll * scored).sum(1) / scored.sum(1).clamp_min(1)
             (per_doc * torch.as_tensor(train, device=device, dtype=per_doc.dtype)).sum().backward()

@@ -280,10 +280,33 @@ def test_check_distribution_and_c2_in_the_ledger():
     assert not check_distribution(torch.tensor([[1.2, -0.2]]))["normalized"]  # negative mass
     led = Ledger(5, strict=False)
     led.score(range(5))
-    led.check_normalized(torch.log_softmax(logits, -1), range(5), log_probs=True)
+    lp = torch.log_softmax(logits, -1)
+    y = torch.tensor([0, 1, 2, 3, 4])
+    led.check_normalized(lp, range(5), log_probs=True, nll=-lp[torch.arange(5), y], targets=y)
     led.check_normalized(blend, [2, 3, 4, 0, 1])
     rep = led.report()
     assert conditions(rep) == {2} and rep["violations"][0]["position"] == 2 and rep["c2_rows_checked"] == 10
-    assert 2 in rep["conditions_checked"]
+    assert 2 in rep["conditions_checked"] and rep["c2_rows_tied"] == 5
     with pytest.raises(LegalityError, match="C2"):
         Ledger(5).check_normalized(blend)
+
+
+def test_c2_is_claimed_only_for_rows_tied_to_the_scored_nll():
+    lp = torch.log_softmax(torch.randn(4, 9), -1)
+    y = torch.tensor([3, 0, 8, 1])
+    scored = -lp[torch.arange(4), y]
+    untied = Ledger(4, strict=False)
+    untied.check_normalized(lp, range(4), log_probs=True)  # normalized rows, but nothing says they were scored
+    assert untied.report()["conditions_checked"] == [1, 3, 4] and untied.report()["c2_rows_checked"] == 4
+    topk = torch.where(lp >= lp.topk(3, -1).values[:, -1:], lp, torch.tensor(-float("inf")))
+    topk = torch.log_softmax(topk, -1)  # scored: the top-3 renormalised mixture; shown for C2: the full rows
+    led = Ledger(4, strict=False)
+    led.score(range(4))
+    led.check_normalized(lp, range(4), log_probs=True, nll=-topk[torch.arange(4), y], targets=y)
+    rep = led.report()
+    assert rep["violation_counts"]["C2"] == 1 and "not -log p[target]" in rep["violations"][0]["detail"]
+    assert 2 not in rep["conditions_checked"]
+    good = Ledger(4)
+    good.score(range(4))
+    assert good.check_normalized(lp, range(4), log_probs=True, nll=scored, targets=y)["tied"]
+    assert 2 in good.report()["conditions_checked"]
