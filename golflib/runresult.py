@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ ARTIFACT_FIELDS = ("path", "scheme", "codec", "artifact_bytes", "payload_bytes")
 SCORE_KEYS = ("pre_quant", "pre_quant_live", "quantized/standard", "quantized/sliding", "mixed/standard",
               "mixed/sliding", "ttt/chunked", "ttt/lora", "ttt/phased", "ngram/sliding", "ngram/chunked",
               "ngram/lora", "ngram/phased")
+CUSTOM_PREFIX = "custom/"  # scores of protocols registered by plugins (golflib.eval.protocols.register_protocol)
 
 
 class RunResultError(ValueError):
@@ -198,6 +200,11 @@ def validate(d: dict, source: str = "result.json") -> None:
     problem."""
     import jsonschema
 
+    scores = d.get("scores") if isinstance(d, dict) else None
+    for key in scores if isinstance(scores, dict) else ():
+        if key not in SCORE_KEYS and not re.fullmatch(r"custom/[a-z0-9_][a-z0-9_.-]*", str(key)):
+            raise RunResultError(f"{source}: scores: {key!r} is not one of {', '.join(SCORE_KEYS)} or "
+                                 f"custom/<name> (a plugin's protocol)")
     try:
         jsonschema.validate(_plain(d), schema())
     except jsonschema.ValidationError as e:

@@ -15,7 +15,7 @@ from __future__ import annotations
 OPTIONAL_MODULES = ("golflib.presets", "golflib.eval.ttt", "golflib.eval.ttt_chunked", "golflib.eval.ttt_lora",
                     "golflib.eval.ttt_phased", "golflib.eval.doc_eval", "golflib.eval.ngram_eval",
                     "golflib.quant.lqer", "golflib.quant.preflight", "golflib.quant.posttrain", "golflib.quant.calib",
-                    "golflib.data.loaders")
+                    "golflib.data.loaders", "golflib.plugins")
 # set by golflib.record.bundle: the optional modules this train_gpt.py does not carry (empty in the package)
 BUNDLE_EXCLUDED: tuple[str, ...] = ()
 
@@ -47,6 +47,8 @@ def modules_needed(cfg) -> dict[str, str]:
         need["golflib.quant.calib"] = "MIXED_EXPORT=1"
         if cfg.quant.gptq_enabled and cfg.quant.gptq_calib_loader == "shuffled":
             need["golflib.data.loaders"] = "GPTQ_CALIB_LOADER=shuffled"
+    if cfg.eval.eval_plugins:
+        need["golflib.plugins"] = "EVAL_PLUGINS"
     if cfg.train.train_loader != "sequential":
         need["golflib.data.loaders"] = f"TRAIN_LOADER={cfg.train.train_loader}"
     return need

@@ -12,6 +12,7 @@ and scores it (standard, sliding window, TTT, n-gram). Everything lands in one r
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import subprocess
@@ -27,7 +28,8 @@ from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
 from golflib.eval.compiled import enable_compile
-from golflib.eval.protocols import PROTOCOLS
+from golflib.eval.context import ScoringContext
+from golflib.eval.protocols import PROTOCOLS, get_protocol
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
@@ -281,12 +283,29 @@ def score_further(trainer: Trainer, loop: LoopResult, scored_model, scored_tag: 
         from golflib.eval.ngram_eval import run_configured_ngram
 
         ngram = run_configured_ngram(cfg, scored_model, luts, rt, log, reference=q_slide, ttt=ttt["scores"])
+    for name in cfg.eval.eval_protocols:  # plugins' protocols (golflib.plugins), each on a fresh copy of the model
+        proto = get_protocol(name)
+        toks = load_validation_tokens(cfg.data.val_glob, proto.seq_len(cfg), cfg.model.vocab_size, tc.val_max_tokens)
+        log.log(f"custom:start protocol={name} unit={proto.unit} targets:{toks.numel() - 1}")
+        ctx = ScoringContext(device=rt.device, rank=rt.rank, world_size=rt.world_size, log=log.log)
+        res = proto.run(copy.deepcopy(scored_model), toks, luts, cfg, ctx)
+        for line in proto.log_lines(res, cfg, tag=scored_tag):
+            log.log(line)
+        ngram["scores"][name] = res
+        ngram["seconds"] += res.seconds
     return q_slide, ttt, ngram
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = resolve_config(args)
+    plugins = []
+    if cfg.eval.eval_plugins:  # a competitor's protocols, mixers, model classes (optional, golflib.seams)
+        from golflib.plugins import load_plugins
+
+        plugins = load_plugins(cfg.eval.eval_plugins)
+    for name in cfg.eval.eval_protocols:
+        get_protocol(name)  # registered (by a plugin), before any training
     rt = init_runtime(cfg.train.device)
     set_precision(cfg.train.precision)
     enable_compile(should_compile(cfg.train.use_compile, rt.device))  # the scoring and TTT forwards too
@@ -295,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if rt.master:
         write_json(run_dir / "config.json", {
             "config": cfg.to_dict(),
-            "meta": {**launch_meta(args), "bundled": BAKED_CONFIG is not None,
+            "meta": {**launch_meta(args), "bundled": BAKED_CONFIG is not None, "plugins": plugins,
                      "git_commit": _git_commit(), "versions": _package_versions(), "device": describe_device(rt),
                      "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         })

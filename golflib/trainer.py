@@ -31,7 +31,8 @@ from golflib.data.prefetch import Batch, PrefetchLoader
 from golflib.data.varlen import CU_BUCKET
 from golflib.model.attention import DENSE_MASK_MAX_ELEMENTS, describe_backends, require_backend
 from golflib.model.flash_op import choose_flash_op
-from golflib.model.gpt import GPT, count_params, unused_parameter_reasons
+from golflib.model.gpt import count_params, unused_parameter_reasons
+from golflib.model.registry import build_model
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.model.recurrence import encoder_decoder, max_loops
 from golflib.optim.averaging import Averager
@@ -164,7 +165,7 @@ class Trainer:
         self.accum = grad_accum_steps(tc, rt.world_size)
         self.unused_reasons: list[str] = []  # why DDP must look for parameters without a gradient
         self._load_val()
-        base_model = GPT(mc)
+        base_model = build_model(mc)
         if tc.init_checkpoint:
             load_init_checkpoint(base_model, tc.init_checkpoint)
             log.log(f"init_checkpoint:{tc.init_checkpoint}")

@@ -119,5 +119,9 @@ def test_extras_are_added_through_the_schema(tmp_path):
 
 def test_the_schema_file_lists_the_score_keys_the_code_knows():
     s = schema()
-    assert s["properties"]["scores"]["propertyNames"]["enum"] == list(SCORE_KEYS)
+    names = s["properties"]["scores"]["propertyNames"]["anyOf"]
+    assert names[0]["enum"] == list(SCORE_KEYS) and names[1]["pattern"] == "^custom/[a-z0-9_][a-z0-9_.-]*$"
+    custom = _result()
+    custom.scores["custom/my_ttt"] = custom.scores["ttt/chunked"]  # a plugin's protocol (register_protocol)
+    assert parse_run_result(custom.to_dict()).score("custom/my_ttt") == custom.scores["ttt/chunked"]
     assert SCHEMA_FILE.name == "run_result.v2.json" and parse_run_result(_result().to_dict()) == _result()

@@ -258,3 +258,27 @@ def mixer_from_config(ncfg, tokens, vocab_size: int, bos_id: int | None, record:
                       update_every=ncfg.ngram_update_every, check_rows=ncfg.ngram_check_rows,
                       bos_id=bos_id if ncfg.ngram_doc_contexts else None,
                       record=record, device=device)
+
+
+MIXERS: dict = {"builtin": mixer_from_config}
+
+
+def register_mixer(name: str, factory) -> None:
+    """Register a mixer factory as ``NGRAM_MIXER=<name>`` (a plugin's extension point, :mod:`golflib.plugins`).
+    ``factory(ncfg, tokens, vocab_size, bos_id, record=False, device=None)`` returns a hook with
+    :class:`NgramMixer`'s call signature — ``mixer(positions, logits, targets, ledger, rows=False) -> (nll, rows)``,
+    recording its scores and cache updates in ``ledger`` — and a ``summary()`` dict. Raises ``ValueError`` for
+    ``builtin`` or a name that is not an identifier."""
+    if name == "builtin" or not name.replace(".", "_").isidentifier():
+        raise ValueError(f"register_mixer: name {name!r} must be an identifier other than 'builtin'")
+    MIXERS[name] = factory
+
+
+def build_mixer(ncfg, tokens, vocab_size: int, bos_id: int | None, record: bool = False,
+                device: torch.device | str | None = None):
+    """The mixer ``NGRAM_MIXER`` names, built by its factory (:func:`mixer_from_config` for ``builtin``). Raises
+    ``ValueError`` naming ``NGRAM_MIXER`` and the registered names for an unknown one."""
+    if ncfg.ngram_mixer not in MIXERS:
+        raise ValueError(f"NGRAM_MIXER={ncfg.ngram_mixer!r} is not registered (registered: {', '.join(MIXERS)}); a "
+                         f"plugin registers it with golflib.eval.ngram.register_mixer (set EVAL_PLUGINS)")
+    return MIXERS[ncfg.ngram_mixer](ncfg, tokens, vocab_size, bos_id, record=record, device=device)

@@ -22,7 +22,7 @@ from golflib.eval.bpb import EvalResult
 from golflib.eval.context import ScoringContext
 from golflib.eval.protocols import NGRAM_LABELS
 from golflib.eval.scorelog import score_lines
-from golflib.eval.ngram import mixer_from_config
+from golflib.eval.ngram import build_mixer
 from golflib.eval.sliding import eval_sliding
 from golflib.eval.protocols import eval_window
 from golflib.eval.ttt import run_ttt_kind
@@ -32,7 +32,7 @@ from golflib.eval.ttt import run_ttt_kind
 def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCounter, cfg: Config,
                     ctx: ScoringContext | None = None) -> EvalResult:
     """Score ``val_tokens`` (int64 ``[n_targets + 1]``) with ``protocol`` (sliding | chunked | lora | phased) and the
-    n-gram mixer ``ctx.mixer`` (built from ``cfg.ngram`` when None), in ``ctx``
+    n-gram mixer ``ctx.mixer`` (built from ``cfg.ngram`` — ``NGRAM_MIXER`` — when None), in ``ctx``
     (:class:`golflib.eval.context.ScoringContext`; None: single process on the CPU). TTT kinds adapt ``model`` in
     place (pass a copy) with ``cfg.ttt`` settings; sliding uses ``EVAL_SEQ_LEN``/``EVAL_STRIDE``.
     ``ctx.scores_out``: ``[n_targets]`` NLLs (sliding, TTT kinds) or ``[n_targets, V]`` mixed log-prob rows (TTT
@@ -42,8 +42,8 @@ def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCo
     ctx = ctx or ScoringContext()
     mixer, scores_out = ctx.mixer, ctx.scores_out
     if mixer is None:
-        mixer = mixer_from_config(cfg.ngram, val_tokens, cfg.model.vocab_size, cfg.model.bos_id,
-                                  device=ctx.torch_device)  # the model's device: the mixture runs by the logits
+        mixer = build_mixer(cfg.ngram, val_tokens, cfg.model.vocab_size, cfg.model.bos_id,
+                            device=ctx.torch_device)  # the model's device: the mixture runs by the logits
     L = eval_window(cfg)
     if protocol == "sliding":
         if scores_out is not None and scores_out.dim() != 1:

@@ -71,18 +71,25 @@ def run_sliding(model, tokens, luts, cfg, ctx: ScoringContext | None = None) -> 
                         batch_seqs=cfg.eval.eval_batch_seqs, window_set=cfg.eval.eval_windows, **_kw(ctx))
 
 
+UNITS = ("stream", "document")  # the unit a protocol's evaluation order is causal in (the perturbation audit's unit)
+
+
 @dataclass(frozen=True)
 class Protocol:
     """One scoring protocol (module docstring). ``run(model, tokens, luts, cfg, ctx)``: ``tokens`` int64
     ``[n_targets + 1]`` truncated at ``seq_len(cfg)``; ``luts`` the run's byte counter; returns an
     :class:`EvalResult`. ``label`` may hold ``{tag}`` (the artifact tag, e.g. ``final_int8_zlib``); ``fields(cfg)``
-    the protocol's extra log fields."""
+    the protocol's extra log fields. ``unit``: where its evaluation order is causal — ``stream`` (every target
+    scored from the stream's past only) or ``document`` (documents in any order that depends only on their
+    boundaries, each document in stream order: the length-sorted doc-LoRA queues accepted in #1610/#1626); the
+    future-perturbation audit (:mod:`golflib.workbook.audit`) perturbs in this unit."""
 
     name: str
     label: str
     run: Callable[..., EvalResult]
     seq_len: Callable[..., int]
     fields: Callable[..., dict] | None = None
+    unit: str = "stream"
 
     def log_lines(self, res: EvalResult, cfg, tag: str = "") -> list[str]:
         """The score line and its ``_exact`` twin (:func:`golflib.eval.scorelog.score_lines`)."""
@@ -113,16 +120,48 @@ def _sliding_fields(cfg) -> dict:
     return {"stride": cfg.eval.eval_stride, "eval_seq_len": eval_window(cfg)}
 
 
+DOC_ORDER_KINDS = ("lora", "phased")  # length-sorted document queues (#1530, #1610/#1626)
 PROTOCOLS: dict[str, Protocol] = {
     "standard": Protocol("standard", "{tag}_roundtrip", run_standard, _train_len),
     "sliding": Protocol("sliding", "{tag}_sliding_window", run_sliding, eval_window, _sliding_fields),
-    **{f"ttt/{k}": Protocol(f"ttt/{k}", label, _ttt(k), eval_window) for k, label in TTT_LABELS.items()},
-    **{f"ngram/{p}": Protocol(f"ngram/{p}", label, _ngram(p), eval_window) for p, label in NGRAM_LABELS.items()},
+    **{f"ttt/{k}": Protocol(f"ttt/{k}", label, _ttt(k), eval_window,
+                            unit="document" if k in DOC_ORDER_KINDS else "stream") for k, label in TTT_LABELS.items()},
+    **{f"ngram/{p}": Protocol(f"ngram/{p}", label, _ngram(p), eval_window,
+                              unit="document" if p in DOC_ORDER_KINDS else "stream")
+       for p, label in NGRAM_LABELS.items()},
 }
+CUSTOM = "custom/"  # the name prefix of protocols registered by plugins
+
+
+def register_protocol(name: str, run: Callable[..., EvalResult], *, label: str | None = None,
+                      window: str = "eval", unit: str = "stream") -> Protocol:
+    """Register a scoring protocol written outside golflib (a plugin, :mod:`golflib.plugins`) as
+    ``custom/<name>``; a run scores it when ``EVAL_PROTOCOLS`` names it, on the artifact every other protocol scores,
+    and records it under that score key. ``run(model, tokens, luts, cfg, ctx) -> EvalResult`` as every protocol
+    (write each scored batch to ``ctx.dump`` — :func:`golflib.eval.dump.emit` — and record scores and updates in
+    ``ctx.ledger`` when given). ``label``: its log label (default: the name); ``window``: ``eval``
+    (``EVAL_SEQ_LEN``) or ``train`` (``TRAIN_SEQ_LEN``), the length its val stream is truncated at; ``unit``:
+    ``stream`` or ``document`` (:class:`Protocol`). Re-registering a name replaces it (a plugin reloaded).
+    Returns the :class:`Protocol`. Raises ``ValueError`` for a name that is not a lowercase identifier, an
+    unknown window or unit."""
+    short = name.removeprefix(CUSTOM)
+    if not short or not all(c.isalnum() or c in "_.-" for c in short) or short != short.lower():
+        raise ValueError(f"register_protocol: name {name!r} must be lowercase letters, digits, '_', '.', '-'")
+    if window not in ("eval", "train"):
+        raise ValueError(f"register_protocol({name!r}): window must be 'eval' or 'train', got {window!r}")
+    if unit not in UNITS:
+        raise ValueError(f"register_protocol({name!r}): unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    key = CUSTOM + short
+    proto = Protocol(key, label or short.replace(".", "_").replace("-", "_"), run,
+                     eval_window if window == "eval" else _train_len, unit=unit)
+    PROTOCOLS[key] = proto
+    return proto
 
 
 def get_protocol(name: str) -> Protocol:
-    """The registered protocol ``name``; raises ``ValueError`` listing the names."""
+    """The registered protocol ``name``; raises ``ValueError`` listing the names (a ``custom/`` name is registered
+    by the plugin that defines it: ``EVAL_PLUGINS``)."""
     if name not in PROTOCOLS:
-        raise ValueError(f"unknown scoring protocol {name!r}; expected one of {', '.join(PROTOCOLS)}")
+        hint = " (custom protocols are registered by their plugin: set EVAL_PLUGINS)" if name.startswith(CUSTOM) else ""
+        raise ValueError(f"unknown scoring protocol {name!r}; expected one of {', '.join(PROTOCOLS)}{hint}")
     return PROTOCOLS[name]

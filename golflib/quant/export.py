@@ -19,6 +19,7 @@ from golflib.config import Config
 from golflib.settings.model import ModelConfig
 from golflib.settings.quant import QuantConfig
 from golflib.model.gpt import GPT
+from golflib.model.registry import build_model
 from golflib.quant.artifact import ArtifactError, encode_artifact, read_artifact, write_artifact
 from golflib.quant.int8 import QuantizedState, dequantize, payload_bytes, quantize_int8
 from golflib.quant.mixed import quantize_mixed
@@ -93,8 +94,9 @@ def load_artifact_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_artifact_model(path: str | os.PathLike, model_cfg: ModelConfig | None = None,
                         device: torch.device | str = "cpu") -> GPT:
-    """A fresh :class:`GPT` with weights loaded (strict) from the artifact at ``path``; the architecture is
-    ``model_cfg`` or, when None, the one stored in the artifact.
+    """A fresh model of class ``MODEL_CLASS`` (:func:`golflib.model.registry.build_model`; :class:`GPT` by default)
+    with weights loaded (strict) from the artifact at ``path``; the architecture is ``model_cfg`` or, when None, the
+    one stored in the artifact.
 
     Raises :class:`~golflib.quant.artifact.ArtifactError` for a foreign file or an artifact without a stored
     architecture, and ``RuntimeError`` when the weights do not match the architecture."""
@@ -103,7 +105,7 @@ def load_artifact_model(path: str | os.PathLike, model_cfg: ModelConfig | None =
         if "model" not in qs.meta:
             raise ArtifactError(f"{path}: no model config stored in the artifact; pass one explicitly")
         model_cfg = Config().replace(qs.meta["model"], source=f"artifact {path}").model
-    model = GPT(model_cfg)
+    model = build_model(model_cfg)
     sd = dequantize(qs)
     try:
         model.load_state_dict(sd, strict=True)

@@ -484,8 +484,13 @@ def build_bundle(cfg: Config | None = None, *, root: str = ROOT, data_root: str 
 
     ``cfg``: the run's resolved config to bake in (None: no baked config; the script then needs ``--preset``).
     ``data_root``: rewrite data paths with :func:`portable_config` (None keeps them). Raises :class:`BundleError`
-    when the training core cannot be bundled (the message names modules and lines)."""
+    when the training core cannot be bundled (the message names modules and lines) or the config loads plugins
+    (``EVAL_PLUGINS``: their modules are not golflib's and are not bundled)."""
     baked = None
+    if cfg is not None and cfg.eval.eval_plugins:
+        raise BundleError(f"EVAL_PLUGINS={','.join(cfg.eval.eval_plugins)}: a bundle carries golflib's training core "
+                          f"only, not plugin modules; fold the plugin's protocol, mixer or model class into the "
+                          f"submission by hand (or run it from the package)")
     if cfg is not None:
         baked = baked_config(portable_config(cfg, data_root) if data_root else cfg)
     excluded = () if cfg is None else tuple(m for m in OPTIONAL_MODULES if m not in modules_needed(cfg))

@@ -62,8 +62,14 @@ class ModelConfig:
     parallel_final_lane: str = "mean"  # routed: mean | attn | mlp
     disable_layer0_attn: bool = False  # physical layer 0 is MLP-only, no attention weights allocated [C14, #1204]
 
+    # the model class, by registered name: gpt (golflib.model.gpt.GPT) or one a plugin registered with
+    # golflib.model.registry.register_model_class (EVAL_PLUGINS); the artifact loads into this class
+    model_class: str = "gpt"
+
     def __post_init__(self) -> None:
         check_field(self.ortho_init_min_dim >= 0, "ortho_init_min_dim", "must be >= 0", self.ortho_init_min_dim)
+        check_field(bool(self.model_class) and self.model_class.replace("_", "").replace(".", "").isalnum(),
+                    "model_class", "must be a registered class name (letters, digits, '_', '.')", self.model_class)
         check_field(2 <= self.vocab_size <= 65536, "vocab_size", "must be in [2, 65536] (uint16 token ids)",
                     self.vocab_size)
         check_field(self.num_layers >= 1, "num_layers", "must be >= 1", self.num_layers)

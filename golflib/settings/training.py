@@ -185,6 +185,11 @@ class EvalConfig:
     # the legacy sets re-score the tail (declared in the ledger) and zero-pad batches to EVAL_SEQ_LEN
     eval_windows: str = "fixed"
     eval_doc_isolated: bool = False  # standard evals doc-isolated in flat batches, segments at BOS (#1855)
+    # plugins (golflib.plugins): comma list of module names or .py files imported before training; they register
+    # protocols (golflib.eval.protocols.register_protocol), mixers (golflib.eval.ngram.register_mixer) and model
+    # classes (golflib.model.registry.register_model_class). Their SHA-256 goes to config.json (the audit checks it)
+    eval_plugins: tuple[str, ...] = ()
+    eval_protocols: tuple[str, ...] = ()  # registered custom/<name> protocols scored after the built-in ones
 
     def __post_init__(self) -> None:
         check_field(self.eval_seq_len >= 0, "eval_seq_len", "must be >= 0", self.eval_seq_len)
@@ -192,3 +197,8 @@ class EvalConfig:
         check_field(self.eval_batch_seqs >= 1, "eval_batch_seqs", "must be >= 1", self.eval_batch_seqs)
         check_field(self.eval_windows in EVAL_WINDOW_SETS, "eval_windows",
                     f"must be one of {', '.join(EVAL_WINDOW_SETS)}", self.eval_windows)
+        check_field(all(p.startswith("custom/") and len(p) > 7 for p in self.eval_protocols)
+                    and len(set(self.eval_protocols)) == len(self.eval_protocols), "eval_protocols",
+                    "must be distinct custom/<name> protocols registered by EVAL_PLUGINS", self.eval_protocols)
+        check_field(all(p.strip() for p in self.eval_plugins), "eval_plugins",
+                    "must be module names or .py files", self.eval_plugins)
