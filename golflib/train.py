@@ -245,7 +245,9 @@ def export_and_score(trainer: Trainer, loop: LoopResult, run_dir: Path) -> dict:
                                                   "payload_bytes": info.payload_bytes}, n_code)
         if mixed:
             artifacts["mixed"] = ArtifactRecord.build(mixed, n_code)
-    extras.update({"ttt_seconds": ttt["seconds"], "ngram_seconds": ngram["seconds"]})
+    extras.update({"ttt_seconds": ttt["seconds"], "ngram_seconds": ngram["seconds"],
+                   # #549's late QAT stays on in TTT: the perturbation audit's replay needs it (golflib.workbook.replay)
+                   "ttt_late_qat": bool(loop.qat_on and cfg.train.late_qat_in_ttt)})
     eval_s = sum(r.seconds for k, r in scores.items() if r is not None and k != "mixed/standard")
     return {"scores": {k: v for k, v in scores.items() if v is not None},
             "references": {**ttt["references"], **ngram["references"]}, "artifacts": artifacts,

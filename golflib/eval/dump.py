@@ -8,6 +8,8 @@ from. The dump keeps:
 - ``nll`` float32 ``[n_targets]``: the last NLL written at each target position (NaN: never scored);
 - ``count`` uint8 ``[n_targets]``: how many times each position was written (a second full pass over val shows up
   here as counts of 2, whatever the protocol reports about itself: C4);
+- ``write_index`` int32 ``[n_targets]``: the write call that first scored each position (-1: never) — the
+  evaluation order as it happened, whatever order the protocol declares;
 - ``rows`` float32 ``[k, V]``: the log-prob rows at the ``k`` sampled positions, as scored.
 
 Each sampled row is **tied** to its score: it must be a distribution over the whole vocabulary (C2) *and* its
@@ -53,6 +55,8 @@ class ScoreDump:
         self._slot[s] = np.arange(s.size)
         self.nll = torch.full((self.n_targets,), float("nan"), dtype=torch.float32)
         self.count = torch.zeros(self.n_targets, dtype=torch.uint8)
+        # the write call that first scored each position (-1: never): the evaluation order as it happened
+        self.write_index = torch.full((self.n_targets,), -1, dtype=torch.int32)
         self.rows = torch.full((s.size, self.vocab_size), float("nan"), dtype=torch.float32)
         self.tie_atol = float(tie_atol)
         self.stats = {"writes": 0, "rows_written": 0, "rows_missing": 0, "untied_rows": 0, "unnormalized_rows": 0,
@@ -81,6 +85,8 @@ class ScoreDump:
         if not pos.size:
             return
         idx = torch.from_numpy(pos)
+        first = self.write_index[idx] < 0
+        self.write_index[idx[first]] = self.stats["writes"] - 1
         self.nll[idx] = v
         c = self.count[idx].to(torch.int32) + 1
         self.count.index_put_((idx,), c.clamp_max(255).to(torch.uint8), accumulate=False)
@@ -133,20 +139,21 @@ class ScoreDump:
                 "repeated": int((c > 1).sum()), "rows_sampled": int(self.sample.size), **self.stats}
 
     def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
-        """Write the dump as a safetensors file (``nll``, ``count``, ``sample``, ``rows``) with ``meta`` (str→str)."""
+        """Write the dump as a safetensors file (``nll``, ``count``, ``write_index``, ``sample``, ``rows``) with
+    ``meta`` (str→str)."""
         from safetensors.torch import save_file
 
-        save_file({"nll": self.nll, "count": self.count, "sample": torch.from_numpy(self.sample.copy()),
-                   "rows": self.rows.contiguous()}, str(path), metadata={k: str(v) for k, v in (meta or {}).items()})
+        save_file({"nll": self.nll, "count": self.count, "write_index": self.write_index,
+                   "sample": torch.from_numpy(self.sample.copy()), "rows": self.rows.contiguous()}, str(path), metadata={k: str(v) for k, v in (meta or {}).items()})
 
 
 def load_dump(path: str | os.PathLike) -> dict:
-    """A dump written by :meth:`ScoreDump.save`: ``{"nll": float32 [n], "count": uint8 [n], "sample": int64 [k],
-    "rows": float32 [k, V], "meta": {str: str}}`` (numpy arrays)."""
+    """A dump written by :meth:`ScoreDump.save`: ``{"nll": float32 [n], "count": uint8 [n], "write_index": int32
+    [n], "sample": int64 [k], "rows": float32 [k, V], "meta": {str: str}}`` (numpy arrays)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        out = {k: f.get_tensor(k).numpy() for k in ("nll", "count", "sample", "rows")}
+        out = {k: f.get_tensor(k).numpy() for k in ("nll", "count", "write_index", "sample", "rows")}
         out["meta"] = dict(f.metadata() or {})
     return out
 
