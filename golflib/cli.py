@@ -131,9 +131,8 @@ def cmd_eval(a) -> int:
 def cmd_audit(a) -> int:
     from golflib.workbook.audit import audit_run
 
-    kinds = tuple(k for k in a.kinds.split(",") if k) if a.kinds is not None else None
     out = audit_run(a.run_dir, perturb=a.perturb, slice_tokens=a.slice_tokens, cuts=a.cuts, seed=a.seed,
-                    kinds=kinds)
+                    agg_tol=a.agg_tol, timeout=a.timeout)
     print(f"audit written to {out['written_to']}")
     return 0 if all(p["verdict"].startswith("PASS") for p in out["protocols"].values()) else 1
 
@@ -307,10 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", help="re-check a run's legality reports; --perturb runs the causality test")
     au.add_argument("run_dir")
     au.add_argument("--perturb", action="store_true", help="future-perturbation test on a val slice (SPEC §4.8)")
-    au.add_argument("--slice-tokens", type=int, default=4096, help="val targets in the perturbation slice")
-    au.add_argument("--cuts", type=int, default=2, help="random cut points per protocol")
-    au.add_argument("--seed", type=int, default=0)
-    au.add_argument("--kinds", default=None, help="TTT kinds to perturb (default: the run's TTT_KINDS if enabled)")
+    au.add_argument("--slice-tokens", type=int, default=0,
+                    help="perturb only the first N val targets, TTT settings scaled to them (default 0: the whole "
+                         "val stream; the reproduction of result.json always uses the whole stream)")
+    au.add_argument("--cuts", type=int, default=2, help="seeded stream cuts and document cuts (default 2 each, plus "
+                    "one inside the first chunk, the first document and the longest document)")
+    au.add_argument("--seed", type=int, default=0, help="seed of the cuts and replacement tokens (default 0)")
+    au.add_argument("--agg-tol", type=float, default=1e-6,
+                    help="bits/byte the replayed val_bpb may differ from result.json (default 1e-6)")
+    au.add_argument("--timeout", type=float, default=None, help="seconds per replay process (default: none)")
     au.set_defaults(fn=cmd_audit)
 
     gc = sub.add_parser("gpu-check", help="pre-flight of a GPU machine: backends, compile, ms/step, eval projection "

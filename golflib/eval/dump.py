@@ -8,8 +8,9 @@ from. The dump keeps:
 - ``nll`` float32 ``[n_targets]``: the last NLL written at each target position (NaN: never scored);
 - ``count`` uint8 ``[n_targets]``: how many times each position was written (a second full pass over val shows up
   here as counts of 2, whatever the protocol reports about itself: C4);
-- ``write_index`` int32 ``[n_targets]``: the write call that first scored each position (-1: never) — the
-  evaluation order as it happened, whatever order the protocol declares;
+- ``rank`` int32 ``[n_targets]``: the place of each position in the order it was first scored (-1: never) —
+  positions count up through the writes, in the row order of each write — the evaluation order as it happened,
+  whatever order the protocol declares;
 - ``rows`` float32 ``[k, V]``: the log-prob rows at the ``k`` sampled positions, as scored.
 
 Each sampled row is **tied** to its score: it must be a distribution over the whole vocabulary (C2) *and* its
@@ -55,8 +56,9 @@ class ScoreDump:
         self._slot[s] = np.arange(s.size)
         self.nll = torch.full((self.n_targets,), float("nan"), dtype=torch.float32)
         self.count = torch.zeros(self.n_targets, dtype=torch.uint8)
-        # the write call that first scored each position (-1: never): the evaluation order as it happened
-        self.write_index = torch.full((self.n_targets,), -1, dtype=torch.int32)
+        # the place of each position in the order it was first scored (-1: never): the order as it happened
+        self.rank = torch.full((self.n_targets,), -1, dtype=torch.int32)
+        self._ranked = 0
         self.rows = torch.full((s.size, self.vocab_size), float("nan"), dtype=torch.float32)
         self.tie_atol = float(tie_atol)
         self.stats = {"writes": 0, "rows_written": 0, "rows_missing": 0, "untied_rows": 0, "unnormalized_rows": 0,
@@ -85,8 +87,13 @@ class ScoreDump:
         if not pos.size:
             return
         idx = torch.from_numpy(pos)
-        first = self.write_index[idx] < 0
-        self.write_index[idx[first]] = self.stats["writes"] - 1
+        first = np.flatnonzero((self.rank[idx] < 0).numpy())
+        if first.size:  # rows of a write in their order; a position twice in one write keeps its first place
+            _, keep = np.unique(pos[first], return_index=True)
+            first = first[np.sort(keep)]
+            self.rank[idx[torch.from_numpy(first)]] = torch.arange(self._ranked, self._ranked + first.size,
+                                                                   dtype=torch.int32)
+            self._ranked += int(first.size)
         self.nll[idx] = v
         c = self.count[idx].to(torch.int32) + 1
         self.count.index_put_((idx,), c.clamp_max(255).to(torch.uint8), accumulate=False)
@@ -139,21 +146,21 @@ class ScoreDump:
                 "repeated": int((c > 1).sum()), "rows_sampled": int(self.sample.size), **self.stats}
 
     def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
-        """Write the dump as a safetensors file (``nll``, ``count``, ``write_index``, ``sample``, ``rows``) with
+        """Write the dump as a safetensors file (``nll``, ``count``, ``rank``, ``sample``, ``rows``) with
     ``meta`` (str→str)."""
         from safetensors.torch import save_file
 
-        save_file({"nll": self.nll, "count": self.count, "write_index": self.write_index,
+        save_file({"nll": self.nll, "count": self.count, "rank": self.rank,
                    "sample": torch.from_numpy(self.sample.copy()), "rows": self.rows.contiguous()}, str(path), metadata={k: str(v) for k, v in (meta or {}).items()})
 
 
 def load_dump(path: str | os.PathLike) -> dict:
-    """A dump written by :meth:`ScoreDump.save`: ``{"nll": float32 [n], "count": uint8 [n], "write_index": int32
+    """A dump written by :meth:`ScoreDump.save`: ``{"nll": float32 [n], "count": uint8 [n], "rank": int32
     [n], "sample": int64 [k], "rows": float32 [k, V], "meta": {str: str}}`` (numpy arrays)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        out = {k: f.get_tensor(k).numpy() for k in ("nll", "count", "write_index", "sample", "rows")}
+        out = {k: f.get_tensor(k).numpy() for k in ("nll", "count", "rank", "sample", "rows")}
         out["meta"] = dict(f.metadata() or {})
     return out
 
