@@ -202,8 +202,10 @@ def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, *, slice_t
         checks: list[tuple[str, bool, str]] = []
         e = full_entries.get(key, {})
         unit = _unit_of(key, full_entries) or "stream"
-        if "error" in e:
-            out[key] = {"ok": False, "unit": unit, "checks": [("replay", False, e["error"])], "perturbations": []}
+        if "error" in e:  # a strict ledger that raised during the replay names its condition
+            name = {2: "C2 on the rows scored", 4: "C4 in the dump: each target once"}.get(
+                e.get("condition"), f"C{e['condition']} in the replay" if e.get("condition") else "replay")
+            out[key] = {"ok": False, "unit": unit, "checks": [(name, False, e["error"])], "perturbations": []}
             continue
         dv = abs(e["val_bpb"] - stored.val_bpb)
         checks.append(("reproduces result.json", dv <= agg_tol and e["tokens"] == stored.tokens

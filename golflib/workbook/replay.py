@@ -129,7 +129,8 @@ def replay(spec: ReplaySpec) -> dict:
                             "val_loss": res.val_loss, "tokens": res.tokens, "bytes": res.bytes,
                             "seconds": res.seconds, "ledger": res.ledger, "dump": dump.summary(), "n_targets": n}
         except Exception as e:  # recorded: the audit fails this entry and goes on
-            entries[key] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
+            entries[key] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:],
+                            "condition": getattr(e, "condition", None)}  # a LegalityError's C1-C4
     out = {"entries": entries, "n_tokens": int(full.numel())}
     (out_dir / "replay.json").write_text(json.dumps(out, default=str))
     return out
