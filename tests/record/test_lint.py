@@ -128,3 +128,97 @@ def test_golf_lint_cli(tiny_script, tmp_path):
     assert f"{bad}:2: flag [val-step-before-score]" in proc.stdout
     with pytest.raises(FileNotFoundError, match="no such script"):
         lint_file(tmp_path / "missing.py")
+
+
+def test_940_shape_with_primes_in_an_array_and_target_names_is_flagged():
+    """The #940 family's real shape (issue 15): the multipliers live in an array, the target is ``tgt_np``."""
+    shape_940 = """
+    import numpy as np
+    PRIMES = np.array([np.uint64(100003), np.uint64(999983), np.uint64(7919)], dtype=np.uint64)
+    def keys(val_np, jv, ctx_w, mask):
+        ctx_hash = np.zeros(len(jv), dtype=np.uint64)
+        for k in range(ctx_w):
+            ctx_hash ^= val_np[jv - (ctx_w - k)].astype(np.uint64) * PRIMES[k % len(PRIMES)]
+        tgt_np = val_np[jv].astype(np.uint64)
+        return ((ctx_hash ^ (tgt_np * PRIMES[ctx_w % len(PRIMES)])) & mask).astype(np.int64)
+    """
+    assert rules(shape_940) == [("target-in-hash", "flag", 9)]
+    for name, mult in (("targets", "mult"), ("y", "hash_prime"), ("tgt_ids", "big")):
+        src = f"""
+        {mult} = 1000003
+        def key(h, {name}):
+            return h ^ ({name} * {mult})
+        """
+        assert rules(src) == [("target-in-hash", "flag", 4)], name
+    # context-only hashing with a prime array, and a target used without a multiplier, are not flagged
+    ok = """
+    primes = [100003, 999983]
+    def ctx_key(prev, cur):
+        return (prev * primes[0]) ^ (cur * primes[1])
+    def count(table, ctx, y, V):
+        table[ctx * V + y] += 1
+    """
+    assert rules(ok) == []
+
+
+def test_a_no_grad_block_counts_as_scoring_only_when_it_scores_val():
+    ema_then_train = """
+    import torch
+    def adapt(model, ema, val_tokens, opt):
+        with torch.no_grad():
+            for e, p in zip(ema, model.parameters()):
+                e.mul_(0.99).add_(p)
+        loss = model(val_tokens[:-1], val_tokens[1:])
+        loss.backward()
+        opt.step()
+    """
+    assert rules(ema_then_train) == [("val-step-before-score", "flag", 8), ("val-step-before-score", "flag", 9)]
+    scored_then_train = ema_then_train.replace("for e, p in zip(ema, model.parameters()):\n"
+                                               "                e.mul_(0.99).add_(p)",
+                                               "nll = model(val_tokens[:-1], val_tokens[1:])")
+    assert rules(scored_then_train) == [("val-step", "review", 7), ("val-step", "review", 8)]
+
+
+def test_a_compile_warm_up_on_val_is_flagged_even_after_scoring():
+    warm = """
+    import torch
+    def evaluate(model, val_tokens, opt):
+        with torch.no_grad():
+            base = model(val_tokens[:-1], val_tokens[1:])
+        warm_batch = val_tokens[:4096]
+        model(warm_batch[:-1], warm_batch[1:]).backward()
+        opt.step()
+        return base
+    def compile_warmup(model, val_tokens, opt):
+        model(val_tokens[:-1], val_tokens[1:]).backward()
+    """
+    got = rules(warm)
+    assert got == [("val-step-before-score", "flag", 7), ("val-step-before-score", "flag", 8),
+                   ("val-step-before-score", "flag", 11)]
+    assert "compile warm-up" in lint_source(textwrap.dedent(warm))[0].message
+    random_warm = warm.replace("warm_batch = val_tokens[:4096]", "warm_batch = torch.randint(0, 1024, (4096,))")
+    assert ("val-step-before-score", "flag", 7) not in rules(random_warm)  # the records warm up on random tokens
+
+
+def test_well_known_gpu_packages_are_never_local_imports_and_newer_syntax_is_skipped(tmp_path):
+    src = ("from flash_attn_interface import flash_attn_func\nimport triton\nimport triton.language as tl\n"
+           "from triton.tools.tensor_descriptor import TensorDescriptor\nimport flash_attn\n")
+    assert rules(src, tmp_path) == []
+    newer = 'x = 1\nprint(f"{d["k"]}")\ndef leak(m, val_tokens, opt):\n    m(val_tokens).backward()\n'
+    found = rules(newer, tmp_path)
+    if sys.version_info < (3, 12):  # a PEP 701 f-string: blanked, reported, and the rest still linted
+        assert ("unparsed", "review", 2) in found
+    assert ("val-step-before-score", "flag", 4) in found
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("GOLF_RECORDS_DIR"),
+                    reason="set GOLF_RECORDS_DIR to a checkout of openai/parameter-golf to lint its records")
+def test_the_challenge_records_lint_without_flags():
+    """Development check against the challenge repository (not shipped): every record's train_gpt.py in
+    records/track_10min_16mb has no flag except 2026-04-06_SP8192_HessianSDClip, whose train_gpt.py execs a second
+    file (docs/LOG.md, 2026-12-07)."""
+    from pathlib import Path
+
+    root = Path(__import__("os").environ["GOLF_RECORDS_DIR"]) / "records" / "track_10min_16mb"
+    flagged = {p.parent.name for p in root.glob("*/train_gpt.py") if summary(lint_file(p))["flag"]}
+    assert flagged == {"2026-04-06_SP8192_HessianSDClip_ProgressiveRecurrence"}
