@@ -55,8 +55,8 @@ CASES = {
 
 def planted_run(tmp_path, embedded_data, plugin: str, overrides: dict) -> Path:
     run_dir = tmp_path / plugin
-    cfg = {**BASE, **overrides, "DATA_PATH": embedded_data["data_path"],
-           "TOKENIZER_PATH": embedded_data["tokenizer_path"], "EVAL_PLUGINS": str(PLANTED / f"{plugin}.py")}
+    cfg = {**BASE, "EVAL_PLUGINS": str(PLANTED / f"{plugin}.py"), **overrides, "DATA_PATH": embedded_data["data_path"],
+           "TOKENIZER_PATH": embedded_data["tokenizer_path"]}
     args = ["--preset", "baseline", "--run-dir", str(run_dir)]
     for k, v in cfg.items():
         args += ["--set", f"{k}={v}"]
@@ -87,3 +87,28 @@ def test_planted_protocol_audit(plugin, tmp_path, embedded_data):
         others = {k: v for k, v in verdicts.items() if k != key and not (plugin.endswith("model") and
                                                                       k != "pre_quant")}
         assert all(v.startswith("PASS") for v in others.values()), "\n".join(lines)
+
+
+def test_a_stored_score_the_code_does_not_reproduce_and_a_changed_plugin_fail(tmp_path, embedded_data):
+    import json
+    import shutil
+
+    plugin = tmp_path / "my_protocol.py"
+    shutil.copy(PLANTED / "legal_temperature.py", plugin)
+    overrides, key, _ = CASES["legal_temperature"]
+    run_dir = planted_run(tmp_path, embedded_data, "legal_temperature", {**overrides, "EVAL_PLUGINS": str(plugin)})
+    meta = json.loads((run_dir / "config.json").read_text())["meta"]["plugins"]
+    assert meta[0]["spec"] == str(plugin) and len(meta[0]["sha256"]) == 64
+    # the sums stay consistent (val_bpb from val_loss, tokens, bytes), only the number moved
+    res = json.loads((run_dir / "result.json").read_text())
+    for k in ("val_loss", "val_bpb"):
+        res["scores"][key][k] *= 0.999
+    (run_dir / "result.json").write_text(json.dumps(res))
+    out = audit_run(run_dir, perturb=True, cuts=1, echo=lambda s: None)
+    failed = {c["check"] for c in out["protocols"][key]["checks"] if not c["ok"]}
+    assert failed == {"reproduces result.json"}, out["protocols"][key]["checks"]
+    plugin.write_text(plugin.read_text().replace("/ 0.9", "/ 0.8"))  # the code changed since the run
+    out = audit_run(run_dir, perturb=True, cuts=1, echo=lambda s: None)
+    checks = {c["check"]: c for c in out["protocols"][key]["checks"]}
+    assert not checks["plugins unchanged"]["ok"] and "changed since the run" in checks["plugins unchanged"]["detail"]
+    assert not checks["perturbation audit"]["ok"] and "perturbation_meta" not in out
