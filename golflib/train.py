@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import platform
 import subprocess
@@ -317,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(run_dir / "config.json", {
             "config": cfg.to_dict(),
             "meta": {**launch_meta(args), "bundled": BAKED_CONFIG is not None, "plugins": plugins,
+                     # the training core's code, hashed: the perturbation audit replays only the code that scored
+                     "core_sha256": hashlib.sha256(core_source().encode("utf-8")).hexdigest(),
                      "git_commit": _git_commit(), "versions": _package_versions(), "device": describe_device(rt),
                      "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         })

@@ -133,7 +133,7 @@ def _dump_checks(key: str, e: dict, unit: str) -> list[tuple[str, bool, str]]:
 
 
 def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, *, slice_tokens: int = 0, cuts: int = 2,
-                       seed: int = 0, agg_tol: float = 1e-6, timeout: float | None = None, threads: int = 0,
+                       seed: int = 0, agg_tol: float | None = None, timeout: float | None = None, threads: int = 0,
                        echo: Callable[[str], None] = print) -> dict:
     """The black-box audit of issue 15 on a finished run (module docstring, :mod:`golflib.workbook.perturb`):
 
@@ -148,11 +148,23 @@ def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, *, slice_t
 
     With ``slice_tokens`` the TTT settings are scaled to the slice (:func:`slice_config`). Returns ``{key: {"ok",
     "checks": [(check, ok, detail)], "perturbations": [...]}}`` plus ``"_meta"`` (streams, seconds). ``threads``:
-    torch threads of each replay (0: as this process)."""
+    torch threads of each replay (0: the run's, from ``config.json``, so float sums split the same way).
+    ``agg_tol`` (bits/byte; None: 1e-6 for a CPU run, 5e-3 for a run scored on a GPU — bf16 there, fp32 here;
+    not measured on a GPU yet)."""
     import tempfile
+
+    import json
 
     t0 = time.perf_counter()
     mc, tc = cfg.model, cfg.train
+    device = json.loads((run_dir / "config.json").read_text()).get("meta", {}).get("device") or {}
+    threads = threads or int(device.get("torch_threads") or 0)  # the run's intra-op threads: the same float sums
+    if agg_tol is None:  # replays run on this CPU in fp32; a CUDA run scored in bf16 (SPEC §2.6) lands nearby
+        agg_tol = 1e-6 if device.get("device", "cpu") == "cpu" else 5e-3
+        if agg_tol > 1e-6:
+            echo(f"[audit] the run scored on {device.get('device')}, the replay runs on this CPU in fp32: result.json "
+                 f"is reproduced within {agg_tol:g} bits/byte (--agg-tol); the perturbation comparisons stay bitwise "
+                 f"(every stream replayed here)")
     keys = tuple(k for k in result.scores if k not in NOT_REPLAYED)
     full = load_validation_tokens(cfg.data.val_glob, 1, mc.vocab_size, tc.val_max_tokens).numpy()
     n_full = full.size - 1
@@ -259,29 +271,47 @@ def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, *, slice_t
     return out
 
 
+def code_check(meta: dict) -> list[tuple[str, bool, str]]:
+    """The training core that scored the run (``config.json`` meta ``core_sha256``) is the one the replay runs."""
+    import hashlib
+
+    from golflib.codesize import core_source
+
+    then = meta.get("core_sha256")
+    if then is None or meta.get("bundled"):
+        why = "run from a bundled train_gpt.py" if meta.get("bundled") else "not recorded (a run before issue 15)"
+        return [("golflib code unchanged", True, f"{why}: replayed with this checkout's golflib")]
+    now = hashlib.sha256(core_source().encode("utf-8")).hexdigest()
+    return [("golflib code unchanged", now == then,
+             "the training core that scored the run, byte for byte" if now == then else
+             f"the training core changed since the run (SHA-256 {then[:12]}… then, {now[:12]}… now; git commit "
+             f"{meta.get('git_commit')}): check out the run's golflib to audit the code that produced the score")]
+
+
 def plugin_check(run_dir: Path, cfg: Config) -> list[tuple[str, bool, str]]:
     """The plugins the run loaded (``config.json`` meta) are the files that would be loaded now, byte for byte."""
     import json
 
+    meta = json.loads((run_dir / "config.json").read_text()).get("meta", {})
+    rows = code_check(meta)
     if not cfg.eval.eval_plugins:
-        return []
+        return rows
     from golflib.plugins import PluginError, plugin_digests
 
-    meta = json.loads((run_dir / "config.json").read_text()).get("meta", {})
     then = {d["spec"]: d["sha256"] for d in meta.get("plugins") or []}
     try:
         now = {d["spec"]: d["sha256"] for d in plugin_digests(cfg.eval.eval_plugins)}
     except PluginError as e:
-        return [("plugins unchanged", False, str(e))]
+        return rows + [("plugins unchanged", False, str(e))]
     changed = [s for s in cfg.eval.eval_plugins if then.get(s) != now.get(s)]
-    return [("plugins unchanged", not changed,
+    return rows + [("plugins unchanged", not changed,
              "the run's plugins, byte for byte" if not changed else
              f"{', '.join(changed)} changed since the run (SHA-256 differs or was not recorded): the audit would "
              f"not run the code that produced the score")]
 
 
 def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens: int = 0, cuts: int = 2,
-              seed: int = 0, agg_tol: float = 1e-6, timeout: float | None = None, threads: int = 0,
+              seed: int = 0, agg_tol: float | None = None, timeout: float | None = None, threads: int = 0,
               echo: Callable[[str], None] = print) -> dict:
     """Audit a finished run (see the module docstring): the stored-report checks of every entry and, with
     ``perturb``, :func:`perturbation_audit` (its verdict joins each entry's). Returns ``{"protocols": {key:
@@ -306,7 +336,8 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
                     f"{a['mismatched_docs']} mismatched" + (f" (first {a['first_mismatch']})" if not a["ok"] else ""))
         echo(f"[audit] {sidecar_path_note(luts)}; {side_row[2]}")
     perturbation: dict = {}
-    if perturb and not (plugins and not plugins[0][1]):
+    code_ok = all(ok for _, ok, _ in plugins)
+    if perturb and code_ok:
         perturbation = perturbation_audit(run_dir, result, cfg, slice_tokens=slice_tokens, cuts=cuts, seed=seed,
                                           agg_tol=agg_tol, timeout=timeout, threads=threads, echo=echo)
     out: dict = {"run_dir": str(run_dir), "protocols": {}}
@@ -321,7 +352,8 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
         if name not in NOT_REPLAYED:
             rows += plugins
         if perturb and p is None and name not in NOT_REPLAYED:
-            rows.append(("perturbation audit", False, "not run: " + (plugins[0][2] if plugins else "no replay")))
+            rows.append(("perturbation audit", False,
+                         "not run: " + next((d for _, ok, d in plugins if not ok), "no replay")))
         if p is not None:
             rows += [tuple(c) for c in p["checks"]]
         ok = all(ok for _, ok, _ in rows)
