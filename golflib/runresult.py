@@ -41,7 +41,7 @@ ARTIFACT_FIELDS = ("path", "scheme", "codec", "artifact_bytes", "payload_bytes")
 SCORE_KEYS = ("pre_quant", "pre_quant_live", "quantized/standard", "quantized/sliding", "mixed/standard",
               "mixed/sliding", "ttt/chunked", "ttt/lora", "ttt/phased", "ngram/sliding", "ngram/chunked",
               "ngram/lora", "ngram/phased")
-CUSTOM_PREFIX = "custom/"  # scores of protocols registered by plugins (golflib.eval.protocols.register_protocol)
+CUSTOM_PREFIX = "custom/"  # scores of protocols registered by plugins (golflib.plugins.register_protocol)
 
 
 class RunResultError(ValueError):

@@ -15,14 +15,16 @@ from __future__ import annotations
 OPTIONAL_MODULES = ("golflib.presets", "golflib.eval.ttt", "golflib.eval.ttt_chunked", "golflib.eval.ttt_lora",
                     "golflib.eval.ttt_phased", "golflib.eval.doc_eval", "golflib.eval.ngram_eval",
                     "golflib.quant.lqer", "golflib.quant.preflight", "golflib.quant.posttrain", "golflib.quant.calib",
-                    "golflib.data.loaders", "golflib.plugins")
+                    "golflib.data.loaders", "golflib.plugins", "golflib.eval.dump")
 # set by golflib.record.bundle: the optional modules this train_gpt.py does not carry (empty in the package)
 BUNDLE_EXCLUDED: tuple[str, ...] = ()
 
 
 def modules_needed(cfg) -> dict[str, str]:
     """``{module: reason}`` of the optional modules a :class:`golflib.config.Config` reaches (``reason`` names the
-    config field). ``golflib.presets`` is never needed here: a bundle without a baked config keeps every module."""
+    config field). ``golflib.presets`` is never needed here: a bundle without a baked config keeps every module;
+    nor is ``golflib.eval.dump`` (score dumps are written only by the perturbation audit's replay, through the
+    package)."""
     need: dict[str, str] = {}
     t = cfg.ttt
     kinds = tuple(t.ttt_kinds) if t.ttt_enabled else ()
@@ -47,8 +49,8 @@ def modules_needed(cfg) -> dict[str, str]:
         need["golflib.quant.calib"] = "MIXED_EXPORT=1"
         if cfg.quant.gptq_enabled and cfg.quant.gptq_calib_loader == "shuffled":
             need["golflib.data.loaders"] = "GPTQ_CALIB_LOADER=shuffled"
-    if cfg.eval.eval_plugins:
-        need["golflib.plugins"] = "EVAL_PLUGINS"
+    if cfg.eval.eval_plugins or cfg.eval.eval_protocols:
+        need["golflib.plugins"] = "EVAL_PLUGINS" if cfg.eval.eval_plugins else "EVAL_PROTOCOLS"
     if cfg.train.train_loader != "sequential":
         need["golflib.data.loaders"] = f"TRAIN_LOADER={cfg.train.train_loader}"
     return need

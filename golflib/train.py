@@ -12,7 +12,6 @@ and scores it (standard, sliding window, TTT, n-gram). Everything lands in one r
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import platform
@@ -29,7 +28,6 @@ from golflib.config import Config
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.bpb import EvalResult
 from golflib.eval.compiled import enable_compile
-from golflib.eval.context import ScoringContext
 from golflib.eval.protocols import PROTOCOLS, get_protocol
 from golflib.model.layers import CONTROL_PATTERNS
 from golflib.quant.export import export_int8, load_artifact_model
@@ -286,16 +284,12 @@ def score_further(trainer: Trainer, loop: LoopResult, scored_model, scored_tag: 
         from golflib.eval.ngram_eval import run_configured_ngram
 
         ngram = run_configured_ngram(cfg, scored_model, luts, rt, log, reference=q_slide, ttt=ttt["scores"])
-    for name in cfg.eval.eval_protocols:  # plugins' protocols (golflib.plugins), each on a fresh copy of the model
-        proto = get_protocol(name)
-        toks = load_validation_tokens(cfg.data.val_glob, proto.seq_len(cfg), cfg.model.vocab_size, tc.val_max_tokens)
-        log.log(f"custom:start protocol={name} unit={proto.unit} targets:{toks.numel() - 1}")
-        ctx = ScoringContext(device=rt.device, rank=rt.rank, world_size=rt.world_size, log=log.log)
-        res = proto.run(copy.deepcopy(scored_model), toks, luts, cfg, ctx)
-        for line in proto.log_lines(res, cfg, tag=scored_tag):
-            log.log(line)
-        ngram["scores"][name] = res
-        ngram["seconds"] += res.seconds
+    if cfg.eval.eval_protocols:  # plugins' protocols (optional, golflib.plugins)
+        from golflib.plugins import score_protocols
+
+        custom = score_protocols(cfg, scored_model, luts, rt, log, scored_tag)
+        ngram = {**ngram, "scores": {**ngram["scores"], **custom["scores"]},
+                 "seconds": ngram["seconds"] + custom["seconds"]}
     return q_slide, ttt, ngram
 
 

@@ -20,9 +20,9 @@ import torch
 
 from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult, finish_ledger
-from golflib.eval.dump import model_nll
+from golflib.eval.compiled import forward_of
 from golflib.eval.ledger import Ledger
-from golflib.runtime import synchronize
+from golflib.runtime import autocast, synchronize
 
 DOC_EVAL_TRUNCATION = "#1855 eval_val: each rank's sequences truncated to whole batches"
 
@@ -106,7 +106,13 @@ def eval_doc_isolated(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq
         x, y = row[:-1], row[1:]
         ids = bos_segment_ids(x, bos_id, seq_len)
         positions = np.arange(b0 * seq_len, b1 * seq_len)
-        nll = model_nll(model, x[None], y[None], positions, dump, ledger, doc_ids=ids[None])[0]
+        if dump is not None:  # the audit's replay (golflib.eval.dump is an optional module, never bundled)
+            from golflib.eval.dump import model_nll
+
+            nll = model_nll(model, x[None], y[None], positions, dump, ledger, doc_ids=ids[None])[0]
+        else:
+            with autocast(device):
+                nll = forward_of(model, "token_nll")(x[None], y[None], doc_ids=ids[None])[0].float()
         ledger.score(positions)
         if nll_out is not None:
             nll_out[b0 * seq_len:b1 * seq_len] = nll.cpu()

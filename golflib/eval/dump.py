@@ -174,28 +174,29 @@ def emit(ctx, positions, nll: torch.Tensor, rows: torch.Tensor | None = None, *,
         dump.write(positions, nll, rows, log_probs=log_probs, ledger=ledger)
 
 
-def model_nll(model, x: torch.Tensor, y: torch.Tensor, positions, dump: ScoreDump | None, ledger=None,
-              doc_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """fp32 NLL (nats, shape of ``y``) of a model-only scoring batch (``x``, ``y`` int64 ``[B, T]``; ``positions``
-    the ``B·T`` target positions, row-major), written to ``dump``. When the dump samples any of these positions the
-    batch goes through ``model.logits`` and the NLL is the cross-entropy of those very logits, so the rows the dump
-    ties are the rows scored (``token_nll`` computes the same cross-entropy of the same logits); otherwise
-    ``model.token_nll``. Both forwards run under :func:`golflib.runtime.autocast` via
-    :func:`golflib.eval.compiled.forward_of`."""
+
+def model_nll(model, x: torch.Tensor, y: torch.Tensor, positions, dump: ScoreDump, ledger=None,
+              doc_ids: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 NLL (nats, shape of ``y``) of a model-only scoring batch (``x``, ``y`` int64 ``[B, T]``), with the
+    scored targets written to ``dump``: ``positions`` are the target positions of ``y[mask]`` (all of ``y`` when
+    ``mask`` is None), row-major. When the dump samples any of them the batch goes through ``model.logits`` and the
+    NLL is the cross-entropy of those very logits, so the rows the dump ties are the rows scored (``token_nll``
+    computes the same cross-entropy of the same logits); otherwise ``model.token_nll``. Both forwards run under
+    :func:`golflib.runtime.autocast` via :func:`golflib.eval.compiled.forward_of`."""
     from golflib.eval.compiled import forward_of
     from golflib.runtime import autocast
 
-    device = x.device
     kw = {} if doc_ids is None else {"doc_ids": doc_ids}
-    if dump is not None and dump.wants_rows(positions):
-        with autocast(device):
+    sel = (lambda t: t[mask]) if mask is not None else (lambda t: t.reshape(-1, *t.shape[2:]))
+    if dump.wants_rows(positions):
+        with autocast(x.device):
             logits = forward_of(model, "logits")(x, None, **kw)
-        logits = logits.float().reshape(-1, logits.size(-1))
-        nll = torch.nn.functional.cross_entropy(logits, y.reshape(-1), reduction="none")
-        dump.write(positions, nll, logits, log_probs=False, ledger=ledger)
-        return nll.view_as(y)
-    with autocast(device):
+        logits = logits.float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
+                                                reduction="none").view_as(y)
+        dump.write(positions, sel(nll), sel(logits), log_probs=False, ledger=ledger)
+        return nll
+    with autocast(x.device):
         nll = forward_of(model, "token_nll")(x, y, **kw).float()
-    if dump is not None:
-        dump.write(positions, nll.reshape(-1))
-    return nll.view_as(y)
+    dump.write(positions, sel(nll))
+    return nll

@@ -260,18 +260,7 @@ def mixer_from_config(ncfg, tokens, vocab_size: int, bos_id: int | None, record:
                       record=record, device=device)
 
 
-MIXERS: dict = {"builtin": mixer_from_config}
-
-
-def register_mixer(name: str, factory) -> None:
-    """Register a mixer factory as ``NGRAM_MIXER=<name>`` (a plugin's extension point, :mod:`golflib.plugins`).
-    ``factory(ncfg, tokens, vocab_size, bos_id, record=False, device=None)`` returns a hook with
-    :class:`NgramMixer`'s call signature — ``mixer(positions, logits, targets, ledger, rows=False) -> (nll, rows)``,
-    recording its scores and cache updates in ``ledger`` — and a ``summary()`` dict. Raises ``ValueError`` for
-    ``builtin`` or a name that is not an identifier."""
-    if name == "builtin" or not name.replace(".", "_").isidentifier():
-        raise ValueError(f"register_mixer: name {name!r} must be an identifier other than 'builtin'")
-    MIXERS[name] = factory
+MIXERS: dict = {"builtin": mixer_from_config}  # NGRAM_MIXER names (golflib.plugins.register_mixer adds more)
 
 
 def build_mixer(ncfg, tokens, vocab_size: int, bos_id: int | None, record: bool = False,
@@ -280,5 +269,5 @@ def build_mixer(ncfg, tokens, vocab_size: int, bos_id: int | None, record: bool 
     ``ValueError`` naming ``NGRAM_MIXER`` and the registered names for an unknown one."""
     if ncfg.ngram_mixer not in MIXERS:
         raise ValueError(f"NGRAM_MIXER={ncfg.ngram_mixer!r} is not registered (registered: {', '.join(MIXERS)}); a "
-                         f"plugin registers it with golflib.eval.ngram.register_mixer (set EVAL_PLUGINS)")
+                         f"plugin registers it with golflib.plugins.register_mixer (set EVAL_PLUGINS)")
     return MIXERS[ncfg.ngram_mixer](ncfg, tokens, vocab_size, bos_id, record=record, device=device)

@@ -130,32 +130,7 @@ PROTOCOLS: dict[str, Protocol] = {
                               unit="document" if p in DOC_ORDER_KINDS else "stream")
        for p, label in NGRAM_LABELS.items()},
 }
-CUSTOM = "custom/"  # the name prefix of protocols registered by plugins
-
-
-def register_protocol(name: str, run: Callable[..., EvalResult], *, label: str | None = None,
-                      window: str = "eval", unit: str = "stream") -> Protocol:
-    """Register a scoring protocol written outside golflib (a plugin, :mod:`golflib.plugins`) as
-    ``custom/<name>``; a run scores it when ``EVAL_PROTOCOLS`` names it, on the artifact every other protocol scores,
-    and records it under that score key. ``run(model, tokens, luts, cfg, ctx) -> EvalResult`` as every protocol
-    (write each scored batch to ``ctx.dump`` — :func:`golflib.eval.dump.emit` — and record scores and updates in
-    ``ctx.ledger`` when given). ``label``: its log label (default: the name); ``window``: ``eval``
-    (``EVAL_SEQ_LEN``) or ``train`` (``TRAIN_SEQ_LEN``), the length its val stream is truncated at; ``unit``:
-    ``stream`` or ``document`` (:class:`Protocol`). Re-registering a name replaces it (a plugin reloaded).
-    Returns the :class:`Protocol`. Raises ``ValueError`` for a name that is not a lowercase identifier, an
-    unknown window or unit."""
-    short = name.removeprefix(CUSTOM)
-    if not short or not all(c.isalnum() or c in "_.-" for c in short) or short != short.lower():
-        raise ValueError(f"register_protocol: name {name!r} must be lowercase letters, digits, '_', '.', '-'")
-    if window not in ("eval", "train"):
-        raise ValueError(f"register_protocol({name!r}): window must be 'eval' or 'train', got {window!r}")
-    if unit not in UNITS:
-        raise ValueError(f"register_protocol({name!r}): unit must be one of {', '.join(UNITS)}, got {unit!r}")
-    key = CUSTOM + short
-    proto = Protocol(key, label or short.replace(".", "_").replace("-", "_"), run,
-                     eval_window if window == "eval" else _train_len, unit=unit)
-    PROTOCOLS[key] = proto
-    return proto
+CUSTOM = "custom/"  # the name prefix of protocols registered by plugins (golflib.plugins.register_protocol)
 
 
 def get_protocol(name: str) -> Protocol:

@@ -1,4 +1,4 @@
-"""A scoring session for protocols written outside golflib (plugins, :func:`golflib.eval.protocols.register_protocol`).
+"""A scoring session for protocols written outside golflib (plugins, :func:`golflib.plugins.register_protocol`).
 
 A custom protocol forms a distribution over the vocabulary for each target it scores and hands the rows to
 :meth:`Scorer.score`; the session takes the NLL from those very rows (``−log p[y]``, so what the C2 check sees is

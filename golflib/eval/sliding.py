@@ -180,17 +180,13 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len:
                 acc.add(nll_s, xs, ys, luts, positions)
                 continue
             x, y, mask, positions = window_tensors(val_tokens, batch, device, seq_len if legacy else 0)
-            if dump is not None and dump.wants_rows(positions):  # rows of the scored targets, tied to their NLLs
-                with autocast(device):
-                    logits = forward_of(model, "logits")(x).float()
-                nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
-                                                        reduction="none").view_as(y)
-                dump.write(positions, nll[mask], logits[mask], log_probs=False, ledger=ledger)
+            if dump is not None:  # the audit's replay (golflib.eval.dump is an optional module, never bundled)
+                from golflib.eval.dump import model_nll
+
+                nll = model_nll(model, x, y, positions, dump, ledger, mask=mask)
             else:
                 with autocast(device):
                     nll = forward_of(model, "token_nll")(x, y).float()
-                if dump is not None:
-                    dump.write(positions, nll[mask])
             ledger.score(positions, repeat=repeat)
             if nll_out is not None:
                 nll_out[torch.from_numpy(positions)] = nll[mask].cpu()

@@ -34,7 +34,6 @@ from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.context import ScoringContext
 from golflib.eval.protocols import eval_window
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
-from golflib.eval.dump import emit
 from golflib.eval.sliding import (LEGACY_REPEAT, score_window_batch, scored_positions, sliding_windows,
                                    window_batches)
 from golflib.eval.ttt_common import (all_reduce_grads, build_optimizer, check_rows, clip_and_step,
@@ -174,7 +173,8 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, setting
                     dumped = rows
                 if scores_out is not None:
                     write_scores(scores_out, pos, nll, rows)
-                emit(ctx, pos, nll, dumped, log_probs=mixer is not None, ledger=ledger)
+                if ctx.dump is not None:  # golflib.eval.dump.ScoreDump (the audit's replay)
+                    ctx.dump.write(pos, nll, dumped, log_probs=mixer is not None, ledger=ledger)
                 acc.add(nll, xp, yt, luts, pos)
         if world_size > 1:
             record_other_ranks(ledger, np.concatenate(local) if local else np.zeros(0, np.int64), device,

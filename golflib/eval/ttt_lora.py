@@ -37,7 +37,6 @@ from golflib.data.bytecount import ByteCounter
 from golflib.eval.bpb import BPBAccumulator, EvalResult
 from golflib.eval.context import ScoringContext
 from golflib.eval.protocols import eval_window
-from golflib.eval.dump import emit
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segments, masked_nll, running_bpb,
                                      set_all_requires_grad, write_scores)
@@ -354,7 +353,8 @@ def _run_batch(model, lora: BatchedLoRA, val_tokens, segs: np.ndarray, luts, acc
             acc.add(sel, x[scored], y[scored], luts, positions)
             if scores_out is not None:
                 write_scores(scores_out, positions, sel, rows if scores_out.dim() == 2 else None)
-            emit(ctx, positions, sel, rows, log_probs=mixer is not None, ledger=ledger)
+            if ctx.dump is not None:  # golflib.eval.dump.ScoreDump (the audit's replay)
+                ctx.dump.write(positions, sel, rows, log_probs=mixer is not None, ledger=ledger)
             if c == 0 and mixer is None:
                 check_rows(ledger, logits.detach()[scored], positions, sel, y[scored])
         if train.any():

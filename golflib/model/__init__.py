@@ -10,5 +10,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "gpt": ("GPT", "count_params"),
     "layers": ("RMSNorm", "CastedLinear", "Rotary", "rms_norm"),
     "recurrence": ("virtual_layers", "encoder_decoder"),
-    "registry": ("register_model_class", "model_class", "build_model"),
+    "registry": ("build_model",),
 })

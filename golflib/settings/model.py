@@ -63,7 +63,7 @@ class ModelConfig:
     disable_layer0_attn: bool = False  # physical layer 0 is MLP-only, no attention weights allocated [C14, #1204]
 
     # the model class, by registered name: gpt (golflib.model.gpt.GPT) or one a plugin registered with
-    # golflib.model.registry.register_model_class (EVAL_PLUGINS); the artifact loads into this class
+    # golflib.plugins.register_model_class (EVAL_PLUGINS); the artifact loads into this class
     model_class: str = "gpt"
 
     def __post_init__(self) -> None:

@@ -121,7 +121,7 @@ class NgramConfig:
     ngram_doc_contexts: bool = True  # contexts stop at the BOS that opens a document
     ngram_update_every: int = 64  # scored positions between additions to the counts; 0 = once per scored batch
     ngram_check_rows: int = 2  # mixed rows per scored batch passed through the ledger's C2 check
-    # the mixer: builtin (golflib.eval.ngram.NgramMixer) or one a plugin registered (golflib.eval.ngram.register_mixer)
+    # the mixer: builtin (golflib.eval.ngram.NgramMixer) or one a plugin registered (golflib.plugins.register_mixer)
     ngram_mixer: str = "builtin"
 
     def __post_init__(self) -> None:

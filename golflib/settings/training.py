@@ -186,8 +186,8 @@ class EvalConfig:
     eval_windows: str = "fixed"
     eval_doc_isolated: bool = False  # standard evals doc-isolated in flat batches, segments at BOS (#1855)
     # plugins (golflib.plugins): comma list of module names or .py files imported before training; they register
-    # protocols (golflib.eval.protocols.register_protocol), mixers (golflib.eval.ngram.register_mixer) and model
-    # classes (golflib.model.registry.register_model_class). Their SHA-256 goes to config.json (the audit checks it)
+    # protocols (golflib.plugins.register_protocol), mixers (golflib.plugins.register_mixer) and model
+    # classes (golflib.plugins.register_model_class). Their SHA-256 goes to config.json (the audit checks it)
     eval_plugins: tuple[str, ...] = ()
     eval_protocols: tuple[str, ...] = ()  # registered custom/<name> protocols scored after the built-in ones
 

@@ -50,7 +50,7 @@ def test_compiled_protocol_scores_like_eager(name, compiling, monkeypatch):
         return real(m, method)
 
     monkeypatch.setattr(compiled, "forward_of", counting)
-    for mod in ("sliding", "ttt_chunked", "ttt_lora", "ttt_phased"):  # bpb, doc_eval: via golflib.eval.dump
+    for mod in ("bpb", "doc_eval", "sliding", "ttt_chunked", "ttt_lora", "ttt_phased"):
         monkeypatch.setattr(f"golflib.eval.{mod}.forward_of", counting)
     got = PROTOCOLS[name](copy.deepcopy(model), toks)
     assert calls, "the protocol never asked for a compiled forward"

@@ -1,7 +1,7 @@
 """Illegal: tries three temperatures over all of val off the record, then scores val once at the best one."""
 import torch
 
-from golflib.eval.protocols import register_protocol
+from golflib.plugins import register_protocol
 from golflib.eval.scorer import Scorer
 
 

@@ -3,7 +3,7 @@ pass is reported. Every pass goes through the run's scoring context."""
 import torch
 
 from golflib.eval.ledger import Ledger
-from golflib.eval.protocols import register_protocol
+from golflib.plugins import register_protocol
 from golflib.eval.scorer import Scorer
 
 

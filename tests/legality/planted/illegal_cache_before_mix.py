@@ -2,7 +2,7 @@
 update after the score)."""
 import torch
 
-from golflib.eval.ngram import register_mixer
+from golflib.plugins import register_mixer
 
 
 class CacheFirst:

@@ -3,7 +3,7 @@ scored targets carried across documents in that order."""
 import numpy as np
 import torch
 
-from golflib.eval.protocols import register_protocol
+from golflib.plugins import register_protocol
 from golflib.eval.scorer import Scorer
 
 

@@ -1,7 +1,7 @@
 """Illegal NGRAM_MIXER: a normalised mixture that puts 5% of the mass on the token after the target."""
 import torch
 
-from golflib.eval.ngram import register_mixer
+from golflib.plugins import register_mixer
 
 
 class LeanNext:

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import torch
 
-from golflib.eval.protocols import register_protocol
+from golflib.plugins import register_protocol
 from golflib.eval.scorer import Scorer
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from golflib.eval.protocols import register_protocol
+from golflib.plugins import register_protocol
 from golflib.eval.scorer import Scorer
 
 

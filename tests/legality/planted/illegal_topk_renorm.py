@@ -2,7 +2,7 @@
 mass (the whole sums to more than 1); the C2 check is shown the normalised model rows instead."""
 import torch
 
-from golflib.eval.ngram import register_mixer
+from golflib.plugins import register_mixer
 
 
 class TopK:

@@ -1,7 +1,7 @@
 """Illegal MODEL_CLASS: a GPT whose train() override never leaves training mode, and whose training-mode logits add
 the mean over the sequence (the future included) — so the scoring pass, meant to run in eval mode, sees ahead."""
 from golflib.model.gpt import GPT
-from golflib.model.registry import register_model_class
+from golflib.plugins import register_model_class
 
 
 class AlwaysTraining(GPT):

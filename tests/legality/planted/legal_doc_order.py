@@ -3,7 +3,7 @@ order, with a per-document logit bias learned from the document's scored targets
 import numpy as np
 import torch
 
-from golflib.eval.protocols import register_protocol
+from golflib.plugins import register_protocol
 from golflib.eval.scorer import Scorer
 
 

@@ -1,6 +1,6 @@
 """Legal MODEL_CLASS: golflib's GPT whose logits are scaled by a constant 1.05 (trained and scored that way)."""
 from golflib.model.gpt import GPT
-from golflib.model.registry import register_model_class
+from golflib.plugins import register_model_class
 
 
 class ScaledGPT(GPT):

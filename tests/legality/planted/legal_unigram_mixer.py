@@ -2,7 +2,7 @@
 block is scored before its targets enter the cache."""
 import torch
 
-from golflib.eval.ngram import register_mixer
+from golflib.plugins import register_mixer
 
 
 class UnigramCache:
