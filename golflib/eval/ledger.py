@@ -23,8 +23,10 @@ record's *known* deviation declares it instead of hiding it: ``score(..., repeat
 batches). Declared deviations do not raise, are listed apart from the violations, and make the report not
 ``legal`` (C4 is still broken) but ``legal_except_declared``.
 
-:func:`perturbation_test` is the black-box check of SPEC §4.8 item 2 (after #1240): run the whole protocol on the
-stream and on a copy whose future is replaced, and compare the past.
+:func:`perturbation_test` is the in-process form of the black-box check of SPEC §4.8 item 2 (after #1240): run a
+scoring function on the stream and on a copy whose future is replaced, and compare the past. The audit of a finished
+run (``golf audit --perturb``, :mod:`golflib.workbook.audit`) replays the run's own code in fresh processes instead.
+The ledger is the fast, always-on check; the audit is the proof.
 """
 
 from __future__ import annotations
