@@ -95,13 +95,9 @@ class ScoreDump:
                                                                    dtype=torch.int32)
             self._ranked += int(first.size)
         self.nll[idx] = v
-        c = self.count[idx].to(torch.int32) + 1
-        self.count.index_put_((idx,), c.clamp_max(255).to(torch.uint8), accumulate=False)
-        if pos.size > 1 and np.unique(pos).size != pos.size:  # a position twice in one batch
-            uniq, cnt = np.unique(pos, return_counts=True)
-            extra = torch.from_numpy(uniq[cnt > 1])
-            self.count[extra] = (self.count[extra].to(torch.int32) + torch.from_numpy(cnt[cnt > 1] - 1)
-                                 .to(torch.int32)).clamp_max(255).to(torch.uint8)
+        count = self.count.numpy()  # a view; a position twice in one batch counts twice; counts saturate at 255
+        uniq, k = np.unique(pos, return_counts=True)
+        count[uniq] = np.minimum(count[uniq].astype(np.int64) + k, 255)
         hit = np.flatnonzero(self._slot[pos] >= 0)
         if not hit.size:
             return

@@ -206,16 +206,18 @@ def _scoring_blocks(fn: ast.AST) -> list[int]:
             and any(_reads_val(b, assigned) for b in n.body)]
 
 
-def _scoring_lines(fn: ast.AST, scorers: set[str]) -> list[int]:
-    """Lines in ``fn`` where scoring happens: no-grad blocks on val data and calls of functions that score."""
-    return _scoring_blocks(fn) + [n.lineno for n in _own_nodes(fn) if isinstance(n, ast.Call) and _callee(n) in scorers]
+def _scoring_lines(fn: ast.AST, scorers: set[str], blocks: dict) -> list[int]:
+    """Lines in ``fn`` where scoring happens: no-grad blocks on val data (``blocks[fn]``, from
+    :func:`_scoring_blocks`) and calls of functions that score."""
+    return blocks[fn] + [n.lineno for n in _own_nodes(fn) if isinstance(n, ast.Call) and _callee(n) in scorers]
 
 
 def _val_steps(tree: ast.AST) -> list[Finding]:
     fns = _functions(tree)
+    blocks = {fn: _scoring_blocks(fn) for fn in fns}  # once per function: each walks its assignments
     scorers = {fn.name for fn in fns if (any(_is_no_grad(d) for d in fn.decorator_list)
                                          and any(_VAL_NAME.search(n) for n in _names(fn)))
-               or _scoring_blocks(fn)}
+               or blocks[fn]}
     while True:  # a function that calls a scoring function scores too
         more = {fn.name for fn in fns if fn.name not in scorers
                 and any(isinstance(c, ast.Call) and _callee(c) in scorers for c in ast.walk(fn))}
@@ -238,13 +240,13 @@ def _val_steps(tree: ast.AST) -> list[Finding]:
                  and c.func.attr == "step" and not c.args
                  and re.search(r"(opt|optim|optimizer|sgd|adam|muon)", ast.unparse(c.func.value), re.I)]
         decorated = any(_is_no_grad(d) for d in fn.decorator_list)
-        scored = _scoring_lines(fn, scorers - {fn.name})
+        scored = _scoring_lines(fn, scorers - {fn.name}, blocks)
         warm = bool(_WARM_FUNC.search(fn.name)) or any(
             _WARM_NAME.search(n) and any(_VAL_NAME.search(v) for value in assigned.get(n, []) for v in _names(value))
             for c in backward for n in _slice_names(c.func.value, assigned))
         # call sites of this function in other functions, each after scoring in its caller?
         sites = [(g.name, c.lineno, g.name in hooks
-                  or any(line < c.lineno for line in _scoring_lines(g, scorers - {g.name})))
+                  or any(line < c.lineno for line in _scoring_lines(g, scorers - {g.name}, blocks)))
                  for g in fns if g is not fn for c in _own_nodes(g)
                  if isinstance(c, ast.Call) and _callee(c) == fn.name]
         for call in sorted(backward + steps, key=lambda c: c.lineno):

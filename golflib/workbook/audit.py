@@ -13,8 +13,11 @@ or a declared order for the document-sorted kinds accepted in #1610/#1626 (verdi
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,14 +30,13 @@ from golflib.data.caseops import original_text_decoder
 from golflib.data.loader import load_validation_tokens
 from golflib.data.luts import load_sentencepiece
 from golflib.eval.dump import load_dump
-from golflib.eval.protocols import PROTOCOLS, eval_window
+from golflib.eval.protocols import CUSTOM, PROTOCOLS, eval_window
 from golflib.runlog import write_json
 from golflib.runresult import RunResult
 from golflib.workbook.perturb import compare, doc_ids, order_check, plan
 from golflib.workbook.replay import NOT_REPLAYED, ReplaySpec, dump_name, protocol_name, replay_in_process
 from golflib.workbook.runs import load_result
 
-DECLARED_ORDER_KINDS = ("ttt_lora", "ttt_phased")  # length-sorted document queues (#1530, #1610/#1626)
 
 
 def protocol_entries(result: RunResult) -> dict[str, dict]:
@@ -46,8 +48,9 @@ def protocol_entries(result: RunResult) -> dict[str, dict]:
 
 def recheck(entry: dict, n_targets: int, n_bytes: int, unit: str | None = None) -> list[tuple[str, bool, str]]:
     """The stored-report checks of the module docstring, as ``(check, ok, detail)`` rows. ``unit``: the protocol's
-    registered unit (:class:`golflib.eval.protocols.Protocol`), known for golflib's protocols and, for a plugin's,
-    from the replay; a declared (non-stream) order passes only for unit ``document``."""
+    registered unit (:class:`golflib.eval.protocols.Protocol`, :func:`_unit_of`), known for golflib's protocols and,
+    for a plugin's, from the replay (None: unknown); a declared (non-stream) order passes only for unit
+    ``document``."""
     rep = entry.get("ledger")
     if not isinstance(rep, dict):
         return [("ledger report present", False, "no ledger report stored (run predates the ledger?)")]
@@ -69,10 +72,9 @@ def recheck(entry: dict, n_targets: int, n_bytes: int, unit: str | None = None) 
     rows.append(("val_bpb from its sums", abs(bpb - entry["val_bpb"]) <= 1e-9 * max(1.0, bpb),
                  f"{entry['val_bpb']:.8f} vs {bpb:.8f}"))
     declared = not rep.get("stream_order", True)
-    doc_unit = unit == "document" if unit is not None else entry["mode"].removesuffix("+ngram") in DECLARED_ORDER_KINDS
-    rows.append(("evaluation order", not declared or doc_unit,
+    rows.append(("evaluation order", not declared or unit == "document",
                  "stream" if not declared else f"declared ({entry.get('details', {}).get('order', '?')}), unit "
-                 f"{unit or ('document' if doc_unit else 'unknown: run --perturb')}"))
+                 f"{unit or 'unknown: run --perturb'}"))
     return rows
 
 
@@ -89,11 +91,13 @@ def slice_config(cfg: Config, n_targets: int, n_docs: int) -> Config:
 
 
 def _unit_of(key: str, replayed: dict) -> str | None:
+    """The unit of score ``key``'s protocol: the replay's (a plugin's is known only there), else golflib's registry
+    (None for a plugin's protocol that was not replayed, and for the pre-export entries)."""
     e = replayed.get(key) or {}
     if "unit" in e:
         return e["unit"]
     name = protocol_name(key)
-    return PROTOCOLS[name].unit if name in PROTOCOLS else None
+    return PROTOCOLS[name].unit if name in PROTOCOLS and not name.startswith(CUSTOM) else None
 
 
 def _bitwise(a: dict, b: dict) -> tuple[bool, str]:
@@ -132,7 +136,8 @@ def _dump_checks(key: str, e: dict, unit: str) -> list[tuple[str, bool, str]]:
     return rows
 
 
-def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, *, slice_tokens: int = 0, cuts: int = 2,
+def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, meta: dict, *, slice_tokens: int = 0,
+                       cuts: int = 2,
                        seed: int = 0, agg_tol: float | None = None, timeout: float | None = None, threads: int = 0,
                        echo: Callable[[str], None] = print) -> dict:
     """The black-box audit of issue 15 on a finished run (module docstring, :mod:`golflib.workbook.perturb`):
@@ -148,16 +153,13 @@ def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, *, slice_t
 
     With ``slice_tokens`` the TTT settings are scaled to the slice (:func:`slice_config`). Returns ``{key: {"ok",
     "checks": [(check, ok, detail)], "perturbations": [...]}}`` plus ``"_meta"`` (streams, seconds). ``threads``:
-    torch threads of each replay (0: the run's, from ``config.json``, so float sums split the same way).
+    torch threads of each replay (0: the run's, from ``meta`` — ``config.json``'s — so float sums split the same
+    way).
     ``agg_tol`` (bits/byte; None: 1e-6 for a CPU run, 5e-3 for a run scored on a GPU — bf16 there, fp32 here;
     not measured on a GPU yet)."""
-    import tempfile
-
-    import json
-
     t0 = time.perf_counter()
     mc, tc = cfg.model, cfg.train
-    device = json.loads((run_dir / "config.json").read_text()).get("meta", {}).get("device") or {}
+    device = meta.get("device") or {}
     threads = threads or int(device.get("torch_threads") or 0)  # the run's intra-op threads: the same float sums
     if agg_tol is None:  # replays run on this CPU in fp32; a CUDA run scored in bf16 (SPEC §2.6) lands nearby
         agg_tol = 1e-6 if device.get("device", "cpu") == "cpu" else 5e-3
@@ -174,10 +176,10 @@ def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, *, slice_t
     overrides = {}
     if sliced:
         scfg = slice_config(cfg, n, int(doc_ids(stream, mc.bos_id).max()) + 1)
-        overrides = {k: v for k, v in {"TTT_CHUNK_TOKENS": scfg.ttt.ttt_chunk_tokens,
-                                       "GLOBAL_TTT_CHUNK_TOKENS": scfg.ttt.global_ttt_chunk_tokens,
-                                       "PHASED_TTT_PREFIX_DOCS": scfg.ttt.phased_ttt_prefix_docs,
-                                       "TTT_BATCH_SIZE": scfg.ttt.ttt_batch_size}.items()}
+        overrides = {"TTT_CHUNK_TOKENS": scfg.ttt.ttt_chunk_tokens,
+                     "GLOBAL_TTT_CHUNK_TOKENS": scfg.ttt.global_ttt_chunk_tokens,
+                     "PHASED_TTT_PREFIX_DOCS": scfg.ttt.phased_ttt_prefix_docs,
+                     "TTT_BATCH_SIZE": scfg.ttt.ttt_batch_size}
         first_chunk = scfg.ttt.ttt_chunk_tokens
     else:
         first_chunk = cfg.ttt.ttt_chunk_tokens
@@ -265,8 +267,6 @@ def perturbation_audit(run_dir: Path, result: RunResult, cfg: Config, *, slice_t
                                       for p in perturbations],
                     "replays": 3 + len(perturbations) - (0 if sliced else 1), "agg_tol": agg_tol,
                     "seconds": time.perf_counter() - t0}
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
@@ -288,11 +288,9 @@ def code_check(meta: dict) -> list[tuple[str, bool, str]]:
              f"{meta.get('git_commit')}): check out the run's golflib to audit the code that produced the score")]
 
 
-def plugin_check(run_dir: Path, cfg: Config) -> list[tuple[str, bool, str]]:
-    """The plugins the run loaded (``config.json`` meta) are the files that would be loaded now, byte for byte."""
-    import json
-
-    meta = json.loads((run_dir / "config.json").read_text()).get("meta", {})
+def plugin_check(meta: dict, cfg: Config) -> list[tuple[str, bool, str]]:
+    """The plugins the run loaded (``meta``: ``config.json``'s) are the files that would be loaded now, byte for
+    byte; :func:`code_check` first."""
     rows = code_check(meta)
     if not cfg.eval.eval_plugins:
         return rows
@@ -321,10 +319,11 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
     run_dir = Path(run_dir)
     result = load_result(run_dir)
     cfg = Config.from_json_file(run_dir / "config.json")
+    meta = json.loads((run_dir / "config.json").read_text()).get("meta", {})
     mc, tc = cfg.model, cfg.train
     luts = load_byte_counter(cfg.data, mc.vocab_size, mc.bos_id)
     streams = {}
-    plugins = plugin_check(run_dir, cfg)
+    plugins = plugin_check(meta, cfg)
     side_row = None
     if is_sidecar(luts):  # CaseOps: the sidecar itself is checked against the decoded original text
         sp = load_sentencepiece(cfg.data.tokenizer_path)
@@ -338,7 +337,7 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
     perturbation: dict = {}
     code_ok = all(ok for _, ok, _ in plugins)
     if perturb and code_ok:
-        perturbation = perturbation_audit(run_dir, result, cfg, slice_tokens=slice_tokens, cuts=cuts, seed=seed,
+        perturbation = perturbation_audit(run_dir, result, cfg, meta, slice_tokens=slice_tokens, cuts=cuts, seed=seed,
                                           agg_tol=agg_tol, timeout=timeout, threads=threads, echo=echo)
     out: dict = {"run_dir": str(run_dir), "protocols": {}}
     for name, entry in protocol_entries(result).items():
@@ -347,7 +346,7 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
             v = load_validation_tokens(cfg.data.val_glob, L, mc.vocab_size, tc.val_max_tokens)
             streams[L] = (v.numel() - 1, luts.stream_bytes(v))
         p = perturbation.get(name)
-        unit = p["unit"] if p else None
+        unit = p["unit"] if p else _unit_of(name, {})
         rows = recheck(entry, *streams[L], unit=unit) + ([side_row] if side_row else [])
         if name not in NOT_REPLAYED:
             rows += plugins
