@@ -430,9 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         from golflib.workbook.demo import DEMO_TRAIN_SECONDS
 
         args.seconds = DEMO_TRAIN_SECONDS
+    from golflib.errors import GolfError
+
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError, SyntaxError) as e:
+    except (GolfError, ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError, SyntaxError) as e:
         print(f"golf: error: {e}", file=sys.stderr)
         return 2
 

@@ -7,8 +7,9 @@ challenge's own names where one exists (``NUM_LAYERS``, ``MODEL_DIM``, ``TRAIN_S
 ... see SPEC §2.1). Names are unique across groups, so a flat ``{ENV_NAME: value}`` view is lossless.
 
 Resolution order used by :func:`resolve` (later wins): field defaults → preset overrides → environment variables →
-explicit overrides. An environment variable that looks like one of ours (a known prefix such as ``TTT_`` or
-``MUON_``) but matches no field is an error, not a silent no-op.
+explicit overrides. An environment variable that looks like one of ours (a field's prefix such as ``TTT_`` or
+``MUON_``, or a near-miss of a field name such as ``ITERATION``) but matches no field is an error, not a silent no-op
+(:func:`looks_like_ours`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from golflib.errors import parse_json
 from golflib.settings.base import ConfigError
 from golflib.settings.model import ModelConfig
 from golflib.settings.quant import QuantConfig
@@ -39,16 +42,57 @@ GROUPS: dict[str, type] = {
     "ngram": NgramConfig,
 }
 
-# Environment variables with these prefixes are "ours": one that matches no field is a typo or an unimplemented
-# technique, and silently ignoring it would make a run differ from what its author believes.
-CHALLENGE_PREFIXES = (
-    "GOLF_", "TTT_", "MUON_", "QAT_", "LATE_QAT", "GPTQ_", "EVAL_", "TRAIN_", "VAL_", "WARMDOWN_", "WARMUP_", "NUM_",
-    "MODEL_", "MLP_", "ROPE_", "QK_", "LOGIT_", "TIED_", "EMBED_", "HEAD_", "MATRIX_", "SCALAR_", "ADAM_", "GRAD_",
-    "SWA_", "EMA_", "XSA_", "LOOP_", "SMEAR", "BIGRAM", "VE_", "LN_", "PARALLEL_", "SPARSE_", "GATED_", "LQER_",
-    "SDCLIP", "NGRAM_", "INT8_", "INT6_", "QUANT_", "ARTIFACT_", "GLOBAL_", "MAX_WALLCLOCK", "ENABLE_LOOPING",
-    "RECUR_", "ROPE_", "WD_", "MIN_LR", "ORTHO", "PROJ_", "ATTN_", "SKIP_", "VALUE_", "BOS_", "LEAKY", "UNIQUE_",
-    "REPEAT_", "GATE_", "LOOP_", "PHASED_",
-)
+# The typo guard (issue 16): an environment variable that matches no field is refused when it looks like one of ours —
+# it starts with a field's prefix (the first word, or the first two when the first is common in other tools' variables,
+# like MAX_JOBS or USE_CUDA), or it is a near-miss of a field name (difflib ratio >= TYPO_RATIO). Both are derived from
+# the fields themselves, so a new field is guarded without a list to update; tests/test_input_safety.py checks every
+# field's typos and a list of other tools' variables.
+GENERIC_FIRST_WORDS = frozenset({
+    "ALLOW", "ATTENTION", "COUNTED", "DATA", "DEVICE", "DISABLE", "ENABLE", "FLASH", "GLOBAL", "GRAD", "HEAD",
+    "HESSIAN", "INIT", "KEEP", "LEGACY", "LOADER", "MAX", "MIN", "NUM", "PRECISION", "RUN", "SEED", "TOKENIZER",
+    "USE", "VALUE",
+})
+OWN_PREFIXES = ("GOLF_",)  # golflib's own namespace
+NOT_CONFIG = frozenset({"GOLF_RECORDS_DIR"})  # golflib variables that are not config fields (tests' records folder)
+TYPO_RATIO = 0.85
+
+
+def typo_prefixes() -> tuple[str, ...]:
+    """Prefixes that mark an environment variable as golflib's (see :data:`GENERIC_FIRST_WORDS`)."""
+    out = set(OWN_PREFIXES)
+    for name in env_names():
+        words = name.split("_")
+        k = 2 if words[0] in GENERIC_FIRST_WORDS else 1
+        if len(words) > k:
+            out.add("_".join(words[:k]) + "_")
+    return tuple(sorted(out))
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` differ by one insertion, deletion, substitution or swap of adjacent letters."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long_[k]), len(short))
+    return short[i:] == long_[i + 1:]
+
+
+def looks_like_ours(key: str) -> bool:
+    """True when ``key`` (not a field name) starts with a field's prefix, is one edit (Damerau) from a field name of
+    at least 4 letters, or a near-miss by difflib ratio (module comment)."""
+    if key in NOT_CONFIG:
+        return False
+    if key.startswith(typo_prefixes()):
+        return True
+    if key != key.upper():
+        return False
+    names = env_names()
+    return any(len(n) >= 4 and _one_edit(key, n) for n in names) or \
+        bool(difflib.get_close_matches(key, names, n=1, cutoff=TYPO_RATIO))
 
 
 def _coerce(name: str, typ: Any, raw: Any) -> Any:
@@ -75,7 +119,10 @@ def _coerce(name: str, typ: Any, raw: Any) -> Any:
                 return int(raw)
             return int(str(raw).strip())
         if typ is float:
-            return float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
+            val = float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
+            if not math.isfinite(val):
+                raise ConfigError(f"{name.upper()}={raw!r}: expected a finite number")
+            return val
         if typ is str:
             return str(raw)
         if origin is tuple:
@@ -85,7 +132,9 @@ def _coerce(name: str, typ: Any, raw: Any) -> Any:
             else:
                 parts = list(raw)
             return tuple(_coerce(name, elem, p) for p in parts)
-    except (TypeError, ValueError):
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{name.upper()}={raw!r}: expected {getattr(typ, '__name__', typ)}") from None
     raise ConfigError(f"{name.upper()}: unsupported field type {typ}")
 
@@ -168,11 +217,12 @@ class Config:
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "Config":
         """Load a ``config.json`` written by a run (extra top-level keys such as ``meta`` are ignored)."""
-        try:
-            with open(path, encoding="utf-8") as fh:
-                raw = json.load(fh)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: no such config file")
+        with open(path, "rb") as fh:
+            raw = parse_json(fh.read(), str(path), ConfigError)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config groups")
         if "config" in raw and isinstance(raw["config"], Mapping):
             raw = raw["config"]
         return cls.from_dict({k: v for k, v in raw.items() if k in GROUPS})
@@ -186,7 +236,7 @@ class Config:
         for key, val in environ.items():
             if key.lower() in index and key == key.upper():
                 found[key] = val
-            elif key.startswith(CHALLENGE_PREFIXES):
+            elif looks_like_ours(key):
                 unknown.append(key)
         if unknown:
             msgs = []

@@ -1,20 +1,24 @@
 """Run directories and the files a run writes (DESIGN.md "Runs, results, logs").
 
 ``runs/<run_id>/`` with ``run_id = YYYYMMDD-HHMMSS_<slug>`` is never overwritten: :func:`create_run_dir` refuses an
-existing id, and a training refuses a directory that already holds a ``train.log``. Files: ``config.json``,
+existing id, and a training refuses a directory that already holds any file it did not start from
+(:func:`refuse_used_run_dir`). Files: ``config.json``,
 ``train.log`` (challenge line format, full code at the top), ``metrics.jsonl`` (one JSON object per event),
 ``result.json`` (final numbers).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from golflib.errors import RunDirError
 
 _SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -47,12 +51,24 @@ def create_run_dir(root: str | os.PathLike = "runs", slug: str = "run", run_id: 
     raise FileExistsError(f"could not create a fresh run directory under {root}")
 
 
-def refuse_used_run_dir(path: str | os.PathLike) -> None:
-    """Raise ``FileExistsError`` when ``path`` already holds a run (its ``train.log`` or ``result.json``): a run
-    directory is never overwritten."""
-    for f in ("train.log", "result.json"):
-        if (Path(path) / f).exists():
-            raise FileExistsError(f"{Path(path) / f} exists: a run directory is never overwritten; use a new one")
+NOTEBOOK_FILES = ("*.ipynb", "*.params.json")  # the notebook papermill is executing into the run directory
+CONSOLE_LOG = "console.log"  # a launcher's copy of the training process output (golflib.workbook.launch)
+
+
+def refuse_used_run_dir(path: str | os.PathLike, allow: Iterable[str] = ()) -> None:
+    """Raise :class:`~golflib.errors.RunDirError` when ``path`` holds any file or folder other than those matching
+    the glob patterns ``allow`` (what launched this run: the executing notebook, the config file it was given, the
+    launcher's console log): a run directory is never overwritten — not its log, its result, its checkpoint, its
+    artifacts, nor anything else a run writes."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    allow = tuple(allow)
+    found = sorted(p.name for p in path.iterdir() if not any(fnmatch.fnmatch(p.name, pat) for pat in allow))
+    if found:
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        raise RunDirError(f"{path} already holds {', '.join(found[:5])}{more}: a run directory is never overwritten; "
+                          "use a new one")
 
 
 def _jsonable(obj: Any) -> Any:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golflib.codesize import BUNDLED
+from golflib.errors import GolfError
 from golflib.eval.bpb import EvalResult
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal
 
@@ -44,7 +45,7 @@ SCORE_KEYS = ("pre_quant", "pre_quant_live", "quantized/standard", "quantized/sl
 CUSTOM_PREFIX = "custom/"  # scores of protocols registered by plugins (golflib.plugins.register_protocol)
 
 
-class RunResultError(ValueError):
+class RunResultError(GolfError):
     """A ``result.json`` that does not follow the schema (the message names the file and the field)."""
 
 

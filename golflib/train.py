@@ -25,7 +25,9 @@ import torch.distributed as dist
 
 from golflib.codesize import core_source
 from golflib.config import Config
+from golflib.settings.base import ConfigError
 from golflib.data.loader import load_validation_tokens
+from golflib.errors import parse_json
 from golflib.eval.bpb import EvalResult
 from golflib.eval.compiled import enable_compile
 from golflib.eval.protocols import PROTOCOLS, get_protocol
@@ -34,7 +36,7 @@ from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.mixed import scheme_tag
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
-from golflib.runlog import RunLogger, create_run_dir, refuse_used_run_dir, write_json
+from golflib.runlog import CONSOLE_LOG, NOTEBOOK_FILES, RunLogger, create_run_dir, refuse_used_run_dir, write_json
 from golflib.runresult import ArtifactRecord, RunResult, Timings
 from golflib.seams import check_bundle_covers
 from golflib.runtime import (Runtime, autocast, cast_model_for_device, describe_device, init_runtime,
@@ -96,7 +98,7 @@ def launch_meta(args: argparse.Namespace) -> dict:
     here = parse_overrides(args.overrides)
     if not args.config:
         return {"preset": args.preset, "scale": args.scale, "overrides": here}
-    raw = json.loads(Path(args.config).read_text(encoding="utf-8"))
+    raw = parse_json(Path(args.config).read_bytes(), str(args.config), ConfigError)
     meta = raw.get("meta", {}) if isinstance(raw, dict) and isinstance(raw.get("meta"), dict) else {}
     out = {"preset": meta.get("preset"), "scale": meta.get("scale", 1.0), "overrides": meta.get("overrides", {}),
            "config_file": str(args.config)}
@@ -132,8 +134,11 @@ def _setup_run_dir(args: argparse.Namespace, cfg: Config, rt: Runtime) -> Path:
     if rt.master:
         if args.run_dir:
             d = Path(args.run_dir)
+            allow = [*NOTEBOOK_FILES, CONSOLE_LOG]
+            if args.config and Path(args.config).resolve().parent == d.resolve():
+                allow.append(Path(args.config).name)  # the config a launcher wrote for this run
+            refuse_used_run_dir(d, allow)
             d.mkdir(parents=True, exist_ok=True)
-            refuse_used_run_dir(d)
         else:
             d = create_run_dir(args.runs_root, slug=args.preset or "train_gpt", run_id=cfg.train.run_id or None)
         path[0] = str(d)

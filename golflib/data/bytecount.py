@@ -76,11 +76,18 @@ def sidecar_glob(data) -> str:
 def load_byte_counter(data, vocab_size: int, bos_id: int = 1) -> ByteCounter:
     """The byte counter for scoring the val split of ``data`` (a ``DataConfig``): a :class:`ByteSidecar` when the
     dataset has sidecar files (they are always used: LUT bytes would count the transformed text), else the
-    tokenizer's :class:`ByteLUTs`.
+    tokenizer's :class:`ByteLUTs`. Either way the tokenizer is first checked against the dataset's manifest entry
+    and the val shards' token ids (:func:`golflib.data.tokcheck.check_tokenizer`, raising
+    :class:`~golflib.errors.TokenizerError`).
 
     ``CASEOPS_ENABLED=1`` (#1855's switch) makes the sidecar mandatory. Raises ``FileNotFoundError`` when it is
     required and absent, ``ValueError`` (from :func:`golflib.data.loader.load_val_byte_sidecar`) when its files
     do not match the val token shards one to one (count, lengths, BOS zeros)."""
+    from golflib.data.luts import load_sentencepiece
+    from golflib.data.tokcheck import check_tokenizer
+
+    sp = load_sentencepiece(data.tokenizer_path)
+    check_tokenizer(data, sp)
     pattern = sidecar_glob(data)
     if glob.glob(pattern):
         n = count_shard_tokens(data.val_glob)
@@ -89,7 +96,7 @@ def load_byte_counter(data, vocab_size: int, bos_id: int = 1) -> ByteCounter:
     if data.caseops_enabled:
         raise FileNotFoundError(f"CASEOPS_ENABLED=1 but no byte sidecar matches {pattern!r}; prepare the data with "
                                 "`golf data prepare --caseops` (or fetch a CaseOps dataset with its sidecars)")
-    return build_sentencepiece_luts(data.tokenizer_path, vocab_size)
+    return build_sentencepiece_luts(sp, vocab_size)
 
 
 def is_sidecar(counter: ByteCounter) -> bool:

@@ -30,9 +30,10 @@ OPERATORS = (TITLE, ALLCAPS, CAPNEXT, ESC)
 TRANSFORM_NAME = "lossless_caps_caseops_v1"
 
 _RUNS = re.compile(r"[A-Za-z]+|[\ue001-\ue004]|[^A-Za-z\ue001-\ue004]+")
+from golflib.errors import GolfError
 
 
-class CaseOpsError(ValueError):
+class CaseOpsError(GolfError):
     """A transformed string that no original text encodes to (a misplaced or dangling operator)."""
 
 

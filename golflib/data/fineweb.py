@@ -22,12 +22,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from golflib.errors import GolfError, ManifestError, parse_json
+
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
 VARIANT_DATASETS = {"byte260": "fineweb10B_byte260"}
 
 
-class StaleManifestError(RuntimeError):
+class StaleManifestError(GolfError):
     """The local manifest describes this dataset from another source than the one requested."""
 
 
@@ -90,7 +92,9 @@ def fetch_fineweb(variant: str = "sp1024", train_shards: int = 80, root: str | o
     root = Path(root)
     name = dataset_name_for(variant)
     local_path = root / "manifest.json"
-    local = json.loads(local_path.read_text(encoding="utf-8")) if local_path.is_file() else None
+    local = parse_json(local_path.read_bytes(), str(local_path), ManifestError) if local_path.is_file() else None
+    if local is not None and not isinstance(local, dict):
+        raise ManifestError(f"{local_path}: expected a JSON object")
     want = _source_tag(repo_id, remote_root)
     rp = (lambda rel: f"{remote_root}/{rel}" if remote_root else rel)  # noqa: E731
     say = echo or (lambda _m: None)
@@ -108,7 +112,9 @@ def fetch_fineweb(variant: str = "sp1024", train_shards: int = 80, root: str | o
         remote = local
     else:
         cached = _hub_get(repo_id, rp("manifest.json"), endpoint, cache_dir, download)
-        remote = json.loads(cached.resolve(strict=True).read_text(encoding="utf-8"))
+        remote = parse_json(cached.resolve(strict=True).read_bytes(), f"{repo_id}:{rp('manifest.json')}", ManifestError)
+        if not isinstance(remote, dict):
+            raise ManifestError(f"{repo_id}:{rp('manifest.json')}: expected a JSON object")
         if local is not None and not refresh_manifest:
             old = next((d for d in local.get("datasets", []) if d.get("name") == name), None)
             new = next((d for d in remote.get("datasets", []) if d.get("name") == name), None)
@@ -156,6 +162,11 @@ def fetch_fineweb(variant: str = "sp1024", train_shards: int = 80, root: str | o
             merged[k] = v
     new_entry = dict(entry, fetched_from=want)
     merged["datasets"] = [d for d in (local or {}).get("datasets", []) if d.get("name") != name] + [new_entry]
+    model_rel = tok.get("model_path") or tok.get("path")
+    if model_rel and (root / str(model_rel)).is_file() and not tok.get("model_sha256"):
+        from golflib.data.tokcheck import file_sha256
+
+        tok = dict(tok, model_sha256=file_sha256(root / str(model_rel)))  # as fetched: later runs check against it
     merged["tokenizers"] = [t for t in (local or {}).get("tokenizers", []) if t.get("name") != tok["name"]] + [tok]
     root.mkdir(parents=True, exist_ok=True)
     tmp = local_path.with_name("manifest.json.tmp")

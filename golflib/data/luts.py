@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from golflib.errors import TokenizerError
+
 SP_SPACE = "\u2581"
 
 
@@ -49,15 +51,22 @@ class ByteLUTs:
 
 
 def load_sentencepiece(path: str | os.PathLike):
-    """Load a SentencePiece model; raises ``FileNotFoundError``/``ValueError`` naming the path."""
+    """Load a SentencePiece model; raises ``FileNotFoundError`` or :class:`~golflib.errors.TokenizerError` (a
+    ``ValueError``) naming the path."""
     import sentencepiece as spm
 
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"tokenizer model not found: {path}")
     if not path.endswith(".model"):
-        raise ValueError(f"{path}: expected a SentencePiece .model file")
-    return spm.SentencePieceProcessor(model_file=path)
+        raise TokenizerError(f"{path}: expected a SentencePiece .model file")
+    try:
+        sp = spm.SentencePieceProcessor(model_file=path)
+    except Exception as e:  # noqa: BLE001 - sentencepiece raises RuntimeError / OSError with its own text
+        raise TokenizerError(f"{path}: not a SentencePiece model ({type(e).__name__}: {str(e)[:200]})") from None
+    if int(sp.vocab_size()) < 1:
+        raise TokenizerError(f"{path}: a SentencePiece model without pieces")
+    return sp
 
 
 CASEOPS_PIECES = ("\ue001", "\ue002", "\ue003", "\ue004")  # TITLE, ALLCAPS, CAPNEXT, ESC (SPEC §3.F3)

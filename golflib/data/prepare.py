@@ -27,6 +27,8 @@ from golflib.data import caseops as caseops_mod
 from golflib.data.caseops import TRANSFORM_NAME as TRANSFORM
 from golflib.data.corpus import Document, load_corpus, split_docs
 from golflib.data.luts import build_sentencepiece_luts, count_stream_bytes, load_sentencepiece
+from golflib.data.tokcheck import file_sha256
+from golflib.errors import ManifestError, parse_json
 from golflib.data.shards import write_shard
 from golflib.data.tokenizer import OFFICIAL_SP_SETTINGS, canonical_texts, train_sentencepiece
 
@@ -104,12 +106,9 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; run `golf data prepare` or `golf data fetch` first")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    manifest = parse_json(path.read_bytes(), str(path), ManifestError)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), list):
-        raise ValueError(f"{path}: expected an object with a 'datasets' list (official manifest schema)")
+        raise ManifestError(f"{path}: expected an object with a 'datasets' list (official manifest schema)")
     return manifest
 
 
@@ -228,6 +227,7 @@ def prepare_dataset(root: str | os.PathLike = "data", corpus: str = "embedded", 
                         "trainer_settings": OFFICIAL_SP_SETTINGS, "trainer_overrides": trainer_overrides or {},
                         "trained_on": "train documents only"},
         "model_path": rel(model_path), "vocab_path": rel(model_path.with_suffix(".vocab")),
+        "model_sha256": file_sha256(model_path),
         "text_transform": TRANSFORM if caseops else "identity",
     }
     ds_entry = {

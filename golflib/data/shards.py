@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from golflib.errors import GolfError
+
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
 HEADER_INTS = 256
@@ -21,7 +23,7 @@ TOKEN_BYTES = 2
 MAX_TOKENS = 2**31 - 1
 
 
-class ShardError(ValueError):
+class ShardError(GolfError):
     """A shard file is malformed; the message names the file and what was expected."""
 
 

@@ -17,6 +17,9 @@ range-coded by :mod:`golflib.quant.entropy`) or ``{"name": "rest:<class>", "code
 (the other storage tensors of one tensor class as a brotli-11 safetensors blob). Every section's CRC-32 is
 checked before it is decoded.
 
+Loading is bounded by the file's own headers before any large allocation (:mod:`golflib.quant.limits`: an element
+budget from the file size, safetensors payloads decompressed no further than their headers declare, range-coded
+sections checked against the tensors they name, every tensor's storage, bit width and finiteness checked).
 Loading never executes code: anything that is not one of these containers — a ``torch.save`` zip, a raw pickle, a
 zlib-compressed pickle like the official ``.ptz`` — is refused with :class:`ArtifactError` before any byte is
 interpreted.
@@ -34,10 +37,13 @@ import numpy as np
 import torch
 
 from golflib.quant.classes import entry_class
-from golflib.quant.codecs import CodecError, compress, decompress, parse_codec
+from golflib.errors import ArtifactError, parse_json
+from golflib.quant.codecs import CodecError, compress, decompress_bounded, decompress_prefix, parse_codec
 from golflib.quant.entropy import (CODER_NAME, ID_RANGE, LEVEL_OFFSET, N_LEVELS, PRIOR, SCALE, WARM, WARM_IDS,
                                    EntropyCoder, EntropyError, kind_of)
-from golflib.quant.int8 import FORMAT, QuantizedState
+from golflib.quant.int8 import QuantizedState
+from golflib.quant.limits import (MAX_HEADER_JSON, MAX_SAFETENSORS_HEADER, ElementBudget, check_meta, check_storage,
+                                  safetensors_index, shape_numel)
 
 MAGIC = b"GOLF"
 CONTAINER_VERSION = 1  # byte-codec container
@@ -45,10 +51,6 @@ CONTAINER_VERSION_SECTIONS = 2  # per-tensor sections (entropy codec)
 ENTROPY_CODEC = "entropy"
 REST_CODEC = "brotli"
 MAX_HEADER_BYTES = 64 << 20
-
-
-class ArtifactError(ValueError):
-    """The file is not a valid golflib artifact (the message names the file and what was expected)."""
 
 
 def check_codec(codec: str) -> str:
@@ -177,14 +179,6 @@ def _describe_foreign(head: bytes) -> str:
     return f"unknown bytes {head[:8]!r}"
 
 
-def _check_meta(meta, source: str) -> dict:
-    if not isinstance(meta, dict) or not isinstance(meta.get("tensors"), dict):
-        raise ArtifactError(f"{source}: metadata lacks the per-tensor table")
-    if meta.get("format") != FORMAT:
-        raise ArtifactError(f"{source}: metadata format {meta.get('format')!r}, expected {FORMAT!r}")
-    return meta
-
-
 def _load_safetensors(raw: bytes, source: str) -> dict:
     from safetensors.torch import load
 
@@ -194,27 +188,52 @@ def _load_safetensors(raw: bytes, source: str) -> dict:
         raise ArtifactError(f"{source}: corrupt safetensors payload ({e})") from None
 
 
+def _bounded_safetensors(payload: bytes, codec: str, source: str, budget: ElementBudget) -> tuple[bytes, dict]:
+    """Decompress a compressed safetensors payload no further than its own header allows (header first, then
+    exactly the bytes its tensors need; a shuffled codec has no readable prefix and is bounded by ``budget``
+    instead) and return ``(raw bytes, safetensors header)``."""
+    try:
+        if parse_codec(codec)[1] == 1:
+            head = decompress_prefix(payload, codec, 8)
+            hlen = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            if hlen > MAX_SAFETENSORS_HEADER:
+                raise ArtifactError(f"{source}: safetensors header of {hlen:,} bytes (at most "
+                                    f"{MAX_SAFETENSORS_HEADER:,})")
+            head = decompress_prefix(payload, codec, 8 + hlen)
+            hlen, header, data_bytes = safetensors_index(head, source, budget)
+            raw = decompress_bounded(payload, codec, 8 + hlen + data_bytes, exact=True)
+        else:
+            raw = decompress_bounded(payload, codec, 8 + MAX_SAFETENSORS_HEADER + 8 * budget.left)
+            hlen, header, data_bytes = safetensors_index(raw, source, budget)
+            if len(raw) != 8 + hlen + data_bytes:
+                raise ArtifactError(f"{source}: payload of {len(raw):,} bytes, its safetensors header declares "
+                                    f"{8 + hlen + data_bytes:,}")
+    except CodecError as e:
+        raise ArtifactError(f"{source}: {e}") from None
+    return raw, header
+
+
 def _decode_v1(blob: bytes, source: str) -> QuantizedState:
     n = blob[5]
     codec = blob[6:6 + n].decode("ascii", errors="replace")
+    budget = ElementBudget(len(blob), source)
     try:
-        raw = decompress(blob[6 + n:], codec)
+        parse_codec(codec)
     except CodecError as e:
         raise ArtifactError(f"{source}: {e}") from None
-    if len(raw) < 8:
-        raise ArtifactError(f"{source}: payload too short for a safetensors header")
-    (hlen,) = struct.unpack("<Q", raw[:8])
-    try:
-        header = json.loads(raw[8:8 + hlen])
-        meta = json.loads(header["__metadata__"]["golf"])
-    except (ValueError, KeyError, TypeError):
-        raise ArtifactError(f"{source}: safetensors payload lacks the golflib metadata") from None
-    _check_meta(meta, source)
-    return QuantizedState(tensors=_load_safetensors(raw, source), meta=meta)
+    raw, header = _bounded_safetensors(blob[6 + n:], codec, source, budget)
+    golf = header.get("__metadata__", {}).get("golf")
+    if golf is None:
+        raise ArtifactError(f"{source}: safetensors payload lacks the golflib metadata")
+    meta = check_meta(parse_json(golf, f"{source} metadata", ArtifactError), source, budget)
+    tensors = _load_safetensors(raw, source)
+    check_storage(tensors, meta, source)
+    return QuantizedState(tensors=tensors, meta=meta)
 
 
 def read_sections(blob: bytes, source: str = "<bytes>") -> tuple[dict, list[tuple[dict, bytes]]]:
-    """Parse a version-2 container into ``(header, [(section entry, section bytes), ...])``, checking lengths
+    """Parse a version-2 container into ``(header, [(section entry, section bytes), ...])``, checking the header
+    (bounded decompression, JSON depth, the metadata's tensor table against the file's element budget), lengths
     and CRC-32s (no section is decoded). Raises :class:`ArtifactError`."""
     if len(blob) < 9:
         raise ArtifactError(f"{source}: truncated version-2 header")
@@ -222,23 +241,26 @@ def read_sections(blob: bytes, source: str = "<bytes>") -> tuple[dict, list[tupl
     if hlen > min(MAX_HEADER_BYTES, len(blob) - 9):
         raise ArtifactError(f"{source}: header length {hlen} exceeds the file")
     try:
-        header = json.loads(decompress(blob[9:9 + hlen], REST_CODEC).decode("utf-8"))
-        sections = header["sections"]
-        meta = header["meta"]
-    except (CodecError, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ArtifactError(f"{source}: version-2 header does not decode to the expected JSON") from None
-    _check_meta(meta, source)
+        text = decompress_bounded(blob[9:9 + hlen], REST_CODEC, MAX_HEADER_JSON)
+    except CodecError as e:
+        raise ArtifactError(f"{source}: version-2 header: {e}") from None
+    header = parse_json(text, f"{source} header", ArtifactError)
+    if not isinstance(header, dict) or not isinstance(header.get("sections"), list) or "meta" not in header:
+        raise ArtifactError(f"{source}: version-2 header lacks its 'meta' object or 'sections' list")
+    check_meta(header["meta"], source, ElementBudget(len(blob), source))
     pos, out = 9 + hlen, []
-    for s in sections:
+    for s in header["sections"]:
         try:
             length, crc = int(s["length"]), int(s["crc32"])
+            name = str(s["name"])
         except (KeyError, TypeError, ValueError):
-            raise ArtifactError(f"{source}: malformed section entry {str(s)[:80]}") from None
+            raise ArtifactError(f"{source}: malformed section entry {str(s)[:80]} (needs name, length, crc32)") \
+                from None
         data = blob[pos:pos + length]
         if length < 0 or len(data) != length:
-            raise ArtifactError(f"{source}: section {s.get('name')!r} runs past the end of the file")
+            raise ArtifactError(f"{source}: section {name!r} runs past the end of the file")
         if zlib.crc32(data) != crc:
-            raise ArtifactError(f"{source}: section {s.get('name')!r} fails its CRC-32 check (corrupt file)")
+            raise ArtifactError(f"{source}: section {name!r} fails its CRC-32 check (corrupt file)")
         out.append((s, data))
         pos += length
     if pos != len(blob):
@@ -246,25 +268,53 @@ def read_sections(blob: bytes, source: str = "<bytes>") -> tuple[dict, list[tupl
     return header, out
 
 
+def _rc_section(s: dict, meta: dict, source: str, budget: ElementBudget) -> tuple[tuple[int, ...], int, str, int]:
+    """Check a range-coded section's entry against the tensor it names; returns ``(shape, bits, kind, level)``."""
+    name = str(s["name"])
+    where = f"{source}: section {name!r}"
+    owner = name[:-2] if name.endswith(".q") else None
+    e = meta["tensors"].get(owner) if owner else None
+    if e is None or e["kind"] != "per_row":
+        raise ArtifactError(f"{where}: names no per-row tensor of the metadata")
+    try:
+        shape, bits, kind, level = tuple(s["shape"]), s["bits"], s["kind"], s["level"]
+    except KeyError as k:
+        raise ArtifactError(f"{where}: entry lacks {k}") from None
+    n = shape_numel(list(shape), where)
+    rows = e["shape"][0] if e["shape"] else 1
+    if len(shape) != 2 or n != shape_numel(e["shape"], where) or shape[0] != rows:
+        raise ArtifactError(f"{where}: code shape {list(shape)} is not the [rows, cols] matrix of the declared "
+                            f"shape {e['shape']} ({shape_numel(e['shape'], where):,} symbols)")
+    if bits != e["bits"] or kind != kind_of(owner, int(bits)):
+        raise ArtifactError(f"{where}: bits {bits!r} / kind {kind!r}, the metadata says {e['bits']} bits "
+                            f"({kind_of(owner, int(e['bits']))!r})")
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < N_LEVELS:
+        raise ArtifactError(f"{where}: level {level!r}, expected a whole number in [0, {N_LEVELS})")
+    budget.take(n, f"section {name!r}")
+    return shape, int(bits), kind, level
+
+
 def _decode_v2(blob: bytes, source: str) -> QuantizedState:
     header, sections = read_sections(blob, source)
+    meta = header["meta"]
+    budget = ElementBudget(len(blob), source)
     coder_cfg = header.get("coder", {})
     expected = _coder_constants()
     if not isinstance(coder_cfg, dict) or any(coder_cfg.get(k) != v for k, v in expected.items()):
-        raise ArtifactError(f"{source}: entropy coder {coder_cfg} is not the one this golflib implements "
-                            f"({expected})")
+        raise ArtifactError(f"{source}: entropy coder {str(coder_cfg)[:200]} is not the one this golflib "
+                            f"implements ({expected})")
     try:
         coder = EntropyCoder(float(coder_cfg["step"]))
-    except (KeyError, TypeError, ValueError, EntropyError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ArtifactError(f"{source}: bad entropy coder settings ({e})") from None
     tensors: dict[str, torch.Tensor] = {}
     for s, data in sections:
         name = str(s.get("name"))
         if s.get("codec") == "rc":
+            shape, bits, kind, level = _rc_section(s, meta, source, budget)
             try:
-                q = coder.decode(data, tuple(int(d) for d in s["shape"]), int(s["bits"]), str(s["kind"]),
-                                 int(s["level"]))
-            except (EntropyError, KeyError, TypeError, ValueError) as e:
+                q = coder.decode(data, shape, bits, kind, level)
+            except (EntropyError, ValueError, IndexError, OverflowError) as e:
                 note = ""
                 if coder_cfg.get("constriction") != _constriction_version():
                     note = (f" (written with constriction {coder_cfg.get('constriction')}, this is "
@@ -272,14 +322,17 @@ def _decode_v2(blob: bytes, source: str) -> QuantizedState:
                 raise ArtifactError(f"{source}: section {name!r}: {e}{note}") from None
             tensors[name] = torch.from_numpy(np.ascontiguousarray(q))
         elif s.get("codec") == REST_CODEC:
-            try:
-                raw = decompress(data, REST_CODEC)
-            except CodecError as e:
-                raise ArtifactError(f"{source}: section {name!r}: {e}") from None
-            tensors.update(_load_safetensors(raw, f"{source} section {name!r}"))
+            where = f"{source} section {name!r}"
+            raw, _ = _bounded_safetensors(data, REST_CODEC, where, budget)
+            part = _load_safetensors(raw, where)
+            clash = sorted(set(part) & set(tensors))
+            if clash:
+                raise ArtifactError(f"{where}: stores {clash[:3]} a second time")
+            tensors.update(part)
         else:
             raise ArtifactError(f"{source}: section {name!r} has unknown codec {s.get('codec')!r}")
-    return QuantizedState(tensors=tensors, meta=header["meta"])
+    check_storage(tensors, meta, source)
+    return QuantizedState(tensors=tensors, meta=meta)
 
 
 def decode_artifact(blob: bytes, source: str = "<bytes>") -> QuantizedState:

@@ -16,7 +16,7 @@ from pathlib import Path
 from golflib.quant.artifact import MAGIC, _safetensors_bytes, decode_artifact, read_sections, storage_owner
 from golflib.quant.classes import CLASSES, entry_class
 from golflib.quant.codecs import compress
-from golflib.quant.prune import SIZE_LIMIT, parse_byte_target
+from golflib.quant.prune import SIZE_LIMIT, check_code_bytes, parse_limit
 
 
 def _params_by_class(meta: dict) -> dict[str, int]:
@@ -60,8 +60,10 @@ def artifact_budget(blob: bytes, source: str = "<bytes>") -> dict:
 def budget_report(artifact: str | os.PathLike, code_bytes: int, limit: int | str = SIZE_LIMIT) -> dict:
     """Budget of one artifact file: :func:`artifact_budget` plus ``code_bytes``, ``bytes_total``, ``limit``,
     ``under_limit`` (strictly below, like the challenge's check) and ``headroom``. ``limit`` is decimal
-    (``"15.9MB"`` ok, ``"15.9MiB"`` refused); a limit above 16,000,000 adds a ``warning``."""
-    limit = parse_byte_target(limit)
+    (``"15.9MB"`` ok, ``"15.9MiB"`` refused). Raises :class:`~golflib.errors.BudgetError` for a limit above
+    16,000,000 or negative ``code_bytes``."""
+    limit = parse_limit(limit)
+    code_bytes = check_code_bytes(code_bytes)
     path = Path(artifact)
     blob = path.read_bytes()
     out = {"artifact": str(path), **artifact_budget(blob, str(path)), "code_bytes": int(code_bytes)}
@@ -69,8 +71,6 @@ def budget_report(artifact: str | os.PathLike, code_bytes: int, limit: int | str
     out["limit"] = limit
     out["under_limit"] = out["bytes_total"] < limit
     out["headroom"] = limit - out["bytes_total"]
-    if limit > SIZE_LIMIT:
-        out["warning"] = f"limit {limit:,} is above the challenge limit of {SIZE_LIMIT:,} decimal bytes"
     return out
 
 
@@ -88,8 +88,6 @@ def format_budget(rep: dict) -> str:
     status = "UNDER" if rep["under_limit"] else "OVER"
     lines.append(f"  {'total':<12}{rep['bytes_total']:>14,}  vs limit {rep['limit']:,}: {status} "
                  f"(headroom {rep['headroom']:+,})")
-    if "warning" in rep:
-        lines.append(f"  warning: {rep['warning']}")
     return "\n".join(lines)
 
 

@@ -24,13 +24,15 @@ import zlib
 
 import numpy as np
 
+from golflib.errors import GolfError
+
 BASE_CODECS = ("zlib", "zstd", "lzma", "lzma6", "lzma9", "lzma9e", "brotli", "brotli24")
 _SHUFFLE_RE = re.compile(r"^(?P<base>[a-z0-9]+)(?:\+(?P<kind>shuffle|bshf)(?P<stride>[2-8]))?$")
 BSHF_MAGIC = b"BSHF"
 _LZMA_PRESETS = {"lzma": 9 | lzma.PRESET_EXTREME, "lzma9e": 9 | lzma.PRESET_EXTREME, "lzma9": 9, "lzma6": 6}
 
 
-class CodecError(ValueError):
+class CodecError(GolfError):
     """Unknown codec name or a payload that does not decode."""
 
 
@@ -127,6 +129,99 @@ def _decompress_base(data: bytes, base: str) -> bytes:
     except Exception as e:  # noqa: BLE001 - each library raises its own error type
         raise CodecError(f"{base}: payload does not decode ({type(e).__name__}: {e})") from None
     raise CodecError(f"unknown codec {base!r}")
+
+
+ZSTD_FEED = 512  # zstd input bytes per decompressobj call (zstd expands at most ~32,000x: ≤ 16 MB per call)
+
+
+def _stream_base(data: bytes, base: str, limit: int) -> tuple[bytes, str]:
+    """Decompress at most ``limit + 1`` bytes of ``data``; returns ``(output, state)`` with state ``"end"`` (the
+    stream ended exactly at the end of ``data``), ``"more"`` (output reached ``limit + 1`` bytes), ``"truncated"``
+    or ``"trailing:<n>"`` (``n`` bytes after the end of the stream). Nothing larger than about ``limit`` is ever
+    allocated."""
+    cap = limit + 1
+    if base == "zlib":
+        d = zlib.decompressobj()
+        out = d.decompress(data, cap)
+        if len(out) >= cap:
+            return out, "more"
+        if not d.eof:
+            return out, "truncated"
+        return out, f"trailing:{len(d.unused_data)}" if d.unused_data else "end"
+    if base in _LZMA_PRESETS:
+        d = lzma.LZMADecompressor()
+        out = d.decompress(data, max_length=cap)
+        if len(out) >= cap:
+            return out, "more"
+        if not d.eof:
+            return out, "truncated"
+        return out, f"trailing:{len(d.unused_data)}" if d.unused_data else "end"
+    if base in ("brotli", "brotli24"):
+        import brotli
+
+        d = brotli.Decompressor()
+        out = bytearray(d.process(data, output_buffer_limit=cap))
+        while len(out) < cap and not d.is_finished() and not d.can_accept_more_data():
+            out += d.process(b"", output_buffer_limit=cap - len(out))
+        if len(out) >= cap:
+            return bytes(out), "more"
+        return bytes(out), "end" if d.is_finished() else "truncated"  # brotli refuses trailing bytes itself
+    if base == "zstd":
+        import zstandard
+
+        d = zstandard.ZstdDecompressor().decompressobj()
+        out = bytearray()
+        for i in range(0, len(data), ZSTD_FEED):
+            out += d.decompress(data[i:i + ZSTD_FEED])
+            if len(out) >= cap:
+                return bytes(out), "more"
+            if d.eof:
+                rest = len(d.unused_data) + max(0, len(data) - i - ZSTD_FEED)
+                return bytes(out), f"trailing:{rest}" if rest else "end"
+        return bytes(out), "truncated"
+    raise CodecError(f"unknown codec {base!r}")
+
+
+def decompress_bounded(data: bytes, codec: str, limit: int, *, exact: bool = False) -> bytes:
+    """:func:`decompress` for untrusted input: the output may not exceed ``limit`` bytes (``exact``: must be
+    exactly ``limit``), the stream must end exactly at the end of ``data``, and no more than about ``limit`` bytes
+    are ever allocated (a decompression bomb is refused after ``limit + 1`` output bytes). Raises
+    :class:`CodecError` saying which of these failed."""
+    base, stride = parse_codec(codec)
+    framing = len(BSHF_MAGIC) + 1 if stride < 0 else 0  # the records' BSHF header precedes the shuffled bytes
+    try:
+        raw, state = _stream_base(data, base, limit + framing)
+    except CodecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - each library raises its own error type
+        raise CodecError(f"{base}: payload does not decode ({type(e).__name__}: {e})") from None
+    if state == "more":
+        raise CodecError(f"{base}: payload decompresses to more than the {limit:,} bytes its header allows "
+                         "(a decompression bomb or a corrupt header)")
+    if state == "truncated":
+        raise CodecError(f"{base}: payload ends before its compressed stream does (truncated file)")
+    if state.startswith("trailing:"):
+        raise CodecError(f"{base}: {state.split(':')[1]} trailing bytes after the compressed stream")
+    out = bshf_unshuffle(raw) if stride < 0 else byte_unshuffle(raw, stride)
+    if len(out) > limit or (exact and len(out) != limit):
+        raise CodecError(f"{codec}: payload decompresses to {len(out):,} bytes, its header declares {limit:,}")
+    return out
+
+
+def decompress_prefix(data: bytes, codec: str, n: int) -> bytes:
+    """The first ``n`` decompressed bytes (fewer if the payload is shorter) of an unshuffled codec's payload,
+    allocating about ``n`` bytes. Raises :class:`CodecError` for a shuffled codec (its first bytes are not a
+    prefix) or a payload that does not decode."""
+    base, stride = parse_codec(codec)
+    if stride != 1:
+        raise CodecError(f"{codec}: a shuffled payload has no decodable prefix")
+    try:
+        raw, _ = _stream_base(data, base, n)
+    except CodecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - each library raises its own error type
+        raise CodecError(f"{base}: payload does not decode ({type(e).__name__}: {e})") from None
+    return raw[:n]
 
 
 def compress(data: bytes, codec: str) -> bytes:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golflib.errors import GolfError
+
 CODER_NAME = "golflib-ctx-rc-1"
 ID_RANGE = 16  # row/column grid ids are clipped to [-ID_RANGE, ID_RANGE]
 N_LEVELS = 96  # context levels are clipped to [0, N_LEVELS)
@@ -49,7 +51,7 @@ WARM_IDS = 256  # side symbols a model must have seen before a tensor's are code
 REF_BLOCK = 1024  # rows per block of the nearest-earlier-row search
 
 
-class EntropyError(ValueError):
+class EntropyError(GolfError):
     """Bad input to the coder or a stream that does not decode."""
 
 

@@ -10,6 +10,7 @@ from the bytes on disk, not from memory.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -56,8 +57,8 @@ def mixed_state(state_dict: dict[str, torch.Tensor], cfg: QuantConfig, model_cfg
         tuple[QuantizedState, dict]:
     """The mixed artifact's quantized state, in memory: :func:`golflib.quant.mixed.quantize_mixed`, the
     architecture in the metadata, and with ``PRUNE_TARGET_BYTES`` > 0 ±1 codes pruned so that ``artifact +
-    code_bytes`` fits that many decimal bytes, measured with ``cfg.mixed_codec``: ``PRUNE_RULE=search`` the fewest
-    codes that fit (:func:`golflib.quant.prune.prune_to_target`), ``oneshot`` #1487's ``8 × excess`` codes
+    code_bytes`` is strictly under that many decimal bytes, measured with ``cfg.mixed_codec``:
+    ``PRUNE_RULE=search`` the fewest codes that fit (:func:`golflib.quant.prune.prune_to_target`), ``oneshot`` #1487's ``8 × excess`` codes
     (:func:`golflib.quant.prune.prune_oneshot`). Returns the state and a dict of extras (``{"prune": {...}}``
     when pruning ran)."""
     qs = quantize_mixed(state_dict, cfg, hessians, log=log)
@@ -71,7 +72,7 @@ def mixed_state(state_dict: dict[str, torch.Tensor], cfg: QuantConfig, model_cfg
         if log is not None:
             p = extras["prune"]
             after = p.get("bytes_after", "unmeasured")
-            log(f"quant:prune rule:{p['rule']} target_bytes:{cfg.prune_target_bytes} (artifact <= "
+            log(f"quant:prune rule:{p['rule']} target_bytes:{cfg.prune_target_bytes} (artifact < "
                 f"{p['target_bytes']}) pruned:{p['pruned']}/{p['candidates']} bytes:{p['bytes_before']}->{after}")
     return qs, extras
 
@@ -85,6 +86,27 @@ def export_mixed(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, c
     n = write_artifact(path, qs, cfg.mixed_codec)
     raw = sum(t.numel() * t.element_size() for t in state_dict.values())
     return ExportInfo(str(path), n, payload_bytes(qs), raw, qs.meta["scheme"], cfg.mixed_codec), extras
+
+
+def check_model_shapes(model_cfg: ModelConfig, tensors_meta: dict, source: str) -> None:
+    """Refuse, before the model is allocated, an architecture whose parameters are not exactly the tensors the
+    artifact declares (names and shapes): the model is built on the ``meta`` device (no memory), so a stored config
+    claiming a model larger than the artifact can hold costs nothing. Raises :class:`ArtifactError` naming the
+    first differing tensors."""
+    try:
+        with torch.device("meta"):
+            shapes = {k: list(v.shape) for k, v in build_model(model_cfg).state_dict().items()}
+    except (RuntimeError, NotImplementedError) as e:
+        raise ArtifactError(f"{source}: MODEL_CLASS={model_cfg.model_class!r} cannot be built on the meta device to "
+                            f"check its size before allocating it ({e}); see docs/EXTENDING.md") from None
+    declared = {k: list(e["shape"]) for k, e in tensors_meta.items()}
+    if shapes != declared:
+        missing, extra = sorted(set(shapes) - set(declared)), sorted(set(declared) - set(shapes))
+        wrong = [f"{k} {declared[k]} vs {shapes[k]}" for k in shapes if k in declared and shapes[k] != declared[k]]
+        n = sum(math.prod(s) for s in shapes.values())
+        raise ArtifactError(f"{source}: the model config ({n:,} parameters) does not match the tensors the artifact "
+                            f"declares: missing {missing[:4]}, unexpected {extra[:4]}, shapes (declared vs model) "
+                            f"{wrong[:4]}")
 
 
 def load_artifact_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -102,9 +124,10 @@ def load_artifact_model(path: str | os.PathLike, model_cfg: ModelConfig | None =
     architecture, and ``RuntimeError`` when the weights do not match the architecture."""
     qs = read_artifact(path)
     if model_cfg is None:
-        if "model" not in qs.meta:
+        if not isinstance(qs.meta.get("model"), dict):
             raise ArtifactError(f"{path}: no model config stored in the artifact; pass one explicitly")
         model_cfg = Config().replace(qs.meta["model"], source=f"artifact {path}").model
+    check_model_shapes(model_cfg, qs.meta["tensors"], str(path))
     model = build_model(model_cfg)
     sd = dequantize(qs)
     try:

@@ -83,11 +83,16 @@ def quantize_int8(state_dict: dict[str, Tensor], cfg: QuantConfig | None = None)
 def dequantize(qs: QuantizedState) -> dict[str, Tensor]:
     """Rebuild a float state dict (original dtypes and shapes) from a :class:`QuantizedState`.
 
-    Raises ``KeyError`` naming the tensor when a storage tensor is missing, ``ValueError`` for an unknown kind.
+    Raises ``KeyError`` naming the tensor when a storage tensor is missing, ``ValueError`` for an unknown kind or
+    dtype name (an artifact read from disk was checked already: :func:`golflib.quant.limits.check_storage`).
     """
+    from golflib.quant.limits import DTYPES
+
     sd: dict[str, Tensor] = {}
     for name, e in qs.meta["tensors"].items():
-        dtype = getattr(torch, e["dtype"])
+        dtype = DTYPES.get(e["dtype"])
+        if dtype is None:
+            raise ValueError(f"tensor {name}: unknown dtype {e['dtype']!r}; expected one of {sorted(DTYPES)}")
         kind = e["kind"]
         try:
             if kind == "passthrough":

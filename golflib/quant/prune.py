@@ -24,10 +24,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from golflib.errors import BudgetError
 from golflib.quant.classes import entry_class
+from golflib.settings.base import CHALLENGE_LIMIT_BYTES
 from golflib.quant.int8 import QuantizedState
 
-SIZE_LIMIT = 16_000_000  # bytes, decimal (SPEC §0)
+SIZE_LIMIT = CHALLENGE_LIMIT_BYTES  # bytes, decimal, strict (SPEC §0)
 _UNITS = {"": 1, "b": 1, "kb": 1_000, "mb": 1_000_000, "gb": 1_000_000_000}
 _TARGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
@@ -35,28 +37,48 @@ _TARGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:e[0-9]+)?)\s*([a-z]*)\s*$",
 def parse_byte_target(value: int | float | str) -> int:
     """A byte target in decimal bytes: ``16000000``, ``"15.9MB"`` (= 15,900,000), ``"15900 kB"``, ``"15.9e6"``.
 
-    Raises ``ValueError`` for binary units (``MiB``/``KiB``/``GiB``: the challenge limit is 16,000,000 decimal
+    Raises :class:`~golflib.errors.BudgetError` (a ``ValueError``) for binary units (``MiB``/``KiB``/``GiB``: the challenge limit is 16,000,000 decimal
     bytes, SPEC trap 7), unknown units, non-positive or fractional byte counts.
     """
     if isinstance(value, bool):
-        raise ValueError(f"byte target {value!r}: expected a number of bytes or a string like '15.9MB'")
+        raise BudgetError(f"byte target {value!r}: expected a number of bytes or a string like '15.9MB'")
     if isinstance(value, (int, float)):
         num, unit = float(value), ""
     else:
         m = _TARGET_RE.match(str(value))
         if not m:
-            raise ValueError(f"byte target {value!r}: expected a number of bytes or a string like '15.9MB'")
+            raise BudgetError(f"byte target {value!r}: expected a number of bytes or a string like '15.9MB'")
         num, unit = float(m.group(1)), m.group(2).lower()
         if unit.endswith("ib"):
-            raise ValueError(f"byte target {value!r}: binary units ({m.group(2)}) are refused — the artifact limit "
+            raise BudgetError(f"byte target {value!r}: binary units ({m.group(2)}) are refused — the artifact limit "
                              f"is {SIZE_LIMIT:,} decimal bytes (SPEC trap 7: #1019's TARGET_MB*1024*1024); "
                              f"write e.g. '15.9MB' for 15,900,000 bytes")
         if unit not in _UNITS:
-            raise ValueError(f"byte target {value!r}: unknown unit {m.group(2)!r}; use B, kB, MB or GB (decimal)")
+            raise BudgetError(f"byte target {value!r}: unknown unit {m.group(2)!r}; use B, kB, MB or GB (decimal)")
     n = num * _UNITS[unit]
     if n <= 0 or abs(n - round(n)) > 1e-6:
-        raise ValueError(f"byte target {value!r}: must be a positive whole number of bytes, got {n}")
+        raise BudgetError(f"byte target {value!r}: must be a positive whole number of bytes, got {n}")
     return int(round(n))
+
+
+def parse_limit(value: int | float | str, what: str = "--limit") -> int:
+    """A byte limit to check against (:func:`parse_byte_target`), at most the challenge's 16,000,000: a larger
+    limit would call an illegal artifact fitting. Raises :class:`~golflib.errors.BudgetError` naming ``what``."""
+    try:
+        n = parse_byte_target(value)
+    except BudgetError as e:
+        raise BudgetError(f"{what}: {e}") from None
+    if n > SIZE_LIMIT:
+        raise BudgetError(f"{what}={value!r} is {n:,} bytes, above the challenge limit of {SIZE_LIMIT:,} decimal bytes "
+                          "(a looser limit would pass an artifact the challenge refuses); use at most 16000000")
+    return n
+
+
+def check_code_bytes(n: int, what: str = "--code-bytes") -> int:
+    """``n`` if it is a whole, non-negative number of code bytes; else :class:`~golflib.errors.BudgetError`."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise BudgetError(f"{what}={n!r}: code bytes must be a whole number >= 0")
+    return n
 
 
 PRUNE_CLASSES = ("attention", "mlp", "matrix")  # the records' int6 tensors
@@ -127,25 +149,27 @@ def prune_oneshot(qs: QuantizedState, size_fn: Callable[[QuantizedState], int], 
                   factor: int = ONESHOT_FACTOR) -> tuple[QuantizedState, dict]:
     """#1487's one-shot rule: if ``size_fn(qs)`` (e.g. artifact + code bytes) exceeds ``target_bytes`` (decimal)
     by ``excess``, zero the ``min(factor·excess, #candidates)`` cheapest ±1 codes once (no re-measure; the result
-    may still be over, or far under). Returns the state and ``{"target_bytes", "bytes_before", "excess", "pruned",
+    may still be over, or far under; at exactly ``target_bytes`` nothing is pruned, as in the record, although the
+    limit is strict — reproduce #1487 with it and use ``search`` for a guaranteed fit). Returns the state and ``{"target_bytes", "bytes_before", "excess", "pruned",
     "candidates", "probes", "rule"}``."""
     target_bytes = parse_byte_target(target_bytes)
     before = size_fn(qs)
     names, which, flat = _sorted_candidates(qs)
-    excess = max(0, before - target_bytes)
+    excess = max(0, before - target_bytes)  # the record's count, kept exact (see the docstring)
     n = min(factor * excess, int(which.size))
     info = {"rule": "oneshot", "target_bytes": target_bytes, "bytes_before": before, "excess": excess,
             "pruned": n, "candidates": int(which.size), "probes": 1}
     return (pruned(qs, names, which, flat, n) if n else qs), info
 
 
-class PruneTargetError(ValueError):
+class PruneTargetError(BudgetError):
     """Pruning every ±1 code still leaves the artifact over its byte target."""
 
 
 def prune_to_target(qs: QuantizedState, size_fn: Callable[[QuantizedState], int], target_bytes: int) -> \
         tuple[QuantizedState, dict]:
-    """Zero the cheapest ±1 codes until ``size_fn(qs) <= target_bytes`` (decimal bytes).
+    """Zero the cheapest ±1 codes until ``size_fn(qs) < target_bytes`` (decimal bytes; strict, as the challenge's
+    limit: a target of 16,000,000 yields at most 15,999,999 bytes).
 
     Binary search over the count (each probe calls ``size_fn``, e.g. the encoded artifact length). Returns the
     pruned state and ``{"rule", "target_bytes", "bytes_before", "bytes_after", "pruned", "candidates", "probes"}``.
@@ -156,14 +180,14 @@ def prune_to_target(qs: QuantizedState, size_fn: Callable[[QuantizedState], int]
     names, which, flat = _sorted_candidates(qs)
     info = {"rule": "search", "target_bytes": target_bytes, "bytes_before": before, "candidates": int(which.size),
             "probes": 1}
-    if before <= target_bytes:
+    if before < target_bytes:
         return qs, {**info, "bytes_after": before, "pruned": 0}
     lo, hi = 0, int(which.size)
     best = pruned(qs, names, which, flat, hi)
     size_hi = size_fn(best)
     info["probes"] += 1
-    if size_hi > target_bytes:
-        raise PruneTargetError(f"pruning all {hi:,} ±1 codes gives {size_hi:,} bytes, still over the target "
+    if size_hi >= target_bytes:
+        raise PruneTargetError(f"pruning all {hi:,} ±1 codes gives {size_hi:,} bytes, not under the target "
                                f"{target_bytes:,}: lower the bits or raise the SDClip k instead")
     best_size = size_hi
     while hi - lo > 1:
@@ -171,7 +195,7 @@ def prune_to_target(qs: QuantizedState, size_fn: Callable[[QuantizedState], int]
         cand = pruned(qs, names, which, flat, mid)
         size = size_fn(cand)
         info["probes"] += 1
-        if size <= target_bytes:
+        if size < target_bytes:
             hi, best, best_size = mid, cand, size
         else:
             lo = mid

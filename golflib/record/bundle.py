@@ -47,6 +47,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from golflib.errors import RunDirError
 from golflib.codesize import PACKAGE, _module_file, core_modules
 from golflib.config import Config
 from golflib.record import boot
@@ -523,7 +524,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to a new file (refuses to overwrite: record folders are never overwritten)."""
     path = Path(path)
     if path.exists():
-        raise FileExistsError(f"{path} exists; a bundle is never overwritten")
+        raise RunDirError(f"{path} exists; a bundle is never overwritten")
     path.write_text(text, encoding="utf-8")
     return path
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from golflib.errors import RunDirError
 from golflib.config import Config
 from golflib.presets import resolve
 from golflib.record.compliance import ComplianceReport, check_record, check_script_lint, require_compliant
@@ -113,7 +114,7 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
     generated here. ``base_nats``: the base record's per-seed val_loss (nats; Welch test) or
     ``base_threshold_nats`` (one-sample test); ``base_preset``: the configuration the "changes" table compares
     against. Raises :class:`golflib.record.compliance.ComplianceError` (nothing written) when a required check
-    fails, ``FileExistsError`` when the folder exists, ``ValueError`` for a bad name."""
+    fails, :class:`~golflib.errors.RunDirError` when the folder exists, ``ValueError`` for a bad name."""
     if not _NAME_RE.match(name):
         raise ValueError(f"name {name!r}: expected letters, digits, '_', '.', '-' (at most 80 characters)")
     seedset = source if isinstance(source, SeedSet) else collect_seeds(source)
@@ -129,7 +130,7 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
     date = date or time.strftime("%Y-%m-%d")
     folder = Path(records_root) / f"track_{track}" / f"{date}_{name}"
     if folder.exists():
-        raise FileExistsError(f"{folder} exists: a record folder is never overwritten")
+        raise RunDirError(f"{folder} exists: a record folder is never overwritten")
     sig, note = record_significance(rows, base_nats, base_threshold_nats,
                                     tokens_per_byte(score_entry(seedset.runs[0].result, key)[0]), margin)
     folder.mkdir(parents=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from golflib.errors import RunDirError
 from golflib.config import Config, env_names
 from golflib.presets import resolve
 from golflib.record.results import SeedRun, load_seed_run, markdown_table, resolve_score_key, seed_row, summarize
@@ -101,7 +102,7 @@ def run_seeds(preset: str, seeds: str | Iterable[int], *, nproc: int = 1, scale:
     root = Path(out_dir) if out_dir else create_run_dir(runs_root, slug=f"seeds-{preset}")
     root.mkdir(parents=True, exist_ok=True)
     if (root / SEEDS_FILE).exists():
-        raise FileExistsError(f"{root / SEEDS_FILE} exists: a seeds directory is never overwritten")
+        raise RunDirError(f"{root / SEEDS_FILE} exists: a seeds directory is never overwritten")
     write_script(script, root)
     data_env = {k: str(v) for k, v in cfg.flat().items()
                 if k in ("DATA_PATH", "TOKENIZER_PATH", "TRAIN_FILES", "VAL_FILES")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from golflib.errors import GolfError
 
-class ConfigError(ValueError):
+CHALLENGE_LIMIT_BYTES = 16_000_000  # code + compressed model, decimal bytes, strict (SPEC §0)
+
+
+class ConfigError(GolfError):
     """A config field, override or environment variable is unknown or out of range."""
 
 

@@ -74,6 +74,7 @@ class ModelConfig:
                     self.vocab_size)
         check_field(self.num_layers >= 1, "num_layers", "must be >= 1", self.num_layers)
         check_field(self.num_heads >= 1, "num_heads", "must be >= 1", self.num_heads)
+        check_field(self.model_dim >= 1, "model_dim", "must be >= 1", self.model_dim)
         check_field(self.model_dim % self.num_heads == 0, "model_dim",
                     f"must be divisible by NUM_HEADS={self.num_heads}", self.model_dim)
         check_field(self.num_kv_heads >= 1 and self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
@@ -92,6 +93,7 @@ class ModelConfig:
                     self.gate_window)
         check_field(self.bigram_vocab_size >= 0 and self.bigram_vocab_size != 1, "bigram_vocab_size",
                     "must be 0 (off) or >= 2", self.bigram_vocab_size)
+        check_field(self.bigram_dim >= 1, "bigram_dim", "must be >= 1", self.bigram_dim)
         check_field(self.bigram_hash in ("xor", "mul92821"), "bigram_hash", "must be xor or mul92821", self.bigram_hash)
         check_field(self.proj_init in ("zero", "scaled"), "proj_init", "must be zero or scaled", self.proj_init)
         check_field(self.ortho_init or not self.ortho_init_banked, "ortho_init_banked",

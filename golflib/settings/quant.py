@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from golflib.settings.base import check_field
+from golflib.settings.base import CHALLENGE_LIMIT_BYTES, check_field
 
 
 CLIP_KINDS = ("sdclip", "hsdclip", "percentile", "search", "search_row", "absmax")
@@ -67,7 +67,7 @@ class QuantConfig:
     lqer_asym_group: int = 64  # LQER B group size (elements of flattened B per scale)
     lqer_factor_bits: int = 4  # LQER symmetric fallback: bits of both factors
     lqer_factors: str = "refit"  # refit: B refit to the quantized A | plain: A = U_r S_r, B = V_r^T (#1855)
-    prune_target_bytes: int = 0  # selective +-1 pruning until artifact+code <= this many decimal bytes; 0 = off
+    prune_target_bytes: int = 0  # selective +-1 pruning until artifact+code < this many decimal bytes; 0 = off
     prune_rule: str = "search"  # search: fewest +-1 codes that fit (#1019) | oneshot: 8 x excess bytes codes (#1487)
     prune_magnitude_frac: float = 0.0  # zero this fraction of smallest |w| before quantization (#461: 0.03); 0 = off
     prune_magnitude_min_numel: int = 65_536  # magnitude pruning: 2-D tensors with more elements than this (#461)
@@ -124,5 +124,7 @@ class QuantConfig:
         check_field(0 < self.gptq_damp < 1, "gptq_damp", "must be in (0, 1)", self.gptq_damp)
         check_field(0 <= self.gptq_hessian_damp < 1, "gptq_hessian_damp", "must be in [0, 1)", self.gptq_hessian_damp)
         check_field(2 <= self.lqer_factor_bits <= 8, "lqer_factor_bits", "must be in [2, 8]", self.lqer_factor_bits)
-        check_field(self.prune_target_bytes >= 0, "prune_target_bytes", "must be >= 0 (decimal bytes; 0 = off)",
+        check_field(0 <= self.prune_target_bytes <= CHALLENGE_LIMIT_BYTES, "prune_target_bytes",
+                    f"must be in [0, {CHALLENGE_LIMIT_BYTES:,}] decimal bytes (0 = off; artifact + code end strictly "
+                    "under it, and a target above the challenge's limit cannot give a legal artifact)",
                     self.prune_target_bytes)

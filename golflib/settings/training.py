@@ -131,6 +131,7 @@ class TrainConfig:
         check_field(self.warmup_steps >= 0, "warmup_steps", "must be >= 0", self.warmup_steps)
         check_field(self.train_seq_len >= 2, "train_seq_len", "must be >= 2", self.train_seq_len)
         check_field(self.global_microbatches >= 1, "global_microbatches", "must be >= 1", self.global_microbatches)
+        check_field(self.train_batch_tokens >= 1, "train_batch_tokens", "must be >= 1", self.train_batch_tokens)
         check_field(self.train_batch_tokens % (self.global_microbatches * self.train_seq_len) == 0,
                     "train_batch_tokens",
                     f"must be a multiple of GLOBAL_MICROBATCHES*TRAIN_SEQ_LEN = "

@@ -13,7 +13,6 @@ or a declared order for the document-sorted kinds accepted in #1610/#1626 (verdi
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -24,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from golflib.errors import parse_json
+from golflib.settings.base import ConfigError
 from golflib.config import Config
 from golflib.data.bytecount import is_sidecar, load_byte_counter, sidecar_path_note, sidecar_text_audit
 from golflib.data.caseops import original_text_decoder
@@ -319,7 +320,7 @@ def audit_run(run_dir: str | os.PathLike, *, perturb: bool = False, slice_tokens
     run_dir = Path(run_dir)
     result = load_result(run_dir)
     cfg = Config.from_json_file(run_dir / "config.json")
-    meta = json.loads((run_dir / "config.json").read_text()).get("meta", {})
+    meta = parse_json((run_dir / "config.json").read_bytes(), str(run_dir / "config.json"), ConfigError).get("meta", {})
     mc, tc = cfg.model, cfg.train
     luts = load_byte_counter(cfg.data, mc.vocab_size, mc.bos_id)
     streams = {}

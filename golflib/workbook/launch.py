@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from golflib.config import Config
 from golflib.presets import resolve
-from golflib.runlog import refuse_used_run_dir, write_json
+from golflib.runlog import CONSOLE_LOG, NOTEBOOK_FILES, refuse_used_run_dir, write_json
 from golflib.workbook.runs import load_result
 
 
@@ -75,13 +75,14 @@ def launch_training(run_dir: str | os.PathLike, preset: str | Config = "cpu-tiny
     notebook printed is what trains. ``meta`` (preset name, scale, overrides) is recorded with it; the training
     adds its own (git commit, versions, device). Runs the subprocess, echoes each output line as it arrives (also
     saved to ``console.log``) and returns the run's ``result.json``. Raises :class:`TrainingFailed` with the last
-    lines of output when the process fails, ``FileExistsError`` when the run directory already holds a run."""
+    lines of output when the process fails, :class:`~golflib.errors.RunDirError` when the run directory already holds files (other than the notebook
+    running this)."""
     run_dir = Path(run_dir)
     if isinstance(preset, Config):
         cfg, name = preset.replace(dict(overrides or {}), source="override"), None
     else:
         cfg, name = resolve(preset, overrides or {}, environ=os.environ if env is None else env, scale=scale), preset
-    refuse_used_run_dir(run_dir)
+    refuse_used_run_dir(run_dir, NOTEBOOK_FILES)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"preset": name, "scale": scale, "overrides": {k: _fmt(v) for k, v in (overrides or {}).items()},
             **dict(meta or {})}
@@ -99,7 +100,7 @@ def run_training_command(cmd: list[str], run_dir: str | os.PathLike, echo: Calla
     full_env = dict(os.environ if env is None else env)
     full_env.update({"PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
     tail: list[str] = []
-    with open(run_dir / "console.log", "a", encoding="utf-8") as console:
+    with open(run_dir / CONSOLE_LOG, "a", encoding="utf-8") as console:
         console.write("$ " + " ".join(cmd) + "\n")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 env=full_env, cwd=cwd)

@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from golflib.errors import GolfError, RunDirError
 from golflib.runlog import create_run_dir, write_json
 
 
-class ParamError(ValueError):
+class ParamError(GolfError):
     """A notebook parameter has the wrong type or value."""
 
 
@@ -89,7 +90,7 @@ def run_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None =
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / notebook.name
     if out.exists():
-        raise FileExistsError(f"{out} exists: a run directory is never overwritten")
+        raise RunDirError(f"{out} exists: a run directory is never overwritten")
     if "run_dir" in defaults:
         params["run_dir"] = str(run_dir)
     write_json(run_dir / f"{notebook.stem}.params.json", params)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from golflib.quant.artifact import read_artifact
+from golflib.quant.artifact import ArtifactError, read_artifact
 from golflib.quant.budget import budget_report, format_budget
+from golflib.quant.prune import check_code_bytes, parse_limit
 from golflib.quant.report import codec_report
 
 
@@ -47,6 +48,9 @@ def budget_main(target: str, *, limit: str = "16000000", code_bytes: int | None 
                 out=None) -> int:
     """Print the budget of every artifact of ``target``; returns 1 when any is at or over ``limit``, else 0."""
     out = out or sys.stdout
+    if code_bytes is not None:
+        check_code_bytes(code_bytes)
+    parse_limit(limit)
     reports = []
     for path in artifacts_of(target):
         n, source = (code_bytes, "--code-bytes") if code_bytes is not None else code_bytes_for(path)
@@ -116,21 +120,23 @@ def preflight_main(cfg, *, checkpoint: str | None = None, code_bytes: int | None
     """``golf budget``: the pre-flight budget of ``cfg`` (:func:`golflib.quant.preflight.preflight_budget`) with
     the code bytes of its bundle; returns 1 when the total is at or over ``limit``."""
     from golflib.quant.preflight import format_preflight, preflight_budget
-    from golflib.quant.prune import parse_byte_target
 
     out = out or sys.stdout
-    limit_b = parse_byte_target(limit)
+    limit_b = parse_limit(limit)
     if code_bytes is None:
         code_bytes, source = bundle_code_bytes(cfg, form=form)
     else:
-        source = "--code-bytes"
+        code_bytes, source = check_code_bytes(code_bytes), "--code-bytes"
     state = hessians = None
     if checkpoint:
         from safetensors.torch import load_file
 
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
-        state = load_file(checkpoint)
+        try:
+            state = load_file(checkpoint)
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
+            raise ArtifactError(f"--checkpoint {checkpoint}: not a safetensors checkpoint ({e})") from None
         if gptq:
             hessians = checkpoint_hessians(cfg, state, log=lambda m: print(m, file=sys.stderr))
     rep = preflight_budget(cfg, code_bytes=code_bytes, code_source=source, state=state, hessians=hessians,

@@ -7,12 +7,12 @@ against the JSON Schema (:func:`golflib.runresult.validate`) and returns a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+from golflib.errors import parse_json
 from golflib.eval.bpb import EvalResult
 from golflib.runresult import (SCHEMA_NAME, SCHEMA_VERSION, ArtifactRecord, RunResult, RunResultError, Timings,
                                validate)
@@ -49,10 +49,7 @@ def load_run_result(run_dir: str | os.PathLike) -> RunResult:
     path = path if path.suffix == ".json" else path / "result.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (the run did not finish, or this is not a run directory)")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RunResultError(f"{path}: not valid JSON ({e})") from None
+    d = parse_json(path.read_bytes(), str(path), RunResultError)
     return parse_run_result(d, str(path))
 
 

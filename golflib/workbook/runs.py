@@ -7,20 +7,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from golflib.errors import parse_json
 from golflib.runlog import create_run_dir, write_json  # noqa: F401  (re-exported for notebooks)
 from golflib.runresult import RunResult
 from golflib.workbook.resultfile import load_run_result, save_extras
 
 
 def load_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; raises ``FileNotFoundError``/``ValueError`` naming the path."""
+    """Read a JSON file; raises ``FileNotFoundError`` or :class:`~golflib.errors.GolfError` naming the path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return parse_json(path.read_bytes(), str(path))
 
 
 def load_result(run_dir: str | os.PathLike) -> RunResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from golflib.config import Config
 from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
 from golflib.eval.protocols import PROTOCOLS
+from golflib.quant.artifact import ArtifactError
 from golflib.quant.export import load_artifact_model
 from golflib.workbook.runs import find_artifact
 
@@ -50,4 +52,8 @@ def score_artifact(target: str | os.PathLike, *, stride: int | None = None,
         sval = val if eval_len == std_len else load_validation_tokens(cfg.data.val_glob, eval_len, mc.vocab_size,
                                                                       max_tokens)
         out["sliding"] = PROTOCOLS["sliding"].run(model, sval, luts, scfg).to_dict()
+    for name in ("standard", "sliding"):
+        if out[name] is not None and not math.isfinite(out[name]["val_bpb"]):
+            raise ArtifactError(f"{artifact}: {name} val_bpb is {out[name]['val_bpb']} — the weights give non-finite "
+                                "log-probabilities; this artifact cannot be scored")
     return out

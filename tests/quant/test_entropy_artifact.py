@@ -11,6 +11,7 @@ import pytest
 import torch
 import zstandard
 
+from golflib.errors import BudgetError
 from golflib.settings.model import ModelConfig
 from golflib.settings.quant import QuantConfig
 from golflib.model.gpt import GPT
@@ -186,7 +187,8 @@ def test_budget_is_exact_for_sectioned_artifacts(tmp_path):
     write_artifact(tmp_path / "v1.golf", qs, "brotli")
     b1 = artifact_budget((tmp_path / "v1.golf").read_bytes())
     assert not b1["exact"] and b1["artifact_bytes"] == (tmp_path / "v1.golf").stat().st_size
-    assert "warning" in budget_report(path, 0, limit=16_777_216)
+    with pytest.raises(BudgetError, match="above the challenge limit"):
+        budget_report(path, 0, limit=16_777_216)
 
 
 def test_parse_byte_target_is_decimal_and_refuses_binary_units():
@@ -209,7 +211,7 @@ def test_pruning_lands_at_or_under_a_decimal_target(codec):
     before = size(qs)
     target = before - 600
     pruned, info = prune_to_target(qs, size, target)
-    assert size(pruned) <= target == info["target_bytes"] and info["bytes_after"] == size(pruned)
+    assert size(pruned) < target == info["target_bytes"] and info["bytes_after"] == size(pruned)
     assert 0 < info["pruned"] < info["candidates"]
     changed_cost, kept_cost = [], []
     for name, idx, cost in prune_candidates(qs):
@@ -224,7 +226,7 @@ def test_pruning_lands_at_or_under_a_decimal_target(codec):
             assert name.endswith(".q") and set(qs.tensors[name][diff].abs().unique().tolist()) == {1}
     same, info0 = prune_to_target(qs, size, before + 10)
     assert same is qs and info0["pruned"] == 0
-    with pytest.raises(ValueError, match="still over"):
+    with pytest.raises(ValueError, match="not under the target"):
         prune_to_target(qs, size, 1000)
 
 

@@ -102,7 +102,7 @@ def test_foreign_and_corrupt_artifacts_refused(tmp_path):
             read_artifact(p)
         assert name in str(e.value) and "pickle-free" in str(e.value)
     good = encode_artifact(quantize_int8(m.state_dict()), "zlib")
-    with pytest.raises(ArtifactError, match="zlib: payload does not decode"):
+    with pytest.raises(ArtifactError, match="cut.golf: zlib: payload (does not decode|decompresses to more)"):
         decode_artifact(good[:-20] + b"\0" * 20, "cut.golf")
     with pytest.raises(ArtifactError, match="no such artifact"):
         read_artifact(tmp_path / "missing.golf")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from golflib.errors import RunDirError
 from golflib.codesize import core_modules
 from golflib.config import Config
 from golflib.presets import resolve
@@ -217,7 +218,7 @@ def test_compressed_stub_fits_and_round_trips(tiny_script, tmp_path):
     assert extract(lz.stub) == script.minified and lz.stub_bytes <= MAX_COMPRESSED_BYTES + 2000
     paths = write_script(script, tmp_path)
     assert paths["script"].read_text() == script.counted and paths["readable"].read_text() == script.readable
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RunDirError):
         write_script(script, tmp_path)
 
 

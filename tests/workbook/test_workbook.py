@@ -1,6 +1,7 @@
 import pytest
 
 from conftest import REPO
+from golflib.errors import RunDirError
 from golflib.runlog import create_run_dir
 from golflib.workbook.launch import torchrun_command
 from golflib.workbook.notebook import ParamError, check_params, notebook_parameters, parse_param_value
@@ -65,7 +66,7 @@ def test_launch_resolves_once_and_trains_on_the_written_config(tmp_path, monkeyp
     got = Config.from_json_file(tmp_path / "s" / "config.json")
     assert (got.model.num_layers, got.model.model_dim) == (2, 96)
     (tmp_path / "s" / "train.log").write_text("x")
-    with pytest.raises(FileExistsError, match="never overwritten"):
+    with pytest.raises(RunDirError, match="never overwritten"):
         launch.launch_training(tmp_path / "s", "cpu-tiny")
 
 
