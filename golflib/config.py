@@ -124,13 +124,17 @@ def _coerce(name: str, typ: Any, raw: Any) -> Any:
                 raise ConfigError(f"{name.upper()}={raw!r}: expected a finite number")
             return val
         if typ is str:
+            if isinstance(raw, (dict, list, tuple)) or raw is None:
+                raise ValueError(raw)
             return str(raw)
         if origin is tuple:
             (elem, *_rest) = typing.get_args(typ)
             if isinstance(raw, str):
                 parts = [p for p in raw.replace(" ", "").split(",") if p]
-            else:
+            elif isinstance(raw, (list, tuple)):
                 parts = list(raw)
+            else:
+                raise ValueError(raw)
             return tuple(_coerce(name, elem, p) for p in parts)
     except ConfigError:
         raise
@@ -223,8 +227,14 @@ class Config:
             raw = parse_json(fh.read(), str(path), ConfigError)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a JSON object of config groups")
+        extra = sorted(set(raw) - set(GROUPS) - {"config", "meta"})
+        if extra:
+            raise ConfigError(f"{path}: unknown top-level key(s) {extra[:5]}; expected the groups {list(GROUPS)} "
+                              "(or 'config' and 'meta')")
         if "config" in raw and isinstance(raw["config"], Mapping):
             raw = raw["config"]
+        if not all(isinstance(raw[g], Mapping) for g in GROUPS if g in raw):
+            raise ConfigError(f"{path}: every config group must be a JSON object")
         return cls.from_dict({k: v for k, v in raw.items() if k in GROUPS})
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> "Config":

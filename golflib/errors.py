@@ -5,14 +5,18 @@ tensor and what was expected. The ``golf`` command prints a :class:`GolfError` a
 exits with status 2 (docs/LOG.md, issue 16). The classes, by what was wrong:
 
 =================================================  =================================================================
-:class:`golflib.settings.base.ConfigError`         a config field, override, environment variable or config.json
-:class:`golflib.quant.artifact.ArtifactError`      an artifact file (container, header, sections, tensors, values)
+:class:`ConfigError`                               a config field, override, environment variable or config.json
+:class:`ArtifactError`                             an artifact file (container, header, sections, tensors, values)
 :class:`golflib.quant.codecs.CodecError`           a codec name or a compressed payload
 :class:`golflib.data.shards.ShardError`            a token shard
 :class:`TokenizerError`                            a tokenizer vs its manifest entry or the shards it scores
 :class:`ManifestError`                             a data ``manifest.json``
 :class:`RunDirError`                               an output directory that already holds files
 :class:`BudgetError`                               a byte limit, code-byte count or pruning target
+:class:`golflib.runresult.RunResultError`          a ``result.json``
+:class:`golflib.workbook.notebook.ParamError`      a notebook parameter
+:class:`golflib.data.caseops.CaseOpsError`         text the CaseOps transform cannot encode or decode
+:class:`golflib.data.fineweb.StaleManifestError`   a local manifest from another hub repository
 =================================================  =================================================================
 
 This module imports nothing of golflib, so every layer (data, quant, config) may use it.
@@ -28,6 +32,11 @@ MAX_JSON_DEPTH = 64  # nesting levels any golflib JSON input may have (config.js
 
 class GolfError(ValueError):
     """Bad input: the message names the file, field or tensor and what was expected."""
+
+
+class ConfigError(GolfError):
+    """A config field, override, environment variable or config file is unknown or out of range (the message starts
+    with the field's environment-variable name, or the file). Re-exported by :mod:`golflib.settings.base`."""
 
 
 class ArtifactError(GolfError):

@@ -86,16 +86,17 @@ def load_byte_counter(data, vocab_size: int, bos_id: int = 1) -> ByteCounter:
     from golflib.data.luts import load_sentencepiece
     from golflib.data.tokcheck import check_tokenizer
 
+    pattern = sidecar_glob(data)
+    has_sidecar = bool(glob.glob(pattern))
+    if data.caseops_enabled and not has_sidecar:
+        raise FileNotFoundError(f"CASEOPS_ENABLED=1 but no byte sidecar matches {pattern!r}; prepare the data with "
+                                "`golf data prepare --caseops` (or fetch a CaseOps dataset with its sidecars)")
     sp = load_sentencepiece(data.tokenizer_path)
     check_tokenizer(data, sp)
-    pattern = sidecar_glob(data)
-    if glob.glob(pattern):
+    if has_sidecar:
         n = count_shard_tokens(data.val_glob)
         side = load_val_byte_sidecar(data.val_glob, pattern, n, bos_id=bos_id)
         return ByteSidecar(side.to(torch.int32), pattern)
-    if data.caseops_enabled:
-        raise FileNotFoundError(f"CASEOPS_ENABLED=1 but no byte sidecar matches {pattern!r}; prepare the data with "
-                                "`golf data prepare --caseops` (or fetch a CaseOps dataset with its sidecars)")
     return build_sentencepiece_luts(sp, vocab_size)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golflib.data.shards import list_shards, load_shard
+from golflib.data.shards import ShardError, list_shards, load_shard
 
 
 class TokenStream:
@@ -94,7 +94,7 @@ def load_validation_tokens(pattern: str, seq_len: int, vocab_size: int | None = 
         tokens = tokens[:max_tokens]
     usable = ((tokens.size - 1) // seq_len) * seq_len
     if usable <= 0:
-        raise ValueError(f"validation split {pattern!r} has {tokens.size} tokens, too short for seq_len={seq_len}")
+        raise ShardError(f"validation split {pattern!r} has {tokens.size} tokens, too short for seq_len={seq_len}")
     return torch.from_numpy(tokens[:usable + 1].astype(np.int64))
 
 

@@ -79,9 +79,13 @@ def check_tokenizer(data, sp, val_glob: str | None = None) -> dict:
         if listed and tok_path.name != listed:
             raise TokenizerError(f"{where}: file name {tok_path.name!r}, the manifest lists {listed!r}")
         for field, want in (("vocab_size", tok.get("vocab_size")), ("dataset vocab_size", entry.get("vocab_size"))):
-            if want is not None and int(want) != n_pieces:
+            if want is not None and (isinstance(want, bool) or not isinstance(want, int)):
+                raise ManifestError(f"{mpath}: {field} {str(want)[:40]!r} is not a whole number")
+            if want is not None and want != n_pieces:
                 raise TokenizerError(f"{where}: {n_pieces} pieces, the manifest's {field} is {want}")
-        if tok.get("model_sha256"):
+        if tok.get("model_sha256") is not None:
+            if not isinstance(tok["model_sha256"], str):
+                raise ManifestError(f"{mpath}: model_sha256 {str(tok['model_sha256'])[:40]!r} is not a hex string")
             digest = file_sha256(tok_path)
             if digest != tok["model_sha256"]:
                 raise TokenizerError(f"{where}: SHA-256 {digest[:16]}…, the manifest records "

@@ -6,16 +6,17 @@ the perturbation audit (:mod:`golflib.workbook.audit`) re-runs scoring with it â
 from __future__ import annotations
 
 from golflib.model.gpt import GPT
+from golflib.settings.base import ConfigError
 
 MODEL_CLASSES: dict[str, type] = {"gpt": GPT}
 
 
 def build_model(model_cfg):
     """A fresh model of class ``model_cfg.model_class`` built from ``model_cfg`` (a
-    :class:`golflib.settings.model.ModelConfig`). Raises ``ValueError`` naming ``MODEL_CLASS`` and the registered
+    :class:`golflib.settings.model.ModelConfig`). Raises ``ConfigError`` (a ``ValueError``) naming ``MODEL_CLASS`` and the registered
     names for a class no plugin registered."""
     cls = MODEL_CLASSES.get(model_cfg.model_class)
     if cls is None:
-        raise ValueError(f"MODEL_CLASS={model_cfg.model_class!r} is not registered ({', '.join(MODEL_CLASSES)}); a "
+        raise ConfigError(f"MODEL_CLASS={model_cfg.model_class!r} is not registered ({', '.join(MODEL_CLASSES)}); a "
                          f"plugin registers it with golflib.plugins.register_model_class (EVAL_PLUGINS)")
     return cls(model_cfg)

@@ -277,10 +277,11 @@ def _rc_section(s: dict, meta: dict, source: str, budget: ElementBudget) -> tupl
     if e is None or e["kind"] != "per_row":
         raise ArtifactError(f"{where}: names no per-row tensor of the metadata")
     try:
-        shape, bits, kind, level = tuple(s["shape"]), s["bits"], s["kind"], s["level"]
+        shape, bits, kind, level = s["shape"], s["bits"], s["kind"], s["level"]
     except KeyError as k:
         raise ArtifactError(f"{where}: entry lacks {k}") from None
-    n = shape_numel(list(shape), where)
+    n = shape_numel(shape, where)
+    shape = tuple(shape)
     rows = e["shape"][0] if e["shape"] else 1
     if len(shape) != 2 or n != shape_numel(e["shape"], where) or shape[0] != rows:
         raise ArtifactError(f"{where}: code shape {list(shape)} is not the [rows, cols] matrix of the declared "

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from golflib.config import Config
+from golflib.settings.base import ConfigError
 from golflib.settings.model import ModelConfig
 from golflib.settings.quant import QuantConfig
 from golflib.model.gpt import GPT
@@ -96,9 +97,12 @@ def check_model_shapes(model_cfg: ModelConfig, tensors_meta: dict, source: str) 
     try:
         with torch.device("meta"):
             shapes = {k: list(v.shape) for k, v in build_model(model_cfg).state_dict().items()}
-    except (RuntimeError, NotImplementedError) as e:
+    except ConfigError as e:
+        raise ArtifactError(f"{source}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - whatever the class raises, it is not loaded
         raise ArtifactError(f"{source}: MODEL_CLASS={model_cfg.model_class!r} cannot be built on the meta device to "
-                            f"check its size before allocating it ({e}); see docs/EXTENDING.md") from None
+                            f"check its size before allocating it ({type(e).__name__}: {e}); see docs/EXTENDING.md") \
+            from None
     declared = {k: list(e["shape"]) for k, e in tensors_meta.items()}
     if shapes != declared:
         missing, extra = sorted(set(shapes) - set(declared)), sorted(set(declared) - set(shapes))
@@ -126,7 +130,10 @@ def load_artifact_model(path: str | os.PathLike, model_cfg: ModelConfig | None =
     if model_cfg is None:
         if not isinstance(qs.meta.get("model"), dict):
             raise ArtifactError(f"{path}: no model config stored in the artifact; pass one explicitly")
-        model_cfg = Config().replace(qs.meta["model"], source=f"artifact {path}").model
+        try:
+            model_cfg = Config().replace(qs.meta["model"], source=f"artifact {path}").model
+        except ConfigError as e:
+            raise ArtifactError(f"{path}: stored model config: {e}") from None
     check_model_shapes(model_cfg, qs.meta["tensors"], str(path))
     model = build_model(model_cfg)
     sd = dequantize(qs)

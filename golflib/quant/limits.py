@@ -95,9 +95,9 @@ def check_meta(meta, source: str, budget: ElementBudget) -> dict:
         for key in ("kind", "dtype", "shape"):
             if key not in e:
                 raise ArtifactError(f"{where}: metadata lacks {key!r}")
-        if e["kind"] not in KINDS:
+        if not isinstance(e["kind"], str) or e["kind"] not in KINDS:
             raise ArtifactError(f"{where}: unknown quantization kind {e['kind']!r}; expected one of {KINDS}")
-        if e["dtype"] not in DTYPES:
+        if not isinstance(e["dtype"], str) or e["dtype"] not in DTYPES:
             raise ArtifactError(f"{where}: unknown dtype {e['dtype']!r}; expected one of {sorted(DTYPES)}")
         total += shape_numel(e["shape"], where)
         if e["kind"] != "passthrough":
@@ -186,7 +186,11 @@ def check_storage(tensors: dict[str, torch.Tensor], meta: dict, source: str) -> 
             return t
 
         if e["kind"] == "passthrough":
-            get(name, tuple(DTYPES.values()), numel)
+            t = get(name, tuple(DTYPES.values()), numel)
+            stored = str(t.dtype).removeprefix("torch.")
+            if e.get("store", stored) != stored or e.get("bits", t.element_size() * 8) != t.element_size() * 8:
+                raise ArtifactError(f"{where}: stored as {stored} ({t.element_size() * 8} bits), the metadata says "
+                                    f"{e.get('store')!r} ({e.get('bits')!r} bits)")
             continue
         q = get(name + ".q", (torch.int8,), numel)
         lim = 1 << (int(e["bits"]) - 1)

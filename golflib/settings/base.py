@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from golflib.errors import GolfError
+from golflib.errors import ConfigError  # noqa: F401  (re-exported: every settings group raises it)
 
 CHALLENGE_LIMIT_BYTES = 16_000_000  # code + compressed model, decimal bytes, strict (SPEC §0)
-
-
-class ConfigError(GolfError):
-    """A config field, override or environment variable is unknown or out of range."""
 
 
 def check_field(cond: bool, name: str, msg: str, value: Any) -> None:
