@@ -44,9 +44,9 @@ GROUPS: dict[str, type] = {
 
 # The typo guard (issue 16): an environment variable that matches no field is refused when it looks like one of ours —
 # it starts with a field's prefix (the first word, or the first two when the first is common in other tools' variables,
-# like MAX_JOBS or USE_CUDA), or it is a near-miss of a field name (difflib ratio >= TYPO_RATIO). Both are derived from
-# the fields themselves, so a new field is guarded without a list to update; tests/test_input_safety.py checks every
-# field's typos and a list of other tools' variables.
+# like MAX_JOBS or USE_CUDA), or it is a near-miss of a field name (one insertion, deletion, substitution or adjacent
+# swap away, or difflib ratio >= TYPO_RATIO). Both are derived from the fields themselves, so a new field is guarded
+# without a list to update; tests/test_input_safety.py checks every field's typos and other tools' variables.
 GENERIC_FIRST_WORDS = frozenset({
     "ALLOW", "ATTENTION", "COUNTED", "DATA", "DEVICE", "DISABLE", "ENABLE", "FLASH", "GLOBAL", "GRAD", "HEAD",
     "HESSIAN", "INIT", "KEEP", "LEGACY", "LOADER", "MAX", "MIN", "NUM", "PRECISION", "RUN", "SEED", "TOKENIZER",

@@ -6,7 +6,7 @@ exits with status 2 (docs/LOG.md, issue 16). The classes, by what was wrong:
 
 =================================================  =================================================================
 :class:`ConfigError`                               a config field, override, environment variable or config.json
-:class:`ArtifactError`                             an artifact file (container, header, sections, tensors, values)
+:class:`golflib.quant.limits.ArtifactError`        an artifact file (container, header, sections, tensors, values)
 :class:`golflib.quant.codecs.CodecError`           a codec name or a compressed payload
 :class:`golflib.data.shards.ShardError`            a token shard
 :class:`TokenizerError`                            a tokenizer vs its manifest entry or the shards it scores
@@ -37,12 +37,6 @@ class GolfError(ValueError):
 class ConfigError(GolfError):
     """A config field, override, environment variable or config file is unknown or out of range (the message starts
     with the field's environment-variable name, or the file). Re-exported by :mod:`golflib.settings.base`."""
-
-
-class ArtifactError(GolfError):
-    """The file is not a valid golflib artifact: foreign or corrupt bytes, a header that does not match its data, a
-    size beyond what the file can hold, a tensor without its storage or with non-finite values (the message names
-    the file and the tensor or field). Re-exported by :mod:`golflib.quant.artifact`."""
 
 
 class TokenizerError(GolfError):

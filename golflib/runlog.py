@@ -51,7 +51,9 @@ def create_run_dir(root: str | os.PathLike = "runs", slug: str = "run", run_id: 
     raise FileExistsError(f"could not create a fresh run directory under {root}")
 
 
-NOTEBOOK_FILES = ("*.ipynb", "*.params.json")  # the notebook papermill is executing into the run directory
+# What notebooks executed into a run directory leave there before they train (golf run / golf demo: 00_data's executed
+# notebook, its parameters and its figures/): inputs and notebook outputs, never a file a training writes.
+NOTEBOOK_FILES = ("*.ipynb", "*.params.json", "figures")
 CONSOLE_LOG = "console.log"  # a launcher's copy of the training process output (golflib.workbook.launch)
 
 

@@ -21,9 +21,9 @@ from golflib.config import Config, env_names, looks_like_ours
 from golflib.data.bytecount import load_byte_counter
 from golflib.data.luts import load_sentencepiece
 from golflib.data.tokcheck import check_tokenizer
-from golflib.errors import (ArtifactError, BudgetError, ConfigError, GolfError, ManifestError, RunDirError,
-                            TokenizerError, parse_json)
-from golflib.quant.artifact import decode_artifact, encode_artifact, read_artifact
+from golflib.errors import (BudgetError, ConfigError, GolfError, ManifestError, RunDirError, TokenizerError,
+                            parse_json)
+from golflib.quant.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
 from golflib.quant.budget import budget_report
 from golflib.quant.export import load_artifact_model
 from golflib.quant.int8 import dequantize

@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from golflib.errors import parse_json
 from golflib.quant.classes import entry_class
-from golflib.errors import ArtifactError, parse_json
 from golflib.quant.codecs import CodecError, compress, decompress_bounded, decompress_prefix, parse_codec
 from golflib.quant.entropy import (CODER_NAME, ID_RANGE, LEVEL_OFFSET, N_LEVELS, PRIOR, SCALE, WARM, WARM_IDS,
                                    EntropyCoder, EntropyError, kind_of)
 from golflib.quant.int8 import QuantizedState
-from golflib.quant.limits import (MAX_HEADER_JSON, MAX_SAFETENSORS_HEADER, ElementBudget, check_meta, check_storage,
-                                  safetensors_index, shape_numel)
+from golflib.quant.limits import (MAX_HEADER_JSON, MAX_SAFETENSORS_HEADER, ArtifactError, ElementBudget, check_meta,
+                                  check_storage, safetensors_index, shape_numel)
 
 MAGIC = b"GOLF"
 CONTAINER_VERSION = 1  # byte-codec container

@@ -17,7 +17,8 @@ large allocation:
   numbers, and exactly the storage tensors its kind needs, with the right dtypes, element counts, codes within its
   bit width, and finite values; no storage tensor belongs to no declared tensor.
 
-Every failure is an :class:`~golflib.errors.ArtifactError` naming the file and the tensor or field.
+Every failure is an :class:`ArtifactError` (a :class:`~golflib.errors.GolfError`) naming the file and the tensor or
+field.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import struct
 
 import torch
 
-from golflib.errors import ArtifactError, parse_json
+from golflib.errors import GolfError, parse_json
 
 MIN_ELEMENTS = 1 << 22  # any artifact may declare 4,194,304 elements (16 MB as float32)
 ELEMENTS_PER_BYTE = 16  # beyond that, 16 declared elements per file byte (0.5 bits per element)
@@ -44,6 +45,12 @@ ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
 KINDS = ("passthrough", "per_row", "per_tensor")
 SCALE_DTYPES = (torch.float16, torch.float32, torch.bfloat16)
 LQER_PARTS = ("a.q", "a.scale", "b.q", "b.scale")
+
+
+class ArtifactError(GolfError):
+    """The file is not a valid golflib artifact: foreign or corrupt bytes, a header that does not match its data, a
+    size beyond what the file can hold, a tensor without its storage or with non-finite values (the message names
+    the file and the tensor or field). Re-exported by :mod:`golflib.quant.artifact` and :mod:`golflib.quant`."""
 
 
 def element_budget(file_bytes: int) -> int:
