@@ -25,12 +25,13 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from golflib.errors import GolfError
+
 TITLE, ALLCAPS, CAPNEXT, ESC = "\ue001", "\ue002", "\ue003", "\ue004"
 OPERATORS = (TITLE, ALLCAPS, CAPNEXT, ESC)
 TRANSFORM_NAME = "lossless_caps_caseops_v1"
 
 _RUNS = re.compile(r"[A-Za-z]+|[\ue001-\ue004]|[^A-Za-z\ue001-\ue004]+")
-from golflib.errors import GolfError
 
 
 class CaseOpsError(GolfError):

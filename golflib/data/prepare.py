@@ -27,10 +27,10 @@ from golflib.data import caseops as caseops_mod
 from golflib.data.caseops import TRANSFORM_NAME as TRANSFORM
 from golflib.data.corpus import Document, load_corpus, split_docs
 from golflib.data.luts import build_sentencepiece_luts, count_stream_bytes, load_sentencepiece
-from golflib.data.tokcheck import file_sha256
-from golflib.errors import ManifestError, parse_json
 from golflib.data.shards import write_shard
+from golflib.data.tokcheck import file_sha256
 from golflib.data.tokenizer import OFFICIAL_SP_SETTINGS, canonical_texts, train_sentencepiece
+from golflib.errors import ManifestError, parse_json
 
 MANIFEST_NAME = "manifest.json"
 PREPARE_VERSION = 2  # 2: documents in SentencePiece normal form before tokenization (canonical_texts)
