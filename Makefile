@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev,lab]"
+	# notebooks are committed without outputs: the nbstripout filter (.gitattributes) strips them on `git add`
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(VENV)/bin/nbstripout --install; fi
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -32,9 +34,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -n 2  # two workers (pytest-xdist): CI and this machine have 2 cores
 
+# JupyterLab rooted at the repository (runs/, figures/, data/ in its file browser), opening on notebooks/; every
+# notebook enters the project root first, so it writes where `golf run` does. Extra flags: make lab ARGS="--port 8899"
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (golflib)"
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ROOT_FLAG) $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

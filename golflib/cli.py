@@ -3,7 +3,8 @@
     golf demo                                   prepare the embedded corpus, train cpu-tiny, score, summarize
     golf data prepare|info|fetch                datasets (embedded corpus export, shard inspection, FineWeb)
     golf model info --preset NAME               parameter counts as JSON
-    golf presets                                list presets
+    golf presets [NAME]                         the presets table, or one preset's details
+    golf --version                              golflib's version
     golf train --preset P [--nproc N] [--set K=V ...]     training under torchrun
     golf run NOTEBOOK [-p NAME VALUE ...]       execute a notebook with papermill into runs/<id>/
     golf eval RUN_DIR_OR_ARTIFACT               re-score an artifact (standard and sliding window)
@@ -77,11 +78,14 @@ def cmd_model_info(a) -> int:
 
 
 def cmd_presets(a) -> int:
-    from golflib.presets import PRESETS
+    from golflib.workbook.presets_cli import format_presets, preset_details, presets_table
 
-    for name in sorted(PRESETS):
-        doc = (PRESETS[name].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:12s} {doc}")
+    if a.name:
+        print(preset_details(a.name))
+    elif a.json:
+        print(json.dumps(presets_table(), indent=2))
+    else:
+        print(format_presets(presets_table()))
     return 0
 
 
@@ -124,7 +128,10 @@ def cmd_demo(a) -> int:
 def cmd_eval(a) -> int:
     from golflib.workbook.scoring import score_artifact
 
-    print(json.dumps(score_artifact(a.target, stride=a.stride, val_max_tokens=a.val_max_tokens), indent=2))
+    from golflib.workbook.presets_cli import eval_summary
+
+    out = score_artifact(a.target, stride=a.stride, val_max_tokens=a.val_max_tokens)
+    print(json.dumps(out, indent=2) if a.json else eval_summary(out))
     return 0
 
 
@@ -234,8 +241,23 @@ def cmd_lint(a) -> int:
     return 1 if any(f.severity == "flag" for f in found) else 0
 
 
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every parser and sub-parser prints each option's default in ``--help`` (an option without help text gets an
+    empty one so its default shows)."""
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _show_defaults(child)
+        elif action.help is None and action.option_strings and action.default is not argparse.SUPPRESS:
+            action.help = "(default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from golflib import __version__
+
     p = argparse.ArgumentParser(prog="golf", description="golflib: a workbook for OpenAI's Parameter Golf")
+    p.add_argument("--version", action="version", version=f"golf (golflib) {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
@@ -271,7 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--scale", type=float, default=1.0, help="width factor in (0, 1] (CPU-sized, same structure)")
     mi.set_defaults(fn=cmd_model_info)
 
-    sub.add_parser("presets", help="list presets").set_defaults(fn=cmd_presets)
+    pr = sub.add_parser("presets", help="the presets table (preset, record, params, published bpb, vocab), or one "
+                        "preset's details")
+    pr.add_argument("name", nargs="?", help="a preset: its description and every setting it changes")
+    pr.add_argument("--json", action="store_true", help="the table as JSON")
+    pr.set_defaults(fn=cmd_presets)
 
     t = sub.add_parser("train", help="train under torchrun into a new run directory")
     t.add_argument("--preset", default="baseline")
@@ -300,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="score an artifact (run dir or .golf file)")
     e.add_argument("target")
     e.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: the run's EVAL_STRIDE)")
-    e.add_argument("--val-max-tokens", type=int, default=None)
+    e.add_argument("--val-max-tokens", type=int, default=None,
+                   help="score only this many val tokens (default: the run's VAL_MAX_TOKENS; 0 = all)")
+    e.add_argument("--json", action="store_true", help="print the full result (ledgers, details) as JSON")
     e.set_defaults(fn=cmd_eval)
 
     au = sub.add_parser("audit", help="re-check a run's legality reports; --perturb runs the causality test")
@@ -419,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("path", help="a train_gpt.py: readable source or a golflib self-extracting stub")
     li.add_argument("--json", action="store_true")
     li.set_defaults(fn=cmd_lint)
+    _show_defaults(p)
     return p
 
 

@@ -47,6 +47,20 @@ def check_params(values: Mapping[str, Any], spec: Mapping[str, type | tuple[type
                              f"got {type(v).__name__}")
 
 
+def check_against_defaults(notebook: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Raise :class:`ParamError` when a given parameter's type differs from its default's in the notebook's
+    parameters cell (an int is accepted for a float; a parameter whose default is None takes any value), so a
+    wrong-typed ``-p`` fails before papermill starts and before a run directory exists."""
+    for name, value in params.items():
+        default = defaults.get(name)
+        if default is None:
+            continue
+        try:
+            check_params({name: value}, {name: type(default)})
+        except ParamError as e:
+            raise ParamError(f"{notebook}: {e} (the parameters cell's default is {default!r})") from None
+
+
 def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
     """Default values of the cell tagged ``parameters`` (evaluated as simple assignments)."""
     import nbformat
@@ -70,8 +84,8 @@ def run_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None =
                  cwd: str | os.PathLike | None = None, timeout: int = 3600, log_output: bool = True) -> Path:
     """Execute ``notebook`` with papermill into ``run_dir`` (a fresh ``runs/<id>_<name>`` when not given).
 
-    Unknown parameter names (not in the notebook's parameters cell) raise :class:`ParamError` before anything
-    runs. Returns the path of the executed notebook; papermill's ``PapermillExecutionError`` propagates (the
+    Unknown parameter names (not in the notebook's parameters cell), and values whose type differs from the
+    default's (:func:`check_against_defaults`), raise :class:`ParamError` before anything runs or is created. Returns the path of the executed notebook; papermill's ``PapermillExecutionError`` propagates (the
     partially executed notebook is kept in the run directory).
     """
     import papermill as pm
@@ -84,6 +98,7 @@ def run_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None =
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ParamError(f"{notebook.name}: unknown parameter(s) {unknown}; known: {sorted(defaults)}")
+    check_against_defaults(notebook.name, params, defaults)
     if run_dir is None:
         run_dir = create_run_dir(runs_root, slug=notebook.stem)
     run_dir = Path(run_dir)

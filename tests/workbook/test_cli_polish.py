@@ -1,0 +1,134 @@
+"""The CLI and notebooks as people use them (issue 17, part): `golf --version`, defaults in every `--help`, the presets
+table, `golf eval`'s one-line summary, notebook parameters type-checked before anything runs, and notebooks that
+write at the project root whether JupyterLab (kernel in notebooks/) or papermill (cwd = root) runs them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from golflib import __version__
+from golflib.cli import build_parser, main as golf
+from golflib.presets import PRESETS, RECORDS
+from golflib.workbook.notebook import ParamError, run_notebook
+from golflib.workbook.paths import enter_project_root, project_root
+from golflib.workbook.presets_cli import param_count, presets_table
+from golflib.workbook.resultfile import load_run_result
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        golf(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"golf (golflib) {__version__}"
+
+
+def _parsers(p: argparse.ArgumentParser, path=("golf",)):
+    yield path, p
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, child in a.choices.items():
+                yield from _parsers(child, path + (name,))
+
+
+def test_every_option_has_help_and_shows_its_default():
+    """Every option of every sub-command prints its default in --help (argparse's ArgumentDefaultsHelpFormatter;
+    options without help text get one)."""
+    missing = []
+    for path, p in _parsers(build_parser()):
+        text = " ".join(p.format_help().split())  # unwrap
+        for a in p._actions:
+            if not a.option_strings or a.default is argparse.SUPPRESS:
+                continue
+            if not a.help or f"(default: {a.default})" not in text:
+                missing.append((" ".join(path), a.option_strings[0]))
+    assert not missing, missing
+    train = dict(_parsers(build_parser()))[("golf", "train")].format_help()
+    assert re.search(r"--nproc NPROC\s+\(default: 1\)", train) and "(default: runs)" in train
+
+
+def test_presets_table_matches_the_models(capsys):
+    rows = presets_table()
+    assert [r["preset"] for r in rows] == sorted(PRESETS) and len(rows) == 11
+    by = {r["preset"]: r for r in rows}
+    # README's exact parameter counts; published bpbs as RECORDS
+    assert by["baseline"]["params"] == 17_059_912 and by["pr1855"]["params"] == 35_945_671
+    assert by["pr1394"]["vocab"] == 8192 and by["baseline"]["published_bpb"] == 1.2244
+    assert all(r["published_bpb"] == RECORDS[r["preset"]][1] for r in rows)
+    assert golf(["presets"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["preset", "record", "params", "published", "val_bpb", "vocab"]
+    assert any(line.split()[0] == "pr549" and "26,928,220" in line and "1.1194" in line for line in out)
+    assert golf(["presets", "pr549"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("pr549: #549, published val_bpb 1.1194\nparameters: 26,928,220")
+    assert re.search(r"^MLP_ACTIVATION\s+relu_sq\s+leaky_relu_sq$", text, re.M)
+    assert golf(["presets", "--json"]) == 0 and json.loads(capsys.readouterr().out) == rows
+
+
+def test_param_count_is_the_built_models():
+    from golflib.model.gpt import GPT
+    from golflib.presets import resolve
+
+    cfg = resolve("cpu-tiny", environ={})
+    assert param_count(cfg) == sum(p.numel() for p in GPT(cfg.model).parameters())
+
+
+def test_golf_eval_prints_one_line_per_protocol(quant_run, capsys):
+    res = load_run_result(quant_run)
+    artifact = quant_run / res.artifacts["mixed"].path
+    assert golf(["eval", str(artifact), "--stride", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(str(artifact)) and lines[1].split()[:2] == ["protocol", "val_bpb"]
+    row = next(line for line in lines if line.startswith("standard"))
+    assert float(row.split()[1]) == pytest.approx(res.score("mixed/standard").val_bpb, abs=1e-6)
+    assert not any(line.startswith("sliding") for line in lines)
+    assert golf(["eval", str(artifact), "--stride", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["standard"]["val_bpb"] == pytest.approx(float(row.split()[1]),
+                                                                                      abs=1e-6)
+
+
+def test_wrong_typed_notebook_parameter_fails_before_a_run_dir_exists(tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(ParamError, match=r"10_train.ipynb: notebook parameter nproc='two': expected int, got str "
+                                         r"\(the parameters cell's default is 1\)"):
+        run_notebook(REPO / "notebooks" / "10_train.ipynb", {"nproc": "two"}, runs_root=runs)
+    with pytest.raises(ParamError, match="max_wallclock_seconds=True"):
+        run_notebook(REPO / "notebooks" / "10_train.ipynb", {"max_wallclock_seconds": True}, runs_root=runs)
+    assert not runs.exists()
+
+
+def test_notebooks_enter_the_project_root(tmp_path, monkeypatch):
+    root = tmp_path / "checkout"
+    for d in ("golflib", "notebooks"):
+        (root / d).mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    monkeypatch.chdir(root / "notebooks")  # where JupyterLab starts a notebook's kernel
+    assert project_root() == root.resolve() and enter_project_root() == root.resolve()
+    assert Path.cwd() == root.resolve()
+    monkeypatch.chdir(tmp_path)  # not a checkout: nothing changes
+    assert project_root() is None and enter_project_root() == tmp_path.resolve()
+    assert project_root(REPO / "notebooks") == REPO.resolve()
+    import nbformat
+
+    for nb_path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(nb_path), as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+        assert first.source.startswith("from golflib.workbook.paths import enter_project_root\nenter_project_root()"), \
+            nb_path.name
+
+
+def test_make_lab_is_rooted_at_the_repository_and_takes_arguments():
+    make = (REPO / "Makefile").read_text()
+    lab = make[make.index("\nlab: setup"):].split("\n\n")[0]
+    assert "--ServerApp.root_dir=." in lab and "--LabApp.default_url=/lab/tree/notebooks" in lab
+    assert "$(ARGS)" in lab and "$(LAB_ROOT_FLAG)" in make and "--allow-root" in make
+    assert "nbstripout --install" in make
+    assert (REPO / ".gitattributes").read_text().splitlines()[0] == "*.ipynb filter=nbstripout"
+    toml = (REPO / "pyproject.toml").read_text()
+    lab_extra = next(line for line in toml.splitlines() if line.startswith("lab = "))
+    assert "ipywidgets" in lab_extra and "nbstripout" in lab_extra
