@@ -2,7 +2,7 @@
 
 Contents: ``README.md`` · ``submission.json`` · ``train_gpt.py`` (the counted form; ``train_gpt_readable.py`` next
 to it when the compressed form is counted) · ``requirements.txt`` · ``train_seed<S>.log`` for every seed ·
-``figures/*.png``. The script is the one the seeds ran (a seeds directory of :func:`golflib.record.seeds.run_seeds`)
+``figures/*.png`` + ``*.svg``. The script is the one the seeds ran (a seeds directory of :func:`golflib.record.seeds.run_seeds`)
 or, for runs trained through the package, generated from their configuration (bytes_total is then recomputed with
 that file). Nothing is written unless every required compliance check passes (:mod:`golflib.record.compliance`);
 an existing folder is never overwritten.

@@ -168,6 +168,6 @@ def readme(*, name: str, blurb: str, track: str, rows: Sequence[dict], summary: 
           "softmax, score before update, single pass) and every report above is clean; no network or "
           "training-data access during evaluation; no validation data during training.", ""]
     if figures:
-        L += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+        L += ["## Figures", ""] + [f"![{f}]({f})" for f in figures if not f.endswith(".svg")] + [""]  # SVG: same
     L += ["## Files", ""] + [f"- `{f}`" for f in files] + [""]
     return "\n".join(L)

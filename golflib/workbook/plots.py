@@ -1,7 +1,7 @@
 """Figures for the notebooks and PR write-ups (matplotlib; Agg when headless).
 
-Each function returns the ``Figure`` and, when ``save_to`` is given, writes a PNG into every folder listed there
-(e.g. ``figures/10_train/`` and the run directory), returning the paths in ``fig.saved_paths``.
+Each function returns the ``Figure`` and, when ``save_to`` is given, writes a PNG (200 dpi) and an SVG into every
+folder listed there (e.g. ``figures/10_train/`` and the run directory), returning the paths in ``fig.saved_paths``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,20 @@ import matplotlib.pyplot as plt  # matplotlib falls back to Agg without a displa
 SIZE_LIMIT = 16_000_000
 
 
+PNG_DPI = 200  # PR-ready raster; the SVG next to it scales without loss
+
+
 def _save(fig, name: str, save_to: Iterable[str | os.PathLike] | None):
+    """Write ``<name>.png`` (``PNG_DPI``) and ``<name>.svg`` into every folder of ``save_to``; the paths go to
+    ``fig.saved_paths`` (PNG first)."""
     fig.saved_paths = []
     for folder in save_to or []:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        fig.saved_paths.append(str(path))
+        for ext, kw in (("png", {"dpi": PNG_DPI}), ("svg", {})):
+            path = folder / f"{name}.{ext}"
+            fig.savefig(path, bbox_inches="tight", **kw)
+            fig.saved_paths.append(str(path))
     return fig
 
 
