@@ -19,6 +19,7 @@ from golflib.data.bytecount import ByteCounter
 from golflib.eval.ledger import Ledger, checked_report, record_other_ranks
 from golflib.runtime import all_reduce_sum, autocast, synchronize
 from golflib.eval.compiled import forward_of
+from golflib.progress import Progress
 
 LN2 = math.log(2.0)
 
@@ -127,7 +128,8 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for b0 in range(s0, s1, per_batch):
+        prog = Progress(len(range(s0, s1, per_batch)), "standard", "batches", enabled=rank == 0)
+        for b0 in prog.wrap(range(s0, s1, per_batch)):
             b1 = min(b0 + per_batch, s1)
             chunk = val_tokens[b0 * seq_len:b1 * seq_len + 1].to(device)
             x = chunk[:-1].view(-1, seq_len)

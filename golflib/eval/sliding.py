@@ -31,6 +31,7 @@ from golflib.eval.ledger import Ledger
 from golflib.runtime import autocast, synchronize
 from golflib.settings.training import EVAL_WINDOW_SETS
 from golflib.eval.compiled import forward_of
+from golflib.progress import Progress
 
 
 LEGACY_REPEAT = "pre-#1218 sliding window set: clipped tail windows score the last targets again (SPEC 3.A1)"
@@ -168,7 +169,9 @@ def eval_sliding(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len:
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for batch in window_batches(mine, batch_seqs, padded=legacy):
+        batches = list(window_batches(mine, batch_seqs, padded=legacy))
+        prog = Progress(len(batches), "sliding" if mixer is None else "ngram/sliding", "batches", enabled=rank == 0)
+        for batch in prog.wrap(batches):
             if mixer is not None:  # the mixer records the scoring and its own updates in the ledger
                 positions, nll_s, xs, ys, rows = score_window_batch(model, val_tokens, batch, device, rows=True)
                 want = dump is not None and dump.wants_rows(positions)

@@ -41,6 +41,7 @@ from golflib.eval.ttt_common import (all_reduce_grads, build_optimizer, check_ro
                                      set_all_requires_grad, write_scores)
 from golflib.runtime import autocast, synchronize
 from golflib.eval.compiled import forward_of
+from golflib.progress import Progress
 
 
 def chunk_windows(n_targets: int, seq_len: int, stride: int, chunk_tokens: int,
@@ -148,7 +149,8 @@ def eval_ttt_chunked(model, val_tokens: torch.Tensor, luts: ByteCounter, setting
     curve: list[dict] = []
     train_s = 0.0
     steps = scored = 0
-    for c, cw in enumerate(groups):
+    prog = Progress(len(groups), "ttt/chunked", "chunks", enabled=rank == 0)
+    for c, cw in prog.wrap(enumerate(groups)):
         if not cw:  # no window starts here (chunk_tokens < stride): the records skip the chunk, training included
             continue
         mine = cw[len(cw) * rank // world_size:len(cw) * (rank + 1) // world_size]

@@ -43,6 +43,7 @@ from golflib.eval.ttt_common import (check_rows, consumed_positions, doc_segment
 from golflib.runtime import autocast, synchronize
 from golflib.settings.scoring import LORA_ADAPTER_KINDS, LORA_LAST_WINDOWS, LORA_SITES
 from golflib.eval.compiled import forward_of
+from golflib.progress import Progress
 
 SITES = LORA_SITES  # q, k, v, o, mlp, head (TTT_LORA_SITES picks a subset)
 DRAW_ORDER = ("head", "q", "v", "k", "mlp", "o")  # #1855 BatchedTTTLoRA's module order (its A draws follow it)
@@ -271,7 +272,8 @@ def eval_ttt_lora(model, val_tokens: torch.Tensor, luts: ByteCounter, settings: 
         unsynced.clear()
 
     n_rounds = -(-len(batches) // world_size)
-    for r in range(n_rounds):
+    prog = Progress(n_rounds, "ttt/doc-lora" if after_round is None else "ttt/phased", "rounds", enabled=rank == 0)
+    for r in prog.wrap(range(n_rounds)):
         k = r * world_size + rank
         if k < len(batches):
             segs = segments[batches[k]]
