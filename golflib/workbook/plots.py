@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import matplotlib.pyplot as plt  # matplotlib falls back to Agg without a display; Jupyter sets its inline backend
+from matplotlib.ticker import FuncFormatter
 
 SIZE_LIMIT = 16_000_000
 
@@ -32,6 +33,15 @@ def _save(fig, name: str, save_to: Iterable[str | os.PathLike] | None):
     return fig
 
 
+def zoom_limits(values: Sequence[float], tail: float = 0.5) -> tuple[float, float]:
+    """y-limits covering the last ``tail`` fraction of ``values`` (at least 2 points) with 15% padding, so the end of
+    training — where runs differ — fills the axis."""
+    last = list(values)[-max(2, int(len(values) * tail)):]
+    lo, hi = min(last), max(last)
+    pad = max(hi - lo, 1e-3) * 0.15
+    return lo - pad, hi + pad
+
+
 def plot_training_curves(metrics: Sequence[dict], title: str = "", save_to=None):
     """Train loss and val_bpb against step and training wall-clock (seconds), from ``metrics.jsonl`` events."""
     train = [m for m in metrics if m.get("kind") == "train"]
@@ -44,10 +54,17 @@ def plot_training_curves(metrics: Sequence[dict], title: str = "", save_to=None)
         ax.set_ylabel("train loss (nats/token)")
         ax.grid(alpha=0.3)
         ax = axes[1, col]
-        ax.plot([m[key] * scale for m in val], [m["val_bpb"] for m in val], "o-", ms=3)
+        ys = [m["val_bpb"] for m in val]
+        ax.plot([m[key] * scale for m in val], ys, "o-", ms=3)
         ax.set_xlabel(label)
         ax.set_ylabel("val_bpb (pre-quant)")
         ax.grid(alpha=0.3)
+        if len(ys) >= 3:  # zoom on the last part of training: the first evaluations would set the scale
+            lo, hi = zoom_limits(ys)
+            ax.set_ylim(lo, hi)
+            if ys[0] > hi:
+                ax.annotate(f"step 0: {ys[0]:.3f} (off scale)", xy=(0.02, 0.95), xycoords="axes fraction",
+                            fontsize=8, va="top")
     fig.suptitle(title or "training curves")
     fig.tight_layout()
     return _save(fig, "training_curves", save_to)
@@ -62,25 +79,48 @@ def plot_size_budget(code_bytes: int, model_bytes: int, limit: int = SIZE_LIMIT,
     total = code_bytes + model_bytes
     ax.set_xlim(0, max(limit, total) * 1.05)
     ax.set_yticks([])
-    ax.set_xlabel("bytes (decimal)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g} MB"))
+    ax.set_xlabel("bytes (decimal MB = 1,000,000 B)")
     ax.set_title(f"{label} total {total:,} B = {100 * total / limit:.1f}% of the budget")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return _save(fig, "size_budget", save_to)
 
 
-def plot_scores(scores: dict[str, float], title: str = "val_bpb by evaluation", save_to=None):
-    """Horizontal bars of named val_bpb values (lower is better), annotated with 4 decimals."""
-    names = list(scores)
-    vals = [scores[n] for n in names]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2))
-    bars = ax.barh(names, vals, color="#55a868")
-    for b, v in zip(bars, vals):
-        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {v:.4f}", va="center", fontsize=9)
+def plot_scores(scores: dict[str, float], title: str = "val_bpb by evaluation", save_to=None, *,
+                reference: str | None = None, scored: str | None = None):
+    """Δ val_bpb of every named score against ``reference`` (default: the first entry that is not a
+    ``"(reference)"`` baseline such as the unigram), as horizontal bars around 0 annotated with the value and the Δ
+    (4 decimals), so a 0.005-bpb difference is visible. Entries labelled ``"(reference)"`` are far off the scale
+    and named in the subtitle instead; ``scored`` (the metric the run submits) is drawn in a darker colour with its
+    label in bold. Lower is better."""
+    far = {n: v for n, v in scores.items() if "(reference)" in n}
+    names = [n for n in scores if n not in far]
+    if not names:
+        raise ValueError("plot_scores: no score to plot besides references")
+    reference = reference or names[0]
+    if reference not in scores:
+        raise ValueError(f"plot_scores: reference {reference!r} is not one of {list(scores)}")
+    base = scores[reference]
+    deltas = [scores[n] - base for n in names]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.6))
+    colors = ["#2a6f3e" if n == scored else "#8fbf9f" for n in names]
+    bars = ax.barh(names, deltas, color=colors)
+    span = max(max(abs(d) for d in deltas), 0.002)
+    for b, n, d in zip(bars, names, deltas):
+        ax.text(d + (0.02 * span if d >= 0 else -0.02 * span), b.get_y() + b.get_height() / 2,
+                f"{scores[n]:.4f} ({d:+.4f})", va="center", ha="left" if d >= 0 else "right", fontsize=8,
+                fontweight="bold" if n == scored else "normal")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlim(min(min(deltas), 0) - 0.45 * span, max(max(deltas), 0) + 0.45 * span)
     ax.invert_yaxis()
-    ax.set_xlabel("val_bpb (bits per byte)")
-    ax.set_xlim(0, max(vals) * 1.18)
-    ax.set_title(title)
+    for label in ax.get_yticklabels():
+        if label.get_text() == scored:
+            label.set_fontweight("bold")
+    ax.set_xlabel(f"Δ val_bpb vs {reference} = {base:.4f} (bits per byte; lower is better)")
+    sub = "; ".join(f"{n} {v:.4f}" for n, v in far.items())
+    ax.set_title(title + (f"\n{sub}" if sub else ""), fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, "scores", save_to)
 

@@ -166,6 +166,20 @@ def score_table(summary: Mapping[str, Any]) -> dict[str, float]:
     return {label: summary[key] for key, label in labels if summary.get(key) is not None}
 
 
+def scored_label(summary: Mapping[str, Any]) -> str | None:
+    """The :func:`score_table` label of the score a record of this run would submit: its best TTT score when TTT
+    ran (the records report the legal TTT score as final), else its sliding-window score, else the round trip."""
+    table = score_table(summary)
+    keys = [k for k in ("val_bpb_ttt_chunked", "val_bpb_ttt_lora", "val_bpb_ttt_phased") if summary.get(k) is not None]
+    if not keys:
+        keys = [k for k in ("val_bpb_sliding", "val_bpb_post_quant_mixed", "val_bpb_post_quant")
+                if summary.get(k) is not None][:1]
+    if not keys:
+        return None
+    best = min(keys, key=lambda k: summary[k])
+    return next(label for label, v in table.items() if v == summary[best])
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """One ``key: value`` line per entry, integers with thousands separators (booleans printed as such)."""
     lines = []

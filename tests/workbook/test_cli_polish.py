@@ -132,3 +132,31 @@ def test_make_lab_is_rooted_at_the_repository_and_takes_arguments():
     toml = (REPO / "pyproject.toml").read_text()
     lab_extra = next(line for line in toml.splitlines() if line.startswith("lab = "))
     assert "ipywidgets" in lab_extra and "nbstripout" in lab_extra
+
+
+def test_scores_figure_shows_a_5_millibit_difference(tmp_path):
+    """The issue's numbers (1.6616 / 1.6465 / 1.6410 looked identical next to the unigram bar): plotted as Δ against
+    pre-quant, a 0.005-bpb difference spans over a tenth of the axis; the unigram is named in the title; the scored
+    metric is bold; PNG (200 dpi) and SVG are written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from golflib.workbook.plots import plot_scores, zoom_limits
+
+    scores = {"unigram (reference)": 3.4121, "pre-quant": 1.6616, "int8 round trip": 1.6665,
+              "int8 sliding window": 1.6465, "int8 + doc-LoRA TTT": 1.6410}
+    fig = plot_scores(scores, reference="pre-quant", scored="int8 + doc-LoRA TTT", save_to=[tmp_path])
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    widths = {b.get_y(): b.get_width() for b in ax.patches}
+    assert sorted(round(w, 4) for w in widths.values()) == [-0.0206, -0.0151, 0.0, 0.0049]
+    assert 0.005 / (hi - lo) > 0.1 and lo < -0.0206 and hi > 0.0049
+    assert "unigram (reference) 3.4121" in ax.get_title() and "Δ val_bpb vs pre-quant = 1.6616" in ax.get_xlabel()
+    bold = [t.get_text() for t in ax.get_yticklabels() if t.get_fontweight() == "bold"]
+    assert bold == ["int8 + doc-LoRA TTT"]
+    assert [p.rsplit("/", 1)[1] for p in fig.saved_paths] == ["scores.png", "scores.svg"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "scores.png").info["dpi"][0] == pytest.approx(200, abs=1)
+    # the training curve's val axis zooms on the second half of training
+    assert zoom_limits([4.0, 2.5, 1.9, 1.7, 1.65, 1.62]) == pytest.approx((1.62 - 0.012, 1.7 + 0.012))
