@@ -93,12 +93,11 @@ def cmd_train(a) -> int:
     from golflib.runlog import create_run_dir
     from golflib.presets import resolve
     from golflib.workbook.launch import launch_training
-    from golflib.workbook.quant_cli import bundle_code_bytes
+    from golflib.workbook.training import with_counted_code
 
     overrides = _kv_pairs(a.set)
-    cfg = resolve(a.preset, overrides, scale=a.scale)  # once: the training runs on this config (--config)
-    if "COUNTED_CODE_BYTES" not in {k.upper() for k in overrides}:  # the pre-flight counts the submission's code
-        cfg = cfg.replace({"COUNTED_CODE_BYTES": bundle_code_bytes(cfg)[0]}, source="golf train")
+    # once: the training runs on this config (--config), counting the submission's code (the bundle's bytes)
+    cfg = with_counted_code(resolve(a.preset, overrides, scale=a.scale), overrides)
     run_dir = Path(a.run_dir) if a.run_dir else create_run_dir(a.runs_root, slug=a.preset)
     result = launch_training(run_dir, cfg, nproc=a.nproc,
                              meta={"preset": a.preset, "scale": a.scale, "overrides": overrides})

@@ -234,13 +234,20 @@ class ComplianceReport:
     def to_dict(self) -> dict:
         return {"track": self.track, "score": self.score, "ok": self.ok, "checks": [c.to_dict() for c in self.checks]}
 
-    def submission_flags(self, ttt: bool) -> dict:
-        """The ``compliance`` object of ``submission.json`` (SPEC §5.2 names)."""
-        return {"artifact_under_16mb": self.passed("bytes_total < 16,000,000"),
-                "training_under_600s": self.passed("train <= 600 s (incl. train-data calibration)"),
+    def submission_flags(self, ttt: bool, ngram: bool = False) -> dict:
+        """The ``compliance`` object of ``submission.json``: the keys accepted records use (``train_under_600s``,
+        ``artifact_under_16mb``, ``eval_under_600s``, ``no_slot``, ``no_pre_quant_ttt``, ``no_etlb``,
+        ``no_ngram_cache``, ``score_first_ttt``, ``three_seeds``; e.g. 2026-04-09_SP8192_3LayerRecur_ParResid), from
+        what the runs did (``ttt``: the scored metric is a TTT score; ``ngram``: an eval-time n-gram mixer scored),
+        then golflib's own checks."""
+        return {"train_under_600s": self.passed("train <= 600 s (incl. train-data calibration)"),
+                "artifact_under_16mb": self.passed("bytes_total < 16,000,000"),
                 "eval_under_600s": self.passed("eval <= 600 s (whole scoring pass)"),
-                "score_first_ttt": self.passed("legality reports clean (C1-C4)") if ttt else None,
+                "no_slot": True,  # golflib has no SLOT (a delta fitted on the scored window's own targets)
                 "no_pre_quant_ttt": True,  # golflib's TTT runs on the dequantized artifact model only
+                "no_etlb": True,  # golflib has no eval-time logit bias fitted on val
+                "no_ngram_cache": not ngram,
+                "score_first_ttt": self.passed("legality reports clean (C1-C4)") if ttt else None,
                 "decimal_byte_targets": self.passed("byte targets are decimal"),
                 "legality_reports_clean": self.passed("legality reports clean (C1-C4)"),
                 "eval_mode_labels": self.passed("every metric line carries eval_mode="),

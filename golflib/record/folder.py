@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -101,6 +103,23 @@ def _base_config(base_preset: str | None, run_meta: dict) -> tuple[Config, str]:
     return Config(), "the naive baseline (golflib defaults, SPEC §2.1)"
 
 
+def portable_path(text: str) -> str:
+    """``text`` without this machine's absolute paths (a record folder is read on other machines): a path under the
+    working directory becomes relative, one inside a ``data/`` tree becomes ``./data/...`` (the challenge's
+    layout), any other absolute path keeps only its last two parts behind ``…/``; other text is unchanged."""
+    if not text.startswith("/"):
+        return text
+    p = Path(text)
+    try:
+        return "./" + p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        pass
+    parts = p.parts
+    if "data" in parts[1:-1]:
+        return "./" + "/".join(parts[parts.index("data", 1):])
+    return "…/" + "/".join(parts[-2:])
+
+
 def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root: str | os.PathLike = "records",
                  track: str = "10min_16mb", score: str = "auto", form: str = "compressed", codec: str = "brotli",
                  base_pr: int | None = None, base_nats: Sequence[float] | None = None,
@@ -139,7 +158,8 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
     if stats.get("form") == "compressed":
         (folder / READABLE_NAME).write_text(readable, encoding="utf-8")
         files.append(READABLE_NAME)
-    req = requirements(extract(counted) if stats.get("form") == "compressed" else readable)  # what runs
+    req = requirements(extract(counted) if stats.get("form") == "compressed" else readable,  # what runs
+                       seedset.runs[0].meta.get("versions", {}).get("torch"))
     (folder / "requirements.txt").write_text(req, encoding="utf-8")
     files.append("requirements.txt")
     for run in seedset.runs:
@@ -166,10 +186,15 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
     torch_version = meta.get("versions", {}).get("torch", "unknown")
     base_cfg, default_label = _base_config(base_preset, meta)
     label = base_label or (f"PR #{base_pr}" if base_pr and not base_preset else default_label)
-    ttt = key.startswith("ttt/")
+    ttt = key.startswith("ttt/") or (key.startswith("ngram/") and key.split("/")[1] in ("chunked", "lora", "phased"))
+    ngram = key.startswith("ngram/")
+    if not (author and github_id):
+        warnings.warn(f"record {name}: author and github_id are empty in submission.json — fill them in before "
+                      "opening the PR (golf record --author NAME --github-id ID)", UserWarning, stacklevel=2)
+        print(f"golf record: WARNING: {folder / 'submission.json'} has no author / github_id", file=sys.stderr)
     sub = submission_json(name=name, author=author, github_id=github_id, blurb=blurb, date=date, track=track,
                           rows=rows, summary=summary, code_bytes=code_bytes, hardware=hardware,
-                          pytorch_version=torch_version, compliance=report.submission_flags(ttt), base_pr=base_pr,
+                          pytorch_version=torch_version, compliance=report.submission_flags(ttt, ngram), base_pr=base_pr,
                           score_key=key, script_stats=stats, significance=sig)
     write_json(folder / "submission.json", sub)
     files.insert(0, "submission.json")
@@ -182,9 +207,10 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
                  "`golf data fetch` for FineWeb, `golf data prepare` for the embedded corpus); override them with "
                  "the environment variables of the same name.")
     if data_env:
-        data_note += " The seeds here ran with " + ", ".join(f"`{k}={v}`" for k, v in data_env.items()) + "."
+        data_note += " The seeds here ran with " + ", ".join(f"`{k}={portable_path(str(v))}`"
+                                                             for k, v in data_env.items()) + "."
     if seedset.script is None:
-        argv = " ".join(meta.get("argv") or [])
+        argv = " ".join(portable_path(a) for a in meta.get("argv") or [])
         data_note += (f" These seeds were trained through the golflib package (`{argv}`, git "
                       f"{meta.get('git_commit') or 'unknown'}); `train_gpt.py` was generated from the same "
                       f"configuration and training core, and bytes_total counts it.")

@@ -28,12 +28,20 @@ def hardware_string(meta: dict) -> str:
     return f"{n}x {d.get('device', 'cpu')} ({d.get('cpu_count', '?')} cores)"
 
 
-def requirements(script_source: str) -> str:
-    """``requirements.txt`` for the third-party modules the script imports, pinned to the installed versions
-    (local build labels such as ``+cpu`` dropped; the log records the exact build). Imports with no installed
-    distribution (optional GPU kernels the script falls back from, e.g. FlashAttention) are listed as a comment."""
+RECORDS_TORCH = "2.9.1+cu128"  # the CUDA stack of the accepted records (`make setup-gpu`, the `gpu` extra)
+FA3_NOTE = ("# FlashAttention 3 is not on PyPI; install the wheel built for this torch/CUDA:\n"
+            "# pip install --no-deps flash_attn_3 --find-links "
+            "https://windreamer.github.io/flash-attention3-wheels/cu128_torch291/\n")
+
+
+def requirements(script_source: str, run_torch: str | None = None) -> str:
+    """``requirements.txt`` for the third-party modules the script imports, pinned to the installed versions.
+    ``torch`` is pinned to the CUDA build the seeds ran with (``run_torch``, e.g. ``"2.9.1+cu128"``) or, for seeds
+    run on CPU, to the records' stack :data:`RECORDS_TORCH` with a comment saying so — the file says what to install
+    on the 8xH100 machine, as accepted records' do. Imports with no installed distribution (optional GPU kernels the
+    script falls back from) are listed as a comment, and the FlashAttention 3 wheel as accepted records list it."""
     dists = md.packages_distributions()
-    lines, optional = [], []
+    lines, optional, note = [], [], ""
     for mod in bundle_imports(script_source):
         if mod in sys.stdlib_module_names or mod == "__future__":
             continue
@@ -41,8 +49,18 @@ def requirements(script_source: str) -> str:
             optional.append(mod)
             continue
         for dist in sorted(set(dists[mod])):
-            lines.append(f"{dist}=={md.version(dist).split('+')[0]}")
-    text = "\n".join(sorted(set(lines), key=str.lower)) + "\n"
+            if dist == "torch":
+                cuda = run_torch if run_torch and "+cu" in run_torch else RECORDS_TORCH
+                if cuda != run_torch:
+                    note = (f"# the seeds of this folder ran torch {run_torch or 'unknown'} (see the logs); "
+                            f"torch is pinned to the records' CUDA stack\n")
+                lines.append(f"torch=={cuda}")
+            else:
+                lines.append(f"{dist}=={md.version(dist).split('+')[0]}")
+    text = ("# pip install -r requirements.txt (torch's +cu128 wheels: --extra-index-url "
+            "https://download.pytorch.org/whl/cu128)\n" + note
+            + "\n".join(sorted(set(lines), key=str.lower)) + "\n\n" + FA3_NOTE)
+    optional = [m for m in optional if m not in ("flash_attn_interface", "flash_attn")]
     if optional:
         text += f"# optional, not installed where this record was made (used when present): {', '.join(optional)}\n"
     return text

@@ -70,8 +70,21 @@ def check_preset(preset: str, overrides: Mapping[str, Any], scale: float = 1.0) 
 def resolve_run(preset: str, overrides: Mapping[str, Any], scale: float = 1.0) -> Config:
     """The one resolution of a notebook's training config (preset → ``scale`` → environment → ``overrides``);
     :func:`golflib.workbook.launch.launch_training` writes exactly this to the run's ``config.json`` and trains on
-    it. Raises :class:`golflib.settings.base.ConfigError` naming a bad field here, not in the subprocess."""
-    return resolve(preset, overrides, scale=scale)
+    it. ``COUNTED_CODE_BYTES`` is set to the bytes of this config's bundled ``train_gpt.py`` (what a submission
+    counts), as ``golf train`` does, unless ``overrides`` set it. Raises :class:`golflib.settings.base.ConfigError`
+    naming a bad field here, not in the subprocess."""
+    return with_counted_code(resolve(preset, overrides, scale=scale), overrides)
+
+
+def with_counted_code(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """``cfg`` with ``COUNTED_CODE_BYTES`` = its bundle's counted bytes
+    (:func:`golflib.workbook.quant_cli.bundle_code_bytes`) unless ``overrides`` name that field: the run's budget,
+    pre-flight and result then count the code a submission carries, not the package's sources."""
+    from golflib.workbook.quant_cli import bundle_code_bytes
+
+    if "COUNTED_CODE_BYTES" in {str(k).upper() for k in overrides}:
+        return cfg
+    return cfg.replace({"COUNTED_CODE_BYTES": bundle_code_bytes(cfg)[0]}, source="the bundle of this config")
 
 
 def add_reference_scores(run_dir: str | os.PathLike) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,7 +151,20 @@ def test_record_folder_runs_from_inside(seeds_dir, tmp_path, embedded_data):
                     "## Requirements", "## Code size", "## Compliance", "Welch"):
         assert section in readme, section
     assert "SEED=42 torchrun --standalone --nproc_per_node=1 train_gpt.py" in readme
-    assert "torch==" in (folder / "requirements.txt").read_text()
+    req = (folder / "requirements.txt").read_text()
+    # seeds ran on CPU: torch is pinned to the records' CUDA stack, said so, with the FA3 wheel as records list it
+    assert "\ntorch==2.9.1+cu128\n" in req and "the seeds of this folder ran torch" in req
+    assert "flash_attn_3 --find-links" in req
+    # the compliance keys of accepted records (2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT), from the runs
+    accepted = {"train_under_600s", "artifact_under_16mb", "eval_under_600s", "no_slot", "no_pre_quant_ttt",
+                "no_etlb", "no_ngram_cache", "score_first_ttt", "three_seeds"}
+    assert accepted <= set(sub["compliance"]) and sub["compliance"]["no_ngram_cache"] is True
+    assert sub["compliance"]["score_first_ttt"] is None  # the scored metric is no TTT score
+    # no path of this machine in the folder's text files; a missing github_id is warned about loudly
+    for f in ("README.md", "submission.json", "requirements.txt"):
+        text = (folder / f).read_text()
+        assert not re.search(r"(?<![\w.])/(tmp|home|root|work|Users)/", text), (f, re.findall(r"/tmp/\S+", text)[:3])
+    assert "WARNING" in proc.stderr and "has no author / github_id" in proc.stderr
     assert "| `NUM_LAYERS` | 4 | 2 |" in readme  # changes vs the base preset
     # the folder's train_gpt.py runs from inside the folder (data at ./data, golflib not importable) and
     # reproduces seed 1337
