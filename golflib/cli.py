@@ -127,7 +127,7 @@ def cmd_demo(a) -> int:
 def cmd_eval(a) -> int:
     from golflib.workbook.scoring import score_artifact
 
-    from golflib.workbook.presets_cli import eval_summary
+    from golflib.workbook.scoring import eval_summary
 
     out = score_artifact(a.target, stride=a.stride, val_max_tokens=a.val_max_tokens)
     print(json.dumps(out, indent=2) if a.json else eval_summary(out))

@@ -49,11 +49,3 @@ def preset_details(name: str) -> str:
             f"parameters: {param_count(cfg):,}", "", inspect.getdoc(PRESETS[name]) or "", ""]
     return "\n".join(head) + tabulate(changed, headers=["field", "default", name], disable_numparse=True)
 
-
-def eval_summary(out: dict) -> str:
-    """One line per protocol of ``golf eval``'s result (:func:`golflib.workbook.scoring.score_artifact`)."""
-    rows = [[name, f"{r['val_bpb']:.6f}", f"{r['val_loss']:.6f}", f"{r['tokens']:,}", f"{r['bytes']:,}",
-             f"{r['seconds']:.1f}"] for name, r in out.items() if isinstance(r, dict) and "val_bpb" in r]
-    return (f"{out['artifact']} ({out['artifact_bytes']:,} bytes)\n"
-            + tabulate(rows, headers=["protocol", "val_bpb", "val_loss (nats)", "tokens", "bytes", "seconds"],
-                       colalign=("left", "right", "right", "right", "right", "right"), disable_numparse=True))

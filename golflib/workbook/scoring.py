@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+from tabulate import tabulate
+
 from golflib.config import Config
 from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
@@ -57,3 +59,13 @@ def score_artifact(target: str | os.PathLike, *, stride: int | None = None,
             raise ArtifactError(f"{artifact}: {name} val_bpb is {out[name]['val_bpb']} — the weights give non-finite "
                                 "log-probabilities; this artifact cannot be scored")
     return out
+
+
+def eval_summary(out: dict) -> str:
+    """One line per protocol of ``golf eval``'s result (:func:`score_artifact`): val_bpb, val_loss (nats), tokens,
+    bytes, seconds."""
+    rows = [[name, f"{r['val_bpb']:.6f}", f"{r['val_loss']:.6f}", f"{r['tokens']:,}", f"{r['bytes']:,}",
+             f"{r['seconds']:.1f}"] for name, r in out.items() if isinstance(r, dict) and "val_bpb" in r]
+    return (f"{out['artifact']} ({out['artifact_bytes']:,} bytes)\n"
+            + tabulate(rows, headers=["protocol", "val_bpb", "val_loss (nats)", "tokens", "bytes", "seconds"],
+                       colalign=("left", "right", "right", "right", "right", "right"), disable_numparse=True))
