@@ -31,7 +31,8 @@ RECORDS: dict[str, tuple[str, float | None]] = {
     "baseline": ("2026-03-17 naive baseline", 1.2244), "cpu-tiny": ("golflib's CPU demo", None),
     "pr287": ("#287", 1.1271), "pr414": ("#414", 1.1233), "pr461": ("#461 (seed)", 1.1446),
     "pr549": ("#549", 1.1194), "pr1019": ("#1019", 1.1147), "pr1394": ("#1394", 1.0856),
-    "pr1487_arch": ("#1487 (seed)", None), "pr1855_arch": ("#1855 without CaseOps", 1.0611), "pr1855": ("#1855", 1.0611),
+    "pr1487_arch": ("#1487 (seed)", None), "pr1855_arch": ("#1855 without CaseOps", 1.0611),
+    "pr1855": ("#1855", 1.0611),
 }
 
 

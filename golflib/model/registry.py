@@ -13,8 +13,8 @@ MODEL_CLASSES: dict[str, type] = {"gpt": GPT}
 
 def build_model(model_cfg):
     """A fresh model of class ``model_cfg.model_class`` built from ``model_cfg`` (a
-    :class:`golflib.settings.model.ModelConfig`). Raises ``ConfigError`` (a ``ValueError``) naming ``MODEL_CLASS`` and the registered
-    names for a class no plugin registered."""
+    :class:`golflib.settings.model.ModelConfig`). Raises ``ConfigError`` (a ``ValueError``) naming ``MODEL_CLASS``
+    and the registered names for a class no plugin registered."""
     cls = MODEL_CLASSES.get(model_cfg.model_class)
     if cls is None:
         raise ConfigError(f"MODEL_CLASS={model_cfg.model_class!r} is not registered ({', '.join(MODEL_CLASSES)}); a "

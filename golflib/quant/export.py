@@ -59,9 +59,9 @@ def mixed_state(state_dict: dict[str, torch.Tensor], cfg: QuantConfig, model_cfg
     """The mixed artifact's quantized state, in memory: :func:`golflib.quant.mixed.quantize_mixed`, the
     architecture in the metadata, and with ``PRUNE_TARGET_BYTES`` > 0 ±1 codes pruned so that ``artifact +
     code_bytes`` is strictly under that many decimal bytes, measured with ``cfg.mixed_codec``:
-    ``PRUNE_RULE=search`` the fewest codes that fit (:func:`golflib.quant.prune.prune_to_target`), ``oneshot`` #1487's ``8 × excess`` codes
-    (:func:`golflib.quant.prune.prune_oneshot`). Returns the state and a dict of extras (``{"prune": {...}}``
-    when pruning ran)."""
+    ``PRUNE_RULE=search`` the fewest codes that fit (:func:`golflib.quant.prune.prune_to_target`), ``oneshot``
+    #1487's ``8 × excess`` codes (:func:`golflib.quant.prune.prune_oneshot`). Returns the state and a dict of extras
+    (``{"prune": {...}}`` when pruning ran)."""
     qs = quantize_mixed(state_dict, cfg, hessians, log=log)
     if model_cfg is not None:
         qs.meta["model"] = dataclasses.asdict(model_cfg)

@@ -37,8 +37,9 @@ _TARGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:e[0-9]+)?)\s*([a-z]*)\s*$",
 def parse_byte_target(value: int | float | str) -> int:
     """A byte target in decimal bytes: ``16000000``, ``"15.9MB"`` (= 15,900,000), ``"15900 kB"``, ``"15.9e6"``.
 
-    Raises :class:`~golflib.errors.BudgetError` (a ``ValueError``) for binary units (``MiB``/``KiB``/``GiB``: the challenge limit is 16,000,000 decimal
-    bytes, SPEC trap 7), unknown units, non-positive or fractional byte counts.
+    Raises :class:`~golflib.errors.BudgetError` (a ``ValueError``) for binary units (``MiB``/``KiB``/``GiB``: the
+    challenge limit is 16,000,000 decimal bytes, SPEC trap 7), unknown units, non-positive or fractional byte
+    counts.
     """
     if isinstance(value, bool):
         raise BudgetError(f"byte target {value!r}: expected a number of bytes or a string like '15.9MB'")
@@ -150,8 +151,8 @@ def prune_oneshot(qs: QuantizedState, size_fn: Callable[[QuantizedState], int], 
     """#1487's one-shot rule: if ``size_fn(qs)`` (e.g. artifact + code bytes) exceeds ``target_bytes`` (decimal)
     by ``excess``, zero the ``min(factor·excess, #candidates)`` cheapest ±1 codes once (no re-measure; the result
     may still be over, or far under; at exactly ``target_bytes`` nothing is pruned, as in the record, although the
-    limit is strict — reproduce #1487 with it and use ``search`` for a guaranteed fit). Returns the state and ``{"target_bytes", "bytes_before", "excess", "pruned",
-    "candidates", "probes", "rule"}``."""
+    limit is strict — reproduce #1487 with it and use ``search`` for a guaranteed fit). Returns the state and
+    ``{"target_bytes", "bytes_before", "excess", "pruned", "candidates", "probes", "rule"}``."""
     target_bytes = parse_byte_target(target_bytes)
     before = size_fn(qs)
     names, which, flat = _sorted_candidates(qs)

@@ -2,10 +2,10 @@
 
 Contents: ``README.md`` · ``submission.json`` · ``train_gpt.py`` (the counted form; ``train_gpt_readable.py`` next
 to it when the compressed form is counted) · ``requirements.txt`` · ``train_seed<S>.log`` for every seed ·
-``figures/*.png`` + ``*.svg``. The script is the one the seeds ran (a seeds directory of :func:`golflib.record.seeds.run_seeds`)
-or, for runs trained through the package, generated from their configuration (bytes_total is then recomputed with
-that file). Nothing is written unless every required compliance check passes (:mod:`golflib.record.compliance`);
-an existing folder is never overwritten.
+``figures/*.png`` + ``*.svg``. The script is the one the seeds ran (a seeds directory of
+:func:`golflib.record.seeds.run_seeds`) or, for runs trained through the package, generated from their configuration
+(bytes_total is then recomputed with that file). Nothing is written unless every required compliance check passes
+(:mod:`golflib.record.compliance`); an existing folder is never overwritten.
 """
 
 from __future__ import annotations
@@ -186,15 +186,17 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
     torch_version = meta.get("versions", {}).get("torch", "unknown")
     base_cfg, default_label = _base_config(base_preset, meta)
     label = base_label or (f"PR #{base_pr}" if base_pr and not base_preset else default_label)
-    ttt = key.startswith("ttt/") or (key.startswith("ngram/") and key.split("/")[1] in ("chunked", "lora", "phased"))
+    ttt = key.startswith("ttt/") or (key.startswith("ngram/") and key.split("/")[1] in ("chunked", "lora",
+                                                                                        "phased"))
     ngram = key.startswith("ngram/")
     if not (author and github_id):
-        warnings.warn(f"record {name}: author and github_id are empty in submission.json — fill them in before "
+        warnings.warn(f"record {name}: author or github_id is empty in submission.json — fill them in before "
                       "opening the PR (golf record --author NAME --github-id ID)", UserWarning, stacklevel=2)
         print(f"golf record: WARNING: {folder / 'submission.json'} has no author / github_id", file=sys.stderr)
     sub = submission_json(name=name, author=author, github_id=github_id, blurb=blurb, date=date, track=track,
                           rows=rows, summary=summary, code_bytes=code_bytes, hardware=hardware,
-                          pytorch_version=torch_version, compliance=report.submission_flags(ttt, ngram), base_pr=base_pr,
+                          pytorch_version=torch_version, compliance=report.submission_flags(ttt, ngram),
+                          base_pr=base_pr,
                           score_key=key, script_stats=stats, significance=sig)
     write_json(folder / "submission.json", sub)
     files.insert(0, "submission.json")
