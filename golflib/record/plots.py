@@ -41,7 +41,8 @@ def plot_seed_curves(runs: Sequence[SeedRun], rows: Sequence[dict] | None = None
 
 def plot_seed_scores(rows: Sequence[dict], summary: dict, baseline_bpb: Sequence[float] = (),
                      baseline_label: str = "base record", save_to=None):
-    """Each seed's scored val_bpb, the mean ± std over all seeds, and the baseline's seeds or threshold."""
+    """Each seed's scored val_bpb, the mean ± std over all seeds with their count n (one seed: no ± shown), and the
+    baseline's seeds or threshold."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     xs = list(range(len(rows)))
     ax.plot(xs, [r["val_bpb"] for r in rows], "o", color="C0", label="seeds (all run)")
@@ -49,8 +50,12 @@ def plot_seed_scores(rows: Sequence[dict], summary: dict, baseline_bpb: Sequence
         ax.annotate(f"{r['val_bpb']:.5f}", (x, r["val_bpb"]), textcoords="offset points", xytext=(6, 0),
                     fontsize=8, va="center")
     m, s = summary["val_bpb"], summary["val_bpb_std"]
-    ax.axhline(m, color="C0", lw=1.5, label=f"mean {m:.5f} ± {s:.5f}")
-    ax.axhspan(m - s, m + s, color="C0", alpha=0.12)
+    n = len(rows)
+    if n > 1:
+        ax.axhline(m, color="C0", lw=1.5, label=f"mean {m:.5f} ± {s:.5f} (std over n={n} seeds)")
+        ax.axhspan(m - s, m + s, color="C0", alpha=0.12)
+    else:  # one seed has no spread: say so instead of printing ± 0
+        ax.axhline(m, color="C0", lw=1.5, label=f"{m:.5f} (n=1 seed: no spread measured)")
     for i, b in enumerate(baseline_bpb):
         ax.axhline(b, color="C3", ls="--", lw=1, label=f"{baseline_label}" if i == 0 else None)
     ax.set_xticks(xs)

@@ -160,3 +160,20 @@ def test_scores_figure_shows_a_5_millibit_difference(tmp_path):
     assert Image.open(tmp_path / "scores.png").info["dpi"][0] == pytest.approx(200, abs=1)
     # the training curve's val axis zooms on the second half of training
     assert zoom_limits([4.0, 2.5, 1.9, 1.7, 1.65, 1.62]) == pytest.approx((1.62 - 0.012, 1.7 + 0.012))
+
+
+def test_seed_scores_figure_states_n_and_no_spread_for_one_seed():
+    """One seed printed "± 0.00000"; the legend now says n, and a single seed says it has no spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from golflib.record.plots import plot_seed_scores
+
+    rows = [{"seed": 1337, "val_bpb": 1.68757, "eval_mode": "ttt/lora"}]
+    fig = plot_seed_scores(rows, {"val_bpb": 1.68757, "val_bpb_std": 0.0})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "1.68757 (n=1 seed: no spread measured)" in labels and not any("±" in t for t in labels)
+    rows = rows + [{"seed": 42, "val_bpb": 1.68957, "eval_mode": "ttt/lora"}]
+    fig = plot_seed_scores(rows, {"val_bpb": 1.68857, "val_bpb_std": 0.001414})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "mean 1.68857 ± 0.00141 (std over n=2 seeds)" in labels
