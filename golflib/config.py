@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import os
@@ -57,6 +58,7 @@ NOT_CONFIG = frozenset({"GOLF_RECORDS_DIR"})  # golflib variables that are not c
 TYPO_RATIO = 0.85
 
 
+@functools.cache
 def typo_prefixes() -> tuple[str, ...]:
     """Prefixes that mark an environment variable as golflib's (see :data:`GENERIC_FIRST_WORDS`)."""
     out = set(OWN_PREFIXES)

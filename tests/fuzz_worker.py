@@ -19,6 +19,7 @@ import resource
 import shutil
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,10 @@ from golflib.data.bytecount import load_byte_counter
 from golflib.data.loader import load_validation_tokens
 from golflib.data.shards import validate_shard
 from golflib.errors import GolfError
-from golflib.quant.artifact import encode_artifact
+from golflib.quant.artifact import _safetensors_bytes, encode_artifact
 from golflib.quant.export import load_artifact_model
 from golflib.settings.training import DataConfig
-from hostile import (brotli_whitespace, copy_dataset, deep_json, join_v2, safetensors_bytes, split_v2, tiny_state,
+from hostile import (brotli_whitespace, copy_dataset, deep_json, join_v2, split_v2, tiny_state,
                      v1_raw_blob, write_shard_raw, zlib_bomb)
 
 V1_CODECS = ("zlib", "zstd", "lzma", "brotli", "brotli+bshf2", "zstd+shuffle2")
@@ -137,7 +138,7 @@ def artifacts(c: Corpus) -> list[Path]:
 
 def bombs(c: Corpus) -> None:
     _, qs = tiny_state()
-    raw = safetensors_bytes(qs.tensors, qs.meta)
+    raw = _safetensors_bytes(qs.tensors, qs.meta)
     c.artifact("artifact-bomb", "zlib +64 MB zeros", v1_raw_blob(zlib_bomb(raw, 64 << 20)))
     import zstandard
 
@@ -179,7 +180,7 @@ def bombs(c: Corpus) -> None:
 def headers(c: Corpus) -> None:
     """Hostile safetensors headers inside a well-formed version-1 zlib container."""
     _, qs = tiny_state()
-    raw = safetensors_bytes(qs.tensors, qs.meta)
+    raw = _safetensors_bytes(qs.tensors, qs.meta)
     hlen = int.from_bytes(raw[:8], "little")
     st = json.loads(raw[8:8 + hlen])
     data = raw[8 + hlen:]
@@ -187,8 +188,8 @@ def headers(c: Corpus) -> None:
 
     def rebuild(h: dict | str, payload: bytes = data, hl: int | None = None) -> bytes:
         text = (h if isinstance(h, str) else json.dumps(h)).encode()
-        return v1_raw_blob(__import__("zlib").compress((hl if hl is not None else len(text)).to_bytes(8, "little")
-                                                       + text + payload, 9))
+        return v1_raw_blob(zlib.compress((hl if hl is not None else len(text)).to_bytes(8, "little") + text + payload,
+                                         9))
 
     cases = {
         "hlen 2^63": rebuild(st, hl=2 ** 63), "hlen past payload": rebuild(st, hl=len(raw) * 4),
@@ -255,28 +256,22 @@ def tokenizers(c: Corpus, data_root: Path, data_path: Path, tok_path: Path, tmp:
     manifest = json.dumps(m).encode()
     data = DataConfig(str(ds["data_path"]), str(ds["tokenizer_path"]))
 
-    def with_tok(blob: bytes):
+    def loading(tokenizer: bytes = good, manifest_text: bytes = manifest):
+        """A case: write this tokenizer and manifest into the dataset copy, then score-load it."""
         def fn():
-            ds["manifest"].write_bytes(manifest)
-            ds["tokenizer_path"].write_bytes(blob)
-            load_byte_counter(data, 1024)
-        return fn
-
-    def with_manifest(text: bytes):
-        def fn():
-            ds["tokenizer_path"].write_bytes(good)
-            ds["manifest"].write_bytes(text)
+            ds["tokenizer_path"].write_bytes(tokenizer)
+            ds["manifest"].write_bytes(manifest_text)
             load_byte_counter(data, 1024)
         return fn
 
     for i in range(8):
-        c.add("tokenizer", f"flip {i}", str(ds["tokenizer_path"]), with_tok(c.flips(good, c.rng.randint(1, 6))))
+        c.add("tokenizer", f"flip {i}", str(ds["tokenizer_path"]), loading(c.flips(good, c.rng.randint(1, 6))))
     for i in range(4):
-        c.add("tokenizer", f"truncated {i}", str(ds["tokenizer_path"]), with_tok(good[:c.rng.randrange(len(good))]))
-    c.add("tokenizer", "empty", str(ds["tokenizer_path"]), with_tok(b""))
-    c.add("tokenizer", "text", str(ds["tokenizer_path"]), with_tok(b"hello world\n" * 100))
-    c.add("tokenizer", "random", str(ds["tokenizer_path"]), with_tok(bytes(c.rng.randrange(256) for _ in range(5000))))
-    c.add("tokenizer", "appended", str(ds["tokenizer_path"]), with_tok(good + b"\0" * 16))
+        c.add("tokenizer", f"truncated {i}", str(ds["tokenizer_path"]), loading(good[:c.rng.randrange(len(good))]))
+    c.add("tokenizer", "empty", str(ds["tokenizer_path"]), loading(b""))
+    c.add("tokenizer", "text", str(ds["tokenizer_path"]), loading(b"hello world\n" * 100))
+    c.add("tokenizer", "random", str(ds["tokenizer_path"]), loading(bytes(c.rng.randrange(256) for _ in range(5000))))
+    c.add("tokenizer", "appended", str(ds["tokenizer_path"]), loading(good + b"\0" * 16))
     mpath = str(ds["manifest"])
     variants = {"deep": deep_json(50_000).encode(), "not json": b"{", "list": b"[]", "NaN": b'{"datasets": NaN}',
                 "datasets not list": json.dumps({**m, "datasets": {}}).encode()}
@@ -291,7 +286,7 @@ def tokenizers(c: Corpus, data_root: Path, data_path: Path, tok_path: Path, tmp:
     for name, text in variants.items():
         must = not name.startswith("tokenizer vocab_size=None")
         c.add("manifest", name, mpath if name not in ("tokenizer model_path=tokenizers/other.model",)
-              else str(ds["tokenizer_path"]), with_manifest(text), must)
+              else str(ds["tokenizer_path"]), loading(manifest_text=text), must)
 
 
 def configs(c: Corpus) -> None:

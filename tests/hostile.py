@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from golflib.model.gpt import GPT
-from golflib.quant.artifact import MAGIC, encode_artifact
-from golflib.quant.codecs import compress
+from golflib.quant.artifact import MAGIC
 from golflib.quant.int8 import quantize_int8
 from golflib.settings.model import ModelConfig
 from golflib.settings.quant import QuantConfig
@@ -36,18 +35,6 @@ def tiny_state(seed: int = 0):
     qs = quantize_int8(model.state_dict(), QuantConfig(keep_float_max_numel=KEEP))
     qs.meta["model"] = dataclasses.asdict(TINY_MODEL)
     return TINY_MODEL, qs
-
-
-def safetensors_bytes(tensors: dict, meta: dict) -> bytes:
-    from safetensors.torch import save
-
-    return save(tensors, metadata={"golf": json.dumps(meta, sort_keys=True)})
-
-
-def v1_blob(raw: bytes, codec: str = "zlib") -> bytes:
-    """A version-1 container around an already built safetensors payload ``raw`` (compressed with ``codec``)."""
-    name = codec.encode("ascii")
-    return MAGIC + struct.pack("<BB", 1, len(name)) + name + compress(raw, codec)
 
 
 def v1_raw_blob(compressed: bytes, codec: str = "zlib") -> bytes:
@@ -101,10 +88,6 @@ def join_v2(header: dict, sections: list[tuple[dict, bytes]], *, fix_crc: bool =
     header = {**header, "sections": entries}
     hb = header_bytes if header_bytes is not None else brotli.compress(json.dumps(header).encode(), quality=5)
     return MAGIC + struct.pack("<BI", 2, len(hb)) + hb + b"".join(d for _, d in sections)
-
-
-def entropy_blob(qs) -> bytes:
-    return encode_artifact(qs, "entropy")
 
 
 def deep_json(depth: int) -> str:

@@ -23,7 +23,7 @@ from golflib.data.luts import load_sentencepiece
 from golflib.data.tokcheck import check_tokenizer
 from golflib.errors import (BudgetError, ConfigError, GolfError, ManifestError, RunDirError, TokenizerError,
                             parse_json)
-from golflib.quant.artifact import ArtifactError, decode_artifact, encode_artifact, read_artifact
+from golflib.quant.artifact import ArtifactError, _safetensors_bytes, decode_artifact, encode_artifact, read_artifact
 from golflib.quant.budget import budget_report
 from golflib.quant.export import load_artifact_model
 from golflib.quant.int8 import dequantize
@@ -31,7 +31,7 @@ from golflib.quant.limits import MAX_HEADER_JSON, element_budget
 from golflib.quant.prune import parse_limit, prune_to_target
 from golflib.settings.training import DataConfig
 from golflib.workbook.launch import launch_training
-from hostile import (brotli_whitespace, copy_dataset, deep_json, join_v2, safetensors_bytes, split_v2, tiny_state,
+from hostile import (brotli_whitespace, copy_dataset, deep_json, join_v2, split_v2, tiny_state,
                      train_tokenizer, v1_raw_blob, zlib_bomb)
 
 HERE = Path(__file__).parent
@@ -48,7 +48,7 @@ def test_zlib_bomb_is_refused_before_inflating():
     """A 64 MB run of zeros after a legitimate payload (the issue's 1 MB file reached 2.3 GB RSS): the payload is
     decompressed no further than its safetensors header declares plus one byte."""
     _, qs = tiny_state()
-    raw = safetensors_bytes(qs.tensors, qs.meta)
+    raw = _safetensors_bytes(qs.tensors, qs.meta)
     blob = v1_raw_blob(zlib_bomb(raw, 64 << 20))
     assert len(blob) < 100_000
     tracemalloc.start()
@@ -119,11 +119,18 @@ def test_model_config_larger_than_the_artifact_is_refused_before_allocation(tmp_
                         "num_kv_heads": 16}
     path = tmp_path / "huge.golf"
     path.write_bytes(encode_artifact(qs, "zlib"))
+    import golflib.model.registry as registry
     import golflib.quant.export as export
 
     built = []
-    real = export.build_model
-    monkeypatch.setattr(export, "build_model", lambda cfg: built.append(torch.empty(0).device) or real(cfg))
+    real = registry.build_model
+
+    def recording(cfg):
+        built.append(torch.empty(0).device)  # the device this build allocates on
+        return real(cfg)
+
+    monkeypatch.setattr(registry, "build_model", recording)  # meta_model's build
+    monkeypatch.setattr(export, "build_model", recording)  # the real build of load_artifact_model
     msg = _expect(ArtifactError, "does not match the tensors the artifact declares", load_artifact_model, path)
     assert str(path) in msg and "parameters" in msg
     assert built == [torch.device("meta")]  # only the meta-device build ran

@@ -28,11 +28,9 @@ from golflib.data.caseops import TRANSFORM_NAME as TRANSFORM
 from golflib.data.corpus import Document, load_corpus, split_docs
 from golflib.data.luts import build_sentencepiece_luts, count_stream_bytes, load_sentencepiece
 from golflib.data.shards import write_shard
-from golflib.data.tokcheck import file_sha256
+from golflib.data.tokcheck import MANIFEST_NAME, file_sha256, read_manifest
 from golflib.data.tokenizer import OFFICIAL_SP_SETTINGS, canonical_texts, train_sentencepiece
-from golflib.errors import ManifestError, parse_json
 
-MANIFEST_NAME = "manifest.json"
 PREPARE_VERSION = 2  # 2: documents in SentencePiece normal form before tokenization (canonical_texts)
 
 
@@ -106,10 +104,7 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; run `golf data prepare` or `golf data fetch` first")
-    manifest = parse_json(path.read_bytes(), str(path), ManifestError)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), list):
-        raise ManifestError(f"{path}: expected an object with a 'datasets' list (official manifest schema)")
-    return manifest
+    return read_manifest(path)
 
 
 def find_dataset(manifest: dict[str, Any], name: str) -> dict[str, Any]:

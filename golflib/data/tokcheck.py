@@ -35,6 +35,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def read_manifest(path: Path) -> dict:
+    """Parse a ``manifest.json`` (:func:`~golflib.errors.parse_json`); raises :class:`~golflib.errors.ManifestError`
+    naming it unless it is an object with a ``datasets`` list (the official schema)."""
+    manifest = parse_json(path.read_bytes(), str(path), ManifestError)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), list):
+        raise ManifestError(f"{path}: expected an object with a 'datasets' list (official manifest schema)")
+    return manifest
+
+
 def manifest_entry(data_path: str | os.PathLike) -> tuple[Path, dict, dict] | None:
     """``(manifest path, dataset entry, tokenizer entry)`` of the manifest describing the shard folder
     ``data_path`` (an entry whose ``path`` resolves to it), or None when no manifest within
@@ -46,9 +55,7 @@ def manifest_entry(data_path: str | os.PathLike) -> tuple[Path, dict, dict] | No
         path = root / MANIFEST_NAME
         if not path.is_file():
             continue
-        manifest = parse_json(path.read_bytes(), str(path), ManifestError)
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), list):
-            raise ManifestError(f"{path}: expected an object with a 'datasets' list (official manifest schema)")
+        manifest = read_manifest(path)
         for entry in manifest["datasets"]:
             if isinstance(entry, dict) and isinstance(entry.get("path"), str) \
                     and (root / entry["path"]).resolve() == folder:

@@ -128,8 +128,9 @@ def eval_standard(model, val_tokens: torch.Tensor, luts: ByteCounter, *, seq_len
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        prog = Progress(len(range(s0, s1, per_batch)), "standard", "batches", enabled=rank == 0)
-        for b0 in prog.wrap(range(s0, s1, per_batch)):
+        starts = range(s0, s1, per_batch)
+        prog = Progress(len(starts), "standard", "batches", enabled=rank == 0)
+        for b0 in prog.wrap(starts):
             b1 = min(b0 + per_batch, s1)
             chunk = val_tokens[b0 * seq_len:b1 * seq_len + 1].to(device)
             x = chunk[:-1].view(-1, seq_len)

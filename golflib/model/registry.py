@@ -5,6 +5,8 @@ the perturbation audit (:mod:`golflib.workbook.audit`) re-runs scoring with it â
 
 from __future__ import annotations
 
+import torch
+
 from golflib.model.gpt import GPT
 from golflib.settings.base import ConfigError
 
@@ -20,3 +22,10 @@ def build_model(model_cfg):
         raise ConfigError(f"MODEL_CLASS={model_cfg.model_class!r} is not registered ({', '.join(MODEL_CLASSES)}); a "
                          f"plugin registers it with golflib.plugins.register_model_class (EVAL_PLUGINS)")
     return cls(model_cfg)
+
+
+def meta_model(model_cfg):
+    """:func:`build_model` on PyTorch's ``meta`` device: every parameter's shape and the parameter count, no memory
+    (the artifact loader's size check, ``golf presets``)."""
+    with torch.device("meta"):
+        return build_model(model_cfg)

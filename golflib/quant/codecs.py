@@ -182,6 +182,16 @@ def _stream_base(data: bytes, base: str, limit: int) -> tuple[bytes, str]:
     raise CodecError(f"unknown codec {base!r}")
 
 
+def _stream_checked(data: bytes, base: str, limit: int) -> tuple[bytes, str]:
+    """:func:`_stream_base` with every library's own error turned into :class:`CodecError`."""
+    try:
+        return _stream_base(data, base, limit)
+    except CodecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - each library raises its own error type
+        raise CodecError(f"{base}: payload does not decode ({type(e).__name__}: {e})") from None
+
+
 def decompress_bounded(data: bytes, codec: str, limit: int, *, exact: bool = False) -> bytes:
     """:func:`decompress` for untrusted input: the output may not exceed ``limit`` bytes (``exact``: must be
     exactly ``limit``), the stream must end exactly at the end of ``data``, and no more than about ``limit`` bytes
@@ -189,12 +199,7 @@ def decompress_bounded(data: bytes, codec: str, limit: int, *, exact: bool = Fal
     :class:`CodecError` saying which of these failed."""
     base, stride = parse_codec(codec)
     framing = len(BSHF_MAGIC) + 1 if stride < 0 else 0  # the records' BSHF header precedes the shuffled bytes
-    try:
-        raw, state = _stream_base(data, base, limit + framing)
-    except CodecError:
-        raise
-    except Exception as e:  # noqa: BLE001 - each library raises its own error type
-        raise CodecError(f"{base}: payload does not decode ({type(e).__name__}: {e})") from None
+    raw, state = _stream_checked(data, base, limit + framing)
     if state == "more":
         raise CodecError(f"{base}: payload decompresses to more than the {limit:,} bytes its header allows "
                          "(a decompression bomb or a corrupt header)")
@@ -215,13 +220,7 @@ def decompress_prefix(data: bytes, codec: str, n: int) -> bytes:
     base, stride = parse_codec(codec)
     if stride != 1:
         raise CodecError(f"{codec}: a shuffled payload has no decodable prefix")
-    try:
-        raw, _ = _stream_base(data, base, n)
-    except CodecError:
-        raise
-    except Exception as e:  # noqa: BLE001 - each library raises its own error type
-        raise CodecError(f"{base}: payload does not decode ({type(e).__name__}: {e})") from None
-    return raw[:n]
+    return _stream_checked(data, base, n)[0][:n]
 
 
 def compress(data: bytes, codec: str) -> bytes:

@@ -21,7 +21,7 @@ from golflib.settings.base import ConfigError
 from golflib.settings.model import ModelConfig
 from golflib.settings.quant import QuantConfig
 from golflib.model.gpt import GPT
-from golflib.model.registry import build_model
+from golflib.model.registry import build_model, meta_model
 from golflib.quant.artifact import ArtifactError, encode_artifact, read_artifact, write_artifact
 from golflib.quant.int8 import QuantizedState, dequantize, payload_bytes, quantize_int8
 from golflib.quant.mixed import quantize_mixed
@@ -95,8 +95,7 @@ def check_model_shapes(model_cfg: ModelConfig, tensors_meta: dict, source: str) 
     claiming a model larger than the artifact can hold costs nothing. Raises :class:`ArtifactError` naming the
     first differing tensors."""
     try:
-        with torch.device("meta"):
-            shapes = {k: list(v.shape) for k, v in build_model(model_cfg).state_dict().items()}
+        shapes = {k: list(v.shape) for k, v in meta_model(model_cfg).state_dict().items()}
     except ConfigError as e:
         raise ArtifactError(f"{source}: {e}") from None
     except Exception as e:  # noqa: BLE001 - whatever the class raises, it is not loaded

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import inspect
 
-import torch
 from tabulate import tabulate
 
 from golflib.config import Config
-from golflib.model.registry import build_model
+from golflib.model.gpt import count_params
+from golflib.model.registry import meta_model
 from golflib.presets import PRESETS, RECORDS, resolve
 
 
 def param_count(cfg: Config) -> int:
     """Exact parameter count of ``cfg``'s model, built on the ``meta`` device (no memory)."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in build_model(cfg.model).parameters())
+    return count_params(meta_model(cfg.model))
 
 
 def presets_table() -> list[dict]:

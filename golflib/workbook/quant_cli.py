@@ -48,9 +48,6 @@ def budget_main(target: str, *, limit: str = "16000000", code_bytes: int | None 
                 out=None) -> int:
     """Print the budget of every artifact of ``target``; returns 1 when any is at or over ``limit``, else 0."""
     out = out or sys.stdout
-    if code_bytes is not None:
-        check_code_bytes(code_bytes)
-    parse_limit(limit)
     reports = []
     for path in artifacts_of(target):
         n, source = (code_bytes, "--code-bytes") if code_bytes is not None else code_bytes_for(path)

@@ -164,33 +164,35 @@ def ngram_summary(r: RunResult) -> dict[str, Any]:
     return out
 
 
+def score_labels(summary: Mapping[str, Any]) -> dict[str, str]:
+    """``{summary key: figure label}`` of every score a :func:`summarize` dict may hold, reference first."""
+    mixed = summary.get("mixed_scheme", "mixed")
+    art = mixed if summary.get("scored_artifact") == "mixed" else "int8"
+    return {"unigram_val_bpb": "unigram (reference)", "val_bpb_pre_quant": "pre-quant",
+            "val_bpb_post_quant": "int8 round trip", "val_bpb_post_quant_mixed": f"{mixed} round trip",
+            "val_bpb_sliding": f"{art} sliding window", "val_bpb_ttt_chunked": f"{art} + legal chunked TTT",
+            "val_bpb_ttt_lora": f"{art} + doc-LoRA TTT", "val_bpb_ttt_phased": f"{art} + phased TTT",
+            "val_bpb_ngram_sliding": f"{art} sliding + n-gram mix",
+            "val_bpb_ngram_chunked": f"{art} + chunked TTT + n-gram mix",
+            "val_bpb_ngram_lora": f"{art} + doc-LoRA TTT + n-gram mix",
+            "val_bpb_ngram_phased": f"{art} + phased TTT + n-gram mix"}
+
+
 def score_table(summary: Mapping[str, Any]) -> dict[str, float]:
     """``{label: val_bpb}`` of the scores present in a :func:`summarize` dict, reference first."""
-    art = summary.get("mixed_scheme", "mixed") if summary.get("scored_artifact") == "mixed" else "int8"
-    labels = (("unigram_val_bpb", "unigram (reference)"), ("val_bpb_pre_quant", "pre-quant"),
-              ("val_bpb_post_quant", "int8 round trip"),
-              ("val_bpb_post_quant_mixed", f"{summary.get('mixed_scheme', 'mixed')} round trip"),
-              ("val_bpb_sliding", f"{art} sliding window"),
-              ("val_bpb_ttt_chunked", f"{art} + legal chunked TTT"), ("val_bpb_ttt_lora", f"{art} + doc-LoRA TTT"),
-              ("val_bpb_ttt_phased", f"{art} + phased TTT"), ("val_bpb_ngram_sliding", f"{art} sliding + n-gram mix"),
-              ("val_bpb_ngram_chunked", f"{art} + chunked TTT + n-gram mix"),
-              ("val_bpb_ngram_lora", f"{art} + doc-LoRA TTT + n-gram mix"),
-              ("val_bpb_ngram_phased", f"{art} + phased TTT + n-gram mix"))
-    return {label: summary[key] for key, label in labels if summary.get(key) is not None}
+    return {label: summary[key] for key, label in score_labels(summary).items() if summary.get(key) is not None}
 
 
 def scored_label(summary: Mapping[str, Any]) -> str | None:
     """The :func:`score_table` label of the score a record of this run would submit: its best TTT score when TTT
     ran (the records report the legal TTT score as final), else its sliding-window score, else the round trip."""
-    table = score_table(summary)
     keys = [k for k in ("val_bpb_ttt_chunked", "val_bpb_ttt_lora", "val_bpb_ttt_phased") if summary.get(k) is not None]
     if not keys:
         keys = [k for k in ("val_bpb_sliding", "val_bpb_post_quant_mixed", "val_bpb_post_quant")
                 if summary.get(k) is not None][:1]
     if not keys:
         return None
-    best = min(keys, key=lambda k: summary[k])
-    return next(label for label, v in table.items() if v == summary[best])
+    return score_labels(summary)[min(keys, key=lambda k: summary[k])]
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
