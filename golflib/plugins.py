@@ -150,7 +150,7 @@ def score_protocols(cfg, model, luts, rt, log, tag: str) -> dict:
         proto = get_protocol(name)
         toks = load_validation_tokens(cfg.data.val_glob, proto.seq_len(cfg), cfg.model.vocab_size,
                                       cfg.train.val_max_tokens)
-        log.log(f"custom:start protocol={name} unit={proto.unit} targets:{toks.numel() - 1}")
+        log.log(f"custom:start protocol:{name} unit:{proto.unit} targets:{toks.numel() - 1}")
         ctx = ScoringContext(device=rt.device, rank=rt.rank, world_size=rt.world_size, log=log.log)
         res = proto.run(copy.deepcopy(model), toks, luts, cfg, ctx)
         for line in proto.log_lines(res, cfg, tag=tag):

@@ -1,4 +1,4 @@
-"""Progress of a long phase (evaluation protocols, TTT, GPTQ calibration): a tqdm bar when someone is watching (a
+"""Progress of a long phase (evaluation protocols, TTT, GPTQ calibration, the quantized export): a tqdm bar when someone is watching (a
 terminal, or a Jupyter kernel with ipywidgets), otherwise a line every ``every`` seconds with the count, the elapsed
 time and an ETA, for example::
 
@@ -14,6 +14,13 @@ import sys
 import time
 
 EVERY_S = 30.0  # seconds between progress lines when no bar is shown
+
+
+def rank0() -> bool:
+    """True outside ``torch.distributed`` or on its rank 0: where progress is shown."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def interactive() -> bool:

@@ -3,7 +3,8 @@
 ``runs/<run_id>/`` with ``run_id = YYYYMMDD-HHMMSS_<slug>`` is never overwritten: :func:`create_run_dir` refuses an
 existing id, and a training refuses a directory that already holds any file it did not start from
 (:func:`refuse_used_run_dir`). Files: ``config.json``,
-``train.log`` (challenge line format, full code at the top), ``metrics.jsonl`` (one JSON object per event),
+``train.log`` (challenge line format: a short header, the metric lines, then the source of the code that ran:
+:func:`metric_stream`), ``metrics.jsonl`` (one JSON object per event),
 ``result.json`` (final numbers).
 """
 
@@ -54,7 +55,10 @@ def create_run_dir(root: str | os.PathLike = "runs", slug: str = "run", run_id: 
 # What notebooks executed into a run directory leave there before they train (golf run / golf demo: 00_data's executed
 # notebook, its parameters and its figures/): inputs and notebook outputs, never a file a training writes.
 NOTEBOOK_FILES = ("*.ipynb", "*.params.json", "figures")
-CONSOLE_LOG = "console.log"  # a launcher's copy of the training process output (golflib.workbook.launch)
+CONSOLE_LOG = "console.log"
+# a run trained by its own bundled script keeps the script beside its outputs (golflib.workbook.launch.launch_script):
+# the counted train_gpt.py, the readable form and the script's stats
+SCRIPT_FILES = ("train_gpt.py", "train_gpt_readable.py", "script.json")  # a launcher's copy of the training process output (golflib.workbook.launch)
 
 
 def refuse_used_run_dir(path: str | os.PathLike, allow: Iterable[str] = ()) -> None:
@@ -71,6 +75,33 @@ def refuse_used_run_dir(path: str | os.PathLike, allow: Iterable[str] = ()) -> N
         more = f" and {len(found) - 5} more" if len(found) > 5 else ""
         raise RunDirError(f"{path} already holds {', '.join(found[:5])}{more}: a run directory is never overwritten; "
                           "use a new one")
+
+
+SEPARATOR = "=" * 100  # closes the log's header, and opens its source section
+SOURCE_TAG = "source:"  # first line of the source section at the end of train.log (golflib.train.log_source)
+
+
+def metric_stream(log: str) -> str:
+    """The metric lines of a ``train.log``: everything after the header (which opens and closes with
+    :data:`SEPARATOR`) except the source section (:data:`SOURCE_TAG` ``... chars:N`` between two separators, then
+    exactly N characters of source), so a line appended after the source is still read as a metric line. Older
+    logs (the source at the top, then the header) give the text after their last separator."""
+    sep = SEPARATOR + "\n"
+    if not log.startswith(sep):  # the older layout
+        i = log.rfind(sep)
+        return log[i + len(sep):] if i >= 0 else log
+    end = log.find(sep, len(sep))
+    body = log[end + len(sep):] if end >= 0 else ""
+    start = body.find(sep + SOURCE_TAG)
+    if start < 0:
+        return body
+    tag_end = body.find("\n", start + len(sep))
+    m = re.search(r" chars:(\d+)", body[start:tag_end])
+    src_start = body.find(sep, tag_end + 1)
+    if m is None or src_start < 0:
+        return body[:start]
+    src_end = src_start + len(sep) + int(m.group(1)) + 1  # the source text and its closing newline
+    return body[:start] + body[src_end:]
 
 
 def _jsonable(obj: Any) -> Any:

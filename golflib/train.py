@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import platform
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from golflib.codesize import core_source
+from golflib.codesize import code_bytes, code_bytes_source, core_source
 from golflib.config import Config
 from golflib.settings.base import ConfigError
 from golflib.data.loader import load_validation_tokens
@@ -36,7 +35,7 @@ from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.mixed import scheme_tag
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
-from golflib.runlog import CONSOLE_LOG, NOTEBOOK_FILES, RunLogger, create_run_dir, refuse_used_run_dir, write_json
+from golflib.runlog import CONSOLE_LOG, NOTEBOOK_FILES, SCRIPT_FILES, SEPARATOR, SOURCE_TAG, RunLogger, create_run_dir, refuse_used_run_dir, write_json
 from golflib.runresult import ArtifactRecord, RunResult, Timings
 from golflib.seams import check_bundle_covers
 from golflib.runtime import (Runtime, autocast, cast_model_for_device, describe_device, init_runtime,
@@ -128,6 +127,46 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
+def _portable_arg(arg: str) -> str:
+    """A command-line argument without this machine's working directory (logs are read on other machines)."""
+    cwd = str(Path.cwd().resolve())
+    return arg.replace(cwd + "/", "./") if cwd != "/" else arg
+
+
+def log_header(log: RunLogger, cfg: Config, device: dict, run_dir: Path) -> None:
+    """The head of ``train.log``, before the first metric line: the command, the versions, the hardware, the code
+    (bytes and SHA-256 of what runs: the bundled ``train_gpt.py`` itself, or the package's training core) and
+    every hyperparameter as ``  name: value`` lines (lower-cased env names), as the records' logs begin
+    (#1855 onward). The source itself goes to the end of the log (:func:`log_source`), out of the metric stream."""
+    code = core_source().encode("utf-8")
+    versions = _package_versions()
+    log.log(SEPARATOR, console=False)
+    log.log("command:" + " ".join(_portable_arg(a) for a in [Path(sys.executable).name, *sys.argv]),
+            console=False)
+    log.log(f"Running Python {sys.version}", console=False)
+    log.log(f"Running PyTorch {torch.__version__}", console=False)
+    log.log("versions:" + " ".join(f"{k}:{v}" for k, v in versions.items()), console=False)
+    log.log("hardware:" + " ".join(f"{k}:{v}" for k, v in device.items()), console=False)
+    log.log(f"code:{code_bytes_source()} bytes:{code_bytes()} sha256:{hashlib.sha256(code).hexdigest()} "
+            f"git:{_git_commit() or 'none'}", console=False)
+    log.log("Hyperparameters:", console=False)
+    for name, value in sorted(cfg.flat().items()):
+        log.log(f"  {name.lower()}: {value}", console=False)
+    log.log(SEPARATOR, console=False)
+    log.log(f"run_dir:{run_dir}")
+
+
+def log_source(log: RunLogger) -> None:
+    """Append the source of the code that ran to ``train.log``, after every metric line: the bundled
+    ``train_gpt.py`` as submitted, or the package's training-core modules (``# ==== <module> ====`` sections)."""
+    source = core_source()
+    log.log(SEPARATOR, console=False)
+    log.log(f"{SOURCE_TAG}{code_bytes_source()} chars:{len(source)} (the code that produced this log, verbatim)",
+            console=False)
+    log.log(SEPARATOR, console=False)
+    log.log(source, console=False)
+
+
 def _setup_run_dir(args: argparse.Namespace, cfg: Config, rt: Runtime) -> Path:
     """Rank 0 creates/validates the run dir and broadcasts its path."""
     path = [None]
@@ -137,6 +176,8 @@ def _setup_run_dir(args: argparse.Namespace, cfg: Config, rt: Runtime) -> Path:
             allow = [*NOTEBOOK_FILES, CONSOLE_LOG]
             if args.config and Path(args.config).resolve().parent == d.resolve():
                 allow.append(Path(args.config).name)  # the config a launcher wrote for this run
+            if BAKED_CONFIG is not None and Path(sys.argv[0]).resolve().parent == d.resolve():
+                allow += SCRIPT_FILES  # a bundled train_gpt.py run beside its own outputs (launch_script)
             refuse_used_run_dir(d, allow)
             d.mkdir(parents=True, exist_ok=True)
         else:
@@ -321,20 +362,14 @@ def main(argv: list[str] | None = None) -> int:
                      "git_commit": _git_commit(), "versions": _package_versions(), "device": describe_device(rt),
                      "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         })
-        log.log(core_source(), console=False)
-        log.log("=" * 100, console=False)
-        log.log(f"Running Python {sys.version}", console=False)
-        log.log(f"Running PyTorch {torch.__version__}", console=False)
-        log.log(json.dumps(describe_device(rt)), console=False)
-        log.log("=" * 100, console=False)
-        log.log(f"run_dir:{run_dir}")
-        log.log("config:" + json.dumps(cfg.flat(), sort_keys=True), console=False)
+        log_header(log, cfg, describe_device(rt), run_dir)
     try:
         train(cfg, rt, log, run_dir)
     except BaseException as e:
         log.log(f"run_failed: {type(e).__name__}: {e}")
         raise
     finally:
+        log_source(log)
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
         enable_compile(False)  # process-wide policies back to their defaults (main may run again in this process)

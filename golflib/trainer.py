@@ -226,7 +226,7 @@ class Trainer:
         if is_sidecar(self.luts):  # CaseOps: original bytes per token (SPEC §1.4); LUTs would count transformed text
             self.luts.check_stream(self.val_tokens.numel())
             log.log(sidecar_path_note(self.luts))
-        log.log(f"val_loader:shards pattern={cfg.data.val_glob} tokens:{self.val_tokens.numel() - 1}"
+        log.log(f"val_loader:shards pattern:{cfg.data.val_glob} tokens:{self.val_tokens.numel() - 1}"
                 + (f" (truncated by VAL_MAX_TOKENS={tc.val_max_tokens}: not a val_bpb)" if tc.val_max_tokens else ""))
 
     def _log_header(self) -> None:
@@ -250,7 +250,7 @@ class Trainer:
         log.log(f"attention_mode:gqa num_heads:{mc.num_heads} num_kv_heads:{mc.num_kv_heads}")
         log.log(f"precision:{tc.precision} autocast:{'bf16' if uses_bf16(rt.device) else 'off'} "
                 f"tok_emb:{str(self.base_model.tok_emb.weight.dtype).removeprefix('torch.')}")
-        log.log(f"attention_backend:{self.backend} (ATTENTION_BACKEND={tc.attention_backend}) {describe_backends()} "
+        log.log(f"attention_backend:{self.backend} requested:{tc.attention_backend} {describe_backends()} "
                 f"torch:{torch.__version__} cuda:{torch.version.cuda or 'none'}")
         if self.flash_op:
             log.log(self.flash_op)
@@ -458,7 +458,7 @@ class Trainer:
         tc = self.cfg.train
         val = self.val_eval(self.base_model)
         self.log.log(f"step:{step}/{tc.iterations} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} "
-                     f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms eval_mode={val.mode}")
+                     f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms eval_mode:{val.mode}")
         self.log.metric(kind="val", step=step, val_loss=val.val_loss, val_bpb=val.val_bpb, train_time_ms=train_ms,
                         tokens=step * tc.train_batch_tokens)
         return val
@@ -516,7 +516,7 @@ class Trainer:
             self.base_model.load_state_dict(averager.export_state(self.base_model), strict=True)
             val = self.val_eval(self.base_model)
             log.log(f"pre-quantization post-{averager.source} val_loss:{val.val_loss:.8f} "
-                    f"val_bpb:{val.val_bpb:.8f} eval_mode={val.mode}"
+                    f"val_bpb:{val.val_bpb:.8f} eval_mode:{val.mode}"
                     + (f" swa_snapshots:{averager.swa.count}" if averager.source == "swa" else ""))
         log.log(f"export_weights:{averager.source}")
         return val

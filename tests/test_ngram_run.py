@@ -40,7 +40,7 @@ def test_result_json_carries_the_ngram_protocols(ttt_run):
     for label, mode in (("ngram_sliding", "sliding+ngram"), ("ngram_ttt", "ttt_chunked+ngram"),
                         ("ngram_ttt_lora", "ttt_lora+ngram")):
         m = re.search(rf"^{label}_exact val_loss:(\d+\.\d{{8}}) val_bpb:(\d+\.\d{{8}}) eval_time:\d+ms "
-                      rf"eval_mode={re.escape(mode)}$", log, re.M)
+                      rf"eval_mode:{re.escape(mode)}$", log, re.M)
         assert m, label
         schedule = ng["sliding"]["details"]["ngram"]["settings"]["schedule"]
         assert f"{label}_ledger legal:1" in log and f"{label}_mixer schedule:{schedule} " in log

@@ -56,3 +56,29 @@ def test_scoring_protocols_print_progress(monkeypatch, capsys):
     sl = [line for line in err if line.startswith("progress:sliding ")]
     assert len(std) == 4 and std[-1].startswith("progress:standard 4/4 batches (100%)")  # 10 seqs, 3 per batch
     assert len(sl) == 8 and sl[-1].startswith("progress:sliding 8/8 batches")  # 37 windows, 5 per batch
+
+
+def test_gptq_calibration_and_export_print_progress(monkeypatch, capsys):
+    """GPTQ calibration counts its batches and the quantized export its tensors (issue 17: every long phase)."""
+    import torch
+
+    import golflib.progress
+    from golflib.model.gpt import GPT
+    from golflib.presets import resolve
+    from golflib.quant.calib import collect_hessians
+    from golflib.quant.mixed import quantize_mixed
+
+    monkeypatch.setattr(golflib.progress, "EVERY_S", 0.0)
+    monkeypatch.setattr(golflib.progress, "interactive", lambda: False)
+    cfg = resolve("cpu-tiny", {"NUM_LAYERS": 2, "MODEL_DIM": 64, "NUM_HEADS": 2, "NUM_KV_HEADS": 1}, environ={})
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    batches = (torch.randint(0, cfg.model.vocab_size, (2, 16)) for _ in range(3))  # a generator: no len()
+    hs, stats = collect_hessians(model, batches, total=3)
+    quantize_mixed(model.state_dict(), cfg.quant, hs)
+    err = capsys.readouterr().err.splitlines()
+    calib = [line for line in err if line.startswith("progress:gptq/calibration ")]
+    export = [line for line in err if line.startswith("progress:export ")]
+    assert stats["batches"] == 3 and len(calib) == 3 and calib[-1].startswith("progress:gptq/calibration 3/3 batches")
+    n = len(model.state_dict())
+    assert len(export) == n and export[-1].startswith(f"progress:export {n}/{n} tensors (100%)")

@@ -51,14 +51,14 @@ def test_run_directory_contents_and_log_lines(trained_run):
                  "final_model.safetensors"):
         assert (run_dir / name).is_file(), name
     log = (run_dir / "train.log").read_text()
-    assert log.startswith("# ==== golflib")  # the training-core code comes first
-    assert "final_int8_zlib_roundtrip_exact val_loss:" in log and "eval_mode=standard" in log
+    assert log.startswith("=" * 100 + "\ncommand:")  # a short header first; the source at the end
+    assert "final_int8_zlib_roundtrip_exact val_loss:" in log and "eval_mode:standard" in log
     # cpu-tiny exports the records' format too, and scores it: the sliding window runs on the int6 artifact
-    assert "final_int6e8_entropy_sliding_window_exact" in log and "eval_mode=sliding" in log
+    assert "final_int6e8_entropy_sliding_window_exact" in log and "eval_mode:sliding" in log
     # one formatter, one field order for every score line (golflib.eval.scorelog)
     exact = [ln for ln in log.splitlines() if re.match(r"[a-z]\S*_exact val_loss:", ln)]  # not the code above
     assert len(exact) >= 3 and all(re.fullmatch(r"\S+_exact val_loss:\d+\.\d{8} val_bpb:\d+\.\d{8}( \w+:\S+)* "
-                                                 r"eval_time:\d+ms eval_mode=\S+", ln) for ln in exact), exact
+                                                 r"eval_time:\d+ms eval_mode:\S+", ln) for ln in exact), exact
     assert "_sliding_window_exact val_loss:" in log and " stride:32 eval_seq_len:256 eval_time:" in log
     assert "warmup_step:3/3" in log
     res = load_result(run_dir)

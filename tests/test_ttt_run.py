@@ -44,7 +44,7 @@ def test_result_json_carries_every_protocol_with_its_ledger(ttt_run):
     for kind, label, mode in (("chunked", "legal_ttt", "ttt_chunked"), ("lora", "quantized_ttt_lora", "ttt_lora"),
                               ("phased", "quantized_ttt_phased", "ttt_phased")):
         m = re.search(rf"^{label}_exact val_loss:(\d+\.\d{{8}}) val_bpb:(\d+\.\d{{8}}) eval_time:\d+ms "
-                      rf"eval_mode={mode}$", log, re.M)
+                      rf"eval_mode:{mode}$", log, re.M)
         assert m, label
         assert float(m.group(2)) == pytest.approx(ttt[kind]["val_bpb"], abs=1e-8)
         assert f"{label}_ledger legal:1" in log

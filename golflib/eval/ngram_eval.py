@@ -61,7 +61,7 @@ def eval_with_mixer(protocol: str, model, val_tokens: torch.Tensor, luts: ByteCo
 
 
 def ngram_log_lines(protocol: str, res: EvalResult) -> list[str]:
-    """``<label> val_loss:… val_bpb:… eval_time:…ms eval_mode=…``, its ``_exact`` twin, the mixer line (mean α,
+    """``<label> val_loss:… val_bpb:… eval_time:…ms eval_mode:…``, its ``_exact`` twin, the mixer line (mean α,
     hit rate, C2 rows, mixer tokens/s) and the ledger verdict."""
     label = NGRAM_LABELS[protocol]
     ng, rep = res.details.get("ngram", {}), res.ledger or {}
@@ -94,11 +94,11 @@ def run_configured_ngram(cfg: Config, model, luts: ByteCounter, rt, log, referen
     ttt = ttt or {}
     for protocol in cfg.ngram.ngram_protocols:
         if protocol != "sliding" and f"ttt/{protocol}" not in ttt:
-            log.log(f"ngram:skip protocol={protocol} (a TTT kind is mixed only when the TTT pass scored it too: "
+            log.log(f"ngram:skip protocol:{protocol} (a TTT kind is mixed only when the TTT pass scored it too: "
                     f"TTT_ENABLED=1 and TTT_KINDS includes it)")
             continue
-        log.log(f"ngram:start protocol={protocol} orders={','.join(map(str, cfg.ngram.ngram_orders))} "
-                f"schedule={cfg.ngram.ngram_alpha_schedule} tilt_beta={cfg.ngram.ngram_tilt_beta} "
+        log.log(f"ngram:start protocol:{protocol} orders:{','.join(map(str, cfg.ngram.ngram_orders))} "
+                f"schedule:{cfg.ngram.ngram_alpha_schedule} tilt_beta:{cfg.ngram.ngram_tilt_beta} "
                 f"targets:{val_tokens.numel() - 1}")
         ctx = ScoringContext(device=rt.device, rank=rt.rank, world_size=rt.world_size, log=log.log)
         res = eval_with_mixer(protocol, copy.deepcopy(model), val_tokens, luts, cfg, ctx)

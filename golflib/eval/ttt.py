@@ -74,7 +74,7 @@ def run_ttt_kind(kind: str, model, val_tokens: torch.Tensor, luts: ByteCounter, 
 
 
 def log_lines(kind: str, res: EvalResult) -> list[str]:
-    """The two log lines of a TTT result: ``<label> val_loss:… val_bpb:… eval_time:…ms eval_mode=…`` and its
+    """The two log lines of a TTT result: ``<label> val_loss:… val_bpb:… eval_time:…ms eval_mode:…`` and its
     8-decimal ``<label>_exact`` twin (SPEC §5.4), plus the legality verdict."""
     label = TTT_LABELS[kind]
     rep = res.ledger or {}
@@ -98,7 +98,7 @@ def run_configured_ttt(cfg: Config, model, luts: ByteCounter, rt, log, reference
     if val_tokens is None:
         val_tokens = load_validation_tokens(cfg.data.val_glob, L, cfg.model.vocab_size, cfg.train.val_max_tokens)
     for kind in cfg.ttt.ttt_kinds:
-        log.log(f"ttt:start kind={kind} targets:{val_tokens.numel() - 1}")
+        log.log(f"ttt:start kind:{kind} targets:{val_tokens.numel() - 1}")
         ctx = ScoringContext(device=rt.device, rank=rt.rank, world_size=rt.world_size, log=log.log)
         res = run_ttt_kind(kind, copy.deepcopy(model), val_tokens, luts, cfg, ctx)
         for line in log_lines(kind, res):

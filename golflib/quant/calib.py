@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from golflib.progress import Progress, rank0
 from golflib.runtime import all_reduce_sum
 
 
@@ -102,7 +103,7 @@ def head_weight_name(model: nn.Module) -> str:
 
 @torch.no_grad()
 def collect_hessians(model: nn.Module, batches: Iterable[Tensor], *, distributed: bool = False,
-                     autocast_ctx=None, head: bool = True) -> tuple[dict[str, Tensor], dict]:
+                     autocast_ctx=None, head: bool = True, total: int | None = None) -> tuple[dict[str, Tensor], dict]:
     """Run ``model.hidden(x)`` for every ``x`` (int64 ``[B, T]`` token ids, or a pair ``(x, doc_ids)`` from a
     document-packing loader, so calibration sees the same attention masks as training) and return
     ``(hessians, stats)``.
@@ -111,7 +112,8 @@ def collect_hessians(model: nn.Module, batches: Iterable[Tensor], *, distributed
     sums and batch counts all-reduced), including the head (final-norm output) unless ``head`` is False (no GPTQ on
     the embedding, #1019/#1487). ``stats``: ``{"batches", "tokens", "seconds"}`` (wall time of the forward passes,
     including reading the batches from the iterator; batches and tokens of this rank). The model's train/eval mode
-    is restored afterwards.
+    is restored afterwards. ``total`` (default ``len(batches)`` when it has one) sizes the progress report
+    (:mod:`golflib.progress`, rank 0).
     """
     was_training = model.training
     model.eval()
@@ -119,9 +121,10 @@ def collect_hessians(model: nn.Module, batches: Iterable[Tensor], *, distributed
     t0 = time.perf_counter()
     n_batches = n_tokens = 0
     col = HessianCollector(model)
+    total = total if total is not None else (len(batches) if hasattr(batches, "__len__") else 0)
     try:
-        with col:
-            for item in batches:
+        with col, Progress(total, "gptq/calibration", "batches", enabled=rank0()) as prog:
+            for item in prog.wrap(batches):
                 x, doc_ids = item if isinstance(item, tuple) else (item, None)
                 if autocast_ctx is not None:
                     with autocast_ctx():

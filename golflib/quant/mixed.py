@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from golflib.progress import Progress, rank0
 from golflib.settings.quant import QuantConfig
 from golflib.quant.classes import MATRIX_CLASSES, class_policies, parse_override, treatment_for
 from golflib.quant.clip import FP16_TINY, num, parse_clip_rule
@@ -80,7 +81,8 @@ def quantize_mixed(state_dict: dict[str, Tensor], cfg: QuantConfig, hessians: di
                          for v in [getattr(cfg, k)]}
     errors: dict[str, Tensor] = {}
     n_gptq = 0
-    for name, t in state_dict.items():
+    prog = Progress(len(state_dict), "export", "tensors", enabled=rank0())
+    for name, t in prog.wrap(state_dict.items()):
         t = t.detach().to("cpu").contiguous()
         cls, pol = treatment_for(name, t, cfg, policies, overrides)
         entry: dict = {"dtype": _dtype_name(t.dtype), "shape": list(t.shape), "class": cls}

@@ -60,7 +60,8 @@ def calibrate(cfg: Config, model: torch.nn.Module, *, new_loader: Callable, accu
                                         seed=tc.seed, device=device)
         gen_s = time.perf_counter() - t0
     hessians, stats = collect_hessians(model, batches, distributed=distributed and q.gptq_hessian_allreduce,
-                                       autocast_ctx=autocast_ctx, head=q.embed_gptq)
+                                       autocast_ctx=autocast_ctx, head=q.embed_gptq,
+                                       total=q.gptq_calibration_batches if q.gptq_calibration == "train" else None)
     hessians = {n: add_damping(h, q.gptq_hessian_damp) for n, h in hessians.items()}
     stats["source"] = q.gptq_calibration
     stats["hessians"] = "all-reduced" if distributed and q.gptq_hessian_allreduce else "rank-local"

@@ -6,7 +6,7 @@ artifact file on disk must have the logged size); every byte target in the confi
 ``X * 1024 * 1024`` as in #1019, or one above the limit is refused); training ≤ 600 s *including* calibration that
 reads training data (the later of the training clock and ``train_data_last_read_ms``); evaluation ≤ 600 s for the
 whole post-training pass (``total_eval_time``); every stored legality report is clean (C1-C4, every target scored
-once); the score is on the full validation split; every metric line of the log carries ``eval_mode=``; the scored
+once); the score is on the full validation split; every metric line of the log carries ``eval_mode:``; the scored
 protocol's exact (8-decimal) line is in the log with its eval mode; a bundled run counted the same script the
 record ships. Across seeds: no seed failed or is missing (all seeds are kept, trap 11), one configuration (only
 ``SEED`` differs), distinct seeds; three or more seeds is reported, not required. The shipped script: no ``flag``
@@ -26,12 +26,14 @@ from typing import Iterable
 from golflib.quant.prune import SIZE_LIMIT, parse_byte_target
 from golflib.record.lint import lint_source
 from golflib.record.results import SeedRun, protocol_entries, score_entry
+from golflib.runlog import metric_stream
 
 TRAIN_LIMIT_S = 600.0
 EVAL_LIMIT_S = 600.0
 TRACKS = ("10min_16mb", "non_record_16mb")
 BYTE_TARGET_FIELDS = ("PRUNE_TARGET_BYTES",)  # config fields that are byte budgets (0 = off)
 _METRIC_RE = re.compile(r"\bval_bpb:(\d+\.\d+)")
+_MODE_RE = re.compile(r"\beval_mode[:=]")  # key:value as the records write it; key=value in golflib's older logs
 _TRAIN_TIME_RE = re.compile(r"^step:\d+/\d+ .*\btrain_time:(\d+)ms", re.M)
 _LAST_READ_RE = re.compile(r"\btrain_data_last_read_ms:(\d+)")
 _EVAL_TIME_RE = re.compile(r"^total_eval_time:(\d+(?:\.\d+)?)s", re.M)
@@ -80,15 +82,8 @@ def byte_target_problem(value: int | str, name: str = "byte target") -> str | No
 
 
 def _metric_lines_without_mode(log: str) -> list[str]:
-    return [line for line in log.splitlines() if _METRIC_RE.search(line) and "eval_mode=" not in line
+    return [line for line in log.splitlines() if _METRIC_RE.search(line) and not _MODE_RE.search(line)
             and not line.startswith((" ", "#", '"', "\t"))]
-
-
-def _code_lines_end(log: str) -> str:
-    """The log after the source listing it starts with (the ``=`` * 100 line closing the header)."""
-    marker = "=" * 100
-    i = log.rfind(marker)
-    return log[i + len(marker):] if i >= 0 else log
 
 
 def check_seed(run: SeedRun, key: str, code_bytes: int, *, track: str = "10min_16mb") -> list[Check]:
@@ -114,7 +109,7 @@ def check_seed(run: SeedRun, key: str, code_bytes: int, *, track: str = "10min_1
         problems.append(f"result.json size_limit={limit!r} is not {SIZE_LIMIT:,} decimal bytes")
     out.append(Check("byte targets are decimal", not problems, "; ".join(problems) or
                      ", ".join(f"{f}={flat.get(f, 0)}" for f in BYTE_TARGET_FIELDS) + " (0 = off)", s))
-    body = _code_lines_end(run.log)
+    body = metric_stream(run.log)
     train_ms = max([float(r.timings.train_time_ms)] + [float(x) for x in _TRAIN_TIME_RE.findall(body)])
     calib = (r.extras.get("calibration") or {}).get("train_data_last_read_ms")
     reads = [float(x) for x in _LAST_READ_RE.findall(body)] + ([float(calib)] if calib is not None else [])
@@ -157,16 +152,16 @@ def check_seed(run: SeedRun, key: str, code_bytes: int, *, track: str = "10min_1
                      f"VAL_MAX_TOKENS={vmax}: a truncated val stream is not a val_bpb" if vmax else
                      f"{entry['tokens']:,} scored targets, {entry['bytes']:,} bytes", s))
     unlabeled = _metric_lines_without_mode(body)
-    out.append(Check("every metric line carries eval_mode=", not unlabeled,
+    out.append(Check("every metric line carries eval_mode:", not unlabeled,
                      f"{len(unlabeled)} line(s) without it, first: {unlabeled[0]!r}" if unlabeled else
                      f"{len(_METRIC_RE.findall(body))} metric lines", s))
     pat = re.compile(rf"^\S+_exact val_loss:{entry['val_loss']:.8f} val_bpb:{entry['val_bpb']:.8f} .*"
-                     rf"eval_mode={re.escape(entry['mode'])}\b", re.M)
+                     rf"eval_mode[:=]{re.escape(entry['mode'])}(?!\S)", re.M)
     found = pat.search(body)
     out.append(Check("scored line in the log", found is not None,
                      found.group(0)[:160] if found else
                      f"no `*_exact val_loss:{entry['val_loss']:.8f} val_bpb:{entry['val_bpb']:.8f} ... "
-                     f"eval_mode={entry['mode']}` line", s))
+                     f"eval_mode:{entry['mode']}` line", s))
     if run.meta.get("bundled"):
         logged_code = int(r.code_bytes)
         out.append(Check("log counted the record's train_gpt.py", logged_code == code_bytes,
@@ -250,7 +245,7 @@ class ComplianceReport:
                 "score_first_ttt": self.passed("legality reports clean (C1-C4)") if ttt else None,
                 "decimal_byte_targets": self.passed("byte targets are decimal"),
                 "legality_reports_clean": self.passed("legality reports clean (C1-C4)"),
-                "eval_mode_labels": self.passed("every metric line carries eval_mode="),
+                "eval_mode_labels": self.passed("every metric line carries eval_mode:"),
                 "full_validation_split": self.passed("full validation split"),
                 "all_seeds_reported": self.passed("every seed finished and is kept"),
                 "three_seeds": self.passed("three or more seeds")}

@@ -197,7 +197,8 @@ def write_record(source: str | os.PathLike | SeedSet, name: str, *, records_root
                           rows=rows, summary=summary, code_bytes=code_bytes, hardware=hardware,
                           pytorch_version=torch_version, compliance=report.submission_flags(ttt, ngram),
                           base_pr=base_pr,
-                          score_key=key, script_stats=stats, significance=sig)
+                          score_key=key, script_stats=stats, significance=sig,
+                          cuda_version=(meta.get("device") or {}).get("cuda"))
     write_json(folder / "submission.json", sub)
     files.insert(0, "submission.json")
     plan = seedset.plan or {}

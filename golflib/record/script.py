@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from golflib.config import Config
+from golflib.runlog import SCRIPT_FILES
 from golflib.record.bundle import ROOT, build_bundle, write_text
 from golflib.record.minify import CODECS, compress_stub, extract
 
 FORMS = ("compressed", "readable")
-SCRIPT_NAME = "train_gpt.py"
-READABLE_NAME = "train_gpt_readable.py"
+SCRIPT_NAME, READABLE_NAME, SCRIPT_META = SCRIPT_FILES  # train_gpt.py, train_gpt_readable.py, script.json
+DATA_KEYS = ("DATA_PATH", "TOKENIZER_PATH", "TRAIN_FILES", "VAL_FILES")
 # issue 7 set 60,000 (the official baseline script is 47,642 raw bytes); issue 11's record-exact loaders, export
 # recipes, scoring protocols and pre-flight budget made the core ~9 KB larger compressed (57,154 -> ~66,000 for
 # cpu-tiny without the n-gram mixer). Issue 13 shapes the bundle by the config so a record carries only its own code.
@@ -82,6 +83,17 @@ def write_script(script: Script, folder: str | os.PathLike) -> dict[str, Path]:
     out["readable"] = (write_text(folder / READABLE_NAME, script.readable) if script.form == "compressed"
                        else out["script"])
     return out
+
+
+def script_data_env(cfg: Config, script: Script) -> dict[str, str]:
+    """The data paths of ``cfg`` that differ from the ones baked into ``script`` (baked paths are the challenge's
+    portable ``./data/...``), as absolute paths: the environment a run of the script needs to read this machine's
+    data from any working directory."""
+    if script.baked is None:
+        return {}
+    flat, defaults = cfg.flat(), Config().flat()
+    return {k: os.path.abspath(str(flat[k])) for k in DATA_KEYS
+            if script.baked.get(k, defaults[k]) != flat[k] and str(flat[k])}
 
 
 def script_form(text: str) -> str:

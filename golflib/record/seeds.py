@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from golflib.errors import RunDirError
-from golflib.config import Config, env_names
+from golflib.config import env_names
 from golflib.presets import resolve
 from golflib.record.results import SeedRun, load_seed_run, markdown_table, resolve_score_key, seed_row, summarize
-from golflib.record.script import SCRIPT_NAME, make_script, write_script
+from golflib.record.script import SCRIPT_META, SCRIPT_NAME, make_script, script_data_env, write_script
 from golflib.runlog import create_run_dir, write_json
 
 SEEDS_FILE = "seeds.json"
@@ -76,7 +76,7 @@ class SeedSet:
         return key, rows, summarize(rows)
 
 
-def _clean_env(base: Mapping[str, str]) -> dict[str, str]:
+def clean_env(base: Mapping[str, str]) -> dict[str, str]:
     """``base`` without golflib config variables (the resolved config is baked into the script)."""
     names = set(env_names())
     return {k: v for k, v in base.items() if k not in names}
@@ -104,15 +104,13 @@ def run_seeds(preset: str, seeds: str | Iterable[int], *, nproc: int = 1, scale:
     if (root / SEEDS_FILE).exists():
         raise RunDirError(f"{root / SEEDS_FILE} exists: a seeds directory is never overwritten")
     write_script(script, root)
-    data_env = {k: str(v) for k, v in cfg.flat().items()
-                if k in ("DATA_PATH", "TOKENIZER_PATH", "TRAIN_FILES", "VAL_FILES")
-                and script.baked is not None and script.baked.get(k, Config().flat()[k]) != v}
+    data_env = script_data_env(cfg, script)
     plan = {"preset": preset, "scale": scale, "overrides": {k: str(v) for k, v in overrides.items()},
             "seeds": seeds, "nproc": nproc, "script": SCRIPT_NAME, "script_stats": script.stats,
             "score": score, "data_env": data_env, "config": cfg.to_dict(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": {}}
     write_json(root / SEEDS_FILE, plan)
-    base_env = _clean_env(environ)
+    base_env = clean_env(environ)
     for seed in seeds:
         run_dir = root / f"seed_{seed}"
         env = {**base_env, **data_env, "SEED": str(seed)}
@@ -150,7 +148,7 @@ def write_table(seedset: SeedSet, score: str = "auto") -> str:
         lines.append(f"seed {f['seed']}: FAILED — {f['error'].splitlines()[0] if f['error'] else ''} "
                      f"(logs in {f['run_dir']})\n")
     text = "\n".join(lines)
-    if seedset.root is not None and seedset.plan is not None:
+    if seedset.root is not None and seedset.plan is not None and "seeds" in seedset.plan:  # a seeds directory
         (seedset.root / TABLE_FILE).write_text(text, encoding="utf-8")
         seedset.plan["table"] = table
         seedset.plan["failed"] = seedset.failed
@@ -181,7 +179,11 @@ def collect_seeds(path: str | os.PathLike | Iterable[str | os.PathLike]) -> Seed
         script = root / plan.get("script", SCRIPT_NAME)
         return _checked(SeedSet(root, runs, failed, plan, script if script.is_file() else None))
     if (root / "result.json").is_file() or (root / "config.json").is_file():
-        return _checked(SeedSet(root, [load_seed_run(root)]))
+        script, plan = None, None
+        if (root / SCRIPT_META).is_file() and (root / SCRIPT_NAME).is_file():  # trained by its own script
+            plan = json.loads((root / SCRIPT_META).read_text(encoding="utf-8"))
+            script = root / SCRIPT_NAME
+        return _checked(SeedSet(root, [load_seed_run(root)], plan=plan, script=script))
     subs = sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()) if root.is_dir() else []
     if not subs:
         raise FileNotFoundError(f"{root}: no seeds.json, result.json or run directories")

@@ -72,29 +72,41 @@ def config_changes(cfg: Config, base: Config) -> list[tuple[str, object, object]
     return [(k, a[k], b[k]) for k in b if k not in _NOT_METHOD and a[k] != b[k]]
 
 
+def _r8(v) -> float | None:
+    """A score with the records' 8 decimals (their ``*_exact`` lines and ``submission.json``)."""
+    return None if v is None else round(float(v), 8)
+
+
 def submission_json(*, name: str, author: str, github_id: str, blurb: str, date: str, track: str,
                     rows: Sequence[dict], summary: dict, code_bytes: int, hardware: str, pytorch_version: str,
                     compliance: dict, base_pr: int | None, score_key: str, script_stats: dict,
-                    significance: Significance | None, technique_summary: str = "") -> dict:
-    """The ``submission.json`` object (module docstring)."""
+                    significance: Significance | None, technique_summary: str = "",
+                    cuda_version: str | None = None) -> dict:
+    """The ``submission.json`` object (module docstring): the accepted records' keys, scores with their 8 decimals
+    (``val_bpb``, ``val_loss``), times in seconds and bytes as integers; ``cuda_version`` only for a CUDA run."""
     out = {
         "author": author, "github_id": github_id, "name": name, "blurb": blurb, "date": date,
-        "val_loss": summary["val_loss"], "val_bpb": summary["val_bpb"], "bytes_total": summary["bytes_total"],
+        "val_loss": _r8(summary["val_loss"]), "val_bpb": _r8(summary["val_bpb"]), "bytes_total": summary["bytes_total"],
         "bytes_code": code_bytes,
         "track": track,
         "seeds": [r["seed"] for r in rows],
-        "seed_results": {str(r["seed"]): {"val_bpb": r["val_bpb"], "val_loss": r["val_loss"],
+        "seed_results": {str(r["seed"]): {"val_bpb": _r8(r["val_bpb"]), "val_loss": _r8(r["val_loss"]),
                                           "bytes_total": r["bytes_total"], "artifact_bytes": r["artifact_bytes"],
-                                          "steps": r["steps"], "step_avg_ms": r["step_avg_ms"],
-                                          "train_time_s": r["train_time_s"], "eval_time_s": r["eval_time_s"],
-                                          "pre_quant_bpb": r["pre_quant_bpb"]} for r in rows},
-        "val_bpb_std": summary["val_bpb_std"], "val_loss_std": summary["val_loss_std"],
-        "artifact_bytes_max": summary["artifact_bytes_max"], "train_steps_mean": summary["train_steps_mean"],
-        "step_avg_ms_mean": summary["step_avg_ms_mean"],
+                                          "steps": r["steps"], "step_avg_ms": round(r["step_avg_ms"], 2),
+                                          "train_time_s": round(r["train_time_s"], 3),
+                                          "eval_time_s": round(r["eval_time_s"], 1),
+                                          "pre_quant_bpb": _r8(r["pre_quant_bpb"])} for r in rows},
+        "val_bpb_std": _r8(summary["val_bpb_std"]), "val_loss_std": _r8(summary["val_loss_std"]),
+        "artifact_bytes_mean": round(sum(r["artifact_bytes"] for r in rows) / len(rows)),
+        "artifact_bytes_max": summary["artifact_bytes_max"], "train_steps_mean": round(summary["train_steps_mean"], 2),
+        "step_avg_ms_mean": round(summary["step_avg_ms_mean"], 2),
+        "train_time_s_mean": round(sum(r["train_time_s"] for r in rows) / len(rows), 3),
+        "eval_time_s_mean": round(sum(r["eval_time_s"] for r in rows) / len(rows), 1),
         "hardware": hardware, "pytorch_version": pytorch_version,
+        **({"cuda_version": cuda_version} if cuda_version else {}),
         "compliance": compliance,
         "base_pr": base_pr,
-        "val_bpb_method": f"{score_key} (eval_mode={rows[0]['eval_mode']})",
+        "val_bpb_method": f"{score_key} (eval_mode:{rows[0]['eval_mode']})",
         "code_form": {k: script_stats[k] for k in ("form", "codec", "raw_bytes", "raw_lines", "minified_bytes",
                                                    "compressed_bytes", "stub_bytes", "counted_bytes")},
         "seed_results_all_runs_disclosure": f"all {len(rows)} seeds run are reported; none dropped or replaced",

@@ -67,28 +67,58 @@ def config_command(run_dir: str | os.PathLike, config_path: str | os.PathLike, n
 def launch_training(run_dir: str | os.PathLike, preset: str | Config = "cpu-tiny",
                     overrides: Mapping[str, Any] | None = None, nproc: int = 1,
                     echo: Callable[[str], None] | None = print, env: Mapping[str, str] | None = None,
-                    cwd: str | os.PathLike | None = None, scale: float = 1.0, meta: Mapping[str, Any] | None = None) \
-        -> dict:
+                    cwd: str | os.PathLike | None = None, scale: float = 1.0, meta: Mapping[str, Any] | None = None,
+                    bundle: str = "") -> dict:
     """Resolve the config once, here — ``preset`` is a preset name (resolved with ``overrides``, ``scale`` and the
     environment ``env``, default ``os.environ``) or an already resolved :class:`Config` (``overrides`` applied on
     top) — write it to ``<run_dir>/config.json`` and train on exactly that file (``--config``), so what a
     notebook printed is what trains. ``meta`` (preset name, scale, overrides) is recorded with it; the training
     adds its own (git commit, versions, device). Runs the subprocess, echoes each output line as it arrives (also
     saved to ``console.log``) and returns the run's ``result.json``. Raises :class:`TrainingFailed` with the last
-    lines of output when the process fails, :class:`~golflib.errors.RunDirError` when the run directory already holds files (other than the notebook
-    running this)."""
+    lines of output when the process fails, :class:`~golflib.errors.RunDirError` when the run directory already holds
+    files (other than the notebook running this). ``bundle`` = ``"compressed"`` or ``"readable"`` trains through the
+    bundled ``train_gpt.py`` of that form instead of the package (:func:`launch_script`: what you run is what you
+    submit); ``""`` trains through ``golflib.train``."""
     run_dir = Path(run_dir)
     if isinstance(preset, Config):
         cfg, name = preset.replace(dict(overrides or {}), source="override"), None
     else:
         cfg, name = resolve(preset, overrides or {}, environ=os.environ if env is None else env, scale=scale), preset
     refuse_used_run_dir(run_dir, NOTEBOOK_FILES)
-    run_dir.mkdir(parents=True, exist_ok=True)
     info = {"preset": name, "scale": scale, "overrides": {k: _fmt(v) for k, v in (overrides or {}).items()},
             **dict(meta or {})}
+    if bundle:
+        return launch_script(run_dir, cfg, nproc=nproc, form=bundle, echo=echo, env=env, meta=info)
+    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.json"
     write_json(path, {"config": cfg.to_dict(), "meta": info})
     return run_training_command(config_command(run_dir, path, nproc), run_dir, echo=echo, env=env, cwd=cwd)
+
+
+def launch_script(run_dir: str | os.PathLike, cfg: Config, *, nproc: int = 1, form: str = "compressed",
+                  codec: str = "brotli", echo: Callable[[str], None] | None = print,
+                  env: Mapping[str, str] | None = None, meta: Mapping[str, Any] | None = None) -> dict:
+    """Train through the submission itself: bundle ``cfg`` into ``<run_dir>/train_gpt.py`` (the counted ``form``;
+    ``train_gpt_readable.py`` beside it when compressed, :mod:`golflib.record.script`), record its stats and
+    ``meta`` in ``<run_dir>/script.json``, and run that file under ``torchrun`` with ``--run-dir <run_dir>``, so the
+    run's ``train.log``, ``bytes_total`` and code bytes come from the very file a records folder ships
+    (:func:`golflib.record.seeds.collect_seeds` reads the script back). The environment is ``env`` (default
+    ``os.environ``) without golflib config variables (the config is baked in), plus the absolute data paths when
+    they differ from the baked ``./data/...``. Returns ``result.json``; raises :class:`TrainingFailed`,
+    :class:`~golflib.errors.RunDirError` for a used run directory, ``ValueError`` for a bad form/codec."""
+    from golflib.record.script import SCRIPT_META, SCRIPT_NAME, make_script, script_data_env, write_script
+    from golflib.record.seeds import clean_env
+
+    run_dir = Path(run_dir)
+    refuse_used_run_dir(run_dir, NOTEBOOK_FILES)
+    script = make_script(cfg, form=form, codec=codec)
+    write_script(script, run_dir)
+    data_env = script_data_env(cfg, script)
+    cmd = script_command(run_dir.resolve() / SCRIPT_NAME, run_dir.resolve(), nproc)
+    write_json(run_dir / SCRIPT_META, {"script": SCRIPT_NAME, "script_stats": script.stats, "nproc": nproc,
+                                       "data_env": data_env, "command": cmd[1:], **dict(meta or {})})
+    full_env = {**clean_env(os.environ if env is None else env), **data_env}
+    return run_training_command(cmd, run_dir, echo=echo, env=full_env)
 
 
 def run_training_command(cmd: list[str], run_dir: str | os.PathLike, echo: Callable[[str], None] | None = print,

@@ -201,3 +201,21 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     for k, v in summary.items():
         lines.append(f"{k:>24}: {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:>24}: {v}")
     return "\n".join(lines)
+
+
+def summary_frame(summary: Mapping[str, Any]):
+    """``summary`` as a one-column pandas DataFrame (index: the keys, column ``value``) for a notebook to display;
+    integers keep thousands separators and floats 5 decimals (val_bpb's reported precision), as strings so one
+    column can hold numbers, flags and names."""
+    import pandas as pd
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool) or v is None:
+            return str(v)
+        if isinstance(v, int):
+            return f"{v:,}"
+        if isinstance(v, float):
+            return f"{v:.5f}"
+        return str(v)
+
+    return pd.DataFrame({"value": [fmt(v) for v in summary.values()]}, index=pd.Index(list(summary), name="metric"))

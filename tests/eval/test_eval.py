@@ -99,8 +99,8 @@ def test_score_lines_have_one_field_order():
     res = EvalResult(mode="sliding", val_loss=2.123456789, val_bpb=1.0987654321, tokens=10, bytes=30, seconds=1.2345)
     assert score_lines("final_int6_sliding_window", res, {"stride": 64, "eval_seq_len": 2048}) == [
         "final_int6_sliding_window val_loss:2.1235 val_bpb:1.0988 stride:64 eval_seq_len:2048 eval_time:1234ms "
-        "eval_mode=sliding",
+        "eval_mode:sliding",
         "final_int6_sliding_window_exact val_loss:2.12345679 val_bpb:1.09876543 stride:64 eval_seq_len:2048 "
-        "eval_time:1234ms eval_mode=sliding"]
+        "eval_time:1234ms eval_mode:sliding"]
     assert score_lines("legal_ttt", res)[1] == ("legal_ttt_exact val_loss:2.12345679 val_bpb:1.09876543 "
-                                                "eval_time:1234ms eval_mode=sliding")
+                                                "eval_time:1234ms eval_mode:sliding")

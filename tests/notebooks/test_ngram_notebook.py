@@ -25,7 +25,9 @@ def test_ngram_notebook_smoke(ttt_run, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, errors
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert any("<table" in o.get("data", {}).get("text/html", "") for o in outputs)  # tables are DataFrames
     assert "all points legal" in text and "best on sliding" in text and "best on chunked" in text
     assert "golflib mixer: Σ_v p(v) in [1.000000000000, 1.000000000000]" in text and "C2 violations 0" in text
     assert "mixer alone, V=8192" in text

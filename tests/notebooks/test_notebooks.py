@@ -32,12 +32,23 @@ def test_demo_smoke_executes_data_and_train_notebooks(tmp_path, embedded_data, m
     assert (tmp_path / "figures" / "10_train" / "training_curves.png").is_file()
     assert (tmp_path / "figures" / "00_data" / "doc_token_lengths.png").is_file()
     result = load_result(run_dir)
-    # resolved once, in the notebook: the training ran on the file it wrote (--config), preset kept in the meta
-    import json
+    # resolved once, in the notebook, and baked into the run's own train_gpt.py, which trained (what you run is what
+    # you submit): the launcher's meta in script.json, the script's own config.json, its bytes counted as the code
+    import hashlib
 
-    saved = json.loads((run_dir / "config.json").read_text())
-    assert saved["meta"]["preset"] == "cpu-tiny" and saved["meta"]["config_file"] == str(run_dir / "config.json")
-    assert "--config" in (run_dir / "console.log").read_text().splitlines()[0]
+    from golflib.runlog import metric_stream
+
+    script = run_dir / "train_gpt.py"
+    launched = json.loads((run_dir / "script.json").read_text())
+    assert launched["preset"] == "cpu-tiny" and launched["script_stats"]["form"] == "compressed"
+    assert json.loads((run_dir / "config.json").read_text())["meta"]["bundled"] is True
+    assert (run_dir / "console.log").read_text().splitlines()[0].endswith(f"{script} --run-dir {run_dir}")
+    log = (run_dir / "train.log").read_text()
+    size, sha = script.stat().st_size, hashlib.sha256(script.read_bytes()).hexdigest()
+    assert f"code:train_gpt.py: this single bundled file bytes:{size} sha256:{sha} " in log.split("Hyperparameters:")[0]
+    assert f"Code size: {size} bytes" in log and result.code_bytes == size
+    assert log.rstrip("\n").endswith(script.read_text().rstrip("\n"))  # the source at the end, verbatim ...
+    assert "b85decode" not in metric_stream(log) and "step:" in metric_stream(log)  # ... out of the metric stream
     demo = result.extras["demo"]
     assert result.extras["reference"]["unigram_val_bpb"] == demo["unigram_val_bpb"]  # added by notebook 10
     assert demo == {k: summary[k] for k in demo}

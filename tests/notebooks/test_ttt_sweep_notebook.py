@@ -26,7 +26,9 @@ def test_ttt_sweep_notebook_smoke_and_resume(ttt_run, tmp_path, monkeypatch):
     nb = nbformat.read(str(out), as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert any("<table" in o.get("data", {}).get("text/html", "") for o in outputs)  # tables are DataFrames
     assert "all points legal" in text and "freeze=0: best lr" in text and "freeze=1: best lr" in text
     for fig in ("ttt_heatmap_lr_epochs", "ttt_chunk_curves", "ttt_delta_vs_seconds", "ttt_lr_sweep"):
         assert (tmp_path / "nbrun" / "figures" / f"{fig}.png").stat().st_size > 5000, fig

@@ -92,7 +92,9 @@ def test_package_and_bundle_are_equivalent(tmp_path, embedded_data):
     assert b.bytes_total("int8") == b.artifacts["int8"].artifact_bytes + b.code_bytes
     assert a.code_bytes > 5 * b.code_bytes  # the package run counted ~50 raw module sources
     log = (empty / "run" / "train.log").read_text()
-    assert log.startswith(script.counted) and "train_gpt.py: this single bundled file" in log
+    # a short header names the file; its text, verbatim, closes the log, after every metric line
+    assert log.startswith("=" * 100 + "\ncommand:") and "code:train_gpt.py: this single bundled file" in log
+    assert log.rstrip("\n").endswith(script.counted.rstrip("\n"))
 
 
 def test_seeds_runner_keeps_every_seed(seeds_dir):
@@ -166,6 +168,25 @@ def test_record_folder_runs_from_inside(seeds_dir, tmp_path, embedded_data):
         assert not re.search(r"(?<![\w.])/(tmp|home|root|work|Users)/", text), (f, re.findall(r"/tmp/\S+", text)[:3])
     assert "WARNING" in proc.stderr and "has no author / github_id" in proc.stderr
     assert "| `NUM_LAYERS` | 4 | 2 |" in readme  # changes vs the base preset
+    # each log was written by the folder's own train_gpt.py (issue 17): its header names that file, its bytes and
+    # hash; its code and total lines agree with submission.json; the source comes after the metric lines
+    import hashlib
+
+    from golflib.runlog import metric_stream
+
+    script = (folder / "train_gpt.py").read_bytes()
+    for seed in SEEDS:
+        log = (folder / f"train_seed{seed}.log").read_text()
+        head = log.split("Hyperparameters:")[0]
+        assert (f"code:train_gpt.py: this single bundled file bytes:{sub['bytes_code']} "
+                f"sha256:{hashlib.sha256(script).hexdigest()}") in head
+        assert f"Code size: {sub['bytes_code']} bytes" in log
+        assert re.search(rf"^Total submission size \S+: {sub['seed_results'][str(seed)]['bytes_total']} bytes", log,
+                         re.M)
+        stream = metric_stream(log)
+        assert "b85decode" not in stream and log.rstrip("\n").endswith(script.decode().rstrip("\n"))
+        assert not re.search(r"^\S+ .*\b\w+=\S", stream.replace("tokenizer_kind=", "").replace(
+            "tokenizer_path=", ""), re.M), "metric lines are key:value (the official val_bpb:enabled line aside)"
     # the folder's train_gpt.py runs from inside the folder (data at ./data, golflib not importable) and
     # reproduces seed 1337
     (folder / "data").symlink_to(embedded_data["root"], target_is_directory=True)
@@ -174,7 +195,7 @@ def test_record_folder_runs_from_inside(seeds_dir, tmp_path, embedded_data):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rerun = load_run_result(folder / "rerun")
     entry, art = score_entry(rerun, resolve_score_key(rerun))
-    assert entry["val_bpb"] == pytest.approx(per[0]["val_bpb"], abs=1e-9)
+    assert entry["val_bpb"] == pytest.approx(per[0]["val_bpb"], abs=5e-9)  # submission.json keeps 8 decimals
     assert art["artifact_bytes"] + sub["bytes_code"] == per[0]["bytes_total"]
     # never overwritten
     proc = _golf(["record", str(seeds_dir), "--name", "TinySmoke", "--records-root", str(records),
@@ -235,7 +256,7 @@ def test_other_planted_failures(seeds_dir, tmp_path):
     r1.config_json["config"]["model"]["num_layers"] = 3
     rep = check_record(s.runs, "quantized/standard", code, failed=[{"seed": 7, "run_dir": "x", "error": "boom"}])
     failed = {(c.seed, c.name) for c in rep.failures()}
-    assert (1337, "every metric line carries eval_mode=") in failed
+    assert (1337, "every metric line carries eval_mode:") in failed
     assert (42, "full validation split") in failed and (42, "legality reports clean (C1-C4)") in failed
     assert (None, "one configuration (only SEED differs)") in failed
     assert (None, "every seed finished and is kept") in failed

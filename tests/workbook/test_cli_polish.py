@@ -177,3 +177,25 @@ def test_seed_scores_figure_states_n_and_no_spread_for_one_seed():
     fig = plot_seed_scores(rows, {"val_bpb": 1.68857, "val_bpb_std": 0.001414})
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "mean 1.68857 ± 0.00141 (std over n=2 seeds)" in labels
+
+
+def test_summary_frame_keeps_every_entry_with_its_precision():
+    from golflib.workbook.training import summary_frame
+
+    df = summary_frame({"val_bpb_pre_quant": 1.658312345, "bytes_total": 363696, "ttt_lora_legal": True,
+                        "mixed_scheme": "int6e8+entropy", "record_refused": None})
+    assert list(df.index) == ["val_bpb_pre_quant", "bytes_total", "ttt_lora_legal", "mixed_scheme", "record_refused"]
+    assert list(df["value"]) == ["1.65831", "363,696", "True", "int6e8+entropy", "None"]
+
+
+def test_notebook_tables_are_dataframes_not_padded_prints():
+    """Tables in the notebooks are DataFrames (issue 17): no code cell pads columns with f-string width specs."""
+    import nbformat
+
+    padded = re.compile(r"print\(f\".*\{[^}]*:[<>]?\d+[sd,.]")
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                bad = [ln for ln in cell.source.splitlines() if padded.search(ln)]
+                assert not bad, (path.name, bad)
