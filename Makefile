@@ -9,7 +9,7 @@ STAMP := $(VENV)/.golflib-installed
 
 FA3_WHEELS ?= https://windreamer.github.io/flash-attention3-wheels/cu128_torch291/
 
-.PHONY: setup setup-gpu demo test lab clean-venv
+.PHONY: setup setup-gpu demo test lab browser-deps clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (golflib)"
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ROOT_FLAG) $(ARGS)
+
+# Debian's Chromium for tests/browser (JupyterLab driven by playwright, which uses /usr/bin/chromium); needs root
+browser-deps:
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 clean-venv:
 	rm -rf $(VENV)
