@@ -6,7 +6,7 @@
     golf presets [NAME]                         the presets table, or one preset's details
     golf --version                              golflib's version
     golf train --preset P [--nproc N] [--set K=V ...]     training under torchrun
-    golf run NOTEBOOK [-p NAME VALUE ...]       execute a notebook with papermill into runs/<id>/
+    golf run NOTEBOOK [-p NAME VALUE ...]       execute a notebook with papermill into runs/<id>/ (--executor slurm)
     golf eval RUN_DIR_OR_ARTIFACT               re-score an artifact (standard and sliding window)
     golf audit RUN_DIR [--perturb]              re-check a run's legality reports (+ perturbation test)
     golf gpu-check [--preset P] [--steps N]    GPU pre-flight vs the record (dry mode on CPU)
@@ -17,6 +17,10 @@
     golf quant codecs RUN_DIR_OR_ARTIFACT       bytes per codec and the order-0 bound, per tensor class
     golf bundle [--preset P | --config C] --out F   single-file train_gpt.py; prints raw/minified/compressed bytes
     golf seeds --preset P --seeds 1337,42,2025  every seed through the bundled train_gpt.py, per-seed table
+                                                (--executor submitit-local|slurm --executor-opt K=V [--dry-run])
+    golf sweep status DIR                       every point of a sweep/ablation/seeds job: state, job id, score, log
+    golf runs index|list                        runs/index.sqlite rebuilt from the run directories; query it
+    golf compare RUN_A RUN_B ...                config diff, scores with Δbpb/Δnats, bytes, timings, curves figure
     golf record RUN_OR_SEEDS_DIR --name NAME    records/track_10min_16mb/YYYY-MM-DD_NAME/ (refused if not compliant)
 """
 
@@ -27,6 +31,8 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from golflib.workbook.runs_cli import add_executor_args, add_parsers as add_runs_parsers
 
 
 def _kv_pairs(items: list[str]) -> dict[str, str]:
@@ -109,10 +115,18 @@ def cmd_train(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from golflib.workbook.notebook import parse_param_value, run_notebook
+    from golflib.workbook.notebook import parse_param_value, run_notebook, submit_notebook
+    from golflib.workbook.runs_cli import executor_from_args
 
     params = {name: parse_param_value(value) for name, value in (a.param or [])}
-    out = run_notebook(a.notebook, params, run_dir=a.run_dir, runs_root=a.runs_root, timeout=a.timeout)
+    settings = executor_from_args(a)
+    if settings.kind == "local":
+        out = run_notebook(a.notebook, params, run_dir=a.run_dir, runs_root=a.runs_root, timeout=a.timeout)
+    else:
+        out = submit_notebook(a.notebook, params, settings, run_dir=a.run_dir, runs_root=a.runs_root,
+                              timeout=a.timeout)
+        if out is None:
+            return 0
     print(f"executed notebook: {out}")
     return 0
 
@@ -202,8 +216,14 @@ def cmd_bundle(a) -> int:
 def cmd_seeds(a) -> int:
     from golflib.record.seeds import run_seeds
 
+    from golflib.workbook.runs_cli import executor_from_args
+
+    settings = executor_from_args(a)
     out = run_seeds(a.preset, a.seeds, nproc=a.nproc, scale=a.scale, overrides=_kv_pairs(a.set), form=a.form,
-                    codec=a.codec, out_dir=a.out, runs_root=a.runs_root, score=a.score)
+                    codec=a.codec, out_dir=a.out, runs_root=a.runs_root, score=a.score, executor=settings,
+                    resume=a.resume, retry_failed=a.retry_failed)
+    if settings.dry_run:
+        return 0
     print((out.root / "seeds_table.md").read_text(encoding="utf-8"))
     print(f"seeds directory: {out.root}")
     return 0 if not out.failed else 1
@@ -313,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", default=None)
     r.add_argument("--runs-root", default="runs")
     r.add_argument("--timeout", type=int, default=4 * 3600, help="per-cell execution timeout (s)")
+    add_executor_args(r)
     r.set_defaults(fn=cmd_run)
 
     de = sub.add_parser("demo", help="the main job: embedded corpus → cpu-tiny training → scores")
@@ -419,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--score", default="auto", help="score key of the table (auto, quantized/sliding, ttt/lora ...)")
     se.add_argument("--out", default=None, help="seeds directory (default: runs/<time>_seeds-<preset>)")
     se.add_argument("--runs-root", default="runs")
+    se.add_argument("--resume", action="store_true", help="continue --out: finished seeds are kept, the rest run")
+    se.add_argument("--retry-failed", action="store_true", help="with --resume: run failed seeds again (their "
+                    "folders are kept as seed_<S>.failed-<n>)")
+    add_executor_args(se)
     se.set_defaults(fn=cmd_seeds)
 
     rc = sub.add_parser("record", help="write records/track_<track>/YYYY-MM-DD_<NAME>/ from seeds or a run")
@@ -446,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("path", help="a train_gpt.py: readable source or a golflib self-extracting stub")
     li.add_argument("--json", action="store_true")
     li.set_defaults(fn=cmd_lint)
+    add_runs_parsers(sub)
     _show_defaults(p)
     return p
 

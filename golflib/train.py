@@ -153,7 +153,7 @@ def log_header(log: RunLogger, cfg: Config, device: dict, run_dir: Path) -> None
     for name, value in sorted(cfg.flat().items()):
         log.log(f"  {name.lower()}: {value}", console=False)
     log.log(SEPARATOR, console=False)
-    log.log(f"run_dir:{run_dir}")
+    log.log(f"run_dir:{_portable_arg(str(run_dir))}")
 
 
 def log_source(log: RunLogger) -> None:

@@ -17,6 +17,7 @@ per-seed table lists all of them. Layout::
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -85,53 +86,118 @@ def clean_env(base: Mapping[str, str]) -> dict[str, str]:
 def run_seeds(preset: str, seeds: str | Iterable[int], *, nproc: int = 1, scale: float = 1.0,
               overrides: Mapping[str, object] | None = None, form: str = "compressed", codec: str = "brotli",
               out_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = "runs", score: str = "auto",
-              echo: Callable[[str], None] | None = print, environ: Mapping[str, str] | None = None) -> SeedSet:
+              echo: Callable[[str], None] | None = print, environ: Mapping[str, str] | None = None,
+              executor=None, resume: bool = False, retry_failed: bool = False) -> SeedSet:
     """Run every seed (module docstring) and return the :class:`SeedSet`; ``seeds.json`` and the table are written
     even when seeds fail. ``environ`` (default ``os.environ``) feeds the config resolution; the subprocesses get
     it without config variables, plus ``SEED`` and, when the baked data paths were made portable, the real ones.
+    ``executor`` (:class:`golflib.workbook.executor.ExecutorSettings` or its dict; default local, one seed after
+    another) runs the seeds as parallel processes or a Slurm job array; every seed's state, job id and log go to
+    ``sweep.json`` (``golf sweep status``). A Slurm dry run prints the submission and returns an empty set.
+    ``resume`` continues an existing ``out_dir`` made with the same config and seeds: finished seeds are kept,
+    interrupted ones run again, failed ones only with ``retry_failed`` — an earlier attempt's folder is kept as
+    ``seed_<S>.failed-<n>``.
     Raises ``ValueError``/``ConfigError`` for bad arguments before anything runs."""
-    from golflib.workbook.launch import TrainingFailed, run_training_command, script_command
+    from golflib.workbook.executor import ExecutorSettings, Task, execute
+    from golflib.workbook.launch import script_command
+    from golflib.workbook.sweepstate import SweepState, keep_aside
 
     seeds = parse_seeds(seeds)
     environ = dict(os.environ if environ is None else environ)
     overrides = dict(overrides or {})
     if any(str(k).upper() == "SEED" for k in overrides):
         raise ValueError("SEED is set per seed by --seeds; remove it from the overrides")
+    settings = ExecutorSettings.from_value(executor)
+    nproc = settings.nproc(nproc)
     cfg = resolve(preset, overrides, environ=environ, scale=scale)
-    script = make_script(cfg, form=form, codec=codec)
-    root = Path(out_dir) if out_dir else create_run_dir(runs_root, slug=f"seeds-{preset}")
-    root.mkdir(parents=True, exist_ok=True)
+    dry = settings.dry_run  # print the Slurm submission; create and write nothing
+    if dry:
+        root = Path(out_dir) if out_dir else Path(runs_root) / f"<run id>_seeds-{preset}"
+    else:
+        root = Path(out_dir) if out_dir else create_run_dir(runs_root, slug=f"seeds-{preset}")
     if (root / SEEDS_FILE).exists():
-        raise RunDirError(f"{root / SEEDS_FILE} exists: a seeds directory is never overwritten")
-    write_script(script, root)
-    data_env = script_data_env(cfg, script)
-    plan = {"preset": preset, "scale": scale, "overrides": {k: str(v) for k, v in overrides.items()},
-            "seeds": seeds, "nproc": nproc, "script": SCRIPT_NAME, "script_stats": script.stats,
-            "score": score, "data_env": data_env, "config": cfg.to_dict(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": {}}
-    write_json(root / SEEDS_FILE, plan)
+        if not resume:
+            raise RunDirError(f"{root / SEEDS_FILE} exists: a seeds directory is never overwritten (resume it: "
+                              "golf seeds ... --out DIR --resume)")
+        plan = json.loads((root / SEEDS_FILE).read_text(encoding="utf-8"))
+        same_config = json.dumps(plan.get("config"), sort_keys=True) == json.dumps(cfg.to_dict(), sort_keys=True)
+        if not same_config or plan.get("seeds") != seeds:
+            raise RunDirError(f"{root}: made with another config or seed list; a resumed seeds directory runs the "
+                              "same train_gpt.py for the same seeds")
+        data_env = dict(plan.get("data_env") or {})
+        plan["executor"] = settings.to_dict()
+    else:
+        script = make_script(cfg, form=form, codec=codec)
+        if not dry:
+            root.mkdir(parents=True, exist_ok=True)
+            write_script(script, root)
+        data_env = script_data_env(cfg, script)
+        plan = {"preset": preset, "scale": scale, "overrides": {k: str(v) for k, v in overrides.items()},
+                "seeds": seeds, "nproc": nproc, "script": SCRIPT_NAME, "script_stats": script.stats,
+                "score": score, "data_env": data_env, "config": cfg.to_dict(), "executor": settings.to_dict(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": {}}
+    if not dry:
+        write_json(root / SEEDS_FILE, plan)
     base_env = clean_env(environ)
+    state = SweepState(root, "seeds", executor=settings.to_dict())
+    tasks = []
     for seed in seeds:
         run_dir = root / f"seed_{seed}"
+        state.plan(str(seed), f"seed {seed}", str(run_dir))
+        if (run_dir / "result.json").is_file():  # the run directory is the truth
+            state.points[str(seed)]["state"] = "done"
+        elif state.state(str(seed)) == "done":
+            state.points[str(seed)]["state"] = "pending"
+        if str(seed) not in state.todo([str(seed)], retry_failed=retry_failed):
+            continue
+        if run_dir.exists() and any(run_dir.iterdir()):
+            keep_aside(run_dir)  # a failed or interrupted attempt stays, with its logs; the retry starts fresh
         env = {**base_env, **data_env, "SEED": str(seed)}
         cmd = script_command(SCRIPT_NAME, run_dir.resolve(), nproc)
         plan["status"][str(seed)] = {"run_dir": run_dir.name, "command": cmd[1:], "env": {**data_env,
                                                                                            "SEED": str(seed)}}
+        tasks.append(Task(str(seed), seed_job, (SCRIPT_NAME, str(run_dir.resolve()), nproc, env, str(root)),
+                          {"stream": settings.kind == "local" and echo is not None}, label=f"seed {seed}",
+                          run_dir=str(run_dir), command=cmd))
+    if not dry:
+        state.save()
+
+    def submitted(t: Task, job_id: str, log: str) -> None:
+        state.submitted(t.key, job_id, log)
+        plan["status"][t.key].update(state="submitted", job_id=job_id, log=log)
         if echo:
-            echo(f"[seeds] seed {seed}: {' '.join(cmd)}")
-        t0 = time.perf_counter()
-        try:
-            run_training_command(cmd, run_dir, echo=echo, env=env, cwd=root)
-            plan["status"][str(seed)].update(state="done", seconds=time.perf_counter() - t0)
-        except TrainingFailed as e:
-            plan["status"][str(seed)].update(state="failed", error=str(e)[-2000:],
-                                             seconds=time.perf_counter() - t0)
-            if echo:
-                echo(f"[seeds] seed {seed} FAILED (kept as failed; logs in {run_dir})")
+            echo(f"[seeds] seed {t.key}: {' '.join(t.command)}")
+
+    def finished(t: Task, o) -> None:
+        score_ = o.result.get("val_bpb") if o.state == "done" else None
+        state.finished(t.key, o.state, job_id=o.job_id, log=o.log, score=score_, error=o.error, seconds=o.seconds)
+        plan["status"][t.key].update(state=o.state, seconds=o.seconds, job_id=o.job_id, log=o.log,
+                                     **({"error": o.error} if o.state == "failed" else {}))
         write_json(root / SEEDS_FILE, plan)
+        if echo and o.state == "failed":
+            echo(f"[seeds] seed {t.key} FAILED (kept as failed; logs in {t.run_dir}, {o.log})")
+
+    execute(tasks, settings, root / "jobs", job_name=f"seeds-{preset}", on_submit=submitted, on_outcome=finished,
+            echo=echo)
+    if dry:  # nothing ran
+        return SeedSet(root, [], [], plan, root / SCRIPT_NAME)
     out = collect_seeds(root)
     write_table(out, score)
     return out
+
+
+def seed_job(script: str, run_dir: str, nproc: int, env: Mapping[str, str], cwd: str,
+             stream: bool = False) -> dict:
+    """One seed, where an executor runs it: the bundled ``script`` under torchrun (its distributed arguments taken
+    on the node, so a multi-node job joins its rendezvous) into ``run_dir``; returns ``{"run_dir", "val_bpb"}`` (the
+    run's headline score). Raises :class:`golflib.workbook.launch.TrainingFailed` with the last lines of output."""
+    from golflib.workbook.launch import run_training_command, script_command
+    from golflib.workbook.runindex import headline
+
+    result = run_training_command(script_command(script, run_dir, nproc), run_dir, echo=print if stream else None,
+                                  env=env, cwd=cwd)
+    key = headline(result.scores)
+    return {"run_dir": run_dir, "val_bpb": result.scores[key].val_bpb if key else None}
 
 
 def write_table(seedset: SeedSet, score: str = "auto") -> str:
@@ -160,8 +226,6 @@ def collect_seeds(path: str | os.PathLike | Iterable[str | os.PathLike]) -> Seed
     """Read seeds back: a seeds directory (``seeds.json``: every planned seed, failures included), a single run
     directory (``result.json``), a folder of run directories, or a list of run directories. Raises
     ``FileNotFoundError`` when nothing is found and ``ValueError`` for two runs with the same seed."""
-    import json
-
     if not isinstance(path, (str, os.PathLike)):
         runs = [load_seed_run(p) for p in path]
         return _checked(SeedSet(None, runs))

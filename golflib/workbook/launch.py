@@ -22,12 +22,25 @@ class TrainingFailed(RuntimeError):
     """The training subprocess exited non-zero; its logs stay in the run directory."""
 
 
+def distributed_args(nproc: int) -> list[str]:
+    """torchrun's arguments for ``nproc`` processes per node: ``--standalone`` on one machine, or — inside a
+    multi-node job (:func:`golflib.workbook.executor.run_in_job` sets ``GOLF_NNODES`` > 1, ``GOLF_NODE_RANK``,
+    ``GOLF_RDZV_ENDPOINT``, ``GOLF_RDZV_ID``) — the c10d rendezvous every node joins. Raises ``ValueError`` for a
+    bad ``nproc``."""
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ValueError(f"nproc={nproc!r}: expected an integer >= 1")
+    nnodes = int(os.environ.get("GOLF_NNODES") or 1)
+    if nnodes > 1:
+        return [f"--nnodes={nnodes}", f"--nproc_per_node={nproc}", f"--node_rank={os.environ['GOLF_NODE_RANK']}",
+                "--rdzv_backend=c10d", f"--rdzv_endpoint={os.environ['GOLF_RDZV_ENDPOINT']}",
+                f"--rdzv_id={os.environ.get('GOLF_RDZV_ID', 'golf')}"]
+    return ["--standalone", f"--nproc_per_node={nproc}"]
+
+
 def torchrun_command(run_dir: str | os.PathLike, preset: str = "cpu-tiny", overrides: Mapping[str, Any] | None = None,
                      nproc: int = 1, python: str | None = None, scale: float = 1.0) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc_per_node=N -m golflib.train ...``."""
-    if not isinstance(nproc, int) or nproc < 1:
-        raise ValueError(f"nproc={nproc!r}: expected an integer >= 1")
-    cmd = [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    cmd = [python or sys.executable, "-m", "torch.distributed.run", *distributed_args(nproc),
            "-m", "golflib.train", "--preset", preset, "--run-dir", str(run_dir)]
     if scale != 1.0:
         cmd += ["--scale", str(scale)]
@@ -48,9 +61,7 @@ def script_command(script: str | os.PathLike, run_dir: str | os.PathLike, nproc:
                    python: str | None = None) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc_per_node=N <script> --run-dir RUN_DIR`` for a
     single-file ``train_gpt.py`` (its config is baked in; environment variables override it)."""
-    if not isinstance(nproc, int) or nproc < 1:
-        raise ValueError(f"nproc={nproc!r}: expected an integer >= 1")
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    return [python or sys.executable, "-m", "torch.distributed.run", *distributed_args(nproc),
             str(script), "--run-dir", str(run_dir)]
 
 
@@ -58,9 +69,7 @@ def config_command(run_dir: str | os.PathLike, config_path: str | os.PathLike, n
                    python: str | None = None) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc_per_node=N -m golflib.train --config C --run-dir D``:
     training on an already resolved config (no preset, scale or ``--set`` applied again)."""
-    if not isinstance(nproc, int) or nproc < 1:
-        raise ValueError(f"nproc={nproc!r}: expected an integer >= 1")
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    return [python or sys.executable, "-m", "torch.distributed.run", *distributed_args(nproc),
             "-m", "golflib.train", "--config", str(config_path), "--run-dir", str(run_dir)]
 
 

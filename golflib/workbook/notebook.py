@@ -113,3 +113,50 @@ def run_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None =
                         cwd=str(cwd or Path.cwd()), execution_timeout=timeout, log_output=log_output,
                         progress_bar=False)
     return out
+
+
+class NotebookJobFailed(GolfError):
+    """A notebook submitted to an executor failed; the message names the job, its log and the run directory."""
+
+
+def notebook_job(notebook: str, params: Mapping[str, Any], run_dir: str, cwd: str, timeout: int) -> str:
+    """:func:`run_notebook` where an executor runs it (another process, a Slurm node); returns the executed
+    notebook's path."""
+    return str(run_notebook(notebook, params, run_dir=run_dir, cwd=cwd, timeout=timeout, log_output=False))
+
+
+def submit_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None, settings, *,
+                    run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = "runs",
+                    cwd: str | os.PathLike | None = None, timeout: int = 3600, echo=print) -> Path | None:
+    """``golf run NOTEBOOK --executor ...``: the same run as :func:`run_notebook`, executed where ``settings``
+    (:class:`golflib.workbook.executor.ExecutorSettings`) says — a local process through submitit, or a Slurm job
+    whose notebook launches torchrun on its node(s). Parameters are checked here, before anything is created or
+    submitted; submitit's files go to ``<runs_root>/.jobs/<run id>/`` (outside the run directory, which stays the
+    notebook's). Returns the executed notebook's path, or None for a Slurm dry run (the submission is echoed).
+    Raises :class:`ParamError` for bad parameters and :class:`NotebookJobFailed` naming the job's log."""
+    from golflib.workbook.executor import Task, execute
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"notebook not found: {notebook}")
+    params = dict(params or {})
+    defaults = notebook_parameters(notebook)
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ParamError(f"{notebook.name}: unknown parameter(s) {unknown}; known: {sorted(defaults)}")
+    check_against_defaults(notebook.name, params, defaults)
+    if settings.dry_run:
+        target = Path(run_dir) if run_dir else Path(runs_root) / f"<run id>_{notebook.stem}"
+    else:
+        target = Path(run_dir) if run_dir else create_run_dir(runs_root, slug=notebook.stem)
+    task = Task(notebook.stem, notebook_job, (str(notebook.resolve()), params, str(target.resolve()),
+                                              str(Path(cwd or Path.cwd()).resolve()), timeout),
+                label=notebook.name, run_dir=str(target),
+                command=["papermill", str(notebook), str(target / notebook.name), "-k", "python3"])
+    outs = execute([task], settings, Path(runs_root) / ".jobs" / target.name, job_name=notebook.stem, echo=echo)
+    if not outs:
+        return None
+    if outs[0].state != "done":
+        raise NotebookJobFailed(f"{notebook.name} failed in job {outs[0].job_id} (log {outs[0].log}; run directory "
+                                f"{target} kept):\n{outs[0].error}")
+    return Path(outs[0].result)

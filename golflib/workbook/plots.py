@@ -141,20 +141,26 @@ def plot_doc_lengths(train_lengths: Sequence[int], val_lengths: Sequence[int], s
 
 
 def plot_ablation(summary: Sequence[dict], metric: str = "val_bpb", title: str = "ablation", save_to=None):
-    """Bars of each variant's mean ``metric`` with ±1 std error bars; the base's mean as a dashed line."""
-    names = [s["variant"] for s in summary]
+    """Bars of each variant's mean ``metric`` with ±1 std error bars; the base's mean as a dashed line. Variants
+    without a finished seed are left out; a label says how many seeds of a variant failed."""
+    failed = {s["variant"]: s.get("failed", 0) for s in summary}
+    summary = [s for s in summary if s["mean"] is not None]
+    names = [s["variant"] + (f" ({failed[s['variant']]} failed)" if failed[s["variant"]] else "") for s in summary]
     means = [s["mean"] for s in summary]
     stds = [s["std"] for s in summary]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
-    colors = ["#8c8c8c" if n == "base" else "#4c72b0" for n in names]
+    colors = ["#8c8c8c" if s["variant"] == "base" else "#4c72b0" for s in summary]
     ax.bar(range(len(names)), means, yerr=stds, color=colors, capsize=4)
-    base = next(s["mean"] for s in summary if s["variant"] == "base")
-    ax.axhline(base, color="k", ls="--", lw=1)
+    base = next((s["mean"] for s in summary if s["variant"] == "base"), None)
+    if base is not None:
+        ax.axhline(base, color="k", ls="--", lw=1)
     for i, s in enumerate(summary):
-        ax.text(i, s["mean"], f"{s['delta_vs_base']:+.4f}", ha="center", va="bottom", fontsize=8)
-    lo, hi = min(m - s for m, s in zip(means, stds)), max(m + s for m, s in zip(means, stds))
-    pad = max(hi - lo, 1e-3) * 0.5
-    ax.set_ylim(lo - pad, hi + pad)
+        if s["delta_vs_base"] is not None:
+            ax.text(i, s["mean"], f"{s['delta_vs_base']:+.4f}", ha="center", va="bottom", fontsize=8)
+    if means:
+        lo, hi = min(m - s for m, s in zip(means, stds)), max(m + s for m, s in zip(means, stds))
+        pad = max(hi - lo, 1e-3) * 0.5
+        ax.set_ylim(lo - pad, hi + pad)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")

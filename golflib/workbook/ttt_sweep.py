@@ -5,7 +5,8 @@ A grid is a dict of axis → values with axes ``kind`` (chunked | lora | phased)
 ``optimizer``, ``chunk``. Each kind maps the axes it has onto its config fields (:data:`AXIS_FIELDS`); axes a kind
 does not have are dropped from its points, so duplicates collapse. Results are appended, one JSON object per line,
 to a results file (default ``<run_dir>/ttt_sweep.jsonl``); a point whose key (point + evaluation context) is
-already in the file is not recomputed. The no-TTT reference is chunked TTT with 0 epochs, which is exactly the
+already in the file is not recomputed; ``sweep.json`` beside it keeps every point's state (:mod:`golflib.workbook.sweepstate`)
+and the points can run in parallel processes or on Slurm (:mod:`golflib.workbook.executor`). The no-TTT reference is chunked TTT with 0 epochs, which is exactly the
 sliding-window evaluation and also gives a per-chunk running curve.
 """
 
@@ -136,34 +137,82 @@ def load_results(path: str | os.PathLike) -> dict[str, dict]:
     return out
 
 
+def sweep_job(run_dir: str, point: Mapping[str, Any], val_max_tokens: int | None,
+              base_overrides: Mapping[str, Any] | None) -> dict:
+    """One point where an executor runs it (another process, a Slurm node): load the run's artifact and val
+    stream (:func:`load_context`) and evaluate the point (:func:`run_point`); returns its row."""
+    return run_point(load_context(run_dir, val_max_tokens=val_max_tokens, base_overrides=base_overrides), point)
+
+
 def run_sweep(run_dir: str | os.PathLike, grid: Mapping[str, list], results_path: str | os.PathLike | None = None,
               *, val_max_tokens: int | None = None, base_overrides: Mapping[str, Any] | None = None,
-              echo: Callable[[str], None] | None = print) -> list[dict]:
+              echo: Callable[[str], None] | None = print, executor=None, retry_failed: bool = False) -> list[dict]:
     """Run every point of ``grid`` (plus the no-TTT reference) that is not in the results file yet; returns the
-    rows of this grid, reference first, each with ``delta_bpb`` (vs the reference) and ``cached``."""
+    rows of this grid, reference first, each with ``delta_bpb`` (vs the reference), ``cached`` and ``state``.
+
+    ``executor`` (:class:`golflib.workbook.executor.ExecutorSettings` or its dict; default local, in this process)
+    runs the points as parallel processes or a Slurm job array. Each point's state, job id and log go to
+    ``sweep.json`` beside the results file (``golf sweep status``). A point that fails is kept as ``failed`` (its
+    row has ``val_bpb`` None and the error) and is not run again unless ``retry_failed``; finished points are
+    never recomputed. A Slurm dry run prints the submission and leaves the points ``pending``."""
+    from golflib.workbook.executor import ExecutorSettings, Task, execute
+    from golflib.workbook.sweepstate import SweepState
+
+    settings = ExecutorSettings.from_value(executor)
     ctx = load_context(run_dir, val_max_tokens=val_max_tokens, base_overrides=base_overrides)
     path = Path(results_path) if results_path else ctx.run_dir / "ttt_sweep.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = load_results(path)
-    rows = []
+    state = SweepState(path.parent, "ttt", executor=settings.to_dict())
     reference = {**REFERENCE, **({"chunk": min(grid["chunk"])} if grid.get("chunk") else {})}
-    for point in [reference] + grid_points(grid):
-        key = point_key(point, ctx.context)
-        if key in done:
-            row = {**done[key], "cached": True}
-        else:
-            row = run_point(ctx, point)
+    points = [reference] + grid_points(grid)
+    keys = [point_key(pt, ctx.context) for pt in points]
+    for pt, key in zip(points, keys):
+        state.plan(key, json.dumps(pt))
+        if key in done and state.state(key) != "done":  # finished before this state file existed
+            state.points[key].update(state="done", score=done[key].get("val_bpb"))
+    state.save()
+    todo = set(state.todo([k for k in keys if k not in done], retry_failed=retry_failed))
+    tasks = []
+    for pt, key in zip(points, keys):
+        if key in todo:
+            args = (ctx, pt) if settings.kind == "local" else (str(ctx.run_dir), pt, val_max_tokens,
+                                                                 dict(base_overrides or {}))
+            tasks.append(Task(key, run_point if settings.kind == "local" else sweep_job, args, label=json.dumps(pt)))
+
+    def finished(t: Task, o) -> None:
+        if o.state == "done":
+            row = {**o.result, "job_id": o.job_id}
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row, default=str) + "\n")
-            row = {**row, "cached": False}
+            done[t.key] = row
+        state.finished(t.key, o.state, job_id=o.job_id, log=o.log, error=o.error, seconds=o.seconds,
+                       score=o.result.get("val_bpb") if o.state == "done" else None)
         if echo is not None:
-            bpb = f"{row['val_bpb']:.5f}" if row.get("val_bpb") is not None else "—"
-            echo(f"[sweep] {json.dumps(point)} val_bpb {bpb} {row['verdict']}"
-                 + (" (cached)" if row["cached"] else f" {row.get('seconds', 0):.1f}s"))
+            bpb = o.result.get("val_bpb") if o.state == "done" else None
+            echo(f"[sweep] {t.label} " + (f"val_bpb {'—' if bpb is None else f'{bpb:.5f}'} {o.result['verdict']} "
+                                          f"{o.seconds:.1f}s" if o.state == "done" else
+                                          f"FAILED (job {o.job_id}, log {o.log}): {(o.error.strip().splitlines() or [''])[-1]}"))
+
+    execute(tasks, settings, path.parent / "jobs", job_name="ttt-sweep", on_outcome=finished, echo=echo)
+    rows = []
+    ran = {t.key for t in tasks}
+    for pt, key in zip(points, keys):
+        p = state.points[key]
+        if key in done:
+            row = {**done[key], "cached": key not in ran, "state": "done"}
+        else:
+            last = (p.get("error") or "").strip().splitlines()[-1:] or [p["state"]]
+            row = {"point": dict(pt), "key": key, "val_bpb": None, "legal": None, "cached": key not in ran,
+                   "state": p["state"], "verdict": f"{p['state']}: {last[0][:160]}" if p["state"] == "failed"
+                   else p["state"], "job_id": p.get("job_id", ""), "log": p.get("log", ""), "seconds": 0.0}
+        if echo is not None and row["cached"] and row["state"] == "done":
+            bpb = row.get("val_bpb")
+            echo(f"[sweep] {json.dumps(pt)} val_bpb {'—' if bpb is None else f'{bpb:.5f}'} {row['verdict']} (cached)")
         rows.append(row)
     ref = rows[0]["val_bpb"]
     for row in rows:
-        row["delta_bpb"] = None if row.get("val_bpb") is None else row["val_bpb"] - ref
+        row["delta_bpb"] = None if row.get("val_bpb") is None or ref is None else row["val_bpb"] - ref
     return rows
 
 

@@ -97,6 +97,45 @@ def test_package_and_bundle_are_equivalent(tmp_path, embedded_data):
     assert log.rstrip("\n").endswith(script.counted.rstrip("\n"))
 
 
+def test_seeds_in_parallel_processes_equal_the_sequential_seeds(seeds_dir, tmp_path, embedded_data):
+    """Issue 18: the same two seeds through submitit's local executor (two processes at once, each a torchrun of the
+    bundle) give the sequential `golf seeds` numbers bit for bit, with every seed's job id in sweep.json."""
+    from golflib.errors import RunDirError
+    from golflib.record.seeds import run_seeds
+    from golflib.workbook.sweepstate import load_state
+
+    overrides = {**SEED_RUN, "DATA_PATH": embedded_data["data_path"],
+                 "TOKENIZER_PATH": embedded_data["tokenizer_path"]}
+    par = run_seeds("cpu-tiny", SEEDS, overrides=overrides, out_dir=tmp_path / "par", echo=None,
+                    executor={"kind": "submitit-local", "max_parallel": 2})
+    seq = collect_seeds(seeds_dir)
+    assert (tmp_path / "par" / "train_gpt.py").read_bytes() == (seeds_dir / "train_gpt.py").read_bytes()
+    assert par.seeds == seq.seeds == list(SEEDS) and not par.failed
+    for a, b in zip(seq.runs, par.runs):
+        assert set(a.result.scores) == set(b.result.scores)
+        for key, ea in a.result.scores.items():
+            assert b.result.scores[key].val_bpb == ea.val_bpb and b.result.scores[key].val_loss == ea.val_loss, key
+        assert b.result.bytes_total() == a.result.bytes_total()
+    st = load_state(tmp_path / "par")
+    assert st.kind == "seeds" and st.counts()["done"] == 2
+    assert all(p["job_id"] and not p["job_id"].startswith("local") for p in st.points.values())
+    plan = json.loads((tmp_path / "par" / "seeds.json").read_text())
+    assert plan["executor"]["kind"] == "submitit-local" and {s["state"] for s in plan["status"].values()} == {"done"}
+    # resumed after seed 42 lost its result (an interrupted run): only seed 42 trains again, in a fresh folder; the
+    # interrupted one is kept beside it
+    (tmp_path / "par" / f"seed_{SEEDS[1]}" / "result.json").unlink()
+    with pytest.raises(RunDirError, match="resume it"):
+        run_seeds("cpu-tiny", SEEDS, overrides=overrides, out_dir=tmp_path / "par", echo=None)
+    lines = []
+    again = run_seeds("cpu-tiny", SEEDS, overrides=overrides, out_dir=tmp_path / "par", echo=lines.append,
+                      resume=True)
+    assert [ln for ln in lines if ln.startswith("[seeds] seed ")] == [
+        ln for ln in lines if ln.startswith(f"[seeds] seed {SEEDS[1]}: ")]  # seed 1337 was not run again
+    assert (tmp_path / "par" / f"seed_{SEEDS[1]}.failed-1" / "train.log").is_file()
+    assert [r.result.score("quantized/standard").val_bpb for r in again.runs] == [
+        r.result.score("quantized/standard").val_bpb for r in seq.runs]
+
+
 def test_seeds_runner_keeps_every_seed(seeds_dir):
     plan = json.loads((seeds_dir / "seeds.json").read_text())
     assert plan["seeds"] == list(SEEDS) and plan["preset"] == "cpu-tiny"
