@@ -1,6 +1,6 @@
-"""Progress of a long phase (evaluation protocols, TTT, GPTQ calibration, the quantized export): a tqdm bar when someone is watching (a
-terminal, or a Jupyter kernel with ipywidgets), otherwise a line every ``every`` seconds with the count, the elapsed
-time and an ETA, for example::
+"""Progress of a long phase (evaluation protocols, TTT, GPTQ calibration, the quantized export): a tqdm bar when
+someone is watching (a terminal, or a Jupyter kernel with ipywidgets), otherwise a line every ``every`` seconds with
+the count, the elapsed time and an ETA, for example::
 
     progress:ttt/lora 12/40 rounds (30%) elapsed:36s eta:84s
 

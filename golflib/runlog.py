@@ -55,10 +55,10 @@ def create_run_dir(root: str | os.PathLike = "runs", slug: str = "run", run_id: 
 # What notebooks executed into a run directory leave there before they train (golf run / golf demo: 00_data's executed
 # notebook, its parameters and its figures/): inputs and notebook outputs, never a file a training writes.
 NOTEBOOK_FILES = ("*.ipynb", "*.params.json", "figures")
-CONSOLE_LOG = "console.log"
+CONSOLE_LOG = "console.log"  # a launcher's copy of the training process output (golflib.workbook.launch)
 # a run trained by its own bundled script keeps the script beside its outputs (golflib.workbook.launch.launch_script):
 # the counted train_gpt.py, the readable form and the script's stats
-SCRIPT_FILES = ("train_gpt.py", "train_gpt_readable.py", "script.json")  # a launcher's copy of the training process output (golflib.workbook.launch)
+SCRIPT_FILES = ("train_gpt.py", "train_gpt_readable.py", "script.json")
 
 
 def refuse_used_run_dir(path: str | os.PathLike, allow: Iterable[str] = ()) -> None:

@@ -35,7 +35,8 @@ from golflib.quant.export import export_int8, load_artifact_model
 from golflib.quant.fake_quant import set_late_qat
 from golflib.quant.mixed import scheme_tag
 from golflib.quant.prune import SIZE_LIMIT  # 16,000,000 bytes, decimal (SPEC §0)
-from golflib.runlog import CONSOLE_LOG, NOTEBOOK_FILES, SCRIPT_FILES, SEPARATOR, SOURCE_TAG, RunLogger, create_run_dir, refuse_used_run_dir, write_json
+from golflib.runlog import (CONSOLE_LOG, NOTEBOOK_FILES, SCRIPT_FILES, SEPARATOR, SOURCE_TAG, RunLogger, create_run_dir,
+                            refuse_used_run_dir, write_json)
 from golflib.runresult import ArtifactRecord, RunResult, Timings
 from golflib.seams import check_bundle_covers
 from golflib.runtime import (Runtime, autocast, cast_model_for_device, describe_device, init_runtime,
@@ -158,7 +159,10 @@ def log_header(log: RunLogger, cfg: Config, device: dict, run_dir: Path) -> None
 
 def log_source(log: RunLogger) -> None:
     """Append the source of the code that ran to ``train.log``, after every metric line: the bundled
-    ``train_gpt.py`` as submitted, or the package's training-core modules (``# ==== <module> ====`` sections)."""
+    ``train_gpt.py`` as submitted, or the package's training-core modules (``# ==== <module> ====`` sections).
+    Only rank 0 writes the log."""
+    if not log.master:
+        return
     source = core_source()
     log.log(SEPARATOR, console=False)
     log.log(f"{SOURCE_TAG}{code_bytes_source()} chars:{len(source)} (the code that produced this log, verbatim)",

@@ -140,7 +140,8 @@ def compare_text(c: Comparison) -> str:
 
 def plot_compare(c: Comparison, save_to=None, name: str = "compare"):
     """Train loss and pre-quant val_bpb of every run, overlaid, against step and training time (s); the val axis
-    is zoomed so that the last half of every run's evaluations is in view. Saved as ``<name>.png`` + ``.svg`` into ``save_to``."""
+    is zoomed so that the last half of every run's evaluations is in view. Saved as ``<name>.png`` + ``.svg`` into
+    ``save_to``."""
     import matplotlib.pyplot as plt
 
     from golflib.workbook.plots import _save, zoom_limits

@@ -1,5 +1,6 @@
 """The ``golf`` commands over many runs (issue 18): ``golf sweep status``, ``golf runs index``, ``golf runs list``,
-``golf runs tensorboard``, ``golf compare``, and the ``--executor`` options that ``golf seeds`` and ``golf run`` share."""
+``golf runs tensorboard``, ``golf compare``, and the ``--executor`` options that ``golf seeds`` and ``golf run``
+share."""
 
 from __future__ import annotations
 

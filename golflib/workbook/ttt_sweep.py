@@ -5,8 +5,9 @@ A grid is a dict of axis → values with axes ``kind`` (chunked | lora | phased)
 ``optimizer``, ``chunk``. Each kind maps the axes it has onto its config fields (:data:`AXIS_FIELDS`); axes a kind
 does not have are dropped from its points, so duplicates collapse. Results are appended, one JSON object per line,
 to a results file (default ``<run_dir>/ttt_sweep.jsonl``); a point whose key (point + evaluation context) is
-already in the file is not recomputed; ``sweep.json`` beside it keeps every point's state (:mod:`golflib.workbook.sweepstate`)
-and the points can run in parallel processes or on Slurm (:mod:`golflib.workbook.executor`). The no-TTT reference is chunked TTT with 0 epochs, which is exactly the
+already in the file is not recomputed; ``sweep.json`` beside it keeps every point's state
+(:mod:`golflib.workbook.sweepstate`) and the points can run in parallel processes or on Slurm
+(:mod:`golflib.workbook.executor`). The no-TTT reference is chunked TTT with 0 epochs, which is exactly the
 sliding-window evaluation and also gives a per-chunk running curve.
 """
 
@@ -190,9 +191,10 @@ def run_sweep(run_dir: str | os.PathLike, grid: Mapping[str, list], results_path
                        score=o.result.get("val_bpb") if o.state == "done" else None)
         if echo is not None:
             bpb = o.result.get("val_bpb") if o.state == "done" else None
+            last = (o.error.strip().splitlines() or [""])[-1]
             echo(f"[sweep] {t.label} " + (f"val_bpb {'—' if bpb is None else f'{bpb:.5f}'} {o.result['verdict']} "
                                           f"{o.seconds:.1f}s" if o.state == "done" else
-                                          f"FAILED (job {o.job_id}, log {o.log}): {(o.error.strip().splitlines() or [''])[-1]}"))
+                                          f"FAILED (job {o.job_id}, log {o.log}): {last}"))
 
     execute(tasks, settings, path.parent / "jobs", job_name="ttt-sweep", on_outcome=finished, echo=echo)
     rows = []
