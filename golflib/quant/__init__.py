@@ -12,7 +12,7 @@ from golflib._facade import lazy_exports
 # the facade: each public name is imported from its module on first use (golflib._facade)
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "artifact": ("ArtifactError", "encode_artifact", "decode_artifact", "write_artifact", "read_artifact"),
-    "budget": ("artifact_budget", "budget_report", "format_budget"),
+    "budget": ("artifact_budget", "budget_report"),
     "calib": ("HessianCollector", "collect_hessians"),
     "classes": ("ClassPolicy", "class_policies", "tensor_class"),
     "clip": ("ClipRule", "parse_clip_rule", "row_scales"),

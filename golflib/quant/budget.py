@@ -74,23 +74,6 @@ def budget_report(artifact: str | os.PathLike, code_bytes: int, limit: int | str
     return out
 
 
-def format_budget(rep: dict) -> str:
-    """A fixed-width text table of :func:`budget_report` (bytes per class, code, total vs limit)."""
-    lines = [f"{rep['artifact']}  scheme={rep['scheme']} codec={rep['codec']}"
-             + ("" if rep["exact"] else "  (per-class bytes are standalone estimates)")]
-    lines.append(f"  {'class':<12}{'bytes':>14}{'params':>14}{'bits/param':>12}")
-    for cls, c in rep["classes"].items():
-        bpp = "" if c["bits_per_param"] is None else f"{c['bits_per_param']:.3f}"
-        lines.append(f"  {cls:<12}{c['bytes']:>14,}{c['params']:>14,}{bpp:>12}")
-    lines.append(f"  {'header':<12}{rep['header_bytes']:>14,}")
-    lines.append(f"  {'artifact':<12}{rep['artifact_bytes']:>14,}")
-    lines.append(f"  {'code':<12}{rep['code_bytes']:>14,}")
-    status = "UNDER" if rep["under_limit"] else "OVER"
-    lines.append(f"  {'total':<12}{rep['bytes_total']:>14,}  vs limit {rep['limit']:,}: {status} "
-                 f"(headroom {rep['headroom']:+,})")
-    return "\n".join(lines)
-
-
 def is_artifact_file(path: str | os.PathLike) -> bool:
     """True when the file starts with the golflib magic."""
     with open(path, "rb") as fh:

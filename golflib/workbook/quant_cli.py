@@ -12,9 +12,27 @@ from pathlib import Path
 import torch
 
 from golflib.quant.artifact import ArtifactError, read_artifact
-from golflib.quant.budget import budget_report, format_budget
+from golflib.quant.budget import budget_report
 from golflib.quant.prune import check_code_bytes, parse_limit
 from golflib.quant.report import codec_report
+
+
+def format_budget(rep: dict) -> str:
+    """:func:`golflib.quant.budget.budget_report` as a table (tabulate): bytes, parameters and bits/parameter per
+    tensor class, then header, artifact, code and the total against the 16,000,000-byte limit (decimal bytes)."""
+    from tabulate import tabulate
+
+    head = (f"{rep['artifact']}  scheme={rep['scheme']} codec={rep['codec']}"
+            + ("" if rep["exact"] else "  (per-class bytes are standalone estimates)"))
+    rows = [[cls, f"{c['bytes']:,}", f"{c['params']:,}",
+             "" if c["bits_per_param"] is None else f"{c['bits_per_param']:.3f}"] for cls, c in rep["classes"].items()]
+    rows += [["header", f"{rep['header_bytes']:,}", "", ""], ["artifact", f"{rep['artifact_bytes']:,}", "", ""],
+             ["code", f"{rep['code_bytes']:,}", "", ""], ["total", f"{rep['bytes_total']:,}", "", ""]]
+    status = "UNDER" if rep["under_limit"] else "OVER"
+    table = tabulate(rows, headers=["class", "bytes", "params", "bits/param"], tablefmt="simple",
+                     colalign=("left", "right", "right", "right"), disable_numparse=True)
+    return (f"{head}\n{table}\ntotal {rep['bytes_total']:,} vs limit {rep['limit']:,}: {status} "
+            f"(headroom {rep['headroom']:+,})")
 
 
 def artifacts_of(target: str | os.PathLike) -> list[Path]:
