@@ -9,7 +9,7 @@ STAMP := $(VENV)/.golflib-installed
 
 FA3_WHEELS ?= https://windreamer.github.io/flash-attention3-wheels/cu128_torch291/
 
-.PHONY: setup setup-gpu demo test lab browser-deps clean-venv
+.PHONY: setup setup-gpu demo test lab system-deps clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,11 @@ lab: setup
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (golflib)"
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ROOT_FLAG) $(ARGS)
 
-# Debian's Chromium for tests/browser (JupyterLab driven by playwright, which uses /usr/bin/chromium); needs root
-browser-deps:
-	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# Debian's Chromium for tests/browser (JupyterLab driven by playwright, which uses /usr/bin/chromium) and lrzip for
+# the per-group codec (golflib/quant/pergroup.py); needs root
+system-deps:
+	test -x /usr/bin/chromium && command -v lrzip >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium lrzip; }
 
 clean-venv:
 	rm -rf $(VENV)

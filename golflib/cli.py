@@ -166,7 +166,7 @@ def cmd_gpu_check(a) -> int:
 def cmd_bench(a) -> int:
     from golflib.workbook.bench import run_bench
 
-    run_bench(a.name, run_dir=a.run, out=a.out)
+    run_bench(a.name, run_dir=a.run, out=a.out, **({"lrzip": True} if a.lrzip else {}))
     return 0
 
 
@@ -197,7 +197,7 @@ def cmd_budget(a) -> int:
 def cmd_quant_codecs(a) -> int:
     from golflib.workbook.quant_cli import codecs_main
 
-    return codecs_main(a.target)
+    return codecs_main(a.target, lrzip=a.lrzip)
 
 
 def cmd_bundle(a) -> int:
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", help="train, ttt, ...")
     b.add_argument("--run", default=None, help="a run directory the benchmark uses (e.g. the demo run)")
     b.add_argument("--out", default=None, help="JSON output path")
+    b.add_argument("--lrzip", action="store_true", help="quant: also #1855's per-group lrzip recipe (needs lrzip)")
     b.set_defaults(fn=cmd_bench)
 
     q = sub.add_parser("quant", help="quantization: re-quantize, byte budget, codec comparison") \
@@ -401,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     qb.set_defaults(fn=cmd_quant_budget)
     qc = q.add_parser("codecs", help="bytes per codec (one code per byte, bit-packed, entropy) vs order-0 bound")
     qc.add_argument("target", help="a run directory (its mixed artifact) or an artifact file")
+    qc.add_argument("--lrzip", action="store_true", help="also #1855's per-group lrzip ZPAQ recipe (needs lrzip)")
     qc.set_defaults(fn=cmd_quant_codecs)
 
     bg = sub.add_parser("budget", help="pre-flight byte budget of a preset: full-size export with its recipe + the "

@@ -39,11 +39,12 @@ def code_tensors(qs: QuantizedState, classes: tuple[str, ...] | None = None) -> 
 
 
 def codec_bytes(items: list[tuple[str, str, np.ndarray, int]], *, byte_codecs=BYTE_CODECS,
-                bitpacked: bool = True) -> dict:
+                bitpacked: bool = True, pergroup: bool = False) -> dict:
     """Bytes of the codes in ``items`` under every codec, and the order-0 bound (module docstring).
 
     Returns ``{"symbols", "one_per_byte": {codec: bytes}, "bitpacked": {codec: bytes}, "entropy": bytes,
-    "entropy_seconds": {"encode", "decode"}, "order0": {"data", "tables", "total"}}`` (bytes are decimal)."""
+    "entropy_seconds": {"encode", "decode"}, "order0": {"data", "tables", "total"}}`` (bytes are decimal), plus
+    ``"pergroup_lrzip"`` (:func:`golflib.quant.pergroup.pergroup_bytes`: #1855's recipe) when ``pergroup``."""
     if not items:
         return {"symbols": 0}
     raw = b"".join(q.astype(np.int8).tobytes() for _, _, q, _ in items)
@@ -62,6 +63,10 @@ def codec_bytes(items: list[tuple[str, str, np.ndarray, int]], *, byte_codecs=BY
             raise AssertionError(f"entropy coder round trip failed on {name}")  # never expected; loud if it is
     out["entropy"] = sum(len(s[3]) for s in sections)
     out["entropy_seconds"] = {"encode": round(t1 - t0, 3), "decode": round(time.perf_counter() - t1, 3)}
+    if pergroup:
+        from golflib.quant.pergroup import pergroup_bytes  # the lrzip binary; a workbook measurement
+
+        out["pergroup_lrzip"] = pergroup_bytes([(name, q) for name, _, q, _ in items])
     bounds = [entropy.order0_bound_bytes(q) for _, _, q, _ in items]
     out["order0"] = {k: round(sum(b[k] for b in bounds), 1) for k in ("data", "tables", "total")}
     return out

@@ -34,9 +34,11 @@ def default_run(root: str = "runs") -> Path:
     return runs[-1]
 
 
-def _matrix_summary(items) -> dict:
-    r = codec_bytes(items)
+def _matrix_summary(items, lrzip: bool = False) -> dict:
+    r = codec_bytes(items, pergroup=lrzip)
     zstd = r["one_per_byte"]["zstd"]
+    if lrzip:  # issue 19's anchor: #1855's per-group lrzip recipe on the same symbols
+        r["ratio_to_pergroup_lrzip"] = round(r["entropy"] / r["pergroup_lrzip"]["total"], 4)
     r["ratio_to_order0_bound"] = round(r["entropy"] / r["order0"]["total"], 4)
     r["ratio_to_zstd22"] = round(r["entropy"] / zstd, 4)
     r["bits_per_code"] = round(8 * r["entropy"] / r["symbols"], 4)
@@ -45,8 +47,10 @@ def _matrix_summary(items) -> dict:
 
 
 @register("quant")
-def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, calib_batches: int = 8) -> dict[str, Any]:
-    """See module docstring (the bench measures bytes only; its val_bpb figures come from the run's result.json)."""
+def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, calib_batches: int = 8,
+                lrzip: bool = False) -> dict[str, Any]:
+    """See module docstring (the bench measures bytes only; its val_bpb figures come from the run's result.json).
+    ``lrzip`` adds #1855's per-group lrzip recipe on the GPTQ matrices (:mod:`golflib.quant.pergroup`)."""
     run = Path(run_dir) if run_dir else default_run()
     ck = load_checkpoint(run, with_val=False)
     over = {"MATRIX_BITS": bits, "MATRIX_CLIP_SIGMAS": k, "ATTN_BITS": 0, "MLP_BITS": 0, "ATTN_CLIP_SIGMAS": 0,
@@ -57,7 +61,7 @@ def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, cal
     out["matrices_rtn"] = _matrix_summary(code_tensors(rtn, MATRIX_CLASSES))
     hs, stats = calibrate(ck, "train", batches=calib_batches)
     gptq = quantize_mixed(ck.state_dict, quant_config(ck, {**over, "GPTQ_ENABLED": True}), hs)
-    out["matrices_gptq"] = _matrix_summary(code_tensors(gptq, MATRIX_CLASSES))
+    out["matrices_gptq"] = _matrix_summary(code_tensors(gptq, MATRIX_CLASSES), lrzip=lrzip)
     out["calibration"] = {k2: v for k2, v in stats.items() if not isinstance(v, dict)}
     out["artifact_bytes_by_codec"] = {c: len(encode_artifact(gptq, c)) for c in ARTIFACT_CODECS}
     out["per_class_gptq"] = {cls: {"entropy": r.get("entropy"), "zstd22": r.get("one_per_byte", {}).get("zstd"),

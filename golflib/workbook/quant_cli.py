@@ -80,15 +80,16 @@ def budget_main(target: str, *, limit: str = "16000000", code_bytes: int | None 
     return 0 if all(r["under_limit"] for r in reports) else 1
 
 
-def codecs_main(target: str, out=None) -> int:
+def codecs_main(target: str, out=None, lrzip: bool = False) -> int:
     """Print :func:`golflib.quant.report.codec_report` of the artifact (for a run directory: its artifacts with the
-    most per-row code tensors, i.e. the mixed one when present)."""
+    most per-row code tensors, i.e. the mixed one when present); ``lrzip`` adds #1855's per-group lrzip recipe
+    (:mod:`golflib.quant.pergroup`; needs the ``lrzip`` binary, tens of seconds)."""
     out = out or sys.stdout
     paths = artifacts_of(target)
     qs_list = [(p, read_artifact(p)) for p in paths]
     path, qs = max(qs_list, key=lambda x: sum(e.get("kind") == "per_row" and e.get("bits", 8) < 8
                                                 for e in x[1].meta["tensors"].values()))
-    print(json.dumps({"artifact": str(path), "classes": codec_report(qs)}, indent=2), file=out)
+    print(json.dumps({"artifact": str(path), "classes": codec_report(qs, pergroup=lrzip)}, indent=2), file=out)
     return 0
 
 

@@ -16,7 +16,7 @@ running all its cells. Then:
   off for the test, so lab itself saves nothing either).
 
 Screenshots of the page go to ``tmp_path`` and, when ``GOLF_BROWSER_SHOTS`` names a folder, there too. Without
-Chromium (``make browser-deps``) or the ``playwright`` package (``dev`` extra) the test is skipped, except under
+Chromium (``make system-deps``) or the ``playwright`` package (``dev`` extra) the test is skipped, except under
 ``CI=true``, where it fails: CI must never skip it silently.
 """
 
@@ -66,7 +66,7 @@ def chromium() -> str:
     for cand in ("/usr/bin/chromium", shutil.which("chromium")):
         if cand and os.access(cand, os.X_OK):
             return cand
-    _missing("Chromium not found (/usr/bin/chromium): `make browser-deps` installs Debian's package")
+    _missing("Chromium not found (/usr/bin/chromium): `make system-deps` installs Debian's package")
 
 
 def lab_flags(makefile: Path = REPO / "Makefile") -> list[str]:
