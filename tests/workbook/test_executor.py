@@ -259,3 +259,34 @@ def test_golf_run_through_submitit_local(embedded_data, tmp_path, monkeypatch, c
     assert sorted(p.name for p in (tmp_path / "runs" / "nb").iterdir()) == [
         "00_data.ipynb", "00_data.params.json", "figures"]
     assert list((tmp_path / "runs" / ".jobs" / "nb").glob("*_log.out"))
+
+
+@pytest.mark.slow
+def test_ablation_through_submitit_keeps_a_failed_point_and_retries_it(tmp_path, tiny_overrides):
+    """An ablation in parallel processes where one variant cannot train (its val shards do not exist): the point is
+    reported failed with its error, the base is kept; a rerun does not train it again, `retry_failed` does, in a
+    fresh folder, keeping the failed attempt as `<point>.failed-1`."""
+    from golflib.workbook.ablation import run_ablation, summarize_ablation
+
+    over = {**tiny_overrides, "ITERATIONS": 4, "VAL_MAX_TOKENS": 2048, "EVAL_STRIDE": 0}
+    bad = {"VAL_FILES": str(tmp_path / "nowhere" / "*_val_*.bin")}
+    ex = {"kind": "submitit-local", "max_parallel": 2}
+    rows = run_ablation(tmp_path / "abl", "cpu-tiny", [bad], [7], overrides=over, echo=None, executor=ex)
+    assert [(r["variant"], r["state"]) for r in rows] == [("base", "done"), (f"VAL_FILES={bad['VAL_FILES']}",
+                                                                             "failed")]
+    assert rows[0]["val_bpb"] is not None and rows[1]["val_bpb"] is None and os.path.isfile(rows[1]["log"])
+    assert "nowhere" in rows[1]["error"]
+    summary = {s["variant"]: s for s in summarize_ablation(rows)}
+    assert summary["base"]["n"] == 1 and summary[rows[1]["variant"]] == {
+        "variant": rows[1]["variant"], "n": 0, "failed": 1, "mean": None, "std": 0.0, "delta_vs_base": None}
+    st = load_state(tmp_path / "abl" / "ablation")
+    assert st.counts()["done"] == 1 and st.counts()["failed"] == 1
+    base_result = tmp_path / "abl" / "ablation" / "base_s7" / "result.json"
+    t_base = base_result.stat().st_mtime
+    again = run_ablation(tmp_path / "abl", "cpu-tiny", [bad], [7], overrides=over, echo=None, executor=ex)
+    assert [r["state"] for r in again] == ["done", "failed"] and base_result.stat().st_mtime == t_base
+    retried = run_ablation(tmp_path / "abl", "cpu-tiny", [bad], [7], overrides=over, echo=None, executor=ex,
+                           retry_failed=True)
+    assert [r["state"] for r in retried] == ["done", "failed"] and base_result.stat().st_mtime == t_base
+    point = tmp_path / "abl" / "ablation" / f"{rows[1]['run'].split('/')[-1]}"
+    assert point.with_name(point.name + ".failed-1").is_dir()
