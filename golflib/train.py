@@ -12,6 +12,7 @@ and scores it (standard, sliding window, TTT, n-gram). Everything lands in one r
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import platform
 import subprocess
@@ -107,7 +108,8 @@ def launch_meta(args: argparse.Namespace) -> dict:
     return out
 
 
-def _git_commit() -> str | None:
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str | None:  # one git call per process: config.json and the log header both name it
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
@@ -134,12 +136,12 @@ def _portable_arg(arg: str) -> str:
     return arg.replace(cwd + "/", "./") if cwd != "/" else arg
 
 
-def log_header(log: RunLogger, cfg: Config, device: dict, run_dir: Path) -> None:
+def log_header(log: RunLogger, cfg: Config, device: dict, run_dir: Path, source: str) -> None:
     """The head of ``train.log``, before the first metric line: the command, the versions, the hardware, the code
     (bytes and SHA-256 of what runs: the bundled ``train_gpt.py`` itself, or the package's training core) and
     every hyperparameter as ``  name: value`` lines (lower-cased env names), as the records' logs begin
-    (#1855 onward). The source itself goes to the end of the log (:func:`log_source`), out of the metric stream."""
-    code = core_source().encode("utf-8")
+    (#1855 onward). ``source`` is :func:`golflib.codesize.core_source`; it goes to the end of the log
+    (:func:`log_source`), out of the metric stream."""
     versions = _package_versions()
     log.log(SEPARATOR, console=False)
     log.log("command:" + " ".join(_portable_arg(a) for a in [Path(sys.executable).name, *sys.argv]),
@@ -148,7 +150,7 @@ def log_header(log: RunLogger, cfg: Config, device: dict, run_dir: Path) -> None
     log.log(f"Running PyTorch {torch.__version__}", console=False)
     log.log("versions:" + " ".join(f"{k}:{v}" for k, v in versions.items()), console=False)
     log.log("hardware:" + " ".join(f"{k}:{v}" for k, v in device.items()), console=False)
-    log.log(f"code:{code_bytes_source()} bytes:{code_bytes()} sha256:{hashlib.sha256(code).hexdigest()} "
+    log.log(f"code:{code_bytes_source()} bytes:{code_bytes()} sha256:{source_sha256(source)} "
             f"git:{_git_commit() or 'none'}", console=False)
     log.log("Hyperparameters:", console=False)
     for name, value in sorted(cfg.flat().items()):
@@ -157,13 +159,17 @@ def log_header(log: RunLogger, cfg: Config, device: dict, run_dir: Path) -> None
     log.log(f"run_dir:{_portable_arg(str(run_dir))}")
 
 
-def log_source(log: RunLogger) -> None:
+def source_sha256(source: str) -> str:
+    """SHA-256 (hex) of the training core's source as UTF-8: the bundle file's own hash in a bundle."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def log_source(log: RunLogger, source: str) -> None:
     """Append the source of the code that ran to ``train.log``, after every metric line: the bundled
     ``train_gpt.py`` as submitted, or the package's training-core modules (``# ==== <module> ====`` sections).
     Only rank 0 writes the log."""
     if not log.master:
         return
-    source = core_source()
     log.log(SEPARATOR, console=False)
     log.log(f"{SOURCE_TAG}{code_bytes_source()} chars:{len(source)} (the code that produced this log, verbatim)",
             console=False)
@@ -356,24 +362,25 @@ def main(argv: list[str] | None = None) -> int:
     set_precision(cfg.train.precision)
     enable_compile(should_compile(cfg.train.use_compile, rt.device))  # the scoring and TTT forwards too
     run_dir = _setup_run_dir(args, cfg, rt)
+    source = core_source() if rt.master else ""  # read once: hashed into config.json and the log, logged at its end
     log = RunLogger(run_dir, master=rt.master)
     if rt.master:
         write_json(run_dir / "config.json", {
             "config": cfg.to_dict(),
             "meta": {**launch_meta(args), "bundled": BAKED_CONFIG is not None, "plugins": plugins,
                      # the training core's code, hashed: the perturbation audit replays only the code that scored
-                     "core_sha256": hashlib.sha256(core_source().encode("utf-8")).hexdigest(),
+                     "core_sha256": source_sha256(source),
                      "git_commit": _git_commit(), "versions": _package_versions(), "device": describe_device(rt),
                      "argv": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         })
-        log_header(log, cfg, describe_device(rt), run_dir)
+        log_header(log, cfg, describe_device(rt), run_dir, source)
     try:
         train(cfg, rt, log, run_dir)
     except BaseException as e:
         log.log(f"run_failed: {type(e).__name__}: {e}")
         raise
     finally:
-        log_source(log)
+        log_source(log, source)
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
         enable_compile(False)  # process-wide policies back to their defaults (main may run again in this process)

@@ -150,8 +150,7 @@ def run_seeds(preset: str, seeds: str | Iterable[int], *, nproc: int = 1, scale:
             state.points[str(seed)]["state"] = "pending"
         if str(seed) not in state.todo([str(seed)], retry_failed=retry_failed):
             continue
-        if run_dir.exists() and any(run_dir.iterdir()):
-            keep_aside(run_dir)  # a failed or interrupted attempt stays, with its logs; the retry starts fresh
+        keep_aside(run_dir)  # a failed or interrupted attempt stays, with its logs; the retry starts fresh
         env = {**base_env, **data_env, "SEED": str(seed)}
         cmd = script_command(SCRIPT_NAME, run_dir.resolve(), nproc)
         plan["status"][str(seed)] = {"run_dir": run_dir.name, "command": cmd[1:], "env": {**data_env,

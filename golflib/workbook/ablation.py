@@ -106,8 +106,7 @@ def run_ablation(run_dir: str | os.PathLike, base: str, changes: Sequence[Mappin
     for change, name, seed, point, key in plan:
         if key not in todo:
             continue
-        if point.exists() and any(point.iterdir()):
-            keep_aside(point)  # a failed or interrupted attempt is kept; the retry starts fresh
+        keep_aside(point)  # a failed or interrupted attempt is kept; the retry starts fresh
         point.mkdir(parents=True, exist_ok=True)
         tasks.append(Task(key, ablation_job, (str(point), base, {**overrides, **change, "SEED": seed}, nproc, scale),
                           label=f"{name} seed {seed}", run_dir=str(point)))

@@ -79,17 +79,10 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
     raise ParamError(f"{path}: no cell tagged 'parameters'")
 
 
-def run_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None = None, *,
-                 run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = "runs",
-                 cwd: str | os.PathLike | None = None, timeout: int = 3600, log_output: bool = True) -> Path:
-    """Execute ``notebook`` with papermill into ``run_dir`` (a fresh ``runs/<id>_<name>`` when not given).
-
-    Unknown parameter names (not in the notebook's parameters cell), and values whose type differs from the
-    default's (:func:`check_against_defaults`), raise :class:`ParamError` before anything runs or is created. Returns the path of the executed notebook; papermill's ``PapermillExecutionError`` propagates (the
-    partially executed notebook is kept in the run directory).
-    """
-    import papermill as pm
-
+def checked_params(notebook: str | os.PathLike, params: Mapping[str, Any] | None) -> tuple[Path, dict, dict]:
+    """``(notebook path, params copy, the notebook's defaults)`` once the parameters are checked: raises
+    ``FileNotFoundError`` for a missing notebook and :class:`ParamError` for an unknown name or a value whose type
+    differs from the default's (:func:`check_against_defaults`)."""
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"notebook not found: {notebook}")
@@ -99,6 +92,22 @@ def run_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None =
     if unknown:
         raise ParamError(f"{notebook.name}: unknown parameter(s) {unknown}; known: {sorted(defaults)}")
     check_against_defaults(notebook.name, params, defaults)
+    return notebook, params, defaults
+
+
+def run_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | None = None, *,
+                 run_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike = "runs",
+                 cwd: str | os.PathLike | None = None, timeout: int = 3600, log_output: bool = True) -> Path:
+    """Execute ``notebook`` with papermill into ``run_dir`` (a fresh ``runs/<id>_<name>`` when not given).
+
+    Unknown parameter names (not in the notebook's parameters cell), and values whose type differs from the
+    default's (:func:`check_against_defaults`), raise :class:`ParamError` before anything runs or is created
+    (:func:`checked_params`). Returns the path of the executed notebook; papermill's ``PapermillExecutionError``
+    propagates (the partially executed notebook is kept in the run directory).
+    """
+    import papermill as pm
+
+    notebook, params, defaults = checked_params(notebook, params)
     if run_dir is None:
         run_dir = create_run_dir(runs_root, slug=notebook.stem)
     run_dir = Path(run_dir)
@@ -136,15 +145,7 @@ def submit_notebook(notebook: str | os.PathLike, params: Mapping[str, Any] | Non
     Raises :class:`ParamError` for bad parameters and :class:`NotebookJobFailed` naming the job's log."""
     from golflib.workbook.executor import Task, execute
 
-    notebook = Path(notebook)
-    if not notebook.is_file():
-        raise FileNotFoundError(f"notebook not found: {notebook}")
-    params = dict(params or {})
-    defaults = notebook_parameters(notebook)
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ParamError(f"{notebook.name}: unknown parameter(s) {unknown}; known: {sorted(defaults)}")
-    check_against_defaults(notebook.name, params, defaults)
+    notebook, params, _ = checked_params(notebook, params)
     if settings.dry_run:
         target = Path(run_dir) if run_dir else Path(runs_root) / f"<run id>_{notebook.stem}"
     else:

@@ -23,11 +23,11 @@ STATES = ("pending", "submitted", "done", "failed")
 
 
 class SweepState:
-    """The ``sweep.json`` of ``folder`` for a job of ``kind`` (``ttt``, ``ablation``, ``seeds``, ``notebook``):
-    read when it exists, else empty. Raises :class:`~golflib.errors.GolfError` when the file belongs to another
+    """The ``sweep.json`` of ``folder`` for a job of ``kind`` (``ttt``, ``ablation``, ``seeds``; None: whatever
+    the file holds): read when it exists, else empty. Raises :class:`~golflib.errors.GolfError` when the file belongs to another
     kind of job, or is not a sweep state."""
 
-    def __init__(self, folder: str | os.PathLike, kind: str, executor: dict | None = None):
+    def __init__(self, folder: str | os.PathLike, kind: str | None, executor: dict | None = None):
         self.folder = Path(folder)
         self.path = self.folder / STATE_FILE
         self.kind = kind
@@ -37,8 +37,9 @@ class SweepState:
             data = parse_json(self.path.read_bytes(), str(self.path), GolfError)
             if not isinstance(data, dict) or not isinstance(data.get("points"), dict):
                 raise GolfError(f"{self.path}: not a sweep state (expected an object with 'points')")
-            if data.get("kind") != kind:
+            if kind is not None and data.get("kind") != kind:
                 raise GolfError(f"{self.path}: holds a {data.get('kind')!r} job, not {kind!r}; use another folder")
+            self.kind = data.get("kind", "")
             self.points = data["points"]
 
     def plan(self, key: str, label: str, run_dir: str = "") -> None:
@@ -80,7 +81,7 @@ class SweepState:
         """One row per point in plan order: label, state, job_id, score, seconds, log, error (first line)."""
         return [{"point": p.get("label") or k, "state": p["state"], "job_id": p.get("job_id", ""),
                  "val_bpb": p.get("score"), "seconds": p.get("seconds"), "log": p.get("log", ""),
-                 "error": _last_line(p.get("error") or "")}
+                 "error": last_line(p.get("error") or "")[:120]}
                 for k, p in self.points.items()]
 
     def counts(self) -> dict[str, int]:
@@ -90,19 +91,23 @@ class SweepState:
         return out
 
 
-def keep_aside(path: str | os.PathLike) -> Path:
+def keep_aside(path: str | os.PathLike) -> Path | None:
     """Move a failed or interrupted point's folder to ``<path>.failed-<n>`` (kept, with its logs) so a retry can
-    start in a fresh folder: a run directory is never overwritten. Returns the new path."""
+    start in a fresh folder: a run directory is never overwritten. Returns the new path; None (nothing moved) when
+    the folder does not exist or is empty."""
     path = Path(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        return None
     n = 1
     while path.with_name(f"{path.name}.failed-{n}").exists():
         n += 1
     return path.rename(path.with_name(f"{path.name}.failed-{n}"))
 
 
-def _last_line(text: str, width: int = 120) -> str:
+def last_line(text: str) -> str:
+    """The last non-empty line of an error text (a traceback's exception line); ``""`` for none."""
     lines = text.strip().splitlines()
-    return lines[-1][:width] if lines else ""
+    return lines[-1] if lines else ""
 
 
 def load_state(folder: str | os.PathLike) -> SweepState:
@@ -110,8 +115,7 @@ def load_state(folder: str | os.PathLike) -> SweepState:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no sweep state here (a TTT sweep, ablation or seeds run writes one)")
-    data = parse_json(path.read_bytes(), str(path), GolfError)
-    return SweepState(folder, data.get("kind", "") if isinstance(data, dict) else "")
+    return SweepState(folder, None)
 
 
 def status_text(folder: str | os.PathLike) -> str:

@@ -157,7 +157,7 @@ def run_sweep(run_dir: str | os.PathLike, grid: Mapping[str, list], results_path
     row has ``val_bpb`` None and the error) and is not run again unless ``retry_failed``; finished points are
     never recomputed. A Slurm dry run prints the submission and leaves the points ``pending``."""
     from golflib.workbook.executor import ExecutorSettings, Task, execute
-    from golflib.workbook.sweepstate import SweepState
+    from golflib.workbook.sweepstate import SweepState, last_line
 
     settings = ExecutorSettings.from_value(executor)
     ctx = load_context(run_dir, val_max_tokens=val_max_tokens, base_overrides=base_overrides)
@@ -191,10 +191,9 @@ def run_sweep(run_dir: str | os.PathLike, grid: Mapping[str, list], results_path
                        score=o.result.get("val_bpb") if o.state == "done" else None)
         if echo is not None:
             bpb = o.result.get("val_bpb") if o.state == "done" else None
-            last = (o.error.strip().splitlines() or [""])[-1]
             echo(f"[sweep] {t.label} " + (f"val_bpb {'—' if bpb is None else f'{bpb:.5f}'} {o.result['verdict']} "
                                           f"{o.seconds:.1f}s" if o.state == "done" else
-                                          f"FAILED (job {o.job_id}, log {o.log}): {last}"))
+                                          f"FAILED (job {o.job_id}, log {o.log}): {last_line(o.error)}"))
 
     execute(tasks, settings, path.parent / "jobs", job_name="ttt-sweep", on_outcome=finished, echo=echo)
     rows = []
@@ -204,9 +203,9 @@ def run_sweep(run_dir: str | os.PathLike, grid: Mapping[str, list], results_path
         if key in done:
             row = {**done[key], "cached": key not in ran, "state": "done"}
         else:
-            last = (p.get("error") or "").strip().splitlines()[-1:] or [p["state"]]
+            last = last_line(p.get("error") or "") or p["state"]
             row = {"point": dict(pt), "key": key, "val_bpb": None, "legal": None, "cached": key not in ran,
-                   "state": p["state"], "verdict": f"{p['state']}: {last[0][:160]}" if p["state"] == "failed"
+                   "state": p["state"], "verdict": f"{p['state']}: {last[:160]}" if p["state"] == "failed"
                    else p["state"], "job_id": p.get("job_id", ""), "log": p.get("log", ""), "seconds": 0.0}
         if echo is not None and row["cached"] and row["state"] == "done":
             bpb = row.get("val_bpb")
