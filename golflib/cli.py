@@ -166,7 +166,13 @@ def cmd_gpu_check(a) -> int:
 def cmd_bench(a) -> int:
     from golflib.workbook.bench import run_bench
 
-    run_bench(a.name, run_dir=a.run, out=a.out, **({"lrzip": True} if a.lrzip else {}))
+    extra = {k: v for k, v in (("lrzip", a.lrzip or None), ("preset", a.preset), ("checkpoint", a.checkpoint))
+             if v is not None}
+    if extra and a.name != "quant":
+        raise SystemExit(f"golf bench {a.name}: --lrzip, --preset and --checkpoint belong to `golf bench quant`")
+    if a.checkpoint and not a.preset:
+        raise SystemExit("golf bench quant: --checkpoint needs --preset (the model the weights belong to)")
+    run_bench(a.name, run_dir=a.run, out=a.out, **extra)
     return 0
 
 
@@ -379,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--run", default=None, help="a run directory the benchmark uses (e.g. the demo run)")
     b.add_argument("--out", default=None, help="JSON output path")
     b.add_argument("--lrzip", action="store_true", help="quant: also #1855's per-group lrzip recipe (needs lrzip)")
+    b.add_argument("--preset", default=None, help="quant: the codec table on this preset's full-size model")
+    b.add_argument("--checkpoint", default=None, help="quant --preset: trained weights (.safetensors) of that "
+                   "model (default: the pre-flight's Gaussian rows)")
     b.set_defaults(fn=cmd_bench)
 
     q = sub.add_parser("quant", help="quantization: re-quantize, byte budget, codec comparison") \

@@ -7,15 +7,22 @@ Version 1 (byte codecs: zlib, zstd, lzma, brotli, optionally ``+shuffleK``)::
 The safetensors payload holds the storage tensors of a :class:`~golflib.quant.int8.QuantizedState`; its
 ``__metadata__["golf"]`` is the JSON metadata (format, scheme, per-tensor kind/bits/clip, the model config, codec).
 
-Version 2 (``codec="entropy"``), per-tensor sections so the entropy coder codes each code matrix on its own::
+Version 2 (``codec="entropy"`` or ``"pergroup-lrzip"``), sections so code matrices are coded on their own::
 
     b"GOLF" | u8 2 | u32 LE header length | brotli(JSON header) | section bytes, in header order
 
-The header is ``{"meta": <metadata as in v1>, "coder": {...entropy model constants}, "sections": [...]}``; a section
-is either ``{"name": "<tensor>.q", "codec": "rc", "shape", "bits", "kind", "level", "length", "crc32"}`` (codes,
-range-coded by :mod:`golflib.quant.entropy`) or ``{"name": "rest:<class>", "codec": "brotli", "length", "crc32"}``
-(the other storage tensors of one tensor class as a brotli-11 safetensors blob). Every section's CRC-32 is
-checked before it is decoded.
+The header is ``{"meta": <metadata as in v1>, "codec": "entropy" | "pergroup-lrzip" (absent: entropy), "coder":
+{...model constants}, "sections": [...]}``; a section is one of
+
+* ``{"name": "<tensor>.q", "codec": "rc", "shape", "bits", "kind", "level", "length", "crc32"}``: codes,
+  range-coded by :mod:`golflib.quant.entropy` (``entropy``);
+* ``{"name": "group:<role>", "codec": "lrzip", "members": [<tensor>.q, ...], "sorted"}`` and before a sorted group
+  ``{"name": "perm:<role>", "codec": "perm", "members"}``: #1855's per-group lrzip ZPAQ codec
+  (:mod:`golflib.quant.pergroup`; ``pergroup-lrzip``);
+* ``{"name": "rest:<class>", "codec": "brotli", "length", "crc32"}``: the other storage tensors of one tensor class
+  as a brotli-11 safetensors blob.
+
+Every section's CRC-32 is checked before it is decoded.
 
 Loading is bounded by the file's own headers before any large allocation (:mod:`golflib.quant.limits`: an element
 budget from the file size, safetensors payloads decompressed no further than their headers declare, range-coded
@@ -49,17 +56,20 @@ MAGIC = b"GOLF"
 CONTAINER_VERSION = 1  # byte-codec container
 CONTAINER_VERSION_SECTIONS = 2  # per-tensor sections (entropy codec)
 ENTROPY_CODEC = "entropy"
+PERGROUP_CODEC = "pergroup-lrzip"  # #1855's per-group lrzip ZPAQ recipe (golflib.quant.pergroup)
+SECTION_CODECS = (ENTROPY_CODEC, PERGROUP_CODEC)
 REST_CODEC = "brotli"
 MAX_HEADER_BYTES = 64 << 20
 
 
 def check_codec(codec: str) -> str:
-    """Return ``codec`` if it is ``entropy`` or a byte codec (:func:`~golflib.quant.codecs.parse_codec`)."""
-    if codec != ENTROPY_CODEC:
+    """Return ``codec`` if it is ``entropy``, ``pergroup-lrzip`` or a byte codec
+    (:func:`~golflib.quant.codecs.parse_codec`); raises :class:`~golflib.quant.codecs.CodecError`."""
+    if codec not in SECTION_CODECS:
         try:
             parse_codec(codec)
         except CodecError as e:
-            raise CodecError(f"{e} (or {ENTROPY_CODEC!r})") from None
+            raise CodecError(f"{e} (or one of {SECTION_CODECS})") from None
     return codec
 
 
@@ -111,11 +121,28 @@ def storage_owner(storage_name: str, tensors_meta: dict) -> str:
     return storage_name
 
 
-def _encode_sections(qs: QuantizedState) -> bytes:
+def _pergroup_sections(qs: QuantizedState) -> tuple[list[dict], list[bytes], list[str]]:
+    from golflib.quant.pergroup import group_sections  # the lrzip binary: only this codec needs it
+
+    codes = {s: qs.tensors[s].numpy() for s in coded_tensors(qs)}
+    sections, chunks = [], []
+    parts, grouped = group_sections(codes)
+    for entry, blob in parts:
+        owner = entry["members"][0][:-2]
+        sections.append({**entry, "length": len(blob), "crc32": zlib.crc32(blob),
+                         "class": entry_class(owner, qs.meta["tensors"][owner])})
+        chunks.append(blob)
+    return sections, chunks, grouped
+
+
+def _encode_sections(qs: QuantizedState, codec: str = ENTROPY_CODEC) -> bytes:
     coder = EntropyCoder()
     sections, chunks = [], []
-    coded = coded_tensors(qs)
-    for sname in coded:
+    if codec == PERGROUP_CODEC:
+        sections, chunks, coded = _pergroup_sections(qs)
+    else:
+        coded = coded_tensors(qs)
+    for sname in (coded if codec == ENTROPY_CODEC else []):
         name = sname[:-2]
         bits = int(qs.meta["tensors"][name]["bits"])
         kind = kind_of(name, bits)
@@ -137,19 +164,24 @@ def _encode_sections(qs: QuantizedState) -> bytes:
         sections.append({"name": f"rest:{cls}", "codec": REST_CODEC, "length": len(blob),
                          "crc32": zlib.crc32(blob), "class": cls})
         chunks.append(blob)
-    header = {"meta": qs.meta, "coder": {**_coder_constants(), "step": coder.step,
-                                         "constriction": _constriction_version()}, "sections": sections}
+    if codec == PERGROUP_CODEC:
+        from golflib.quant.pergroup import LRZIP_LEVEL
+
+        coder_cfg = {"name": PERGROUP_CODEC, "lrzip_level": LRZIP_LEVEL}
+    else:
+        coder_cfg = {**_coder_constants(), "step": coder.step, "constriction": _constriction_version()}
+    header = {"meta": qs.meta, "codec": codec, "coder": coder_cfg, "sections": sections}
     hbytes = compress(_meta_json(header).encode("utf-8"), REST_CODEC)
     return MAGIC + struct.pack("<BI", CONTAINER_VERSION_SECTIONS, len(hbytes)) + hbytes + b"".join(chunks)
 
 
 def encode_artifact(qs: QuantizedState, codec: str = "zlib") -> bytes:
     """Serialize and compress ``qs`` into container bytes (records ``codec`` in the metadata): version 2 for
-    ``entropy``, version 1 for byte codecs."""
+    ``entropy`` and ``pergroup-lrzip``, version 1 for byte codecs."""
     check_codec(codec)
     qs.meta["codec"] = codec
-    if codec == ENTROPY_CODEC:
-        return _encode_sections(qs)
+    if codec in SECTION_CODECS:
+        return _encode_sections(qs, codec)
     name = codec.encode("ascii")
     return MAGIC + struct.pack("<BB", CONTAINER_VERSION, len(name)) + name + compress(_safetensors_bytes(
         qs.tensors, qs.meta), codec)
@@ -295,23 +327,94 @@ def _rc_section(s: dict, meta: dict, source: str, budget: ElementBudget) -> tupl
     return shape, int(bits), kind, level
 
 
-def _decode_v2(blob: bytes, source: str) -> QuantizedState:
-    header, sections = read_sections(blob, source)
-    meta = header["meta"]
-    budget = ElementBudget(len(blob), source)
+def _group_members(s: dict, meta: dict, source: str, budget: ElementBudget) -> list[tuple[str, tuple[int, int]]]:
+    """Check a ``group``/``perm`` section's members against the metadata; returns ``[(storage name, (rows, cols))]``
+    (the shapes fix how many bytes lrzip may write)."""
+    name = str(s.get("name"))
+    where = f"{source}: section {name!r}"
+    members = s.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise ArtifactError(f"{where}: 'members' must be a non-empty list of tensor names")
+    out = []
+    for m in members:
+        owner = m[:-2] if m.endswith(".q") else None
+        e = meta["tensors"].get(owner) if owner else None
+        if e is None or e["kind"] != "per_row" or len(e["shape"]) < 2:
+            raise ArtifactError(f"{where}: member {m!r} names no per-row matrix of the metadata")
+        rows = int(e["shape"][0])
+        n = shape_numel(e["shape"], where)
+        out.append((m, (rows, n // rows if rows else 0)))
+    if len({m for m, _ in out}) != len(out):
+        raise ArtifactError(f"{where}: a member is listed twice")
+    if s.get("codec") == "lrzip":
+        budget.take(sum(r * c for _, (r, c) in out), f"section {name!r}")
+    return out
+
+
+def _decode_pergroup(s: dict, data: bytes, meta: dict, source: str, budget: ElementBudget,
+                     perms: dict[str, list]) -> dict[str, torch.Tensor]:
+    from golflib.quant.pergroup import LrzipError, decode_group, decode_perms
+
+    name = str(s.get("name"))
+    members = _group_members(s, meta, source, budget)
+    try:
+        if s["codec"] == "perm":
+            perms[name[len("perm:"):]] = (list(s["members"]), decode_perms(data, [r for _, (r, _) in members]))
+            return {}
+        role = name[len("group:"):]
+        p = None
+        if s.get("sorted"):
+            if role not in perms or perms[role][0] != s["members"]:
+                raise ArtifactError(f"{source}: section {name!r} is sorted but no 'perm:{role}' section with the "
+                                    "same members precedes it")
+            p = perms[role][1]
+        codes = decode_group(data, [shape for _, shape in members], p)
+    except LrzipError as e:
+        raise ArtifactError(f"{source}: section {name!r}: {e}") from None
+    return {m: torch.from_numpy(q) for (m, _), q in zip(members, codes)}
+
+
+def _section_coder(header: dict, source: str) -> tuple[str, EntropyCoder | None]:
+    """The header's section codec and, for ``entropy``, its coder (constants checked against this golflib)."""
+    codec = header.get("codec", ENTROPY_CODEC)
     coder_cfg = header.get("coder", {})
+    if codec == PERGROUP_CODEC:
+        from golflib.quant.pergroup import LRZIP_LEVEL
+
+        expected = {"name": PERGROUP_CODEC, "lrzip_level": LRZIP_LEVEL}
+        if coder_cfg != expected:
+            raise ArtifactError(f"{source}: section coder {str(coder_cfg)[:200]}, expected {expected}")
+        return codec, None
+    if codec != ENTROPY_CODEC:
+        raise ArtifactError(f"{source}: version-2 codec {str(codec)[:40]!r}, expected one of {SECTION_CODECS}")
     expected = _coder_constants()
     if not isinstance(coder_cfg, dict) or any(coder_cfg.get(k) != v for k, v in expected.items()):
         raise ArtifactError(f"{source}: entropy coder {str(coder_cfg)[:200]} is not the one this golflib "
                             f"implements ({expected})")
     try:
-        coder = EntropyCoder(float(coder_cfg["step"]))
+        return codec, EntropyCoder(float(coder_cfg["step"]))
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ArtifactError(f"{source}: bad entropy coder settings ({e})") from None
+
+
+def _decode_v2(blob: bytes, source: str) -> QuantizedState:
+    header, sections = read_sections(blob, source)
+    meta = header["meta"]
+    budget = ElementBudget(len(blob), source)
+    codec, coder = _section_coder(header, source)
+    coder_cfg = header.get("coder", {})
     tensors: dict[str, torch.Tensor] = {}
+    perms: dict[str, list] = {}
+
+    def add(part: dict, where: str) -> None:
+        clash = sorted(set(part) & set(tensors))
+        if clash:
+            raise ArtifactError(f"{where}: stores {clash[:3]} a second time")
+        tensors.update(part)
+
     for s, data in sections:
         name = str(s.get("name"))
-        if s.get("codec") == "rc":
+        if s.get("codec") == "rc" and coder is not None:
             shape, bits, kind, level = _rc_section(s, meta, source, budget)
             try:
                 q = coder.decode(data, shape, bits, kind, level)
@@ -321,17 +424,16 @@ def _decode_v2(blob: bytes, source: str) -> QuantizedState:
                     note = (f" (written with constriction {coder_cfg.get('constriction')}, this is "
                             f"{_constriction_version()}: install the writer's version)")
                 raise ArtifactError(f"{source}: section {name!r}: {e}{note}") from None
-            tensors[name] = torch.from_numpy(np.ascontiguousarray(q))
+            add({name: torch.from_numpy(np.ascontiguousarray(q))}, f"{source} section {name!r}")
+        elif s.get("codec") in ("lrzip", "perm") and codec == PERGROUP_CODEC:
+            add(_decode_pergroup(s, data, meta, source, budget, perms), f"{source} section {name!r}")
         elif s.get("codec") == REST_CODEC:
             where = f"{source} section {name!r}"
             raw, _ = _bounded_safetensors(data, REST_CODEC, where, budget)
-            part = _load_safetensors(raw, where)
-            clash = sorted(set(part) & set(tensors))
-            if clash:
-                raise ArtifactError(f"{where}: stores {clash[:3]} a second time")
-            tensors.update(part)
+            add(_load_safetensors(raw, where), where)
         else:
-            raise ArtifactError(f"{source}: section {name!r} has unknown codec {s.get('codec')!r}")
+            raise ArtifactError(f"{source}: section {name!r} has codec {s.get('codec')!r}, not one a {codec!r} "
+                                "container holds")
     check_storage(tensors, meta, source)
     return QuantizedState(tensors=tensors, meta=meta)
 

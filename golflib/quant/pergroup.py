@@ -10,16 +10,27 @@
 3. Transpose every matrix to column-major and concatenate the group's bytes.
 4. Compress each group with ``lrzip -z -L 9`` (ZPAQ, the ``lrzip`` system binary).
 
-The record's remainder (scales, LQER factors, gates, metadata) goes through brotli separately. Here only the code
-symbols are compared: :func:`pergroup_bytes` returns the bytes of the groups plus the permutations, and codes that
-fit no group are brotli'd. Every stream is decompressed again and compared, so a number here is a round trip.
+The record's remainder (scales, LQER factors, gates, metadata) goes through brotli separately.
+
+Two uses:
+
+* measurement on code symbols (:func:`pergroup_bytes`, ``golf quant codecs --lrzip``): the bytes of the groups plus
+  the permutations, codes that fit no group brotli'd; every stream is decompressed again and compared;
+* the artifact codec ``MIXED_CODEC=pergroup-lrzip`` (:mod:`golflib.quant.artifact` container version 2):
+  :func:`group_sections` makes one ``lrzip`` section per group and one ``perm`` section per sorted group, and
+  :func:`decode_group` inverts them. Decoding untrusted bytes is bounded: the size the lrzip stream declares in its
+  own header must equal what the container's tensors need before the binary runs, the binary runs with its output
+  file size capped at that (``RLIMIT_FSIZE``) and a time limit, and every permutation must be one.
+
 A missing ``lrzip`` binary raises :class:`LrzipError` naming how to install it.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -33,6 +44,8 @@ GROUP_ORDER = ("tok_emb.weight", "attn.c_k.weight", "attn.c_q.weight", "attn.c_v
                "mlp.fc.weight", "mlp.proj.weight")
 SIMSORT = frozenset({"tok_emb.weight", "attn.c_q.weight", "mlp.fc.weight"})
 LRZIP_LEVEL = 9
+LRZIP_MAGIC = b"LRZI"
+LRZIP_TIMEOUT_S = 600  # a full-size group takes tens of seconds; a stream that runs longer is refused
 
 
 class LrzipError(GolfError):
@@ -48,8 +61,15 @@ def lrzip_binary() -> str:
     return path
 
 
-def _run(args: list[str], what: str) -> None:
-    proc = subprocess.run(args, capture_output=True, text=True)
+def _run(args: list[str], what: str, max_file_bytes: int | None = None) -> None:
+    def cap() -> None:  # in the child: no file it writes may exceed max_file_bytes
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=LRZIP_TIMEOUT_S,
+                              preexec_fn=cap if max_file_bytes is not None else None)
+    except subprocess.TimeoutExpired:
+        raise LrzipError(f"{what} ran longer than {LRZIP_TIMEOUT_S} s") from None
     if proc.returncode != 0:
         raise LrzipError(f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
 
@@ -66,16 +86,36 @@ def lrzip_compress(data: bytes, level: int = LRZIP_LEVEL) -> bytes:
             return fh.read()
 
 
-def lrzip_decompress(data: bytes) -> bytes:
-    """The inverse of :func:`lrzip_compress`."""
+def lrzip_declared_size(data: bytes) -> int:
+    """The decompressed size (bytes) an lrzip 0.6 stream declares in its header (``LRZI`` | u8 major 0 | u8 minor 6
+    | u64 LE size). Raises :class:`LrzipError` for anything else."""
+    if len(data) < 14 or data[:4] != LRZIP_MAGIC:
+        raise LrzipError(f"not an lrzip stream (starts {data[:6]!r}, expected {LRZIP_MAGIC!r})")
+    if data[4] != 0 or data[5] != 6:
+        raise LrzipError(f"lrzip format {data[4]}.{data[5]}, expected 0.6 (what lrzip 0.6x writes)")
+    return struct.unpack("<Q", data[6:14])[0]
+
+
+def lrzip_decompress(data: bytes, expected: int | None = None) -> bytes:
+    """The inverse of :func:`lrzip_compress`. With ``expected`` (bytes; for untrusted input) the stream's header
+    must declare exactly that size before the binary runs, the binary may write no file larger than that, and the
+    output must be exactly that long. Raises :class:`LrzipError`."""
+    if expected is not None:
+        declared = lrzip_declared_size(data)
+        if declared != expected:
+            raise LrzipError(f"lrzip stream declares {declared:,} bytes, the container's tensors need {expected:,}")
     exe = lrzip_binary()
     with tempfile.TemporaryDirectory(prefix="golf-lrzip-") as tmp:
         inp, out = os.path.join(tmp, "in.lrz"), os.path.join(tmp, "out.bin")
         with open(inp, "wb") as fh:
             fh.write(data)
-        _run([exe, "-d", "-f", "-q", "-o", out, inp], "lrzip -d")
+        cap = None if expected is None else max(expected, len(data)) + 1
+        _run([exe, "-d", "-f", "-q", "-o", out, inp], "lrzip -d", max_file_bytes=cap)
         with open(out, "rb") as fh:
-            return fh.read()
+            raw = fh.read(cap) if cap is not None else fh.read()
+    if expected is not None and len(raw) != expected:
+        raise LrzipError(f"lrzip stream decompressed to {len(raw):,} bytes, its header declares {expected:,}")
+    return raw
 
 
 def similarity_order(q: np.ndarray) -> np.ndarray:
@@ -159,4 +199,73 @@ def pergroup_bytes(items: list[tuple[str, np.ndarray]]) -> dict:
            "symbols": int(sum(np.asarray(q).size for _, q in items)),
            "seconds": {"encode": round(t1 - t0, 3), "decode": round(t2 - t1, 3)}}
     out["total"] = sum(out["groups"].values()) + out["perms"] + out["rest"]
+    return out
+
+
+def group_sections(codes: dict[str, np.ndarray]) -> tuple[list[tuple[dict, bytes]], list[str]]:
+    """The artifact sections of #1855's recipe for ``codes`` (``{storage name "<tensor>.q": int8 [rows, cols]}``).
+
+    Returns ``(sections, grouped)``: per group in :data:`GROUP_ORDER`, a ``perm`` section when the group's rows are
+    sorted (``{"name": "perm:<group>", "codec": "perm", "members"}``: the uint16 permutations in member order,
+    brotli-11) and then the group itself (``{"name": "group:<group>", "codec": "lrzip", "members", "sorted"}``:
+    ``lrzip -z -L 9`` of the members' column-major codes, layers in order); ``grouped`` lists the storage names
+    the sections hold (the caller stores every other code matrix elsewhere)."""
+    members: dict[str, list[tuple[int, str]]] = {}
+    for sname, q in codes.items():
+        key = group_of(sname[:-2]) if sname.endswith(".q") else None
+        if key is None or q.ndim != 2:
+            continue
+        layer = int(sname.split(".")[1]) if sname.startswith("blocks.") else 0
+        members.setdefault(key, []).append((layer, sname))
+    out, grouped = [], []
+    for key in GROUP_ORDER:
+        if key not in members:
+            continue
+        names = [n for _, n in sorted(members[key])]
+        raw, perms = group_streams([(n[:-2], codes[n]) for n in names])[:2]
+        if key in SIMSORT:
+            out.append(({"name": f"perm:{key}", "codec": "perm", "members": names},
+                        brotli.compress(perms, quality=11)))
+        out.append(({"name": f"group:{key}", "codec": "lrzip", "members": names, "sorted": key in SIMSORT},
+                    lrzip_compress(raw[key])))
+        grouped += names
+    return out, grouped
+
+
+def decode_perms(data: bytes, rows: list[int]) -> list[np.ndarray]:
+    """The permutations of a ``perm`` section for members with ``rows`` rows each (int64 arrays); the brotli output
+    is bounded by ``2·Σ rows`` bytes and each must be a permutation of ``range(rows)``. Raises
+    :class:`LrzipError`."""
+    from golflib.quant.codecs import CodecError, decompress_bounded
+
+    try:
+        raw = decompress_bounded(data, "brotli", 2 * sum(rows), exact=True)
+    except CodecError as e:
+        raise LrzipError(f"row permutations: {e}") from None
+    flat = np.frombuffer(raw, dtype="<u2").astype(np.int64)
+    out, pos = [], 0
+    for n in rows:
+        p = flat[pos:pos + n]
+        if not np.array_equal(np.sort(p), np.arange(n)):
+            raise LrzipError(f"row permutation {len(out)} of its group is not a permutation of 0..{n - 1}")
+        out.append(p)
+        pos += n
+    return out
+
+
+def decode_group(data: bytes, shapes: list[tuple[int, int]], perms: list[np.ndarray] | None) -> list[np.ndarray]:
+    """The members' int8 ``[rows, cols]`` codes from a ``group`` section: ``shapes`` (checked by the caller against
+    the container's metadata) fix the exact decompressed size before lrzip runs; ``perms`` (one per member, from
+    :func:`decode_perms`) undo the row sort. Raises :class:`LrzipError`."""
+    sizes = [r * c for r, c in shapes]
+    raw = np.frombuffer(lrzip_decompress(data, expected=sum(sizes)), dtype=np.int8)
+    out, pos = [], 0
+    for i, (r, c) in enumerate(shapes):
+        q = raw[pos:pos + r * c].reshape(c, r).T
+        pos += r * c
+        if perms is not None:
+            orig = np.empty_like(q)
+            orig[perms[i]] = q
+            q = orig
+        out.append(np.ascontiguousarray(q))
     return out

@@ -23,6 +23,9 @@ from golflib.quant.codecs import compress
 from golflib.quant.int8 import QuantizedState, dequantize
 
 BYTE_CODECS = ("zlib", "zstd", "lzma", "brotli")
+# issue 19's side-by-side table: the byte codecs as records use them (zstd-22 #287 era, brotli-11, the byte shuffle +
+# brotli of #1218 onward in the records' BSHF framing), #1855's per-group lrzip, the order-0 bound, golflib's coder
+TABLE_CODECS = ("zstd", "brotli", "brotli+bshf2")
 
 
 def code_tensors(qs: QuantizedState, classes: tuple[str, ...] | None = None) -> list[tuple[str, str, np.ndarray, int]]:
@@ -98,3 +101,54 @@ def tensor_errors(state_dict: dict[str, torch.Tensor], qs: QuantizedState) -> li
         rows.append({"name": name, "class": entry_class(name, e), "layer": layer_of(name), "bits": e.get("bits"),
                      "kind": e.get("kind"), "rel_mse": d / n if n > 0 else 0.0})
     return rows
+
+
+def symbol_table(items: list[tuple[str, str, np.ndarray, int]], *, pergroup: bool = True) -> dict:
+    """Bytes of the same code symbols under every anchor codec, per tensor class and in total (issue 19).
+
+    ``items`` as :func:`code_tensors`. golflib's coder codes all tensors in order with one adaptive state, as the
+    artifact does; a class's coder bytes are the sum of its tensors' sections. Byte codecs run on one code per byte
+    of each class (and of everything, for the total); the per-group lrzip recipe (:func:`golflib.quant.pergroup.
+    pergroup_bytes`) runs per class, its total is their sum (its groups never span classes).
+
+    Returns ``{"classes": {cls: row}, "total": row, "seconds": {...}}`` with a row ``{"symbols", "zstd",
+    "brotli", "brotli+bshf2", "pergroup_lrzip" (when ``pergroup``), "order0", "entropy", "entropy_over_zstd",
+    "entropy_over_pergroup_lrzip"}`` (decimal bytes; the order-0 bound includes its tables) and seconds of the
+    coder's encode and decode and of lrzip's. Raises ``AssertionError`` if a round trip fails (never expected)."""
+    enc, dec = entropy.EntropyCoder(), entropy.EntropyCoder()
+    t0 = time.perf_counter()
+    coded = [(name, cls, q, bits, *enc.encode(q, bits, entropy.kind_of(name, bits))) for name, cls, q, bits in items]
+    t1 = time.perf_counter()
+    for name, _, q, bits, blob, info in coded:
+        if not np.array_equal(dec.decode(blob, q.shape, bits, entropy.kind_of(name, bits), info["level"]), q):
+            raise AssertionError(f"entropy coder round trip failed on {name}")
+    t2 = time.perf_counter()
+    seconds = {"entropy_encode": round(t1 - t0, 3), "entropy_decode": round(t2 - t1, 3)}
+
+    def row(sel: list) -> dict:
+        raw = b"".join(q.astype(np.int8).tobytes() for _, _, q, _, _, _ in sel)
+        r = {"symbols": int(sum(q.size for _, _, q, _, _, _ in sel))}
+        r.update({c: len(compress(raw, c)) for c in TABLE_CODECS})
+        r["order0"] = round(sum(entropy.order0_bound_bytes(q)["total"] for _, _, q, _, _, _ in sel), 1)
+        r["entropy"] = sum(len(blob) for *_, blob, _ in sel)
+        return r
+
+    classes = {}
+    for cls in sorted({c for _, c, *_ in coded}):
+        sel = [it for it in coded if it[1] == cls]
+        classes[cls] = row(sel)
+        if pergroup:
+            from golflib.quant.pergroup import pergroup_bytes  # the lrzip binary; a workbook measurement
+
+            pg = pergroup_bytes([(name, q) for name, _, q, _, _, _ in sel])
+            classes[cls]["pergroup_lrzip"] = pg["total"]
+            for k in ("encode", "decode"):
+                seconds[f"lrzip_{k}"] = round(seconds.get(f"lrzip_{k}", 0.0) + pg["seconds"][k], 3)
+    total = row(coded)
+    if pergroup:
+        total["pergroup_lrzip"] = sum(r["pergroup_lrzip"] for r in classes.values())
+    for r in [*classes.values(), total]:
+        r["entropy_over_zstd"] = round(r["entropy"] / r["zstd"], 4)
+        if pergroup:
+            r["entropy_over_pergroup_lrzip"] = round(r["entropy"] / r["pergroup_lrzip"], 4)
+    return {"classes": classes, "total": total, "seconds": seconds}

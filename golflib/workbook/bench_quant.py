@@ -6,16 +6,27 @@ block matrices (attention, MLP, other matrices), and report bytes for zlib/zstd-
 and bit-packed, the context range coder, and the order-0 bound incl. tables (:mod:`golflib.quant.report`). Goals
 (issue 4): entropy coder ≤ 1.005 × order-0 bound and ≤ 0.98 × zstd-22 of one code per byte. Also: the whole
 artifact per codec and per class, and the run's own int8 and mixed artifacts with their val_bpb.
+
+Issue 19's side-by-side table (``same_symbols``): for int6, int7 and int8 round-to-nearest SDClip codes of every
+per-row tensor (embedding included), the bytes of zstd-22, brotli-11, byte shuffle + brotli, #1855's per-group
+lrzip ZPAQ (with ``lrzip``), the order-0 bound and golflib's coder, per tensor class and in total, with the seconds
+of each coder (:func:`golflib.quant.report.symbol_table`); and ``artifact_decode`` — the seconds to decode the whole
+entropy-coded artifact on one thread (the bound: 30 s for a full-size model). ``golf bench quant --preset P`` does
+the same on the full-size model of a preset: a trained ``--checkpoint``, or else the pre-flight's Gaussian rows
+(:func:`golflib.quant.preflight.gaussian_rows`, labelled ``weights: gaussian``).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from golflib.quant.artifact import encode_artifact
+import torch
+
+from golflib.quant.artifact import decode_artifact, encode_artifact
 from golflib.quant.mixed import quantize_mixed
-from golflib.quant.report import code_tensors, codec_bytes, codec_report
+from golflib.quant.report import code_tensors, codec_bytes, codec_report, symbol_table
 from golflib.workbook.bench import register
 from golflib.workbook.quant_lab import calibrate, load_checkpoint, quant_config
 from golflib.workbook.runs import list_runs, load_result
@@ -23,6 +34,8 @@ from golflib.workbook.runs import list_runs, load_result
 MATRIX_CLASSES = ("attention", "mlp", "matrix")
 GOAL_BOUND, GOAL_ZSTD = 1.005, 0.98
 ARTIFACT_CODECS = ("zlib", "zstd", "lzma", "brotli", "brotli+shuffle2", "entropy")
+TABLE_BITS = (6, 7, 8)
+GOAL_DECODE_S = 30.0  # golf eval of a full-size artifact decodes within this on one CPU core (issue 19)
 
 
 def default_run(root: str = "runs") -> Path:
@@ -46,11 +59,63 @@ def _matrix_summary(items, lrzip: bool = False) -> dict:
     return r
 
 
+def same_symbols(state: dict[str, torch.Tensor], cfg, *, bits: tuple[int, ...] = TABLE_BITS,
+                 lrzip: bool = True) -> dict[str, Any]:
+    """Issue 19's table for ``state`` (float weights) under ``cfg`` (a :class:`golflib.config.Config`): per bit width,
+    every per-row tensor (matrices and embedding at that width, SDClip k of the config, round to nearest, no LQER or
+    pruning) through :func:`golflib.quant.report.symbol_table`; then the int6 artifact of the config's recipe
+    encoded with ``entropy`` and decoded on one thread (``artifact_decode``: seconds, bytes, the goal)."""
+    out: dict[str, Any] = {}
+    fixed = {"ATTN_BITS": 0, "MLP_BITS": 0, "GPTQ_ENABLED": False, "LQER_ENABLED": False, "PRUNE_TARGET_BYTES": 0,
+             "PRUNE_MAGNITUDE_FRAC": 0.0}
+    for b in bits:
+        quant = cfg.replace({**fixed, "MATRIX_BITS": b, "EMBED_BITS": b}, source="bench quant").quant
+        out[f"int{b}"] = symbol_table(code_tensors(quantize_mixed(state, quant)), pergroup=lrzip)
+    quant = cfg.replace({**fixed, "MATRIX_BITS": 6}, source="bench quant").quant
+    blob = encode_artifact(quantize_mixed(state, quant), "entropy")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        decode_artifact(blob, "<bench artifact>")
+        dt = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    out["artifact_decode"] = {"artifact_bytes": len(blob), "seconds": round(dt, 3), "threads": 1,
+                              "goal_seconds": GOAL_DECODE_S, "meets_goal": dt < GOAL_DECODE_S}
+    return out
+
+
+def _preset_weights(preset: str, checkpoint: str | None):
+    from golflib.model.gpt import GPT
+    from golflib.presets import resolve
+    from golflib.quant.preflight import gaussian_rows
+
+    cfg = resolve(preset, {}, environ={})
+    own = GPT(cfg.model).state_dict()
+    if checkpoint is None:
+        return cfg, gaussian_rows(own, cfg), "gaussian"
+    from safetensors.torch import load_file
+
+    state = load_file(checkpoint)
+    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and state[k].shape != own[k].shape]
+    if bad:
+        raise ValueError(f"{checkpoint}: does not match preset {preset!r}'s model ({bad[:6]})")
+    return cfg, state, "checkpoint"
+
+
 @register("quant")
 def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, calib_batches: int = 8,
-                lrzip: bool = False) -> dict[str, Any]:
+                lrzip: bool = False, preset: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
     """See module docstring (the bench measures bytes only; its val_bpb figures come from the run's result.json).
-    ``lrzip`` adds #1855's per-group lrzip recipe on the GPTQ matrices (:mod:`golflib.quant.pergroup`)."""
+    ``lrzip`` adds #1855's per-group lrzip recipe (:mod:`golflib.quant.pergroup`) to the GPTQ matrices and to the
+    side-by-side table. With ``preset`` only the side-by-side table runs, on that preset's full-size model
+    (``checkpoint`` weights, else Gaussian rows). Raises ``ValueError`` for a checkpoint of another model."""
+    if preset is not None:
+        cfg, state, source = _preset_weights(preset, checkpoint)
+        return {"preset": preset, "weights": source, "checkpoint": checkpoint,
+                "params": int(sum(t.numel() for t in state.values())),
+                "same_symbols": same_symbols(state, cfg, lrzip=lrzip)}
     run = Path(run_dir) if run_dir else default_run()
     ck = load_checkpoint(run, with_val=False)
     over = {"MATRIX_BITS": bits, "MATRIX_CLIP_SIGMAS": k, "ATTN_BITS": 0, "MLP_BITS": 0, "ATTN_CLIP_SIGMAS": 0,
@@ -63,6 +128,7 @@ def bench_quant(run_dir: str | None = None, bits: int = 6, k: float = 12.85, cal
     gptq = quantize_mixed(ck.state_dict, quant_config(ck, {**over, "GPTQ_ENABLED": True}), hs)
     out["matrices_gptq"] = _matrix_summary(code_tensors(gptq, MATRIX_CLASSES), lrzip=lrzip)
     out["calibration"] = {k2: v for k2, v in stats.items() if not isinstance(v, dict)}
+    out["same_symbols"] = same_symbols(ck.state_dict, ck.cfg, lrzip=lrzip)
     out["artifact_bytes_by_codec"] = {c: len(encode_artifact(gptq, c)) for c in ARTIFACT_CODECS}
     out["per_class_gptq"] = {cls: {"entropy": r.get("entropy"), "zstd22": r.get("one_per_byte", {}).get("zstd"),
                                    "order0_bound": r.get("order0", {}).get("total"), "symbols": r["symbols"]}

@@ -94,3 +94,140 @@ def test_golf_quant_codecs_reports_the_pergroup_recipe_on_the_same_symbols(quant
         pg = r["pergroup_lrzip"]
         assert pg["symbols"] == r["symbols"] and pg["total"] == sum(pg["groups"].values()) + pg["perms"] + pg["rest"]
     assert set(rep["all"]["pergroup_lrzip"]["groups"]) >= {"attn.c_q.weight", "mlp.fc.weight"}
+
+
+# ── MIXED_CODEC=pergroup-lrzip: #1855's recipe as an artifact codec ────────────────────────────────────────────────
+
+def _mixed_qs(seed=0):
+    import torch
+
+    from golflib.model.gpt import GPT
+    from golflib.settings.model import ModelConfig
+    from golflib.settings.quant import QuantConfig
+    from golflib.quant.mixed import quantize_mixed
+
+    torch.manual_seed(seed)
+    m = GPT(ModelConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, vocab_size=128))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p) * 0.02 * torch.rand(p.shape[-1]))
+    qs = quantize_mixed(m.state_dict(), QuantConfig(gptq_enabled=False, lqer_enabled=False, keep_float_max_numel=256))
+    qs.meta["model"] = {"num_layers": 2}
+    return qs
+
+
+def _pg_blob():
+    from golflib.quant.artifact import encode_artifact
+
+    qs = _mixed_qs()
+    return qs, encode_artifact(qs, "pergroup-lrzip")
+
+
+def test_pergroup_codec_round_trips_and_matches_the_record_layout(tmp_path):
+    """The artifact decodes bit-exactly; its group sections hold exactly the record's lrzip streams of the code
+    matrices (same grouping, row order, column-major bytes), and the per-class budget is exact."""
+    _need_lrzip()
+    import torch
+
+    from golflib.quant.artifact import read_artifact, read_sections, write_artifact
+    from golflib.quant.budget import artifact_budget
+
+    qs = _mixed_qs()
+    path = tmp_path / "a.golf"
+    n = write_artifact(path, qs, "pergroup-lrzip")
+    back = read_artifact(path)
+    assert back.meta["codec"] == "pergroup-lrzip" and set(back.tensors) == set(qs.tensors)
+    for k, t in qs.tensors.items():
+        assert back.tensors[k].dtype == t.dtype and torch.equal(back.tensors[k], t), k
+    header, sections = read_sections(path.read_bytes())
+    assert header["codec"] == "pergroup-lrzip"
+    names = [s["name"] for s, _ in sections]
+    assert names[:3] == ["perm:tok_emb.weight", "group:tok_emb.weight", "group:attn.c_k.weight"]
+    assert names.index("perm:attn.c_q.weight") + 1 == names.index("group:attn.c_q.weight")
+    # independent reconstruction of one group's raw stream: the record's steps on the codes themselves
+    (s, data), = [(s, d) for s, d in sections if s["name"] == "group:mlp.fc.weight"]
+    assert s["members"] == ["blocks.0.mlp.fc.weight.q", "blocks.1.mlp.fc.weight.q"] and s["sorted"]
+    expect = b"".join(np.ascontiguousarray(q[_greedy_l1(q)].T).tobytes()
+                      for q in (qs.tensors[m].numpy() for m in s["members"]))
+    assert pergroup.lrzip_decompress(data) == expect
+    rep = artifact_budget(path.read_bytes())
+    assert rep["exact"] and sum(c["bytes"] for c in rep["classes"].values()) + rep["header_bytes"] == n
+
+
+def _surgery(blob, fn):
+    from hostile import join_v2, split_v2
+
+    header, sections = split_v2(blob)
+    fn(header, sections)
+    return join_v2(header, sections)
+
+
+def test_pergroup_codec_refuses_hostile_sections_before_running_lrzip():
+    _need_lrzip()
+    from golflib.quant.artifact import ArtifactError, decode_artifact
+
+    qs, blob = _pg_blob()
+    gi = next(i for i, (s, _) in enumerate(_surgery_sections(blob)) if s["name"] == "group:mlp.proj.weight")
+
+    def declare(size):  # the lrzip header's u64 size, CRC recomputed: refused before the binary runs
+        def fn(h, secs):
+            s, d = secs[gi]
+            secs[gi] = (s, d[:6] + size.to_bytes(8, "little") + d[14:])
+        return fn
+
+    with pytest.raises(ArtifactError, match="declares 1,099,511,627,776 bytes, the container's tensors need"):
+        decode_artifact(_surgery(blob, declare(1 << 40)))
+
+    def drop_member(h, secs):
+        s, d = secs[gi]
+        secs[gi] = ({**s, "members": s["members"][:1]}, d)
+    with pytest.raises(ArtifactError, match="declares .* need"):  # the stream holds two matrices, one is named
+        decode_artifact(_surgery(blob, drop_member))
+
+    def foreign_member(h, secs):
+        s, d = secs[gi]
+        secs[gi] = ({**s, "members": ["blocks.0.attn_scale.q", *s["members"][1:]]}, d)
+    with pytest.raises(ArtifactError, match="names no per-row matrix"):
+        decode_artifact(_surgery(blob, foreign_member))
+
+    def not_lrzip(h, secs):
+        s, d = secs[gi]
+        secs[gi] = (s, b"XXXX" + d[4:])
+    with pytest.raises(ArtifactError, match="not an lrzip stream"):
+        decode_artifact(_surgery(blob, not_lrzip))
+
+    pi = next(i for i, (s, _) in enumerate(_surgery_sections(blob)) if s["name"] == "perm:mlp.fc.weight")
+
+    def bad_perm(h, secs):  # a valid brotli stream of the right length that is no permutation
+        import brotli
+        s, d = secs[pi]
+        rows = len(brotli.decompress(d)) // 2
+        secs[pi] = (s, brotli.compress(np.zeros(rows, "<u2").tobytes()))
+    with pytest.raises(ArtifactError, match="is not a permutation"):
+        decode_artifact(_surgery(blob, bad_perm))
+
+    def no_perm(h, secs):
+        del secs[pi]
+    with pytest.raises(ArtifactError, match="no 'perm:mlp.fc.weight' section"):
+        decode_artifact(_surgery(blob, no_perm))
+
+    def rc_in_pergroup(h, secs):
+        h["codec"] = "entropy"
+    with pytest.raises(ArtifactError, match="entropy coder|not one a"):
+        decode_artifact(_surgery(blob, rc_in_pergroup))
+
+
+def _surgery_sections(blob):
+    from hostile import split_v2
+
+    return split_v2(blob)[1]
+
+
+def test_lrzip_output_cap_stops_a_stream_that_writes_more_than_declared(monkeypatch):
+    """Even when the header is made to agree, the binary cannot write past the expected size (RLIMIT_FSIZE): a
+    1 MB stream decoded as if it held 1,000 bytes fails in lrzip, not after filling the disk."""
+    _need_lrzip()
+    data = pergroup.lrzip_compress(bytes(1_000_000))
+    forged = data[:6] + (1000).to_bytes(8, "little") + data[14:]
+    with pytest.raises(LrzipError):
+        pergroup.lrzip_decompress(forged, expected=1000)
