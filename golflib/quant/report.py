@@ -103,6 +103,34 @@ def tensor_errors(state_dict: dict[str, torch.Tensor], qs: QuantizedState) -> li
     return rows
 
 
+ORACLE_BETAS = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # generalized-Gaussian shapes the oracle may pick per tensor
+
+
+def column_scale_oracle_bytes(q: np.ndarray) -> float:
+    """A ceiling for coders that condition on scales: the information (bytes) of the codes ``q`` ``[rows, cols]``
+    under a discretized generalized Gaussian whose scale is each column's own RMS and whose shape β (one per tensor,
+    from :data:`ORACLE_BETAS`) is the best for this tensor — with every scale and β given for free. A coder whose
+    contexts are row and column scales (golflib's) pays for what this gets free, so on codes that are independent
+    given those scales it cannot go much below this number; a coder that does must be using dependencies between
+    codes. Computed from the ``[cols, values]`` histogram, so it is cheap at any size."""
+    from scipy.special import gamma
+    from scipy.stats import gennorm
+
+    q = np.asarray(q, dtype=np.int64)
+    lo = int(q.min())
+    vals = np.arange(lo, int(q.max()) + 1)
+    counts = np.zeros((q.shape[1], vals.size))
+    np.add.at(counts, (np.broadcast_to(np.arange(q.shape[1]), q.shape), q - lo), 1)
+    rms = np.sqrt((counts * vals[None, :] ** 2).sum(1) / q.shape[0])[:, None]
+    best = np.inf
+    for beta in ORACLE_BETAS:
+        s = np.maximum(rms, 1e-3) / np.sqrt(gamma(3 / beta) / gamma(1 / beta))
+        a, b = (np.abs(vals) + 0.5)[None, :] / s, np.maximum(np.abs(vals) - 0.5, 0)[None, :] / s
+        p = np.where(vals[None, :] == 0, 2 * gennorm.cdf(a, beta) - 1, gennorm.cdf(a, beta) - gennorm.cdf(b, beta))
+        best = min(best, float(-(counts * np.log2(np.maximum(p, 1e-300))).sum()))
+    return best / 8
+
+
 def symbol_table(items: list[tuple[str, str, np.ndarray, int]], *, pergroup: bool = True) -> dict:
     """Bytes of the same code symbols under every anchor codec, per tensor class and in total (issue 19).
 
@@ -112,8 +140,9 @@ def symbol_table(items: list[tuple[str, str, np.ndarray, int]], *, pergroup: boo
     pergroup_bytes`) runs per class, its total is their sum (its groups never span classes).
 
     Returns ``{"classes": {cls: row}, "total": row, "seconds": {...}}`` with a row ``{"symbols", "zstd",
-    "brotli", "brotli+bshf2", "pergroup_lrzip" (when ``pergroup``), "order0", "entropy", "entropy_over_zstd",
-    "entropy_over_pergroup_lrzip"}`` (decimal bytes; the order-0 bound includes its tables) and seconds of the
+    "brotli", "brotli+bshf2", "pergroup_lrzip" (when ``pergroup``), "order0", "column_scale_oracle", "entropy",
+    "entropy_over_zstd", "entropy_over_pergroup_lrzip"}`` (decimal bytes; the order-0 bound includes its tables,
+    the oracle is :func:`column_scale_oracle_bytes`) and seconds of the
     coder's encode and decode and of lrzip's. Raises ``AssertionError`` if a round trip fails (never expected)."""
     enc, dec = entropy.EntropyCoder(), entropy.EntropyCoder()
     t0 = time.perf_counter()
@@ -130,6 +159,7 @@ def symbol_table(items: list[tuple[str, str, np.ndarray, int]], *, pergroup: boo
         r = {"symbols": int(sum(q.size for _, _, q, _, _, _ in sel))}
         r.update({c: len(compress(raw, c)) for c in TABLE_CODECS})
         r["order0"] = round(sum(entropy.order0_bound_bytes(q)["total"] for _, _, q, _, _, _ in sel), 1)
+        r["column_scale_oracle"] = round(sum(column_scale_oracle_bytes(q) for _, _, q, _, _, _ in sel), 1)
         r["entropy"] = sum(len(blob) for *_, blob, _ in sel)
         return r
 

@@ -231,3 +231,45 @@ def test_lrzip_output_cap_stops_a_stream_that_writes_more_than_declared(monkeypa
     forged = data[:6] + (1000).to_bytes(8, "little") + data[14:]
     with pytest.raises(LrzipError):
         pergroup.lrzip_decompress(forged, expected=1000)
+
+
+def test_column_scale_oracle_is_the_per_symbol_information_of_the_best_shape():
+    """Against a per-symbol computation: each code's probability under a discretized generalized Gaussian with
+    its column's RMS as standard deviation, the best shape of the grid for the whole tensor."""
+    from scipy.special import gamma
+    from scipy.stats import gennorm
+
+    from golflib.quant.report import ORACLE_BETAS, column_scale_oracle_bytes
+
+    rng = np.random.default_rng(0)
+    q = np.clip(np.round(rng.laplace(size=(50, 7)) * np.array([0.5, 1, 2, 3, 4, 6, 9])), -31, 31).astype(np.int8)
+    best = np.inf
+    for beta in ORACLE_BETAS:
+        bits = 0.0
+        for j in range(q.shape[1]):
+            col = q[:, j].astype(float)
+            s = np.sqrt((col ** 2).mean()) / np.sqrt(gamma(3 / beta) / gamma(1 / beta))
+            for v in col:
+                hi, lo = (abs(v) + 0.5) / s, max(abs(v) - 0.5, 0) / s
+                p = 2 * gennorm.cdf(hi, beta) - 1 if v == 0 else gennorm.cdf(hi, beta) - gennorm.cdf(lo, beta)
+                bits -= np.log2(p)
+        best = min(best, bits)
+    assert column_scale_oracle_bytes(q) == pytest.approx(best / 8, rel=1e-9)
+    # scales given for free beat one histogram for the whole tensor on codes whose columns differ this much
+    from golflib.quant.entropy import order0_bits
+    assert column_scale_oracle_bytes(q) < order0_bits(q) / 8
+
+
+def test_symbol_table_per_group_column_is_the_recipe_per_class():
+    _need_lrzip()
+    from golflib.quant.report import symbol_table
+
+    rng = np.random.default_rng(1)
+    items = [(f"blocks.{i}.{k}", cls, rng.integers(-5, 6, size=(16, 8)).astype(np.int8), 6)
+             for i in (0, 1) for k, cls in (("attn.c_q.weight", "attention"), ("mlp.fc.weight", "mlp"))]
+    t = symbol_table(items)
+    for cls in ("attention", "mlp"):
+        sel = [(n, q) for n, c, q, _ in items if c == cls]
+        assert t["classes"][cls]["pergroup_lrzip"] == pergroup_bytes(sel)["total"]
+    assert t["total"]["pergroup_lrzip"] == sum(c["pergroup_lrzip"] for c in t["classes"].values())
+    assert t["total"]["entropy_over_pergroup_lrzip"] == round(t["total"]["entropy"] / t["total"]["pergroup_lrzip"], 4)

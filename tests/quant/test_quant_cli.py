@@ -92,4 +92,16 @@ def test_codecs_cli_and_bench_quant(quant_run, tmp_path, capsys):
         assert m["entropy"] <= 1.01 * m["order0"]["total"]
         assert m["symbols"] == 2 * (64 * 64 * 2 + 32 * 64 * 2 + 128 * 64 * 2)  # 2 layers of block matrices
     assert out["artifact_bytes_by_codec"]["entropy"] < out["artifact_bytes_by_codec"]["zstd"]
+    same = saved["same_symbols"]
+    for b in ("int6", "int7", "int8"):
+        t, cls = same[b]["total"], same[b]["classes"]
+        assert set(cls) == {"embedding", "attention", "mlp"}
+        assert t["symbols"] == sum(c["symbols"] for c in cls.values()) == 2 * (64 * 64 * 2 + 32 * 64 * 2
+                                                                              + 128 * 64 * 2) + 1024 * 64
+        assert t["entropy"] == sum(c["entropy"] for c in cls.values())
+        assert t["entropy_over_zstd"] == round(t["entropy"] / t["zstd"], 4)
+    # wider codes cost more bytes under every codec
+    assert same["int6"]["total"]["entropy"] < same["int7"]["total"]["entropy"] < same["int8"]["total"]["entropy"]
+    dec = same["artifact_decode"]
+    assert dec["threads"] == 1 and dec["meets_goal"] == (dec["seconds"] < 30.0)
     assert out["run_artifacts"]["mixed"]["artifact_bytes"] == load_result(quant_run).artifacts["mixed"].artifact_bytes
