@@ -15,7 +15,7 @@ from __future__ import annotations
 OPTIONAL_MODULES = ("golflib.presets", "golflib.eval.ttt", "golflib.eval.ttt_chunked", "golflib.eval.ttt_lora",
                     "golflib.eval.ttt_phased", "golflib.eval.doc_eval", "golflib.eval.ngram_eval",
                     "golflib.quant.lqer", "golflib.quant.preflight", "golflib.quant.posttrain", "golflib.quant.calib",
-                    "golflib.data.loaders", "golflib.plugins", "golflib.eval.dump")
+                    "golflib.data.loaders", "golflib.plugins", "golflib.eval.dump", "golflib.quant.pergroup")
 # set by golflib.record.bundle: the optional modules this train_gpt.py does not carry (empty in the package)
 BUNDLE_EXCLUDED: tuple[str, ...] = ()
 
@@ -49,6 +49,10 @@ def modules_needed(cfg) -> dict[str, str]:
         need["golflib.quant.calib"] = "MIXED_EXPORT=1"
         if cfg.quant.gptq_enabled and cfg.quant.gptq_calib_loader == "shuffled":
             need["golflib.data.loaders"] = "GPTQ_CALIB_LOADER=shuffled"
+    for field, codec in (("MIXED_CODEC", cfg.quant.mixed_codec if cfg.quant.mixed_export else ""),
+                         ("ARTIFACT_CODEC", cfg.quant.artifact_codec)):
+        if codec == "pergroup-lrzip":
+            need.setdefault("golflib.quant.pergroup", f"{field}=pergroup-lrzip")
     if cfg.eval.eval_plugins or cfg.eval.eval_protocols:
         need["golflib.plugins"] = "EVAL_PLUGINS" if cfg.eval.eval_plugins else "EVAL_PROTOCOLS"
     if cfg.train.train_loader != "sequential":

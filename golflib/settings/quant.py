@@ -10,7 +10,7 @@ from golflib.settings.base import CHALLENGE_LIMIT_BYTES, check_field
 
 
 CLIP_KINDS = ("sdclip", "hsdclip", "percentile", "search", "search_row", "absmax")
-CODEC_RE = r"(zlib|zstd|lzma|lzma6|lzma9|lzma9e|brotli|brotli24)(\+(shuffle|bshf)[2-8])?|entropy"
+CODEC_RE = r"(zlib|zstd|lzma|lzma6|lzma9|lzma9e|brotli|brotli24)(\+(shuffle|bshf)[2-8])?|entropy|pergroup-lrzip"
 _NUM = r"[0-9]+(\.[0-9]*)?(e-?[0-9]+)?"
 OVERRIDE_RE = (rf"[^=]+=(fp16|fp32|keep|int[2-8](:(sdclip|percentile):{_NUM}|:hsdclip:{_NUM}:{_NUM}|:absmax|:search"
                rf"|:search_row)?(\+(floor(={_NUM})?|fp32|nogptq))*)")
@@ -31,7 +31,8 @@ class QuantConfig:
     keep_float_max_numel: int = 65_536  # float tensors this small pass through: fp16 (int8 export: fp32 if control)
     artifact_codec: str = "zlib"  # compressor of the serialized quantized state
     mixed_export: bool = False  # also write the mixed-precision artifact below (after the int8 one)
-    mixed_codec: str = "entropy"  # codec of the mixed artifact: entropy (range coder) or a byte codec
+    mixed_codec: str = "entropy"  # codec of the mixed artifact: entropy (range coder), pergroup-lrzip (#1855's
+    # per-group lrzip ZPAQ, needs the lrzip binary) or a byte codec
     matrix_bits: int = 6  # bits of block matrices (SPEC §3.B2)
     attn_bits: int = 0  # bits of attention matrices; 0 = MATRIX_BITS
     mlp_bits: int = 0  # bits of MLP matrices; 0 = MATRIX_BITS
@@ -79,7 +80,7 @@ class QuantConfig:
         for name in ("artifact_codec", "mixed_codec"):
             v = getattr(self, name)
             check_field(bool(re.fullmatch(CODEC_RE, v)), name, "must be zlib, zstd, lzma (lzma6, lzma9, lzma9e), "
-                        "brotli (brotli24), optionally +shuffle2..8 or +bshf2..8, or entropy", v)
+                        "brotli (brotli24), optionally +shuffle2..8 or +bshf2..8, entropy, or pergroup-lrzip", v)
         for name in ("matrix_bits", "embed_bits"):
             check_field(2 <= getattr(self, name) <= 8, name, "must be in [2, 8]", getattr(self, name))
         for name in ("attn_bits", "mlp_bits"):

@@ -421,3 +421,8 @@ def test_every_preset_bundles_with_its_own_seams():
     assert need["golflib.data.loaders"] == "TRAIN_LOADER=packed" and need["golflib.quant.lqer"]
     base = modules_needed(resolve("baseline", environ={}))
     assert set(base) == {"golflib.quant.preflight"}  # int8+zlib, no TTT, no mixer: the smallest bundle
+    assert "golflib.quant.pergroup" not in need  # the preset's entropy coder; #1855's own codec is a field away
+    pg = resolve("pr1855", {"MIXED_CODEC": "pergroup-lrzip"}, environ={})
+    assert modules_needed(pg)["golflib.quant.pergroup"] == "MIXED_CODEC=pergroup-lrzip"
+    b = build_bundle(pg)
+    assert "golflib.quant.pergroup" in b.modules and "golflib.quant.pergroup" not in b.excluded
