@@ -341,9 +341,8 @@ def _group_members(s: dict, meta: dict, source: str, budget: ElementBudget) -> l
         e = meta["tensors"].get(owner) if owner else None
         if e is None or e["kind"] != "per_row" or len(e["shape"]) < 2:
             raise ArtifactError(f"{where}: member {m!r} names no per-row matrix of the metadata")
-        rows = int(e["shape"][0])
-        n = shape_numel(e["shape"], where)
-        out.append((m, (rows, n // rows if rows else 0)))
+        n, cols = shape_numel(e["shape"], where), int(e["shape"][-1])
+        out.append((m, (n // cols if cols else 0, cols)))  # codes are stored [numel / last dim, last dim]
     if len({m for m, _ in out}) != len(out):
         raise ArtifactError(f"{where}: a member is listed twice")
     if s.get("codec") == "lrzip":

@@ -107,12 +107,13 @@ ORACLE_BETAS = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # generalized-Gaussian shapes 
 
 
 def column_scale_oracle_bytes(q: np.ndarray) -> float:
-    """A ceiling for coders that condition on scales: the information (bytes) of the codes ``q`` ``[rows, cols]``
-    under a discretized generalized Gaussian whose scale is each column's own RMS and whose shape β (one per tensor,
-    from :data:`ORACLE_BETAS`) is the best for this tensor — with every scale and β given for free. A coder whose
-    contexts are row and column scales (golflib's) pays for what this gets free, so on codes that are independent
-    given those scales it cannot go much below this number; a coder that does must be using dependencies between
-    codes. Computed from the ``[cols, values]`` histogram, so it is cheap at any size."""
+    """A reference floor for coders that condition on scales: the information (bytes) of the codes ``q``
+    ``[rows, cols]`` under a discretized generalized Gaussian whose scale is each column's own RMS and whose shape β
+    (one per tensor, from :data:`ORACLE_BETAS`) is the best for this tensor — every scale and β given for free. A
+    coder whose contexts are row and column scales, and which pays for them, lands above it on codes that are
+    independent given those scales (golflib's: 0.04–0.8% above in docs/LOG.md's issue-19 tables); one that lands
+    clearly below it uses dependencies between codes. Not a strict bound: a richer shape family can go below it too.
+    Computed from the ``[cols, values]`` histogram, so it is cheap at any size."""
     from scipy.special import gamma
     from scipy.stats import gennorm
 

@@ -9,9 +9,9 @@ artifact per codec and per class, and the run's own int8 and mixed artifacts wit
 
 Issue 19's side-by-side table (``same_symbols``): for int6, int7 and int8 round-to-nearest SDClip codes of every
 per-row tensor (embedding included), the bytes of zstd-22, brotli-11, byte shuffle + brotli, #1855's per-group
-lrzip ZPAQ (with ``lrzip``), the order-0 bound and golflib's coder, per tensor class and in total, with the seconds
-of each coder (:func:`golflib.quant.report.symbol_table`); and ``artifact_decode`` — the seconds to decode the whole
-entropy-coded artifact on one thread (the bound: 30 s for a full-size model). ``golf bench quant --preset P`` does
+lrzip ZPAQ (with ``lrzip``), the order-0 bound, the column-scale oracle and golflib's coder, per tensor class and
+in total, with the seconds of each coder (:func:`golflib.quant.report.symbol_table`); and ``artifact_decode`` — the
+seconds to decode the whole entropy-coded artifact on one thread (the bound: 30 s for a full-size model). ``golf bench quant --preset P`` does
 the same on the full-size model of a preset: a trained ``--checkpoint``, or else the pre-flight's Gaussian rows
 (:func:`golflib.quant.preflight.gaussian_rows`, labelled ``weights: gaussian``).
 """
