@@ -121,27 +121,14 @@ def storage_owner(storage_name: str, tensors_meta: dict) -> str:
     return storage_name
 
 
-def _pergroup_sections(qs: QuantizedState) -> tuple[list[dict], list[bytes], list[str]]:
-    from golflib.quant.pergroup import group_sections  # the lrzip binary: only this codec needs it
-
-    codes = {s: qs.tensors[s].numpy() for s in coded_tensors(qs)}
-    sections, chunks = [], []
-    parts, grouped = group_sections(codes)
-    for entry, blob in parts:
-        owner = entry["members"][0][:-2]
-        sections.append({**entry, "length": len(blob), "crc32": zlib.crc32(blob),
-                         "class": entry_class(owner, qs.meta["tensors"][owner])})
-        chunks.append(blob)
-    return sections, chunks, grouped
-
-
 def _encode_sections(qs: QuantizedState, codec: str = ENTROPY_CODEC) -> bytes:
     coder = EntropyCoder()
     sections, chunks = [], []
-    if codec == PERGROUP_CODEC:
-        sections, chunks, coded = _pergroup_sections(qs)
-    else:
-        coded = coded_tensors(qs)
+    coded = coded_tensors(qs)
+    if codec == PERGROUP_CODEC:  # the lrzip binary: only this codec needs it (an optional module, golflib.seams)
+        from golflib.quant.pergroup import container_sections
+
+        sections, chunks, coded, coder_cfg = container_sections(qs, coded)
     for sname in (coded if codec == ENTROPY_CODEC else []):
         name = sname[:-2]
         bits = int(qs.meta["tensors"][name]["bits"])
@@ -164,11 +151,7 @@ def _encode_sections(qs: QuantizedState, codec: str = ENTROPY_CODEC) -> bytes:
         sections.append({"name": f"rest:{cls}", "codec": REST_CODEC, "length": len(blob),
                          "crc32": zlib.crc32(blob), "class": cls})
         chunks.append(blob)
-    if codec == PERGROUP_CODEC:
-        from golflib.quant.pergroup import LRZIP_LEVEL
-
-        coder_cfg = {"name": PERGROUP_CODEC, "lrzip_level": LRZIP_LEVEL}
-    else:
+    if codec == ENTROPY_CODEC:
         coder_cfg = {**_coder_constants(), "step": coder.step, "constriction": _constriction_version()}
     header = {"meta": qs.meta, "codec": codec, "coder": coder_cfg, "sections": sections}
     hbytes = compress(_meta_json(header).encode("utf-8"), REST_CODEC)
@@ -327,63 +310,15 @@ def _rc_section(s: dict, meta: dict, source: str, budget: ElementBudget) -> tupl
     return shape, int(bits), kind, level
 
 
-def _group_members(s: dict, meta: dict, source: str, budget: ElementBudget) -> list[tuple[str, tuple[int, int]]]:
-    """Check a ``group``/``perm`` section's members against the metadata; returns ``[(storage name, (rows, cols))]``
-    (the shapes fix how many bytes lrzip may write)."""
-    name = str(s.get("name"))
-    where = f"{source}: section {name!r}"
-    members = s.get("members")
-    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-        raise ArtifactError(f"{where}: 'members' must be a non-empty list of tensor names")
-    out = []
-    for m in members:
-        owner = m[:-2] if m.endswith(".q") else None
-        e = meta["tensors"].get(owner) if owner else None
-        if e is None or e["kind"] != "per_row" or len(e["shape"]) < 2:
-            raise ArtifactError(f"{where}: member {m!r} names no per-row matrix of the metadata")
-        n, cols = shape_numel(e["shape"], where), int(e["shape"][-1])
-        out.append((m, (n // cols if cols else 0, cols)))  # codes are stored [numel / last dim, last dim]
-    if len({m for m, _ in out}) != len(out):
-        raise ArtifactError(f"{where}: a member is listed twice")
-    if s.get("codec") == "lrzip":
-        budget.take(sum(r * c for _, (r, c) in out), f"section {name!r}")
-    return out
-
-
-def _decode_pergroup(s: dict, data: bytes, meta: dict, source: str, budget: ElementBudget,
-                     perms: dict[str, list]) -> dict[str, torch.Tensor]:
-    from golflib.quant.pergroup import LrzipError, decode_group, decode_perms
-
-    name = str(s.get("name"))
-    members = _group_members(s, meta, source, budget)
-    try:
-        if s["codec"] == "perm":
-            perms[name[len("perm:"):]] = (list(s["members"]), decode_perms(data, [r for _, (r, _) in members]))
-            return {}
-        role = name[len("group:"):]
-        p = None
-        if s.get("sorted"):
-            if role not in perms or perms[role][0] != s["members"]:
-                raise ArtifactError(f"{source}: section {name!r} is sorted but no 'perm:{role}' section with the "
-                                    "same members precedes it")
-            p = perms[role][1]
-        codes = decode_group(data, [shape for _, shape in members], p)
-    except LrzipError as e:
-        raise ArtifactError(f"{source}: section {name!r}: {e}") from None
-    return {m: torch.from_numpy(q) for (m, _), q in zip(members, codes)}
-
-
-def _section_coder(header: dict, source: str) -> tuple[str, EntropyCoder | None]:
-    """The header's section codec and, for ``entropy``, its coder (constants checked against this golflib)."""
+def _section_coder(header: dict, source: str, budget: ElementBudget):
+    """The header's section codec and its decoder: for ``entropy`` an :class:`EntropyCoder` (constants checked
+    against this golflib), for ``pergroup-lrzip`` a :class:`golflib.quant.pergroup.GroupDecoder`."""
     codec = header.get("codec", ENTROPY_CODEC)
     coder_cfg = header.get("coder", {})
     if codec == PERGROUP_CODEC:
-        from golflib.quant.pergroup import LRZIP_LEVEL
+        from golflib.quant.pergroup import GroupDecoder
 
-        expected = {"name": PERGROUP_CODEC, "lrzip_level": LRZIP_LEVEL}
-        if coder_cfg != expected:
-            raise ArtifactError(f"{source}: section coder {str(coder_cfg)[:200]}, expected {expected}")
-        return codec, None
+        return codec, GroupDecoder(coder_cfg, header["meta"], source, budget)
     if codec != ENTROPY_CODEC:
         raise ArtifactError(f"{source}: version-2 codec {str(codec)[:40]!r}, expected one of {SECTION_CODECS}")
     expected = _coder_constants()
@@ -400,10 +335,9 @@ def _decode_v2(blob: bytes, source: str) -> QuantizedState:
     header, sections = read_sections(blob, source)
     meta = header["meta"]
     budget = ElementBudget(len(blob), source)
-    codec, coder = _section_coder(header, source)
+    codec, coder = _section_coder(header, source, budget)
     coder_cfg = header.get("coder", {})
     tensors: dict[str, torch.Tensor] = {}
-    perms: dict[str, list] = {}
 
     def add(part: dict, where: str) -> None:
         clash = sorted(set(part) & set(tensors))
@@ -413,7 +347,7 @@ def _decode_v2(blob: bytes, source: str) -> QuantizedState:
 
     for s, data in sections:
         name = str(s.get("name"))
-        if s.get("codec") == "rc" and coder is not None:
+        if s.get("codec") == "rc" and codec == ENTROPY_CODEC:
             shape, bits, kind, level = _rc_section(s, meta, source, budget)
             try:
                 q = coder.decode(data, shape, bits, kind, level)
@@ -425,7 +359,7 @@ def _decode_v2(blob: bytes, source: str) -> QuantizedState:
                 raise ArtifactError(f"{source}: section {name!r}: {e}{note}") from None
             add({name: torch.from_numpy(np.ascontiguousarray(q))}, f"{source} section {name!r}")
         elif s.get("codec") in ("lrzip", "perm") and codec == PERGROUP_CODEC:
-            add(_decode_pergroup(s, data, meta, source, budget, perms), f"{source} section {name!r}")
+            add(coder.section(s, data), f"{source} section {name!r}")
         elif s.get("codec") == REST_CODEC:
             where = f"{source} section {name!r}"
             raw, _ = _bounded_safetensors(data, REST_CODEC, where, budget)

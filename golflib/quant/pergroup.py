@@ -45,6 +45,7 @@ GROUP_ORDER = ("tok_emb.weight", "attn.c_k.weight", "attn.c_q.weight", "attn.c_v
 SIMSORT = frozenset({"tok_emb.weight", "attn.c_q.weight", "mlp.fc.weight"})
 LRZIP_LEVEL = 9
 LRZIP_MAGIC = b"LRZI"
+CODER_ENTRY = {"name": "pergroup-lrzip", "lrzip_level": LRZIP_LEVEL}  # the container header's "coder"
 LRZIP_TIMEOUT_S = 600  # a full-size group takes tens of seconds; a stream that runs longer is refused
 
 
@@ -269,3 +270,82 @@ def decode_group(data: bytes, shapes: list[tuple[int, int]], perms: list[np.ndar
             q = orig
         out.append(np.ascontiguousarray(q))
     return out
+
+
+def container_sections(qs, coded: list[str]) -> tuple[list[dict], list[bytes], list[str], dict]:
+    """The ``pergroup-lrzip`` part of a version-2 container (:mod:`golflib.quant.artifact`) for the code matrices
+    ``coded`` (storage names) of ``qs`` (a :class:`~golflib.quant.int8.QuantizedState`): ``(section entries,
+    section bytes, storage names the sections hold, the header's "coder" entry)``; entries carry length, CRC-32 and
+    the tensor class, and the caller stores every other tensor in its ``rest:`` sections."""
+    import zlib
+
+    from golflib.quant.classes import entry_class
+
+    parts, grouped = group_sections({s: qs.tensors[s].numpy() for s in coded})
+    sections, chunks = [], []
+    for entry, blob in parts:
+        owner = entry["members"][0][:-2]
+        sections.append({**entry, "length": len(blob), "crc32": zlib.crc32(blob),
+                         "class": entry_class(owner, qs.meta["tensors"][owner])})
+        chunks.append(blob)
+    return sections, chunks, grouped, CODER_ENTRY
+
+
+class GroupDecoder:
+    """Decodes the ``perm`` and ``group`` sections of one ``pergroup-lrzip`` container, checking each against the
+    container's metadata before lrzip runs (members must be distinct per-row matrices; their element count is
+    taken from the file's element budget and fixes lrzip's output size). Raises
+    :class:`~golflib.quant.limits.ArtifactError` naming the file and section."""
+
+    def __init__(self, coder_cfg, meta: dict, source: str, budget):
+        from golflib.quant.limits import ArtifactError
+
+        if coder_cfg != CODER_ENTRY:
+            raise ArtifactError(f"{source}: section coder {str(coder_cfg)[:200]}, expected {CODER_ENTRY}")
+        self.meta, self.source, self.budget = meta, source, budget
+        self.perms: dict[str, tuple[list, list[np.ndarray]]] = {}
+
+    def _members(self, s: dict) -> list[tuple[str, tuple[int, int]]]:
+        from golflib.quant.limits import ArtifactError, shape_numel
+
+        where = f"{self.source}: section {str(s.get('name'))!r}"
+        members = s.get("members")
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            raise ArtifactError(f"{where}: 'members' must be a non-empty list of tensor names")
+        out = []
+        for m in members:
+            e = self.meta["tensors"].get(m[:-2]) if m.endswith(".q") else None
+            if e is None or e["kind"] != "per_row" or len(e["shape"]) < 2:
+                raise ArtifactError(f"{where}: member {m!r} names no per-row matrix of the metadata")
+            n, cols = shape_numel(e["shape"], where), int(e["shape"][-1])
+            out.append((m, (n // cols if cols else 0, cols)))  # codes are stored [numel / last dim, last dim]
+        if len(set(members)) != len(members):
+            raise ArtifactError(f"{where}: a member is listed twice")
+        if s.get("codec") == "lrzip":
+            self.budget.take(sum(r * c for _, (r, c) in out), f"section {s.get('name')!r}")
+        return out
+
+    def section(self, s: dict, data: bytes) -> dict:
+        """The tensors (``{storage name: int8 tensor}``) of one section; ``{}`` for a ``perm`` section, whose
+        permutations are kept for the group that follows it."""
+        import torch
+
+        from golflib.quant.limits import ArtifactError
+
+        name = str(s.get("name"))
+        members = self._members(s)
+        try:
+            if s["codec"] == "perm":
+                self.perms[name[len("perm:"):]] = (list(s["members"]),
+                                                   decode_perms(data, [r for _, (r, _) in members]))
+                return {}
+            role, p = name[len("group:"):], None
+            if s.get("sorted"):
+                if role not in self.perms or self.perms[role][0] != s["members"]:
+                    raise ArtifactError(f"{self.source}: section {name!r} is sorted but no 'perm:{role}' section "
+                                        "with the same members precedes it")
+                p = self.perms[role][1]
+            codes = decode_group(data, [shape for _, shape in members], p)
+        except LrzipError as e:
+            raise ArtifactError(f"{self.source}: section {name!r}: {e}") from None
+        return {m: torch.from_numpy(q) for (m, _), q in zip(members, codes)}

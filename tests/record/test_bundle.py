@@ -351,7 +351,7 @@ def test_config_seams_leave_out_what_the_config_does_not_use(tiny_script, tmp_pa
     assert not cfg.ngram.ngram_enabled and cfg.ttt.ttt_kinds == ("chunked", "lora")
     assert off.stats["excluded_modules"] == ["golflib.presets", "golflib.eval.ttt_phased", "golflib.eval.doc_eval",
                                              "golflib.eval.ngram_eval", "golflib.quant.lqer", "golflib.data.loaders",
-                                             "golflib.plugins", "golflib.eval.dump"]
+                                             "golflib.plugins", "golflib.eval.dump", "golflib.quant.pergroup"]
     assert "# ==== golflib.eval.ngram ====" not in off.readable and "class NgramMixer" not in off.readable
     assert "# ==== golflib.presets ====" not in off.readable and "def eval_ttt_phased" not in off.readable
     path = tmp_path / "off.py"
