@@ -34,11 +34,16 @@ import struct
 import subprocess
 import tempfile
 import time
+import zlib
 
 import brotli
 import numpy as np
+import torch
 
 from golflib.errors import GolfError
+from golflib.quant.classes import entry_class
+from golflib.quant.codecs import CodecError, decompress_bounded
+from golflib.quant.limits import ArtifactError, shape_numel
 
 GROUP_ORDER = ("tok_emb.weight", "attn.c_k.weight", "attn.c_q.weight", "attn.c_v.weight", "attn.proj.weight",
                "mlp.fc.weight", "mlp.proj.weight")
@@ -237,8 +242,6 @@ def decode_perms(data: bytes, rows: list[int]) -> list[np.ndarray]:
     """The permutations of a ``perm`` section for members with ``rows`` rows each (int64 arrays); the brotli output
     is bounded by ``2·Σ rows`` bytes and each must be a permutation of ``range(rows)``. Raises
     :class:`LrzipError`."""
-    from golflib.quant.codecs import CodecError, decompress_bounded
-
     try:
         raw = decompress_bounded(data, "brotli", 2 * sum(rows), exact=True)
     except CodecError as e:
@@ -277,10 +280,6 @@ def container_sections(qs, coded: list[str]) -> tuple[list[dict], list[bytes], l
     ``coded`` (storage names) of ``qs`` (a :class:`~golflib.quant.int8.QuantizedState`): ``(section entries,
     section bytes, storage names the sections hold, the header's "coder" entry)``; entries carry length, CRC-32 and
     the tensor class, and the caller stores every other tensor in its ``rest:`` sections."""
-    import zlib
-
-    from golflib.quant.classes import entry_class
-
     parts, grouped = group_sections({s: qs.tensors[s].numpy() for s in coded})
     sections, chunks = [], []
     for entry, blob in parts:
@@ -298,16 +297,12 @@ class GroupDecoder:
     :class:`~golflib.quant.limits.ArtifactError` naming the file and section."""
 
     def __init__(self, coder_cfg, meta: dict, source: str, budget):
-        from golflib.quant.limits import ArtifactError
-
         if coder_cfg != CODER_ENTRY:
             raise ArtifactError(f"{source}: section coder {str(coder_cfg)[:200]}, expected {CODER_ENTRY}")
         self.meta, self.source, self.budget = meta, source, budget
         self.perms: dict[str, tuple[list, list[np.ndarray]]] = {}
 
     def _members(self, s: dict) -> list[tuple[str, tuple[int, int]]]:
-        from golflib.quant.limits import ArtifactError, shape_numel
-
         where = f"{self.source}: section {str(s.get('name'))!r}"
         members = s.get("members")
         if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
@@ -328,10 +323,6 @@ class GroupDecoder:
     def section(self, s: dict, data: bytes) -> dict:
         """The tensors (``{storage name: int8 tensor}``) of one section; ``{}`` for a ``perm`` section, whose
         permutations are kept for the group that follows it."""
-        import torch
-
-        from golflib.quant.limits import ArtifactError
-
         name = str(s.get("name"))
         members = self._members(s)
         try:

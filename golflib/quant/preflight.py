@@ -81,6 +81,17 @@ def gaussian_rows(state: dict[str, torch.Tensor], cfg: Config, seed: int = 0) ->
     return out
 
 
+def matching_state(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (trained weights) in the order of ``own`` (the configured model's state dict); raises
+    ``ValueError`` naming missing, unexpected and mis-shaped tensors when it is not that model's."""
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        raise ValueError(f"checkpoint does not match the configured model: missing {missing[:6]}, "
+                         f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]}")
+    return {k: state[k] for k in own}
+
+
 def scored_codec(cfg: Config) -> str:
     """The codec of the artifact a run scores (``MIXED_CODEC`` with ``MIXED_EXPORT=1``, else ``ARTIFACT_CODEC``)."""
     return cfg.quant.mixed_codec if cfg.quant.mixed_export else cfg.quant.artifact_codec
@@ -113,12 +124,7 @@ def preflight_budget(cfg: Config, *, code_bytes: int, code_source: str, state: d
     own = model.state_dict()
     n_params = sum(p.numel() for p in model.parameters())
     if state is not None:
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or bad:
-            raise ValueError(f"checkpoint does not match the configured model: missing {missing[:6]}, "
-                             f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]}")
-        weights, source = {k: state[k] for k in own}, "checkpoint"
+        weights, source = matching_state(own, state), "checkpoint"
     else:
         weights, source = gaussian_rows(own, cfg, seed), "gaussian"
     del model

@@ -41,6 +41,21 @@ def code_tensors(qs: QuantizedState, classes: tuple[str, ...] | None = None) -> 
     return out
 
 
+def coder_round_trip(items: list[tuple[str, str, np.ndarray, int]]) -> tuple[list[int], dict]:
+    """Code ``items`` (as :func:`code_tensors`) in order with one adaptive state, as the artifact does, decode them
+    again and compare. Returns each tensor's section bytes and ``{"encode", "decode"}`` seconds; raises
+    ``AssertionError`` if a round trip fails (never expected; loud if it is)."""
+    enc, dec = entropy.EntropyCoder(), entropy.EntropyCoder()
+    t0 = time.perf_counter()
+    coded = [(name, q, bits, *enc.encode(q, bits, entropy.kind_of(name, bits))) for name, _, q, bits in items]
+    t1 = time.perf_counter()
+    for name, q, bits, blob, info in coded:
+        if not np.array_equal(dec.decode(blob, q.shape, bits, entropy.kind_of(name, bits), info["level"]), q):
+            raise AssertionError(f"entropy coder round trip failed on {name}")
+    seconds = {"encode": round(t1 - t0, 3), "decode": round(time.perf_counter() - t1, 3)}
+    return [len(blob) for _, _, _, blob, _ in coded], seconds
+
+
 def codec_bytes(items: list[tuple[str, str, np.ndarray, int]], *, byte_codecs=BYTE_CODECS,
                 bitpacked: bool = True, pergroup: bool = False) -> dict:
     """Bytes of the codes in ``items`` under every codec, and the order-0 bound (module docstring).
@@ -56,16 +71,9 @@ def codec_bytes(items: list[tuple[str, str, np.ndarray, int]], *, byte_codecs=BY
     if bitpacked:
         packed = b"".join(pack(q, bits) for _, _, q, bits in items)
         out["bitpacked"] = {"raw": len(packed), **{c: len(compress(packed, c)) for c in byte_codecs}}
-    enc = entropy.EntropyCoder()
-    t0 = time.perf_counter()
-    sections = [(name, q, bits, *enc.encode(q, bits, entropy.kind_of(name, bits))) for name, _, q, bits in items]
-    t1 = time.perf_counter()
-    dec = entropy.EntropyCoder()
-    for name, q, bits, blob, info in sections:
-        if not np.array_equal(dec.decode(blob, q.shape, bits, entropy.kind_of(name, bits), info["level"]), q):
-            raise AssertionError(f"entropy coder round trip failed on {name}")  # never expected; loud if it is
-    out["entropy"] = sum(len(s[3]) for s in sections)
-    out["entropy_seconds"] = {"encode": round(t1 - t0, 3), "decode": round(time.perf_counter() - t1, 3)}
+    lengths, seconds = coder_round_trip(items)
+    out["entropy"] = sum(lengths)
+    out["entropy_seconds"] = seconds
     if pergroup:
         from golflib.quant.pergroup import pergroup_bytes  # the lrzip binary; a workbook measurement
 
@@ -145,37 +153,32 @@ def symbol_table(items: list[tuple[str, str, np.ndarray, int]], *, pergroup: boo
     "entropy_over_zstd", "entropy_over_pergroup_lrzip"}`` (decimal bytes; the order-0 bound includes its tables,
     the oracle is :func:`column_scale_oracle_bytes`) and seconds of the
     coder's encode and decode and of lrzip's. Raises ``AssertionError`` if a round trip fails (never expected)."""
-    enc, dec = entropy.EntropyCoder(), entropy.EntropyCoder()
-    t0 = time.perf_counter()
-    coded = [(name, cls, q, bits, *enc.encode(q, bits, entropy.kind_of(name, bits))) for name, cls, q, bits in items]
-    t1 = time.perf_counter()
-    for name, _, q, bits, blob, info in coded:
-        if not np.array_equal(dec.decode(blob, q.shape, bits, entropy.kind_of(name, bits), info["level"]), q):
-            raise AssertionError(f"entropy coder round trip failed on {name}")
-    t2 = time.perf_counter()
-    seconds = {"entropy_encode": round(t1 - t0, 3), "entropy_decode": round(t2 - t1, 3)}
+    lengths, coder_s = coder_round_trip(items)
+    seconds = {"entropy_encode": coder_s["encode"], "entropy_decode": coder_s["decode"]}
+    # per tensor: (class, codes, coder bytes, order-0 bound, oracle), each computed once
+    per = [(cls, q, n, entropy.order0_bound_bytes(q)["total"], column_scale_oracle_bytes(q))
+           for (_, cls, q, _), n in zip(items, lengths)]
 
     def row(sel: list) -> dict:
-        raw = b"".join(q.astype(np.int8).tobytes() for _, _, q, _, _, _ in sel)
-        r = {"symbols": int(sum(q.size for _, _, q, _, _, _ in sel))}
+        raw = b"".join(q.astype(np.int8).tobytes() for _, q, *_ in sel)
+        r = {"symbols": int(sum(q.size for _, q, *_ in sel))}
         r.update({c: len(compress(raw, c)) for c in TABLE_CODECS})
-        r["order0"] = round(sum(entropy.order0_bound_bytes(q)["total"] for _, _, q, _, _, _ in sel), 1)
-        r["column_scale_oracle"] = round(sum(column_scale_oracle_bytes(q) for _, _, q, _, _, _ in sel), 1)
-        r["entropy"] = sum(len(blob) for *_, blob, _ in sel)
+        r["order0"] = round(sum(t[3] for t in sel), 1)
+        r["column_scale_oracle"] = round(sum(t[4] for t in sel), 1)
+        r["entropy"] = sum(t[2] for t in sel)
         return r
 
     classes = {}
-    for cls in sorted({c for _, c, *_ in coded}):
-        sel = [it for it in coded if it[1] == cls]
-        classes[cls] = row(sel)
+    for cls in sorted({c for _, c, *_ in items}):
+        classes[cls] = row([t for t in per if t[0] == cls])
         if pergroup:
             from golflib.quant.pergroup import pergroup_bytes  # the lrzip binary; a workbook measurement
 
-            pg = pergroup_bytes([(name, q) for name, _, q, _, _, _ in sel])
+            pg = pergroup_bytes([(name, q) for name, c, q, _ in items if c == cls])
             classes[cls]["pergroup_lrzip"] = pg["total"]
             for k in ("encode", "decode"):
                 seconds[f"lrzip_{k}"] = round(seconds.get(f"lrzip_{k}", 0.0) + pg["seconds"][k], 3)
-    total = row(coded)
+    total = row(per)
     if pergroup:
         total["pergroup_lrzip"] = sum(r["pergroup_lrzip"] for r in classes.values())
     for r in [*classes.values(), total]:

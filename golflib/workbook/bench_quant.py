@@ -89,7 +89,7 @@ def same_symbols(state: dict[str, torch.Tensor], cfg, *, bits: tuple[int, ...] =
 def _preset_weights(preset: str, checkpoint: str | None):
     from golflib.model.gpt import GPT
     from golflib.presets import resolve
-    from golflib.quant.preflight import gaussian_rows
+    from golflib.quant.preflight import gaussian_rows, matching_state
 
     cfg = resolve(preset, {}, environ={})
     own = GPT(cfg.model).state_dict()
@@ -97,11 +97,10 @@ def _preset_weights(preset: str, checkpoint: str | None):
         return cfg, gaussian_rows(own, cfg), "gaussian"
     from safetensors.torch import load_file
 
-    state = load_file(checkpoint)
-    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and state[k].shape != own[k].shape]
-    if bad:
-        raise ValueError(f"{checkpoint}: does not match preset {preset!r}'s model ({bad[:6]})")
-    return cfg, state, "checkpoint"
+    try:
+        return cfg, matching_state(own, load_file(checkpoint)), "checkpoint"
+    except ValueError as e:
+        raise ValueError(f"{checkpoint} (preset {preset!r}): {e}") from None
 
 
 @register("quant")
